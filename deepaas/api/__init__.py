@@ -1,0 +1,153 @@
+"""get_app(): the aiohttp Application serving the configured models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_apigami
+from aiohttp import web
+from oslo_config import cfg
+
+from deepaas import __version__, config
+from deepaas.api import errors, keys, routing, versions
+from deepaas.api import v2 as v2_api
+from deepaas.api.parser import ArgumentParser
+from deepaas.debug import DebugCapture
+from deepaas.exceptions import ModelNotFound
+from deepaas.model import loading
+from deepaas.model.v2.pool import WorkerPool
+from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.trainings import MemoryTrainingStore, TrainingRunner
+
+LOG = logging.getLogger(__name__)
+
+API_TITLE = "DEEP as a Service API endpoint"
+API_DESCRIPTION = (
+    "Machine learning models served by deepaas: metadata, predictions and "
+    "trainings, generated from each model's declarations."
+)
+
+
+def normalize_base_path(base_path: str | None) -> str:
+    """``/x/y`` from ``x/y/``, ``/x/y`` or ``''``."""
+    base = (base_path or "").strip().strip("/")
+    return f"/{base}" if base else ""
+
+
+def build_models(conf: cfg.ConfigOpts) -> dict[str, ModelWrapper]:
+    """Load the configured models, each with its own worker pool (not started)."""
+    log_level = logging.getLogger().getEffectiveLevel()
+    models = {}
+    for name, (spec, model) in loading.load_models(conf.model_name).items():
+        pool = WorkerPool(spec, conf.workers, warm=conf.warm, log_level=log_level)
+        models[name] = ModelWrapper(name, model, pool)
+    return models
+
+
+async def _executors(app: web.Application) -> AsyncIterator[None]:
+    """Start every model's workers before serving; stop them on shutdown."""
+    models = app[keys.MODELS].values()
+    results = await asyncio.gather(
+        *(m.executor.start() for m in models), return_exceptions=True
+    )
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await asyncio.gather(*(m.executor.stop() for m in models))
+        raise failure
+    yield
+    await app[keys.TRAININGS].stop()
+    await asyncio.gather(*(m.executor.stop() for m in models))
+
+
+async def _debug_capture(app: web.Application) -> AsyncIterator[None]:
+    capture = app[keys.DEBUG_CAPTURE]
+    capture.install()
+    yield
+    capture.uninstall()
+
+
+def _unknown_model_routes(app: web.Application, base: str) -> None:
+    """Undocumented fallbacks so an unknown model name gets a helpful 404."""
+
+    async def unknown_model(request: web.Request) -> web.Response:
+        if request.match_info["model"] in request.app[keys.MODELS]:
+            # A served model, but no route for this method or endpoint.
+            allowed = {
+                route.method
+                for route in request.app.router.routes()
+                if route.resource is not None
+                and route.resource.canonical == request.path
+            }
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, allowed)
+            raise web.HTTPNotFound(reason="This endpoint is disabled on this server")
+        names = ", ".join(request.app[keys.MODELS]) or "none"
+        raise ModelNotFound(
+            f"No model named {request.match_info['model']!r}. Models served: {names}."
+        )
+
+    prefix = f"{base}/v2/models/{{model}}"
+    for method, suffix in (
+        ("GET", ""),
+        ("POST", "/predict"),
+        ("*", "/train"),
+        ("*", "/train/{uuid}"),
+    ):
+        app.router.add_route(method, prefix + suffix, unknown_model)
+        app.router.add_route(method, prefix + suffix + "/", unknown_model)
+
+
+def _setup_spec(app: web.Application, base: str, with_ui: bool) -> None:
+    aiohttp_apigami.setup_aiohttp_apispec(
+        app,
+        title=API_TITLE,
+        version=__version__,
+        url=f"{base}/swagger.json",
+        swagger_path=f"{base}/api" if with_ui else None,
+        static_path=f"{base}/static/swagger",
+        in_place=True,
+        openapi_version="2.0",
+        info={"description": API_DESCRIPTION},
+    )
+    if with_ui:
+        ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")
+        for path in (f"{base}/api/", f"{base}/ui", f"{base}/ui/"):
+            app.router.add_get(path, ui)
+
+
+def get_app(
+    conf: cfg.ConfigOpts | None = None,
+    *,
+    models: dict[str, ModelWrapper] | None = None,
+) -> web.Application:
+    """Build the Application for ``conf`` (default: every option at its default).
+
+    ``models`` replaces loading from entry points (the commands load them first
+    so that a bad model stops start-up before anything listens).
+    """
+    conf = conf if conf is not None else config.build_config([])
+    base = normalize_base_path(conf.base_path)
+    app = web.Application(
+        middlewares=[errors.error_middleware],
+        client_max_size=conf.client_max_size,
+    )
+    app[keys.CONFIG] = conf
+    app[keys.BASE_PATH] = base
+    app[keys.MODELS] = models if models is not None else build_models(conf)
+    app[keys.PARSER] = ArgumentParser(conf.client_max_size)
+    app[keys.TRAININGS] = TrainingRunner(MemoryTrainingStore())
+    if conf.debug_endpoint:
+        app[keys.DEBUG_CAPTURE] = DebugCapture()
+        app.cleanup_ctx.append(_debug_capture)
+    app.cleanup_ctx.append(_executors)
+
+    versions.setup_routes(app, base)
+    v2_api.setup_routes(app, base)
+    _unknown_model_routes(app, base)
+    _setup_spec(app, base, conf.doc_endpoint)
+    return app
+
+
+__all__ = ["get_app", "routing"]

@@ -1,0 +1,62 @@
+"""One middleware that turns every failure into a JSON ``{"message": ...}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from deepaas import exceptions
+
+LOG = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, message: str, *, reason: str | None = None, **extra: object
+) -> web.Response:
+    """A JSON error answer."""
+    return web.json_response({"message": message, **extra}, status=status, reason=reason)
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
+    if exc.status < 400:
+        raise exc
+    if exc.content_type == "application/json" and exc.text:
+        try:
+            body = json.loads(exc.text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "message" in body:
+            return web.json_response(body, status=exc.status, reason=exc.reason)
+    text = exc.text or exc.reason
+    # aiohttp's default texts look like "404: Not Found"; keep only the words.
+    prefix = f"{exc.status}: "
+    message = text[len(prefix) :] if text.startswith(prefix) else text
+    response = error_response(exc.status, message, reason=exc.reason)
+    for header in ("Allow", "Retry-After"):
+        if header in exc.headers:
+            response.headers[header] = exc.headers[header]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        return _from_http_exception(exc)
+    except exceptions.InvalidArguments as exc:
+        return error_response(exc.status, exc.message, errors=exc.errors)
+    except exceptions.ModelCallError as exc:
+        if exc.status >= 500:
+            LOG.error("%s %s: %s", request.method, request.path, exc.message)
+        return error_response(exc.status, exc.message, reason=exc.reason)
+    except exceptions.DeepaasError as exc:
+        if exc.status >= 500:
+            LOG.error("%s %s: %s", request.method, request.path, exc.message)
+        return error_response(exc.status, exc.message)
+    except Exception as exc:
+        LOG.exception("%s %s failed", request.method, request.path)
+        return error_response(500, f"Internal server error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,176 @@
+"""Reading a model's arguments from a request, with webargs.
+
+``ArgumentParser`` adds one location to webargs' aiohttp parser, ``model``: the
+query string, a urlencoded or multipart form, a JSON object body and uploaded
+file parts, merged (body over query). File parts are streamed to temporary
+files owned by the request's ``Uploads``. Validation errors become
+``InvalidArguments`` naming every bad field.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow
+from aiohttp import web
+from webargs import core
+from webargs.aiohttpparser import AIOHTTPParser
+
+from deepaas import exceptions
+from deepaas.api import uploads as uploads_mod
+from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
+
+UPLOADS = web.RequestKey("deepaas_uploads", uploads_mod.Uploads)
+LOCATION = "model"
+
+
+class BadRequest(exceptions.DeepaasError):
+    """The request body cannot be read at all."""
+
+    status = 400
+
+
+class NotAcceptable(exceptions.DeepaasError):
+    """No media type in the Accept header is one the model can produce."""
+
+    status = 406
+
+
+def parse_accept(header: str) -> list[str]:
+    """Media types of an Accept header, most preferred first (q=0 dropped)."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, item in enumerate(header.split(",")):
+        media_type, *params = (p.strip() for p in item.split(";"))
+        if not media_type:
+            continue
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            ranked.append((-quality, index, media_type.lower()))
+    return [media_type for _, _, media_type in sorted(ranked)]
+
+
+def accept_from_header(header: str | None, choices: list[str]) -> str | None:
+    """The declared ``accept`` choice an Accept header asks for.
+
+    None when the header leaves it to the default (absent, or a wildcard comes
+    first); raises ``NotAcceptable`` when it names only types the model lacks.
+    """
+    if not header:
+        return None
+    wanted = parse_accept(header)
+    for media_type in wanted:
+        if media_type == "*/*":
+            return None
+        if media_type.endswith("/*"):
+            prefix = media_type[:-1]
+            match = next((c for c in choices if c.lower().startswith(prefix)), None)
+        else:
+            match = next((c for c in choices if c.lower() == media_type), None)
+        if match is not None:
+            return match
+    if not wanted:
+        return None
+    raise NotAcceptable(
+        f"None of the media types accepted ({header}) can be produced; "
+        f"choose one of: {', '.join(choices)}."
+    )
+
+
+class ArgumentParser(AIOHTTPParser):
+    """webargs' aiohttp parser with the ``model`` location."""
+
+    __location_map__: typing.ClassVar[dict[str, Any]] = {
+        **AIOHTTPParser.__location_map__,
+        LOCATION: "load_model_arguments",
+    }
+
+    def __init__(self, client_max_size: int = 0) -> None:
+        super().__init__(unknown=marshmallow.RAISE)
+        self.client_max_size = client_max_size
+
+    async def parse_arguments(
+        self, request: web.Request, arguments: Arguments
+    ) -> dict[str, Any]:
+        """Validated keyword arguments for the model, files included.
+
+        Uploaded files live in ``request[UPLOADS]``; the caller cleans them up.
+        """
+        parsed = await self.parse(arguments.schema, request, location=LOCATION)
+        return dict(parsed)
+
+    async def load_model_arguments(
+        self, request: web.Request, schema: marshmallow.Schema
+    ) -> dict[str, Any]:
+        """Merge every place a model argument may come from."""
+        if uploads_mod.content_length_over(request, self.client_max_size):
+            raise uploads_mod.too_large(self.client_max_size)
+        file_names = {n for n, f in schema.fields.items() if is_file_field(f)}
+        files: Mapping[str, Any] = {}
+        body: Mapping[str, Any] = {}
+        if uploads_mod.is_multipart(request):
+            values, file_parts = await uploads_mod.read_multipart(
+                request, request[UPLOADS], self.client_max_size
+            )
+            body = self._makeproxy(values, schema)
+            files = {name: file_parts.getall(name) for name in file_parts}
+        else:
+            json_body = await self.load_json(request, schema)
+            if json_body is core.missing:
+                body = await self.load_form(request, schema)
+            elif isinstance(json_body, Mapping):
+                body = json_body
+            else:
+                raise exceptions.InvalidArguments(
+                    {"_body": ["A JSON body must be an object of arguments."]}
+                )
+        merged: dict[str, Any] = {}
+        for source in (body, self._makeproxy(request.query, schema)):
+            for name in source:
+                if name in file_names:
+                    raise exceptions.InvalidArguments(
+                        {name: ["Send this argument as a file (a multipart part "
+                                "with a filename)."]}
+                    )
+                merged.setdefault(name, source[name])
+        for name, parts in files.items():
+            if name in schema.fields and name not in file_names:
+                raise exceptions.InvalidArguments(
+                    {name: ["This argument takes a value, not a file."]}
+                )
+            merged[name] = parts[0] if len(parts) == 1 else parts
+        if "accept" in schema.fields and "accept" not in merged:
+            choices = [str(c) for c in choices_of(schema.fields["accept"]) or []]
+            accept = accept_from_header(request.headers.get("Accept"), choices)
+            if accept is not None:
+                merged["accept"] = accept
+        return merged
+
+    def _handle_invalid_json_error(  # type: ignore[override]
+        self, error: Exception, req: web.Request, *args: Any, **kwargs: Any
+    ) -> typing.NoReturn:
+        raise BadRequest(f"The request body is not valid JSON: {error}")
+
+    def handle_error(  # type: ignore[override]
+        self,
+        error: marshmallow.ValidationError,
+        req: web.Request,
+        schema: marshmallow.Schema,
+        *,
+        error_status_code: int | None,
+        error_headers: Mapping[str, str] | None,
+    ) -> typing.NoReturn:
+        messages = error.messages
+        if isinstance(messages, dict) and set(messages) == {LOCATION}:
+            messages = messages[LOCATION]
+        if not isinstance(messages, dict):
+            messages = {"_schema": messages}
+        raise exceptions.InvalidArguments(messages)

@@ -1,0 +1,94 @@
+"""Request bodies read as they arrive: multipart files streamed to disk.
+
+A file part is written chunk by chunk to a temporary file in a directory owned
+by the request, so a 1 GiB upload costs disk, not memory. ``Uploads`` removes the
+directory when the request is done with it, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from aiohttp import BodyPartReader, hdrs, web
+from multidict import MultiDict
+
+from deepaas.model.v2.wrapper import UploadedFile
+
+CHUNK_SIZE = 256 * 1024
+
+
+def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+    """The 413 for a body over ``limit`` bytes."""
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1)
+
+
+class Uploads:
+    """The temporary files of one request."""
+
+    def __init__(self) -> None:
+        self._directory: str | None = None
+
+    def new_path(self, original_filename: str) -> str:
+        """A fresh path for an uploaded file, keeping its extension."""
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="deepaas-upload-")
+        suffix = os.path.splitext(os.path.basename(original_filename))[1][:16]
+        fd, path = tempfile.mkstemp(dir=self._directory, suffix=suffix)
+        os.close(fd)
+        return path
+
+    def cleanup(self) -> None:
+        """Delete every file of the request."""
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+
+async def read_multipart(
+    request: web.Request, uploads: Uploads, limit: int
+) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
+    """Read a multipart body: text fields in memory, files to ``uploads``.
+
+    ``limit`` (bytes, 0 for none) bounds the whole body while it streams.
+    """
+    values: MultiDict[str] = MultiDict()
+    files: MultiDict[UploadedFile] = MultiDict()
+    received = 0
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise web.HTTPBadRequest(reason="Nested multipart bodies are not accepted")
+        name = part.name or ""
+        if part.filename is None:
+            data = bytearray()
+            while chunk := await part.read_chunk(CHUNK_SIZE):
+                received += len(chunk)
+                if limit and received > limit:
+                    raise too_large(limit)
+                data.extend(chunk)
+            charset = part.get_charset(default="utf-8")
+            values.add(name, data.decode(charset, errors="replace"))
+            continue
+        path = uploads.new_path(part.filename)
+        with open(path, "wb") as target:
+            while chunk := await part.read_chunk(CHUNK_SIZE):
+                received += len(chunk)
+                if limit and received > limit:
+                    raise too_large(limit)
+                target.write(chunk)
+        content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+        files.add(name, UploadedFile(name, path, content_type, part.filename))
+    return values, files
+
+
+def content_length_over(request: web.Request, limit: int) -> bool:
+    """True when the declared body length already exceeds ``limit``."""
+    return bool(limit) and (request.content_length or 0) > limit
+
+
+def is_multipart(request: web.Request) -> bool:
+    return request.content_type.startswith("multipart/")

@@ -1,0 +1,28 @@
+"""Version 2 of the HTTP API."""
+
+from __future__ import annotations
+
+import aiohttp_apigami
+from aiohttp import web
+
+from deepaas.api import keys, routing, versions
+from deepaas.api.v2 import debug, models, predict, responses, train
+
+
+@aiohttp_apigami.docs(tags=["versions"], summary="Describe API version 2")
+@aiohttp_apigami.response_schema(responses.Version(), 200)
+async def get_version(request: web.Request) -> web.Response:
+    return web.json_response(versions.v2_version(request.app[keys.BASE_PATH]))
+
+
+def setup_routes(app: web.Application, base: str) -> None:
+    """Add every V2 route the configuration enables."""
+    conf = app[keys.CONFIG]
+    routing.add_route(app, "GET", f"{base}/v2/", get_version)
+    models.setup_routes(app, base)
+    for wrapper in app[keys.MODELS].values():
+        if conf.predict_endpoint:
+            predict.setup_routes(app, base, wrapper)
+        if conf.train_endpoint:
+            train.setup_routes(app, base, wrapper)
+    debug.setup_routes(app, base)

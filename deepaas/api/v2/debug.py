@@ -1,0 +1,28 @@
+"""GET /v2/debug/: captured output and logs, when enabled."""
+
+from __future__ import annotations
+
+import aiohttp_apigami
+from aiohttp import web
+
+from deepaas.api import keys, routing
+
+
+@aiohttp_apigami.docs(
+    tags=["debug"],
+    summary="Captured standard output, standard error and deepaas logs",
+    produces=["text/plain"],
+    responses={
+        200: {"description": "The captured text"},
+        204: {"description": "The debug endpoint is disabled"},
+    },
+)
+async def get_debug(request: web.Request) -> web.Response:
+    capture = request.app.get(keys.DEBUG_CAPTURE)
+    if capture is None:
+        return web.Response(status=204)
+    return web.Response(text=capture.text(), content_type="text/plain")
+
+
+def setup_routes(app: web.Application, base: str) -> None:
+    routing.add_route(app, "GET", f"{base}/v2/debug/", get_debug)

@@ -1,0 +1,94 @@
+"""POST /v2/models/<name>/predict/: one route per model, from its arguments."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+import aiohttp_apigami
+from aiohttp import web
+
+from deepaas.api import keys, routing
+from deepaas.api.parser import UPLOADS
+from deepaas.api.uploads import Uploads
+from deepaas.api.v2 import responses
+from deepaas.model.v2.wrapper import JSON_MEDIA_TYPES, ModelWrapper, ReturnedFile
+
+ERRORS = {
+    406: {"description": "No acceptable media type", "schema": responses.Error},
+    413: {"description": "Request body too large", "schema": responses.Error},
+    422: {"description": "Invalid arguments", "schema": responses.Error},
+    500: {"description": "The model failed", "schema": responses.Error},
+    501: {"description": "The model does not implement predict", "schema": responses.Error},
+}
+
+
+def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
+    """A non-JSON answer for a file or bytes result; None for JSON results."""
+    if isinstance(result, ReturnedFile):
+        content_type = (
+            accept
+            if accept and accept not in JSON_MEDIA_TYPES
+            else result.content_type
+            or mimetypes.guess_type(result.filename)[0]
+            or "application/octet-stream"
+        )
+        return web.FileResponse(result.filename, headers={"Content-Type": content_type})
+    if isinstance(result, bytes | bytearray | memoryview):
+        content_type = (
+            accept
+            if accept and accept not in JSON_MEDIA_TYPES
+            else "application/octet-stream"
+        )
+        return web.Response(body=bytes(result), headers={"Content-Type": content_type})
+    if accept and accept not in JSON_MEDIA_TYPES and isinstance(result, str):
+        return web.Response(text=result, headers={"Content-Type": accept})
+    return None
+
+
+def make_handler(model: ModelWrapper) -> Any:
+    arguments = model.predict_arguments
+    accept_choices = model.accept_choices
+    produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
+    documented_responses: dict[int, dict[str, Any]] = dict(ERRORS)
+
+    async def predict(request: web.Request) -> web.StreamResponse:
+        uploads = request[UPLOADS] = Uploads()
+        try:
+            kwargs = await request.app[keys.PARSER].parse_arguments(request, arguments)
+            result = await model.predict(**kwargs)
+        finally:
+            uploads.cleanup()
+        raw = raw_response(result, kwargs.get("accept"))
+        if raw is not None:
+            return raw
+        return web.json_response(model.prediction_body(result))
+
+    handler: Any = predict
+    handler = aiohttp_apigami.response_schema(
+        model.response_schema or responses.Prediction(),
+        200,
+        description="The prediction",
+    )(handler)
+    handler = aiohttp_apigami.request_schema(
+        arguments.value_schema, location="querystring"
+    )(handler)
+    if arguments.file_names:
+        handler = aiohttp_apigami.request_schema(
+            arguments.file_schema, location="form"
+        )(handler)
+    return aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Make a prediction with model {model.name}",
+        description="Arguments may be sent in the query string, a form or a JSON "
+        "object body; files as multipart parts.",
+        produces=produces,
+        consumes=["multipart/form-data"] if arguments.file_names else None,
+        responses=documented_responses,
+    )(handler)
+
+
+def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
+    routing.add_route(
+        app, "POST", f"{base}/v2/models/{model.name}/predict/", make_handler(model)
+    )

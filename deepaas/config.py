@@ -1,0 +1,132 @@
+"""Every deepaas option, declared once with its help text.
+
+Options are registered on a ``ConfigOpts`` object handed in by the caller, so
+nothing here holds state: the commands build their own configuration, tests
+build theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+from deepaas import __version__
+
+MODEL_NAME_ENV = "DEEPAAS_V2_MODEL"
+
+server_opts = [
+    cfg.HostAddressOpt(
+        "listen-ip",
+        default="127.0.0.1",
+        help="IP address the API server listens on.",
+    ),
+    cfg.PortOpt(
+        "listen-port",
+        default=5000,
+        help="Port the API server listens on.",
+    ),
+    cfg.StrOpt(
+        "base-path",
+        default="",
+        help="Path prefix for every route, the spec and the UI, for a server "
+        "published under a sub-path behind a reverse proxy (e.g. /models).",
+    ),
+    cfg.IntOpt(
+        "workers",
+        short="p",
+        default=1,
+        min=1,
+        help="Number of worker processes that run predict and train calls. "
+        "Each loads the model once.",
+    ),
+    cfg.IntOpt(
+        "client-max-size",
+        default=0,
+        min=0,
+        help="Largest request body accepted, in bytes; larger ones get 413. "
+        "0 means no limit.",
+    ),
+    cfg.BoolOpt(
+        "warm",
+        default=True,
+        help="Call the model's warm() in every worker before serving.",
+    ),
+    cfg.BoolOpt(
+        "debug-endpoint",
+        default=False,
+        help="Serve GET /v2/debug/ with captured output and logs.",
+    ),
+    cfg.BoolOpt(
+        "predict-endpoint",
+        default=True,
+        help="Serve the predict endpoints.",
+    ),
+    cfg.BoolOpt(
+        "train-endpoint",
+        default=True,
+        help="Serve the train endpoints.",
+    ),
+    cfg.BoolOpt(
+        "doc-endpoint",
+        default=True,
+        help="Serve the Swagger UI at /api and /ui.",
+    ),
+    cfg.StrOpt(
+        "model-name",
+        default=os.environ.get(MODEL_NAME_ENV),
+        sample_default="$" + MODEL_NAME_ENV,
+        help="Name of the model entry point to serve (from the deepaas.v2.model "
+        "group). Required when several models are installed and only one is "
+        "wanted; by default every installed model is served. Defaults to the "
+        "DEEPAAS_V2_MODEL environment variable.",
+    ),
+]
+
+logging_opts = [
+    cfg.BoolOpt(
+        "debug",
+        short="d",
+        default=False,
+        help="Log at DEBUG level and show tracebacks.",
+    ),
+    cfg.StrOpt(
+        "log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="Level of the log messages written.",
+    ),
+    cfg.StrOpt(
+        "log-file",
+        help="Write logs to this file instead of standard error.",
+    ),
+]
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """All options by group, for registration and the sample generator."""
+    return [(None, server_opts + logging_opts)]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every option on ``conf`` as a command-line option."""
+    for group, opts in list_opts():
+        conf.register_cli_opts(opts, group=group)
+
+
+def build_config(
+    argv: Sequence[str] | None = None,
+    *,
+    default_config_files: list[str] | None = None,
+) -> cfg.ConfigOpts:
+    """Return a fresh ``ConfigOpts`` with every option, parsed from ``argv``."""
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf(
+        list(argv) if argv is not None else [],
+        project="deepaas",
+        version=__version__,
+        default_config_files=default_config_files or [],
+    )
+    return conf

@@ -1,0 +1,130 @@
+"""The project's error types.
+
+The model layer raises these; the API layer turns each into one JSON answer.
+None of them knows about HTTP beyond the status code it suggests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DeepaasError(Exception):
+    """Base class of every deepaas error."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelLoadError(DeepaasError):
+    """A model entry point could not be found, imported or instantiated."""
+
+
+class ModelNotFound(DeepaasError):
+    """No loaded model answers to that name."""
+
+    status = 404
+
+
+class TrainingNotFound(DeepaasError):
+    """No training with that id is known for that model."""
+
+    status = 404
+
+
+class InvalidArguments(DeepaasError):
+    """The arguments sent do not match the model's declaration."""
+
+    status = 422
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        self.errors = errors
+        details = "; ".join(
+            f"{field}: {_flatten(msgs)}" for field, msgs in sorted(errors.items())
+        )
+        super().__init__(f"Invalid arguments: {details}")
+
+
+class InvalidResponse(DeepaasError):
+    """The model returned something its own response schema rejects."""
+
+    def __init__(self, model: str, errors: Any) -> None:
+        self.errors = errors
+        super().__init__(
+            f"The response of model {model!r} does not match its schema: "
+            f"{_flatten(errors)}"
+        )
+
+
+class ModelCallError(DeepaasError):
+    """The model raised an exception while running a call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exc_type: str = "Exception",
+        status: int = 500,
+        reason: str | None = None,
+        traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.status = status
+        self.reason = reason
+        self.traceback = traceback
+
+
+class NotImplementedByModel(ModelCallError):
+    """The model does not implement the method that was called."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("status", 501)
+        super().__init__(message, **kwargs)
+
+
+class WorkerDied(DeepaasError):
+    """The worker process running a call ended before answering."""
+
+    def __init__(self, exitcode: int | None, method: str) -> None:
+        self.exitcode = exitcode
+        super().__init__(
+            f"The worker running {method}() died ({describe_exit(exitcode)}); "
+            "it has been replaced."
+        )
+
+
+class CallCancelled(DeepaasError):
+    """The call was cancelled and its worker stopped."""
+
+
+class PoolClosed(DeepaasError):
+    """The worker pool is shutting down and takes no more calls."""
+
+    status = 503
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Say in words how a process ended, from its ``exitcode``."""
+    import signal
+
+    if exitcode is None:
+        return "exit code unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name}, exit code {exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _flatten(messages: Any) -> str:
+    if isinstance(messages, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in messages.items())
+    if isinstance(messages, list | tuple):
+        return " ".join(_flatten(m) for m in messages)
+    return str(messages)

@@ -1,0 +1,165 @@
+"""A model's declared arguments, made usable on webargs 8 and marshmallow 3.
+
+Model packages declare arguments the way the DEEPaaS documentation shows:
+``fields.Str(missing=..., enum=[...], description=...)``, file fields as
+``fields.Field(type="file", location="form")``, and even plain dicts
+(``{"default": ..., "help": ..., "required": ...}``). This module turns such a
+declaration into an ``Arguments`` object: the fields (with ``enum`` enforced as a
+choice), which of them are files, and the marshmallow schemas built from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import marshmallow
+from marshmallow import fields, validate
+
+from deepaas import exceptions
+
+# Python types allowed in the deprecated plain-dict declarations.
+_PLAIN_TYPES: dict[Any, type[fields.Field]] = {
+    int: fields.Int,
+    float: fields.Float,
+    bool: fields.Bool,
+    str: fields.Str,
+    list: fields.List,
+    dict: fields.Dict,
+}
+
+
+def is_file_field(field: fields.Field) -> bool:
+    """True when a field is uploaded as a multipart file part."""
+    return field.metadata.get("type") == "file" or field.metadata.get(
+        "location"
+    ) in ("form", "files")
+
+
+def choices_of(field: fields.Field) -> list[Any] | None:
+    """The allowed values of a field (``enum=`` or a ``OneOf`` validator)."""
+    for validator in field.validators:
+        if isinstance(validator, validate.OneOf):
+            return list(validator.choices)
+    enum = field.metadata.get("enum")
+    return list(enum) if enum is not None else None
+
+
+def _from_plain_dict(name: str, spec: Mapping[str, Any]) -> fields.Field:
+    """Build a field from a deprecated ``{"default", "help", "required"}`` dict."""
+    default = spec.get("default")
+    declared_type = spec.get("type")
+    if declared_type is None and default is not None:
+        declared_type = type(default)
+    field_cls = _PLAIN_TYPES.get(declared_type, fields.Str)
+    kwargs: dict[str, Any] = {
+        "required": bool(spec.get("required", False)),
+        "metadata": {"description": spec.get("help", "")},
+    }
+    if not kwargs["required"]:
+        kwargs["load_default"] = default
+        kwargs["allow_none"] = default is None
+    if "choices" in spec:
+        kwargs["validate"] = validate.OneOf(spec["choices"])
+    if field_cls is fields.List:
+        return fields.List(fields.Raw(), **kwargs)
+    return field_cls(**kwargs)
+
+
+def normalize_field(name: str, declared: Any) -> fields.Field:
+    """Return a marshmallow 3 field for one declared argument."""
+    if isinstance(declared, Mapping):
+        return _from_plain_dict(name, declared)
+    if isinstance(declared, type) and issubclass(declared, fields.Field):
+        declared = declared()
+    if not isinstance(declared, fields.Field):
+        raise TypeError(
+            f"argument {name!r} is a {type(declared).__name__}, not a "
+            "marshmallow/webargs field or a dict"
+        )
+    field = copy.deepcopy(declared)
+    enum = field.metadata.get("enum")
+    if enum is not None and not any(
+        isinstance(v, validate.OneOf) for v in field.validators
+    ):
+        field.validators.append(validate.OneOf(list(enum)))
+    return field
+
+
+class Arguments:
+    """The arguments one model method accepts."""
+
+    def __init__(self, declared: Mapping[str, Any]) -> None:
+        self.fields: dict[str, fields.Field] = {
+            name: normalize_field(name, value) for name, value in declared.items()
+        }
+        self.file_names: frozenset[str] = frozenset(
+            name for name, f in self.fields.items() if is_file_field(f)
+        )
+        self.schema = self._schema_for(self.fields)
+        self.value_schema = self._schema_for(
+            {n: f for n, f in self.fields.items() if n not in self.file_names}
+        )
+        self.file_schema = self._schema_for(
+            {n: f for n, f in self.fields.items() if n in self.file_names}
+        )
+
+    @staticmethod
+    def _schema_for(fields_: Mapping[str, fields.Field]) -> marshmallow.Schema:
+        schema_cls = marshmallow.Schema.from_dict(
+            {name: copy.deepcopy(f) for name, f in fields_.items()}
+        )
+        return schema_cls()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.fields
+
+    def choices(self, name: str) -> list[Any] | None:
+        """The allowed values of argument ``name``, if it declares any."""
+        field = self.fields.get(name)
+        return choices_of(field) if field is not None else None
+
+    def load(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``data`` and return the model's keyword arguments.
+
+        Raises ``InvalidArguments`` naming every bad field.
+        """
+        try:
+            loaded = self.schema.load(data, unknown=marshmallow.RAISE)
+        except marshmallow.ValidationError as exc:
+            errors = exc.messages if isinstance(exc.messages, dict) else {
+                "_schema": exc.messages
+            }
+            raise exceptions.InvalidArguments(errors) from None
+        return dict(loaded)
+
+
+def read_declaration(
+    model_name: str, what: str, getter: Callable[[], Any] | None
+) -> Arguments:
+    """Call a model's ``get_predict_args``/``get_train_args`` and normalise it.
+
+    A model without the method takes no arguments. A declaration that is not a
+    mapping of fields stops start-up with a message naming the model.
+    """
+    if getter is None:
+        return Arguments({})
+    with warnings.catch_warnings():
+        # The documented declarations use marshmallow 3 keywords (missing=,
+        # description=, enum=) that marshmallow flags for version 4; they are
+        # the contract here, so do not fill the log with them.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            declared = getter()
+            if declared is None:
+                declared = {}
+            if not isinstance(declared, Mapping):
+                raise TypeError(f"it returned a {type(declared).__name__}, not a dict")
+            return Arguments(declared)
+        except Exception as exc:
+            raise exceptions.ModelLoadError(
+                f"Model {model_name!r}: {what}() is not a valid argument "
+                f"declaration: {exc}"
+            ) from exc

@@ -1,0 +1,49 @@
+"""The interface every executor offers: where model calls actually run.
+
+The local spawned-process pool (``deepaas.model.v2.pool``) is the default; a
+cluster-backed executor implements the same methods. Cancelling the task that
+awaits ``call`` cancels the call itself.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """A snapshot of an executor's workers."""
+
+    size: int  # workers wanted
+    alive: int  # workers started and answering
+    busy: int  # workers running a call
+    restarts: int  # workers replaced after a death, kill or cancel
+
+
+class Executor(abc.ABC):
+    """Runs a model's methods somewhere other than the event loop."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start the workers; return once each has loaded (and warmed) the model.
+
+        Raises ``ModelLoadError`` when a worker cannot load the model.
+        """
+
+    @abc.abstractmethod
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """Run ``model.<method>(**kwargs)`` in a worker and return its result.
+
+        Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
+        ``PoolClosed``. Cancelling the awaiting task stops the call.
+        """
+
+    @abc.abstractmethod
+    def health(self) -> Health:
+        """How many workers there are, alive and busy."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop every worker; pending and future calls fail with PoolClosed."""

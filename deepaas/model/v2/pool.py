@@ -1,0 +1,293 @@
+"""The local executor: a pool of persistent, spawned worker processes.
+
+Each worker loads the model entry point itself (spawned, not forked, so CUDA and
+TensorFlow start clean), warms it once, then runs calls one at a time. The
+event loop talks to workers over sockets it reads asynchronously, so it never
+blocks on a call. A worker that dies mid-call fails only that call and is
+replaced; cancelling a call kills its worker, which is replaced too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import socket
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from deepaas import exceptions
+from deepaas.model.loading import ModelSpec
+from deepaas.model.v2 import worker as worker_main
+from deepaas.model.v2.executor import Executor, Health
+
+LOG = logging.getLogger(__name__)
+
+STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
+RESTART_DELAYS = (0.5, 1, 2, 5, 10, 30)  # back-off when a replacement fails
+
+
+def _call_error(method: str, details: dict[str, Any]) -> exceptions.ModelCallError:
+    kind = details.get("kind")
+    common = {"exc_type": details["type"], "traceback": details.get("traceback", "")}
+    if kind == "not_implemented":
+        return exceptions.NotImplementedByModel(details["message"], **common)
+    if kind == "http":
+        return exceptions.ModelCallError(
+            details["message"],
+            status=details["status"],
+            reason=details.get("reason"),
+            **common,
+        )
+    return exceptions.ModelCallError(
+        f"{details['type']}: {details['message']}"
+        if details["type"] not in details["message"]
+        else details["message"],
+        **common,
+    )
+
+
+class WorkerProcess:
+    """One spawned worker and the socket to it."""
+
+    def __init__(self, spec: ModelSpec, warm: bool, log_level: int) -> None:
+        self.spec = spec
+        self.warm = warm
+        self.log_level = log_level
+        self.process: BaseProcess | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    async def start(self) -> None:
+        """Spawn the process and wait until it has loaded and warmed the model."""
+        ours, theirs = socket.socketpair()
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=worker_main.main,
+            args=(theirs, self.spec, self.warm, self.log_level),
+            name=f"deepaas-worker-{self.spec.name}",
+        )
+        try:
+            self.process.start()
+        finally:
+            theirs.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=ours)
+        message = await self._receive()
+        if message is None:
+            exitcode = await self.wait()
+            raise exceptions.ModelLoadError(
+                f"Worker for model {self.spec.name!r} died while loading it "
+                f"({exceptions.describe_exit(exitcode)})."
+            )
+        status, details = message
+        if status != "ready":
+            await self.wait()
+            raise exceptions.ModelLoadError(
+                f"Worker for model {self.spec.name!r} could not load and warm it: "
+                f"{details['type']}: {details['message']}"
+            )
+
+    async def _receive(self) -> Any:
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(worker_main.HEADER.size)
+            payload = await self._reader.readexactly(
+                worker_main.HEADER.unpack(header)[0]
+            )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        return worker_main.pickle.loads(payload)
+
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """Run one call; raise ``WorkerDied`` if the process ends first."""
+        assert self._writer is not None
+        try:
+            self._writer.write(worker_main.encode((method, kwargs)))
+            await self._writer.drain()
+        except ConnectionError:
+            pass  # it died; the read below sees EOF and reports the exit
+        message = await self._receive()
+        if message is None:
+            raise exceptions.WorkerDied(await self.wait(), method)
+        status, value = message
+        if status == "ok":
+            return value
+        raise _call_error(method, value)
+
+    async def wait(self, timeout: float = STOP_GRACE) -> int | None:
+        """Wait (without blocking the loop) for the process to end; its exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.exitcode is None:
+            loop = asyncio.get_running_loop()
+            ended = loop.create_future()
+            loop.add_reader(process.sentinel, ended.set_result, None)
+            try:
+                await asyncio.wait_for(ended, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                loop.remove_reader(process.sentinel)
+        process.join(0)
+        return process.exitcode
+
+    def kill(self) -> None:
+        """End the process at once (SIGKILL)."""
+        if self.process is not None and self.process.exitcode is None:
+            self.process.kill()
+
+    async def stop(self) -> None:
+        """Close the socket (the worker exits when idle), kill it if it lingers."""
+        if self._writer is not None:
+            self._writer.close()
+        if self.process is None or self.process.pid is None:
+            return
+        if await self.wait() is None:
+            self.kill()
+            await self.wait()
+        with contextlib.suppress(ValueError):
+            self.process.close()
+
+
+class WorkerPool(Executor):
+    """``size`` workers for one model, shared by predict and train calls."""
+
+    def __init__(
+        self, spec: ModelSpec, size: int = 1, *, warm: bool = True, log_level: int = 0
+    ) -> None:
+        self.spec = spec
+        self.size = size
+        self.warm = warm
+        self.log_level = log_level or logging.getLogger().getEffectiveLevel()
+        self._workers: set[WorkerProcess] = set()
+        # None in the queue tells a waiting caller that the pool has stopped.
+        self._idle: asyncio.Queue[WorkerProcess | None] = asyncio.Queue()
+        self._waiting = 0
+        self._busy: set[WorkerProcess] = set()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._restarts = 0
+        self._closed = False
+
+    def _new_worker(self) -> WorkerProcess:
+        return WorkerProcess(self.spec, self.warm, self.log_level)
+
+    async def start(self) -> None:
+        workers = [self._new_worker() for _ in range(self.size)]
+        self._workers.update(workers)
+        results = await asyncio.gather(
+            *(w.start() for w in workers), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.stop()
+            raise failures[0]
+        for w in workers:
+            self._idle.put_nowait(w)
+        LOG.info(
+            "Model %r: %d worker(s) ready (pids %s)",
+            self.spec.name,
+            len(workers),
+            ", ".join(str(w.pid) for w in workers),
+        )
+
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        if self._closed:
+            raise exceptions.PoolClosed("The server is shutting down.")
+        self._waiting += 1
+        try:
+            worker = await self._idle.get()
+        finally:
+            self._waiting -= 1
+        if worker is None or self._closed:
+            raise exceptions.PoolClosed("The server is shutting down.")
+        self._busy.add(worker)
+        try:
+            result = await worker.call(method, kwargs)
+        except exceptions.WorkerDied as exc:
+            LOG.error("Model %r: %s", self.spec.name, exc.message)
+            self._replace(worker)
+            raise
+        except BaseException:
+            # Cancelled (or broken) mid-call: the worker's state is unknown.
+            LOG.info(
+                "Model %r: stopping worker %s after its %s() call was cancelled",
+                self.spec.name,
+                worker.pid,
+                method,
+            )
+            worker.kill()
+            self._replace(worker)
+            raise
+        finally:
+            self._busy.discard(worker)
+        self._idle.put_nowait(worker)
+        return result
+
+    def _replace(self, dead: WorkerProcess) -> None:
+        self._workers.discard(dead)
+        self._restarts += 1
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._start_replacement(dead))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _start_replacement(self, dead: WorkerProcess) -> None:
+        await dead.stop()
+        for attempt, delay in enumerate((0, *RESTART_DELAYS)):
+            await asyncio.sleep(delay)
+            if self._closed:
+                return
+            worker = self._new_worker()
+            self._workers.add(worker)
+            try:
+                await worker.start()
+            except exceptions.DeepaasError as exc:
+                self._workers.discard(worker)
+                LOG.error(
+                    "Model %r: replacement worker failed (attempt %d): %s",
+                    self.spec.name,
+                    attempt + 1,
+                    exc,
+                )
+                continue
+            if self._closed:
+                await worker.stop()
+                return
+            LOG.info("Model %r: worker %s started", self.spec.name, worker.pid)
+            self._idle.put_nowait(worker)
+            return
+        LOG.critical("Model %r: giving up replacing a worker", self.spec.name)
+
+    def health(self) -> Health:
+        return Health(
+            size=self.size,
+            alive=sum(1 for w in self._workers if w.is_alive()),
+            busy=len(self._busy),
+            restarts=self._restarts,
+        )
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return sorted(w.pid for w in self._workers if w.pid and w.is_alive())
+
+    async def stop(self) -> None:
+        self._closed = True
+        for task in list(self._replacing):
+            task.cancel()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
+        for _ in range(self._waiting):
+            self._idle.put_nowait(None)
+        for worker in self._busy:
+            worker.kill()
+        await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
+        self._workers.clear()

@@ -1,0 +1,146 @@
+"""The code a spawned worker process runs.
+
+A worker loads the model entry point itself, warms it, then answers one call at
+a time over a socket: a request is ``(method, kwargs)``, an answer is
+``("ok", result)`` or ``("error", details)``. Frames are an 8-byte big-endian
+length followed by a pickle. This module imports nothing from the server side.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import Any
+
+from deepaas.model.loading import ModelSpec
+from deepaas.model.v2.wrapper import ReturnedFile
+
+HEADER = struct.Struct("!Q")
+LOG = logging.getLogger(__name__)
+
+
+def encode(message: Any) -> bytes:
+    """One frame carrying ``message``."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(sock: socket.socket) -> Any:
+    """Block until a frame arrives and return its message; None at EOF."""
+    header = _recv_exactly(sock, HEADER.size)
+    if header is None:
+        return None
+    payload = _recv_exactly(sock, HEADER.unpack(header)[0])
+    return None if payload is None else pickle.loads(payload)
+
+
+def describe_exception(exc: BaseException, method: str) -> dict[str, Any]:
+    """What the server needs to know about an exception the model raised."""
+    details: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "traceback": traceback.format_exc(),
+        "kind": "error",
+    }
+    if isinstance(exc, NotImplementedError):
+        details["kind"] = "not_implemented"
+        details["message"] = str(exc) or f"The model does not implement {method}()."
+    elif _is_http_exception(exc):
+        # aiohttp is not imported here: recognise its exceptions by class.
+        details["kind"] = "http"
+        details["status"] = int(exc.status_code)  # type: ignore[attr-defined]
+        details["reason"] = str(getattr(exc, "reason", ""))
+        details["message"] = str(getattr(exc, "text", None) or details["reason"])
+    return details
+
+
+def _is_http_exception(exc: BaseException) -> bool:
+    return any(
+        cls.__name__ == "HTTPException" and cls.__module__.startswith("aiohttp")
+        for cls in type(exc).__mro__
+    )
+
+
+def portable(result: Any) -> Any:
+    """``result`` made fit to cross the process boundary.
+
+    An open file becomes a ``ReturnedFile`` pointing at its path; anything that
+    does not pickle becomes its ``str()``.
+    """
+    if isinstance(result, io.IOBase) and isinstance(getattr(result, "name", None), str):
+        path = os.path.abspath(result.name)
+        result.close()
+        return ReturnedFile(
+            name=None,
+            filename=path,
+            content_type=None,
+            original_filename=os.path.basename(path),
+        )
+    try:
+        pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return str(result)
+    return result
+
+
+def run_call(model: Any, method: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
+    """Call ``model.<method>(**kwargs)``; return the answer to send."""
+    function = getattr(model, method, None)
+    if function is None:
+        return "error", {
+            "type": "NotImplementedError",
+            "message": f"The model does not implement {method}().",
+            "traceback": "",
+            "kind": "not_implemented",
+        }
+    try:
+        return "ok", portable(function(**kwargs))
+    except Exception as exc:
+        LOG.exception("%s() raised", method)
+        return "error", describe_exception(exc, method)
+
+
+def main(sock: socket.socket, spec: ModelSpec, warm: bool, log_level: int) -> None:
+    """Entry point of a worker process."""
+    # The server decides when workers stop; a Ctrl-C on its terminal reaches
+    # the whole process group and must not kill a worker mid-call.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=log_level,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(process)d %(levelname)s [{spec.name} worker] "
+        "%(name)s: %(message)s",
+    )
+    try:
+        model = spec.load()
+        if warm and callable(getattr(model, "warm", None)):
+            model.warm()
+    except BaseException as exc:  # report anything, even SystemExit, then end
+        details = describe_exception(exc, "warm")
+        sock.sendall(encode(("failed", details)))
+        return
+    sock.sendall(encode(("ready", os.getpid())))
+    while True:
+        request = receive(sock)
+        if request is None:  # the server closed the socket: time to go
+            return
+        method, kwargs = request
+        sock.sendall(encode(run_call(model, method, kwargs)))

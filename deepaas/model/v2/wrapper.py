@@ -1,0 +1,151 @@
+"""ModelWrapper: one loaded model seen from the server.
+
+It reads what the model declares (metadata, arguments, response schema) once,
+in the server process, and runs ``predict``/``train`` through an executor whose
+workers hold the model itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow
+
+from deepaas import exceptions
+from deepaas.model.v2.arguments import Arguments, read_declaration
+
+UploadedFile = collections.namedtuple(
+    "UploadedFile", ("name", "filename", "content_type", "original_filename")
+)
+"""A file sent to the model: ``filename`` is the path of a temporary copy that
+the server removes after the call; ``name`` is the argument it was sent as."""
+
+ReturnedFile = collections.namedtuple(
+    "ReturnedFile", ("name", "filename", "content_type", "original_filename")
+)
+"""A file returned by the model, sent back to the client from ``filename``."""
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "*/*"})
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if JSON can encode it, else its ``str()`` (recursively for
+    containers, so one odd leaf does not hide the rest)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, UploadedFile | ReturnedFile):
+        return value.original_filename
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def _response_schema(name: str, declared: Any) -> marshmallow.Schema | None:
+    """The model's response schema as an instance named
+    ``ModelPredictionResponse``, or None when it has none."""
+    if declared is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            if isinstance(declared, Mapping):
+                schema_cls = marshmallow.Schema.from_dict(
+                    dict(declared), name="ModelPredictionResponse"
+                )
+            elif isinstance(declared, type) and issubclass(
+                declared, marshmallow.Schema
+            ):
+                schema_cls = type("ModelPredictionResponse", (declared,), {})
+            else:
+                raise TypeError(
+                    f"it is a {type(declared).__name__}; it must be a "
+                    "marshmallow.Schema subclass or a dict of fields"
+                )
+            return schema_cls()
+        except Exception as exc:
+            raise exceptions.ModelLoadError(
+                f"Model {name!r} has an invalid response schema: {exc}"
+            ) from exc
+
+
+class ModelWrapper:
+    """One model: what it declares, and its calls through ``executor``."""
+
+    def __init__(self, name: str, model: Any, executor: Any) -> None:
+        self.name = name
+        self.executor = executor
+        self.metadata = self._read_metadata(model)
+        self.predict_arguments: Arguments = read_declaration(
+            name, "get_predict_args", getattr(model, "get_predict_args", None)
+        )
+        self.train_arguments: Arguments = read_declaration(
+            name, "get_train_args", getattr(model, "get_train_args", None)
+        )
+        self.response_schema = _response_schema(name, getattr(model, "schema", None))
+
+    def _read_metadata(self, model: Any) -> dict[str, Any]:
+        getter = getattr(model, "get_metadata", None)
+        if getter is None:
+            return {
+                "id": self.name,
+                "name": self.name,
+                "description": (
+                    "No description: the model does not implement get_metadata()."
+                ),
+            }
+        try:
+            meta = getter()
+        except NotImplementedError:
+            return {"id": self.name, "name": self.name, "description": ""}
+        except Exception as exc:
+            raise exceptions.ModelLoadError(
+                f"Model {self.name!r}: get_metadata() raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(meta, Mapping):
+            raise exceptions.ModelLoadError(
+                f"Model {self.name!r}: get_metadata() returned a "
+                f"{type(meta).__name__}, not a dict"
+            )
+        return jsonable(dict(meta))
+
+    @property
+    def accept_choices(self) -> list[str]:
+        """Media types predict can answer with (from an ``accept`` argument)."""
+        return [str(c) for c in self.predict_arguments.choices("accept") or []]
+
+    async def predict(self, **kwargs: Any) -> Any:
+        """Run ``predict`` in a worker and return its raw result."""
+        return await self.executor.call("predict", kwargs)
+
+    async def train(self, **kwargs: Any) -> Any:
+        """Run ``train`` in a worker and return its raw result."""
+        return await self.executor.call("train", kwargs)
+
+    def prediction_body(self, result: Any) -> Any:
+        """The JSON body for a prediction ``result``.
+
+        With a response schema the result is validated and sent as is; without
+        one it is wrapped as ``{"status": "OK", "predictions": result}``.
+        """
+        if self.response_schema is None:
+            return {"status": "OK", "predictions": jsonable(result)}
+        if not isinstance(result, Mapping):
+            raise exceptions.InvalidResponse(
+                self.name,
+                f"expected an object, got {type(result).__name__}",
+            )
+        errors = self.response_schema.validate(result)
+        if errors:
+            raise exceptions.InvalidResponse(self.name, errors)
+        return jsonable(result)
