@@ -75,7 +75,6 @@ server_opts = [
     ),
     cfg.StrOpt(
         "model-name",
-        default=os.environ.get(MODEL_NAME_ENV),
         sample_default="$" + MODEL_NAME_ENV,
         help="Name of the model entry point to serve (from the deepaas.v2.model "
         "group). Required when several models are installed and only one is "
@@ -123,6 +122,7 @@ def build_config(
     """Return a fresh ``ConfigOpts`` with every option, parsed from ``argv``."""
     conf = cfg.ConfigOpts()
     register_opts(conf)
+    conf.set_default("model_name", os.environ.get(MODEL_NAME_ENV) or None)
     conf(
         list(argv) if argv is not None else [],
         project="deepaas",

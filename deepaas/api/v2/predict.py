@@ -66,7 +66,7 @@ def make_handler(model: ModelWrapper) -> Any:
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(
-        model.response_schema or responses.Prediction(),
+        model.response_schema or responses.WrappedPrediction(),
         200,
         description="The prediction",
     )(handler)

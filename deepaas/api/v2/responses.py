@@ -40,7 +40,7 @@ class ModelList(Schema):
     models = fields.List(fields.Nested(ModelMeta))
 
 
-class Prediction(Schema):
+class WrappedPrediction(Schema):
     status = fields.Str(required=True, metadata={"description": "Always OK"})
     predictions = fields.Raw(
         required=True, metadata={"description": "What the model returned"}

@@ -130,7 +130,9 @@ class WorkerProcess:
         if process.exitcode is None:
             loop = asyncio.get_running_loop()
             ended = loop.create_future()
-            loop.add_reader(process.sentinel, ended.set_result, None)
+            loop.add_reader(
+                process.sentinel, lambda: ended.done() or ended.set_result(None)
+            )
             try:
                 await asyncio.wait_for(ended, timeout)
             except TimeoutError:

@@ -130,12 +130,19 @@ def main(sock: socket.socket, spec: ModelSpec, warm: bool, log_level: int) -> No
         "%(name)s: %(message)s",
     )
     try:
+        serve(sock, spec, warm)
+    except ConnectionError:
+        pass  # the server is gone: nobody is left to answer to
+
+
+def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
+    """Load and warm the model, then answer calls until the socket closes."""
+    try:
         model = spec.load()
         if warm and callable(getattr(model, "warm", None)):
             model.warm()
     except BaseException as exc:  # report anything, even SystemExit, then end
-        details = describe_exception(exc, "warm")
-        sock.sendall(encode(("failed", details)))
+        sock.sendall(encode(("failed", describe_exception(exc, "warm"))))
         return
     sock.sendall(encode(("ready", os.getpid())))
     while True:

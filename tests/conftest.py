@@ -1,0 +1,45 @@
+"""Fixtures: the test model packages, installed for real, and app clients."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from deepaas import config
+from deepaas.api import get_app
+from tests import helpers
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture(scope="session")
+def model_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Directories each holding one installed test model distribution."""
+    root = tmp_path_factory.mktemp("model-sites")
+    return helpers.install_model_packages(["testmodels", "single", "broken"], root)
+
+
+@pytest.fixture(scope="session")
+def testmodels_installed(model_sites: dict[str, Path]) -> Iterator[Path]:
+    """Make the main test models visible to this process (and its workers)."""
+    site = str(model_sites["testmodels"])
+    sys.path.insert(0, site)
+    importlib.invalidate_caches()
+    yield model_sites["testmodels"]
+    sys.path.remove(site)
+
+
+@pytest.fixture
+def make_client(aiohttp_client, testmodels_installed) -> ClientFactory:
+    """Build the real app from command-line style options and serve it."""
+
+    async def make(*argv: str) -> TestClient:
+        conf = config.build_config(list(argv))
+        return await aiohttp_client(get_app(conf))
+
+    return make

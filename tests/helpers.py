@@ -1,0 +1,153 @@
+"""Helpers shared by the tests: model installs, ports, processes, servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).parent / "models"
+BIN_DIR = Path(sys.executable).parent
+
+
+def install_model_packages(names: list[str], root: Path) -> dict[str, Path]:
+    """pip-install each test model package into its own target directory.
+
+    Each directory then holds a real distribution with real entry points; a
+    test puts it on sys.path (or PYTHONPATH) to "have it installed".
+    """
+    procs = {}
+    for name in names:
+        source = root / "src" / name
+        shutil.copytree(MODELS_DIR / name, source)
+        target = root / name
+        procs[name] = subprocess.Popen(
+            [
+                sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                "--no-build-isolation", "--no-index", "--target", str(target),
+                str(source),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=300)
+        if proc.returncode:
+            raise RuntimeError(f"installing {name} failed:\n{output.decode()}")
+    return {name: root / name for name in names}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Process ids of every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, parent in parents.items() if parent == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def env_with(site: Path | None, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess that has ``site``'s models installed."""
+    env = {k: v for k, v in os.environ.items() if k != "DEEPAAS_V2_MODEL"}
+    env["PYTHONPATH"] = str(site) if site else ""
+    env.update(extra)
+    return env
+
+
+class Server:
+    """A real ``deepaas-run`` process on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(BIN_DIR / "deepaas-run"), "--listen-port", str(self.port), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout = ""
+        self.stderr = ""
+
+    def wait_ready(self, path: str = "/v2/models/", timeout: float = 60) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.communicate()}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):
+                    return True
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        assert wait_until(ready, timeout), "server did not become ready"
+
+    def communicate(self, timeout: float = 30) -> tuple[str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        self.stdout += out or ""
+        self.stderr += err or ""
+        return self.stdout, self.stderr
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.communicate()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], env: dict[str, str]) -> Iterator[Server]:
+    server = Server(args, env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.communicate()

@@ -1,0 +1,53 @@
+"""A model that fails in every way a model can, on request."""
+
+import ctypes
+import os
+import time
+
+from aiohttp import web
+from webargs import fields
+
+
+def get_metadata():
+    return {"name": "failing", "description": "Fails on demand"}
+
+
+def _fail(mode, seconds=0.0):
+    if mode == "raise":
+        raise ValueError("the model is unhappy")
+    if mode == "http":
+        raise web.HTTPTooManyRequests(reason="Slow down please", text="Too many requests")
+    if mode == "http-bad-request":
+        raise web.HTTPBadRequest(reason="Bad image")
+    if mode == "not-implemented":
+        raise NotImplementedError("not in this version")
+    if mode == "exit":
+        os._exit(3)
+    if mode == "segfault":
+        ctypes.string_at(0)
+    if mode == "sleep":
+        time.sleep(seconds)
+    return {"mode": mode, "pid": os.getpid()}
+
+
+def get_predict_args():
+    return {
+        "mode": fields.Str(missing="ok"),
+        "seconds": fields.Float(missing=0.0),
+        "data": fields.Field(type="file", location="form", missing=None),
+    }
+
+
+def predict(**kwargs):
+    result = _fail(kwargs["mode"], kwargs["seconds"])
+    if kwargs["data"] is not None:
+        result["path"] = kwargs["data"].filename
+    return result
+
+
+def get_train_args():
+    return {"mode": fields.Str(missing="ok"), "seconds": fields.Float(missing=0.0)}
+
+
+def train(**kwargs):
+    return _fail(kwargs["mode"], kwargs["seconds"])
