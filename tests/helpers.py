@@ -92,6 +92,18 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool
     return predicate()
 
 
+async def eventually(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """``wait_until`` for async tests: polls without blocking the event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
+
+
 def env_with(site: Path | None, **extra: str) -> dict[str, str]:
     """The environment for a subprocess that has ``site``'s models installed."""
     env = {k: v for k, v in os.environ.items() if k != "DEEPAAS_V2_MODEL"}
@@ -142,10 +154,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(args: list[str], env: dict[str, str]) -> Iterator[Server]:
+def running_server(
+    args: list[str], env: dict[str, str], ready_path: str = "/v2/models/"
+) -> Iterator[Server]:
     server = Server(args, env)
     try:
-        server.wait_ready()
+        server.wait_ready(ready_path)
         yield server
     finally:
         if server.proc.poll() is None:

@@ -76,6 +76,13 @@ def _raise_load_failure(
     ) from exc
 
 
+def _raise_missing(names: Any) -> None:
+    raise exceptions.ModelLoadError(
+        f"Model entry point(s) {', '.join(sorted(names))} could not be found in "
+        f"the {NAMESPACE!r} group."
+    )
+
+
 def load_models(model_name: str | None = None) -> dict[str, tuple[ModelSpec, Any]]:
     """Load the model called ``model_name``, or every installed model.
 
@@ -96,6 +103,7 @@ def load_models(model_name: str | None = None) -> dict[str, tuple[ModelSpec, Any
             NAMESPACE,
             names=[model_name],
             on_load_failure_callback=_raise_load_failure,
+            on_missing_entrypoints_callback=_raise_missing,
         )
     else:
         if not installed:

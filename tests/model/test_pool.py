@@ -1,0 +1,154 @@
+"""The spawned worker pool, used directly (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deepaas import exceptions
+from deepaas.model.loading import ModelSpec
+from deepaas.model.v2.pool import WorkerPool
+from tests import helpers
+
+FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
+
+
+@pytest.fixture
+async def pool(testmodels_installed):
+    pool = WorkerPool(FAILING, size=2)
+    await pool.start()
+    yield pool
+    await pool.stop()
+
+
+def ok_args(**extra):
+    return {"mode": "ok", "seconds": 0.0, "data": None, **extra}
+
+
+async def test_workers_are_spawned_processes(pool):
+    pids = pool.pids()
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    assert all(p in helpers.children(os.getpid()) for p in pids)
+    health = pool.health()
+    assert (health.size, health.alive, health.busy, health.restarts) == (2, 2, 0, 0)
+
+
+async def test_calls_run_concurrently_on_both_workers(pool):
+    results = await asyncio.gather(
+        pool.call("predict", ok_args(mode="sleep", seconds=0.5)),
+        pool.call("predict", ok_args(mode="sleep", seconds=0.5)),
+    )
+    assert len({r["pid"] for r in results}) == 2
+
+
+async def test_event_loop_is_free_during_a_call(pool):
+    call = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=1)))
+    ticks = 0
+    while not call.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks > 20
+    assert pool.health().busy == 0
+
+
+async def test_model_exception_details(pool):
+    with pytest.raises(exceptions.ModelCallError) as info:
+        await pool.call("predict", ok_args(mode="raise"))
+    assert info.value.status == 500
+    assert info.value.exc_type == "ValueError"
+    assert "Traceback" in info.value.traceback
+
+
+async def test_missing_method_is_not_implemented(pool):
+    with pytest.raises(exceptions.NotImplementedByModel) as info:
+        await pool.call("warm_up_the_oven", {})
+    assert info.value.status == 501
+
+
+async def test_dead_worker_is_replaced(pool):
+    before = set(pool.pids())
+    with pytest.raises(exceptions.WorkerDied) as info:
+        await pool.call("predict", ok_args(mode="exit"))
+    assert info.value.exitcode == 3
+    assert await helpers.eventually(lambda: len(pool.pids()) == 2)
+    assert len(set(pool.pids()) - before) == 1
+    assert pool.health().restarts == 1
+    for _ in range(4):
+        assert (await pool.call("predict", ok_args()))["mode"] == "ok"
+
+
+async def test_cancelling_a_call_kills_its_worker(pool):
+    call = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    await asyncio.sleep(0.3)
+    busy_pids = set(pool.pids())
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert await helpers.eventually(
+        lambda: len(pool.pids()) == 2 and pool.pids() != sorted(busy_pids)
+    )
+    assert len(set(pool.pids()) & busy_pids) == 1
+    assert pool.health().restarts == 1
+
+
+async def test_stop_leaves_no_process(testmodels_installed):
+    pool = WorkerPool(FAILING, size=2)
+    await pool.start()
+    pids = pool.pids()
+    pending = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    await asyncio.sleep(0.2)
+    await pool.stop()
+    assert not any(helpers.pid_alive(p) for p in pids)
+    with pytest.raises((exceptions.PoolClosed, exceptions.WorkerDied)):
+        await pending
+    with pytest.raises(exceptions.PoolClosed):
+        await pool.call("predict", ok_args())
+
+
+async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
+    pool = WorkerPool(FAILING, size=1)
+    await pool.start()
+    busy = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    waiting = asyncio.ensure_future(pool.call("predict", ok_args()))
+    await asyncio.sleep(0.2)
+    await pool.stop()
+    with pytest.raises(exceptions.PoolClosed):
+        await waiting
+    with pytest.raises(exceptions.DeepaasError):
+        await busy
+
+
+async def test_warm_failure_is_a_load_error(model_sites, monkeypatch):
+    monkeypatch.syspath_prepend(str(model_sites["broken"]))
+    pool = WorkerPool(ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1)
+    with pytest.raises(exceptions.ModelLoadError) as info:
+        await pool.start()
+    assert "weights file missing" in info.value.message
+    assert "bad-warm" in info.value.message
+    assert pool.pids() == []
+
+
+async def test_nowarm_skips_warm(model_sites, monkeypatch):
+    monkeypatch.syspath_prepend(str(model_sites["broken"]))
+    pool = WorkerPool(
+        ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1, warm=False
+    )
+    await pool.start()
+    try:
+        assert await pool.call("predict", {}) == {}
+    finally:
+        await pool.stop()
+
+
+def test_pool_and_worker_do_not_import_aiohttp():
+    code = (
+        "import sys, deepaas.model.v2.pool, deepaas.model.v2.worker;"
+        "print('aiohttp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
