@@ -163,7 +163,9 @@ class TrainingRunner:
             cleanup()
 
     def _fail(self, training: Training, message: str) -> None:
-        LOG.error("Training %s of %r failed: %s", training.uuid, training.model, message)
+        LOG.error(
+            "Training %s of %r failed: %s", training.uuid, training.model, message
+        )
         training.status = ERROR
         training.message = message
         training.finish_date = _now()

@@ -32,8 +32,16 @@ def install_model_packages(names: list[str], root: Path) -> dict[str, Path]:
         target = root / name
         procs[name] = subprocess.Popen(
             [
-                sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                "--no-build-isolation", "--no-index", "--target", str(target),
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--target",
+                str(target),
                 str(source),
             ],
             stdout=subprocess.PIPE,

@@ -44,13 +44,17 @@ def test_sample_config_is_current(tmp_path):
     generated = tmp_path / "deepaas.conf.sample"
     subprocess.run(
         [
-            sys.executable, "-m", "oslo_config.generator",
-            "--config-file", str(ROOT / "etc" / "deepaas-config-generator.conf"),
-            "--output-file", str(generated),
+            sys.executable,
+            "-m",
+            "oslo_config.generator",
+            "--config-file",
+            str(ROOT / "etc" / "deepaas-config-generator.conf"),
+            "--output-file",
+            str(generated),
         ],
         check=True,
         cwd=ROOT,
     )
-    assert generated.read_text() == (ROOT / "etc" / "deepaas.conf.sample").read_text(), (
-        "etc/deepaas.conf.sample is stale: run tox -e genconfig"
-    )
+    assert (
+        generated.read_text() == (ROOT / "etc" / "deepaas.conf.sample").read_text()
+    ), "etc/deepaas.conf.sample is stale: run tox -e genconfig"

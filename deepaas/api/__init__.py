@@ -83,7 +83,8 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
             if allowed:
                 raise web.HTTPMethodNotAllowed(request.method, allowed)
             raise web.HTTPNotFound(reason="This endpoint is disabled on this server")
-        names = ", ".join(request.app[keys.MODELS]) or "none"
+        served = request.app[keys.MODELS]
+        names = ", ".join(sorted(served.keys())) or "none"
         raise ModelNotFound(
             f"No model named {request.match_info['model']!r}. Models served: {names}."
         )

@@ -17,7 +17,9 @@ def error_response(
     status: int, message: str, *, reason: str | None = None, **extra: object
 ) -> web.Response:
     """A JSON error answer."""
-    return web.json_response({"message": message, **extra}, status=status, reason=reason)
+    return web.json_response(
+        {"message": message, **extra}, status=status, reason=reason
+    )
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
@@ -42,7 +44,9 @@ def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -59,4 +63,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.message)
     except Exception as exc:
         LOG.exception("%s %s failed", request.method, request.path)
-        return error_response(500, f"Internal server error: {type(exc).__name__}: {exc}")
+        return error_response(
+            500, f"Internal server error: {type(exc).__name__}: {exc}"
+        )

@@ -88,7 +88,7 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
 class ArgumentParser(AIOHTTPParser):
     """webargs' aiohttp parser with the ``model`` location."""
 
-    __location_map__: typing.ClassVar[dict[str, Any]] = {
+    __location_map__ = {
         **AIOHTTPParser.__location_map__,
         LOCATION: "load_model_arguments",
     }
@@ -137,8 +137,12 @@ class ArgumentParser(AIOHTTPParser):
             for name in source:
                 if name in file_names:
                     raise exceptions.InvalidArguments(
-                        {name: ["Send this argument as a file (a multipart part "
-                                "with a filename)."]}
+                        {
+                            name: [
+                                "Send this argument as a file (a multipart part "
+                                "with a filename)."
+                            ]
+                        }
                     )
                 merged.setdefault(name, source[name])
         for name, parts in files.items():

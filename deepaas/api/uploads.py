@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+
 from aiohttp import BodyPartReader, hdrs, web
 from multidict import MultiDict
 

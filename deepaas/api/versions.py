@@ -24,7 +24,11 @@ def v2_version(base: str) -> dict[str, object]:
 async def get_versions(request: web.Request) -> web.Response:
     base = request.app[keys.BASE_PATH]
     links = [
-        {"rel": "describedby", "type": "application/json", "href": f"{base}/swagger.json"}
+        {
+            "rel": "describedby",
+            "type": "application/json",
+            "href": f"{base}/swagger.json",
+        }
     ]
     if request.app[keys.CONFIG].doc_endpoint:
         links.insert(0, {"rel": "help", "type": "text/html", "href": f"{base}/api"})

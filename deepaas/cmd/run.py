@@ -18,7 +18,11 @@ LOG = logging.getLogger("deepaas.cmd.run")
 def _addresses(host: str, port: int, base: str) -> list[str]:
     shown = f"[{host}]" if ":" in host else host
     root = f"http://{shown}:{port}{base}"
-    return [f"  API:   {root}/", f"  Spec:  {root}/swagger.json", f"  UI:    {root}/api"]
+    return [
+        f"  API:   {root}/",
+        f"  Spec:  {root}/swagger.json",
+        f"  UI:    {root}/api",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,9 @@ async def test_unknown_path_is_json_404(client):
 
 async def test_several_models_are_served_together(make_client):
     client = await make_client()
-    names = {m["id"] for m in (await (await client.get("/v2/models/")).json())["models"]}
+    names = {
+        m["id"] for m in (await (await client.get("/v2/models/")).json())["models"]
+    }
     assert {"module-model", "class-model", "failing", "minimal"} <= names
 
 

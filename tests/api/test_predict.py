@@ -270,7 +270,9 @@ class TestModelFailures:
         ("mode", "exit_text"),
         [("exit", "exit code 3"), ("segfault", "SIGSEGV")],
     )
-    async def test_worker_death_is_500_and_next_call_works(self, client, mode, exit_text):
+    async def test_worker_death_is_500_and_next_call_works(
+        self, client, mode, exit_text
+    ):
         resp, body = await self.predict(client, mode)
         assert resp.status == 500
         assert exit_text in body["message"]
@@ -291,7 +293,8 @@ class TestModelFailures:
         resp = await client.post("/v2/models/failing/predict/?mode=exit", data=form)
         assert resp.status == 500
         leftovers = [
-            d for d in os.listdir(os.path.dirname(upload_dir))
+            d
+            for d in os.listdir(os.path.dirname(upload_dir))
             if d.startswith("deepaas-upload-")
         ]
         assert leftovers == []
@@ -311,7 +314,9 @@ async def test_model_without_predict_args_and_metadata(make_client):
 class TestClientMaxSize:
     @pytest.fixture
     async def client(self, make_client):
-        return await make_client("--model-name", "module-model", "--client-max-size", "1000")
+        return await make_client(
+            "--model-name", "module-model", "--client-max-size", "1000"
+        )
 
     async def test_multipart_over_limit_is_413(self, client):
         form = aiohttp.FormData()
@@ -321,8 +326,11 @@ class TestClientMaxSize:
         assert "message" in await resp.json()
 
     async def test_json_over_limit_is_413(self, client):
-        resp = await client.post(PREDICT, data=json.dumps({"text": "x" * 5000}),
-                                 headers={"Content-Type": "application/json"})
+        resp = await client.post(
+            PREDICT,
+            data=json.dumps({"text": "x" * 5000}),
+            headers={"Content-Type": "application/json"},
+        )
         assert resp.status == 413
 
     async def test_small_upload_passes(self, client):

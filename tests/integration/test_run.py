@@ -25,9 +25,16 @@ def post_json(url: str) -> object:
 
 def run_once(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(helpers.BIN_DIR / "deepaas-run"), "--listen-port",
-         str(helpers.free_port()), *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            str(helpers.BIN_DIR / "deepaas-run"),
+            "--listen-port",
+            str(helpers.free_port()),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -87,7 +94,9 @@ def test_signal_stops_cleanly_leaving_no_worker(model_sites, sig):
         # a training is running in a worker when the signal arrives
         post_json(server.url + "/v2/models/failing/train/?mode=sleep&seconds=60")
         assert server.stop(sig) == 0
-    assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in workers), 10)
+    assert helpers.wait_until(
+        lambda: not any(helpers.pid_alive(p) for p in workers), 10
+    )
 
 
 def test_base_path_and_printed_addresses(model_sites):

@@ -48,7 +48,9 @@ def test_demo_model_by_name():
         ("bad-args", "not a valid argument declaration"),
     ],
 )
-def test_bad_models_stop_start_up_naming_the_model(model_sites, monkeypatch, name, text):
+def test_bad_models_stop_start_up_naming_the_model(
+    model_sites, monkeypatch, name, text
+):
     monkeypatch.syspath_prepend(str(model_sites["broken"]))
     # stevedore lists a group once per process; this test installs more models.
     monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})

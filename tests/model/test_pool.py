@@ -83,7 +83,9 @@ async def test_dead_worker_is_replaced(pool):
 
 
 async def test_cancelling_a_call_kills_its_worker(pool):
-    call = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    call = asyncio.ensure_future(
+        pool.call("predict", ok_args(mode="sleep", seconds=60))
+    )
     await asyncio.sleep(0.3)
     busy_pids = set(pool.pids())
     call.cancel()
@@ -100,7 +102,9 @@ async def test_stop_leaves_no_process(testmodels_installed):
     pool = WorkerPool(FAILING, size=2)
     await pool.start()
     pids = pool.pids()
-    pending = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    pending = asyncio.ensure_future(
+        pool.call("predict", ok_args(mode="sleep", seconds=60))
+    )
     await asyncio.sleep(0.2)
     await pool.stop()
     assert not any(helpers.pid_alive(p) for p in pids)
@@ -113,7 +117,9 @@ async def test_stop_leaves_no_process(testmodels_installed):
 async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
     pool = WorkerPool(FAILING, size=1)
     await pool.start()
-    busy = asyncio.ensure_future(pool.call("predict", ok_args(mode="sleep", seconds=60)))
+    busy = asyncio.ensure_future(
+        pool.call("predict", ok_args(mode="sleep", seconds=60))
+    )
     waiting = asyncio.ensure_future(pool.call("predict", ok_args()))
     await asyncio.sleep(0.2)
     await pool.stop()

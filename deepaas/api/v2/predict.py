@@ -19,7 +19,10 @@ ERRORS = {
     413: {"description": "Request body too large", "schema": responses.Error},
     422: {"description": "Invalid arguments", "schema": responses.Error},
     500: {"description": "The model failed", "schema": responses.Error},
-    501: {"description": "The model does not implement predict", "schema": responses.Error},
+    501: {
+        "description": "The model does not implement predict",
+        "schema": responses.Error,
+    },
 }
 
 

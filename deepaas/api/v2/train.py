@@ -46,10 +46,14 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         tags=["models"],
         summary=f"Start a training of model {model.name}",
         consumes=["multipart/form-data"] if arguments.file_names else None,
-        responses={422: {"description": "Invalid arguments", "schema": responses.Error}},
+        responses={
+            422: {"description": "Invalid arguments", "schema": responses.Error}
+        },
     )(start)
 
-    @aiohttp_apigami.docs(tags=["models"], summary=f"List the trainings of {model.name}")
+    @aiohttp_apigami.docs(
+        tags=["models"], summary=f"List the trainings of {model.name}"
+    )
     @aiohttp_apigami.response_schema(responses.Training(many=True), 200)
     async def list_trainings(request: web.Request) -> web.Response:
         trainings = request.app[keys.TRAININGS].store.list(model.name)

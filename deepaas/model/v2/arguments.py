@@ -33,9 +33,10 @@ _PLAIN_TYPES: dict[Any, type[fields.Field]] = {
 
 def is_file_field(field: fields.Field) -> bool:
     """True when a field is uploaded as a multipart file part."""
-    return field.metadata.get("type") == "file" or field.metadata.get(
-        "location"
-    ) in ("form", "files")
+    return field.metadata.get("type") == "file" or field.metadata.get("location") in (
+        "form",
+        "files",
+    )
 
 
 def choices_of(field: fields.Field) -> list[Any] | None:
@@ -129,9 +130,11 @@ class Arguments:
         try:
             loaded = self.schema.load(data, unknown=marshmallow.RAISE)
         except marshmallow.ValidationError as exc:
-            errors = exc.messages if isinstance(exc.messages, dict) else {
-                "_schema": exc.messages
-            }
+            errors = (
+                exc.messages
+                if isinstance(exc.messages, dict)
+                else {"_schema": exc.messages}
+            )
             raise exceptions.InvalidArguments(errors) from None
         return dict(loaded)
 

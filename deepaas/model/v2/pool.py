@@ -127,19 +127,27 @@ class WorkerProcess:
         process = self.process
         if process is None:
             return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if process.exitcode is None:
-            loop = asyncio.get_running_loop()
             ended = loop.create_future()
-            loop.add_reader(
-                process.sentinel, lambda: ended.done() or ended.set_result(None)
-            )
+
+            def on_exit() -> None:
+                # the sentinel stays readable: only the first call counts
+                if not ended.done():
+                    ended.set_result(None)
+
+            loop.add_reader(process.sentinel, on_exit)
             try:
                 await asyncio.wait_for(ended, timeout)
             except TimeoutError:
                 pass
             finally:
                 loop.remove_reader(process.sentinel)
-        process.join(0)
+        # The sentinel closes while the process exits, a moment before the
+        # kernel lets it be reaped: poll for the exit code until then.
+        while process.exitcode is None and loop.time() < deadline:
+            await asyncio.sleep(0.005)
         return process.exitcode
 
     def kill(self) -> None:

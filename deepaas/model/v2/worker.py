@@ -85,8 +85,9 @@ def portable(result: Any) -> Any:
     An open file becomes a ``ReturnedFile`` pointing at its path; anything that
     does not pickle becomes its ``str()``.
     """
-    if isinstance(result, io.IOBase) and isinstance(getattr(result, "name", None), str):
-        path = os.path.abspath(result.name)
+    name = getattr(result, "name", None)
+    if isinstance(result, io.IOBase) and isinstance(name, str):
+        path = os.path.abspath(name)
         result.close()
         return ReturnedFile(
             name=None,

@@ -20,7 +20,9 @@ def get_predict_args():
         "accept": fields.Str(
             description="Media type(s) that is/are acceptable for the response.",
             missing="application/zip",
-            validate=validate.OneOf(["application/zip", "image/png", "application/json"]),
+            validate=validate.OneOf(
+                ["application/zip", "image/png", "application/json"]
+            ),
         ),
     }
 

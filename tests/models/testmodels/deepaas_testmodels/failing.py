@@ -16,7 +16,9 @@ def _fail(mode, seconds=0.0):
     if mode == "raise":
         raise ValueError("the model is unhappy")
     if mode == "http":
-        raise web.HTTPTooManyRequests(reason="Slow down please", text="Too many requests")
+        raise web.HTTPTooManyRequests(
+            reason="Slow down please", text="Too many requests"
+        )
     if mode == "http-bad-request":
         raise web.HTTPBadRequest(reason="Bad image")
     if mode == "not-implemented":

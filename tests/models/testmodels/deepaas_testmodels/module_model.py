@@ -39,7 +39,10 @@ def get_predict_args():
             missing="a", validate=validate.OneOf(["a", "b"]), description="A mode"
         ),
         "data": fields.Field(
-            description="Data file", required=False, missing=None, type="file",
+            description="Data file",
+            required=False,
+            missing=None,
+            type="file",
             location="form",
         ),
     }
