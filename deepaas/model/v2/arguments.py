@@ -144,7 +144,8 @@ def read_declaration(
 ) -> Arguments:
     """Call a model's ``get_predict_args``/``get_train_args`` and normalise it.
 
-    A model without the method takes no arguments. A declaration that is not a
+    A model without the method (or whose method raises NotImplementedError)
+    takes no arguments. A declaration that is not a
     mapping of fields stops start-up with a message naming the model.
     """
     if getter is None:
@@ -155,7 +156,10 @@ def read_declaration(
         # the contract here, so do not fill the log with them.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:
-            declared = getter()
+            try:
+                declared = getter()
+            except NotImplementedError:
+                declared = {}
             if declared is None:
                 declared = {}
             if not isinstance(declared, Mapping):

@@ -10,7 +10,6 @@ replaced; cancelling a call kills its worker, which is replaced too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import socket
@@ -56,12 +55,9 @@ class WorkerProcess:
         self.warm = warm
         self.log_level = log_level
         self.process: BaseProcess | None = None
+        self.pid: int | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -79,6 +75,7 @@ class WorkerProcess:
             self.process.start()
         finally:
             theirs.close()
+        self.pid = self.process.pid
         self._reader, self._writer = await asyncio.open_connection(sock=ours)
         message = await self._receive()
         if message is None:
@@ -159,13 +156,11 @@ class WorkerProcess:
         """Close the socket (the worker exits when idle), kill it if it lingers."""
         if self._writer is not None:
             self._writer.close()
-        if self.process is None or self.process.pid is None:
+        if self.pid is None:
             return
         if await self.wait() is None:
             self.kill()
             await self.wait()
-        with contextlib.suppress(ValueError):
-            self.process.close()
 
 
 class WorkerPool(Executor):
@@ -223,6 +218,8 @@ class WorkerPool(Executor):
         try:
             result = await worker.call(method, kwargs)
         except exceptions.WorkerDied as exc:
+            if self._closed:
+                raise exceptions.PoolClosed("The server is shutting down.") from exc
             LOG.error("Model %r: %s", self.spec.name, exc.message)
             self._replace(worker)
             raise

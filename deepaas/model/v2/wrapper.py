@@ -85,8 +85,12 @@ class ModelWrapper:
         self.name = name
         self.executor = executor
         self.metadata = self._read_metadata(model)
+        # get_test_args is what older model packages call get_predict_args.
+        predict_getter = getattr(model, "get_predict_args", None) or getattr(
+            model, "get_test_args", None
+        )
         self.predict_arguments: Arguments = read_declaration(
-            name, "get_predict_args", getattr(model, "get_predict_args", None)
+            name, "get_predict_args", predict_getter
         )
         self.train_arguments: Arguments = read_declaration(
             name, "get_train_args", getattr(model, "get_train_args", None)
