@@ -92,8 +92,7 @@ class WorkerDied(DeepaasError):
     def __init__(self, exitcode: int | None, method: str) -> None:
         self.exitcode = exitcode
         super().__init__(
-            f"The worker running {method}() died ({describe_exit(exitcode)}); "
-            "it has been replaced."
+            f"The worker running {method}() died ({describe_exit(exitcode)})."
         )
 
 

@@ -56,6 +56,8 @@ async def error_middleware(
     except exceptions.ModelCallError as exc:
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
+            if exc.traceback:
+                LOG.debug("Traceback in the worker:\n%s", exc.traceback)
         return error_response(exc.status, exc.message, reason=exc.reason)
     except exceptions.DeepaasError as exc:
         if exc.status >= 500:

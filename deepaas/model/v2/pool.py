@@ -220,7 +220,7 @@ class WorkerPool(Executor):
         except exceptions.WorkerDied as exc:
             if self._closed:
                 raise exceptions.PoolClosed("The server is shutting down.") from exc
-            LOG.error("Model %r: %s", self.spec.name, exc.message)
+            LOG.error("Model %r: %s Replacing it.", self.spec.name, exc.message)
             self._replace(worker)
             raise
         except BaseException:

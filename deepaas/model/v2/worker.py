@@ -115,7 +115,9 @@ def run_call(model: Any, method: str, kwargs: dict[str, Any]) -> tuple[str, Any]
     try:
         return "ok", portable(function(**kwargs))
     except Exception as exc:
-        LOG.exception("%s() raised", method)
+        # The server (or the CLI) reports the failure once; the traceback is
+        # for whoever runs with debug logging.
+        LOG.debug("%s() raised", method, exc_info=True)
         return "error", describe_exception(exc, method)
 
 

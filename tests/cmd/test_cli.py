@@ -1,0 +1,247 @@
+"""The real deepaas-cli process against installed test model packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests import helpers
+
+CLI = str(helpers.BIN_DIR / "deepaas-cli")
+
+
+@pytest.fixture
+def run(model_sites):
+    env = helpers.env_with(model_sites["testmodels"])
+
+    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [CLI, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+        )
+
+    return run
+
+
+def test_several_models_and_no_choice_is_an_error(run):
+    result = run("get_metadata")
+    assert result.returncode == 2
+    assert "module-model" in result.stderr and "--model-name" in result.stderr
+
+
+def test_single_model_needs_no_choice(model_sites):
+    result = subprocess.run(
+        [CLI, "get_metadata"],
+        env=helpers.env_with(model_sites["single"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["name"] == "only-model"
+
+
+def test_get_metadata(run):
+    result = run("--model-name", "module-model", "get_metadata")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["author"] == "tests"
+
+
+def test_warm(run):
+    result = run("--model-name", "module-model", "warm")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"model": "module-model", "status": "warmed"}
+
+
+def test_help_lists_arguments_with_types_and_defaults(run):
+    result = run("--model-name", "module-model", "predict", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert (
+        "--text TEXT A choice of words. Type: string. Choices: foo, bar, baz." in text
+    )
+    assert "Default: 'foo'" in text
+    assert "--flag FLAG Type: bool (true/false/yes/no/1/0). Default: False." in text
+    assert "--data DATA Data file. Type: path of a local file." in text
+
+
+def test_predict_every_type_and_a_file(run, tmp_path):
+    upload = tmp_path / "picture.png"
+    upload.write_bytes(b"not really a png")
+    result = run(
+        "--model-name", "module-model", "predict",
+        "--text", "bar", "--count", "4", "--ratio", "0.75", "--flag", "no",
+        "--numbers", "[1, 2.5]", "--link", "http://example.org/a", "--mode", "b",
+        "--data", str(upload),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["args"] == {
+        "text": "bar",
+        "count": 4,
+        "ratio": 0.75,
+        "flag": False,
+        "numbers": [1.0, 2.5],
+        "link": "http://example.org/a",
+        "mode": "b",
+    }
+    assert body["file"]["original_filename"] == "picture.png"
+    assert body["file"]["content_type"] == "image/png"
+    assert body["file"]["head"] == "not really a png"
+    assert body["file"]["path"] != str(upload)
+    assert not os.path.exists(body["file"]["path"])
+    assert upload.exists()
+    assert body["pid"] == body["warmed_in"]
+    assert list(json.loads(result.stdout)) == sorted(body)
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "1"])
+def test_bool_spellings(run, value):
+    result = run("--model-name", "module-model", "predict", "--flag", value)
+    assert json.loads(result.stdout)["args"]["flag"] is True
+
+
+def test_in_process_mode(run):
+    result = run(
+        "--model-name", "module-model", "--nodeepaas_with_multiprocessing", "predict"
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["pid"] == body["warmed_in"]
+
+
+def test_in_process_mode_with_equals_false(run):
+    result = run(
+        "--model-name", "module-model", "--deepaas_with_multiprocessing=false", "train",
+        "--epochs", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"lr": 0.1, "trained_epochs": 3}
+
+
+def test_missing_required_argument_exits_2(model_sites):
+    result = subprocess.run(
+        [CLI, "--model-name", "plain-args", "predict", "--times", "1"],
+        env=helpers.env_with(model_sites["testmodels"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--needed: Missing data for required field." in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "--count: Must be greater than or equal to 1"),
+        (["--text", "nope"], "--text: Must be one of: foo, bar, baz."),
+        (["--flag", "maybe"], "--flag: Not a valid boolean."),
+        (["--numbers", "[1,"], "--numbers: Not a Python/JSON literal"),
+        (["--data", "/no/such/file"], "--data: No such file: /no/such/file"),
+    ],
+)
+def test_bad_arguments_exit_2_with_field_messages(run, args, message):
+    result = run("--model-name", "module-model", "predict", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_unknown_option_exits_2(run):
+    result = run("--model-name", "module-model", "predict", "--colour", "red")
+    assert result.returncode == 2
+    assert "--colour" in result.stderr
+
+
+def test_model_exception_exits_1_without_traceback(run):
+    result = run("--model-name", "failing", "predict", "--mode", "raise")
+    assert result.returncode == 1
+    assert "ValueError: the model is unhappy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(run):
+    result = run("--model-name", "failing", "--debug", "predict", "--mode", "raise")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "text"), [("exit", "exit code 3"), ("segfault", "SIGSEGV")]
+)
+def test_worker_death_exits_3_naming_the_exit(run, mode, text):
+    result = run("--model-name", "failing", "predict", "--mode", mode)
+    assert result.returncode == 3
+    assert text in result.stderr
+
+
+def test_output_file_for_json(run, tmp_path):
+    out = tmp_path / "out.json"
+    result = run(
+        "--model-name", "module-model", "train", "--epochs", "2",
+        "--deepaas_method_output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert json.loads(out.read_text()) == {"lr": 0.1, "trained_epochs": 2}
+
+
+def test_binary_result_written_raw(run, tmp_path):
+    out = tmp_path / "out.png"
+    result = run(
+        "--model-name", "accept-model", "predict", "--accept", "image/png",
+        "--deepaas_method_output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert out.read_bytes() == b"\x89PNG\r\n\x1a\n-fake-png-"
+    piped = run("--model-name", "accept-model", "predict")
+    assert piped.returncode == 0
+    assert piped.stdout.startswith("PK")
+
+
+def test_binary_result_refused_to_a_terminal(model_sites):
+    # script(1) gives the CLI a real terminal as standard output.
+    command = f"{CLI} --model-name accept-model predict --accept image/png"
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=helpers.env_with(model_sites["testmodels"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--deepaas_method_output" in result.stdout
+
+
+def test_ctrl_c_stops_the_call_and_leaves_no_process(model_sites):
+    proc = subprocess.Popen(
+        [
+            CLI,
+            "--model-name",
+            "failing",
+            "predict",
+            "--mode",
+            "sleep",
+            "--seconds",
+            "60",
+        ],
+        env=helpers.env_with(model_sites["testmodels"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert helpers.wait_until(lambda: len(helpers.children(proc.pid)) >= 1, 30)
+    time.sleep(1)  # the worker is now inside predict()
+    workers = helpers.children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert helpers.wait_until(
+        lambda: not any(helpers.pid_alive(p) for p in workers), 10
+    )
