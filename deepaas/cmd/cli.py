@@ -242,7 +242,17 @@ def write_result(result: Any, output: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # The reader of standard output went away (e.g. "| head"): stop quietly,
+        # and keep the interpreter from complaining while it flushes at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_MODEL_ERROR
+
+
+def _main(argv: list[str]) -> int:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_global_options(early)
     known, _ = early.parse_known_args(argv)

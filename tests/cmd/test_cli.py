@@ -245,3 +245,18 @@ def test_ctrl_c_stops_the_call_and_leaves_no_process(model_sites):
     assert helpers.wait_until(
         lambda: not any(helpers.pid_alive(p) for p in workers), 10
     )
+
+
+def test_closed_pipe_is_not_a_traceback(model_sites):
+    # "true" exits without reading: the pipe is closed before the CLI writes.
+    command = f"{CLI} --model-name module-model get_metadata | true"
+    result = subprocess.run(
+        ["bash", "-c", command],
+        env=helpers.env_with(model_sites["testmodels"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0  # the pipeline's status is true's
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
