@@ -17,11 +17,17 @@ CLI = str(helpers.BIN_DIR / "deepaas-cli")
 
 @pytest.fixture
 def run(model_sites):
-    env = helpers.env_with(model_sites["testmodels"])
+    """Run deepaas-cli (or ``command``) with one test model site installed."""
 
-    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, site: str = "testmodels", command: list[str] | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [CLI, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+            command or [CLI, *args],
+            env=helpers.env_with(model_sites[site]),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     return run
@@ -33,14 +39,8 @@ def test_several_models_and_no_choice_is_an_error(run):
     assert "module-model" in result.stderr and "--model-name" in result.stderr
 
 
-def test_single_model_needs_no_choice(model_sites):
-    result = subprocess.run(
-        [CLI, "get_metadata"],
-        env=helpers.env_with(model_sites["single"]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_single_model_needs_no_choice(run):
+    result = run("get_metadata", site="single")
     assert result.returncode == 0
     assert json.loads(result.stdout)["name"] == "only-model"
 
@@ -123,14 +123,8 @@ def test_in_process_mode_with_equals_false(run):
     assert json.loads(result.stdout) == {"lr": 0.1, "trained_epochs": 3}
 
 
-def test_missing_required_argument_exits_2(model_sites):
-    result = subprocess.run(
-        [CLI, "--model-name", "plain-args", "predict", "--times", "1"],
-        env=helpers.env_with(model_sites["testmodels"]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_missing_required_argument_exits_2(run):
+    result = run("--model-name", "plain-args", "predict", "--times", "1")
     assert result.returncode == 2
     assert "--needed: Missing data for required field." in result.stderr
 
@@ -204,16 +198,10 @@ def test_binary_result_written_raw(run, tmp_path):
     assert piped.stdout.startswith("PK")
 
 
-def test_binary_result_refused_to_a_terminal(model_sites):
+def test_binary_result_refused_to_a_terminal(run):
     # script(1) gives the CLI a real terminal as standard output.
     command = f"{CLI} --model-name accept-model predict --accept image/png"
-    result = subprocess.run(
-        ["script", "-qec", command, "/dev/null"],
-        env=helpers.env_with(model_sites["testmodels"]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run(command=["script", "-qec", command, "/dev/null"])
     assert result.returncode == 2
     assert "--deepaas_method_output" in result.stdout
 
@@ -247,16 +235,10 @@ def test_ctrl_c_stops_the_call_and_leaves_no_process(model_sites):
     )
 
 
-def test_closed_pipe_is_not_a_traceback(model_sites):
+def test_closed_pipe_is_not_a_traceback(run):
     # "true" exits without reading: the pipe is closed before the CLI writes.
     command = f"{CLI} --model-name module-model get_metadata | true"
-    result = subprocess.run(
-        ["bash", "-c", command],
-        env=helpers.env_with(model_sites["testmodels"]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run(command=["bash", "-c", command])
     assert result.returncode == 0  # the pipeline's status is true's
     assert "Traceback" not in result.stderr
     assert "BrokenPipeError" not in result.stderr
