@@ -147,6 +147,7 @@ class TrainingRunner:
         except asyncio.CancelledError:
             training.status = CANCELLED
             training.finish_date = _now()
+            self.store.update(training)
             raise
         except exceptions.DeepaasError as exc:
             self._fail(training, exc.message)

@@ -11,7 +11,7 @@ from aiohttp import web
 from oslo_config import cfg
 
 from deepaas import __version__, config
-from deepaas.api import errors, keys, routing, versions
+from deepaas.api import errors, keys, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.parser import ArgumentParser
 from deepaas.debug import DebugCapture
@@ -151,4 +151,4 @@ def get_app(
     return app
 
 
-__all__ = ["get_app", "routing"]
+__all__ = ["build_models", "get_app", "normalize_base_path"]

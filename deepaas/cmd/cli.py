@@ -30,7 +30,7 @@ from marshmallow import fields
 from deepaas import config, exceptions
 from deepaas.model import loading
 from deepaas.model.v2 import worker
-from deepaas.model.v2.arguments import Arguments, choices_of
+from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
 from deepaas.model.v2.pool import WorkerPool
 from deepaas.model.v2.wrapper import ModelWrapper, ReturnedFile, UploadedFile, jsonable
 
@@ -48,7 +48,7 @@ def _type_name(field: fields.Field) -> str:
         return "bool (true/false/yes/no/1/0)"
     if isinstance(field, LITERAL_FIELDS):
         return f'{type(field).__name__.lower()} literal, e.g. "[1, 2]"'
-    if field.metadata.get("type") == "file" or field.metadata.get("location"):
+    if is_file_field(field):
         return "path of a local file"
     return type(field).__name__.lower()
 

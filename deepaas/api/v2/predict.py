@@ -53,7 +53,6 @@ def make_handler(model: ModelWrapper) -> Any:
     arguments = model.predict_arguments
     accept_choices = model.accept_choices
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
-    documented_responses: dict[int, dict[str, Any]] = dict(ERRORS)
 
     async def predict(request: web.Request) -> web.StreamResponse:
         uploads = request[UPLOADS] = Uploads()
@@ -87,7 +86,7 @@ def make_handler(model: ModelWrapper) -> Any:
         "object body; files as multipart parts.",
         produces=produces,
         consumes=["multipart/form-data"] if arguments.file_names else None,
-        responses=documented_responses,
+        responses=ERRORS,
     )(handler)
 
 

@@ -101,7 +101,7 @@ class WorkerProcess:
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
-        return worker_main.pickle.loads(payload)
+        return worker_main.decode(payload)
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
         """Run one call; raise ``WorkerDied`` if the process ends first."""

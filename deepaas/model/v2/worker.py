@@ -32,6 +32,11 @@ def encode(message: Any) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+def decode(payload: bytes) -> Any:
+    """The message carried by a frame's payload."""
+    return pickle.loads(payload)
+
+
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
     chunks = []
     while size:
@@ -49,7 +54,7 @@ def receive(sock: socket.socket) -> Any:
     if header is None:
         return None
     payload = _recv_exactly(sock, HEADER.unpack(header)[0])
-    return None if payload is None else pickle.loads(payload)
+    return None if payload is None else decode(payload)
 
 
 def describe_exception(exc: BaseException, method: str) -> dict[str, Any]:
