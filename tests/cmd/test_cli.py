@@ -242,3 +242,17 @@ def test_closed_pipe_is_not_a_traceback(run):
     assert result.returncode == 0  # the pipeline's status is true's
     assert "Traceback" not in result.stderr
     assert "BrokenPipeError" not in result.stderr
+
+
+def test_dict_literal_argument(run):
+    result = run(
+        "--model-name", "module-model", "train", "--epochs", "1",
+        "--options", "{'depth': 3, 'names': ['a', 'b']}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["options"] == {"depth": 3, "names": ["a", "b"]}
+    bad = run(
+        "--model-name", "module-model", "train", "--epochs", "1", "--options", "[1]"
+    )
+    assert bad.returncode == 2
+    assert "--options: Not a valid mapping type." in bad.stderr

@@ -70,8 +70,12 @@ def get_train_args():
     return {
         "epochs": fields.Int(required=True, description="Epochs"),
         "lr": fields.Float(missing=0.1),
+        "options": fields.Dict(missing={}, description="Extra settings"),
     }
 
 
 def train(**kwargs):
-    return {"trained_epochs": kwargs["epochs"], "lr": kwargs["lr"]}
+    result = {"trained_epochs": kwargs["epochs"], "lr": kwargs["lr"]}
+    if kwargs["options"]:
+        result["options"] = kwargs["options"]
+    return result
