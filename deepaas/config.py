@@ -83,6 +83,41 @@ server_opts = [
     ),
 ]
 
+operations_opts = [
+    cfg.StrOpt(
+        "state-dir",
+        default=os.path.join(
+            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+            "deepaas",
+        ),
+        sample_default="$XDG_DATA_HOME/deepaas (~/.local/share/deepaas)",
+        help="Directory where deepaas keeps its state: the training records "
+        "(trainings.sqlite3) and each training's log (logs/<uuid>.log). It must "
+        "be writable; keep it on a volume to keep trainings across restarts.",
+    ),
+    cfg.FloatOpt(
+        "shutdown-timeout",
+        default=30.0,
+        min=0,
+        help="On SIGTERM/SIGINT, seconds to let in-flight requests finish before "
+        "they are cut; running trainings are then recorded as interrupted.",
+    ),
+    cfg.FloatOpt(
+        "predict-timeout",
+        default=0.0,
+        min=0,
+        help="Longest a predict may run, in seconds; a slower one answers 504 and "
+        "its worker is replaced. 0 means no limit.",
+    ),
+    cfg.FloatOpt(
+        "queue-timeout",
+        default=60.0,
+        min=0,
+        help="Longest a predict waits for a free worker, in seconds, before it "
+        "answers 503 with Retry-After. 0 means wait as long as it takes.",
+    ),
+]
+
 logging_opts = [
     cfg.BoolOpt(
         "debug",
@@ -105,7 +140,7 @@ logging_opts = [
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """All options by group, for registration and the sample generator."""
-    return [(None, server_opts + logging_opts)]
+    return [(None, server_opts + operations_opts + logging_opts)]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -100,6 +100,31 @@ class CallCancelled(DeepaasError):
     """The call was cancelled and its worker stopped."""
 
 
+class CallTimedOut(DeepaasError):
+    """The call ran longer than its time limit; its worker was stopped."""
+
+    status = 504
+
+    def __init__(self, method: str, seconds: float) -> None:
+        super().__init__(
+            f"{method}() did not finish within {seconds:g} seconds; its worker "
+            "was stopped and is being replaced."
+        )
+
+
+class NoFreeWorker(DeepaasError):
+    """Every worker stayed busy for longer than the caller would wait."""
+
+    status = 503
+
+    def __init__(self, seconds: float) -> None:
+        self.retry_after = max(1, round(seconds))
+        super().__init__(
+            f"Every worker is busy and none became free within {seconds:g} "
+            "seconds; try again later."
+        )
+
+
 class PoolClosed(DeepaasError):
     """The worker pool is shutting down and takes no more calls."""
 

@@ -1,17 +1,19 @@
 """Training records and the runner that keeps them current.
 
 A training is started in the background on a model's executor; its record goes
-through a ``TrainingStore`` so that where records live (memory, a database) is
-not the runner's concern.
+through a ``TrainingStore`` (``deepaas.store`` keeps them in SQLite) so that
+where records live is not the runner's concern.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +24,9 @@ from deepaas.model.v2.wrapper import jsonable
 LOG = logging.getLogger(__name__)
 
 RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
+INTERRUPTED_BY_SHUTDOWN = (
+    "Interrupted: the server shut down while this training was running."
+)
 
 
 def _now() -> datetime.datetime:
@@ -83,116 +88,129 @@ class TrainingStore(abc.ABC):
     def remove(self, model: str, training_id: str) -> None:
         """Forget a record (no error if unknown)."""
 
-
-class MemoryTrainingStore(TrainingStore):
-    """Records in a dict: they last as long as the process."""
-
-    def __init__(self) -> None:
-        self._records: dict[tuple[str, str], Training] = {}
-
-    def add(self, training: Training) -> None:
-        self._records[(training.model, training.uuid)] = training
-
-    def update(self, training: Training) -> None:
-        self._records[(training.model, training.uuid)] = training
-
-    def get(self, model: str, training_id: str) -> Training | None:
-        return self._records.get((model, training_id))
-
-    def list(self, model: str) -> list[Training]:
-        return sorted(
-            (t for (m, _), t in self._records.items() if m == model),
-            key=lambda t: t.date,
-        )
-
-    def remove(self, model: str, training_id: str) -> None:
-        self._records.pop((model, training_id), None)
+    def close(self) -> None:  # noqa: B027 - optional for stores holding nothing
+        """Release what the store holds open."""
 
 
 class TrainingRunner:
-    """Starts trainings in the background and records how they end."""
+    """Starts trainings in the background and records how they end.
 
-    def __init__(self, store: TrainingStore) -> None:
+    Each training's output goes to ``<log_dir>/<uuid>.log``.
+    """
+
+    def __init__(self, store: TrainingStore, log_dir: str) -> None:
         self.store = store
+        self.log_dir = log_dir
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[str, Training] = {}
+        self._stopping = False
+
+    def log_path(self, training_id: str) -> str:
+        """Where the output of a training is written."""
+        return os.path.join(self.log_dir, f"{training_id}.log")
 
     def start(
         self,
         model: str,
         args: dict[str, Any],
-        run: Callable[[], Awaitable[Any]],
+        run: Callable[[str], Awaitable[Any]],
         cleanup: Callable[[], None] = lambda: None,
     ) -> Training:
-        """Record a new training and run ``run()`` for it in the background.
+        """Record a new training and run ``run(log_path)`` in the background.
 
         ``cleanup`` runs once the training has ended, however it ended.
         """
         training = Training(model=model, args=jsonable(args))
-        self.store.add(training)
+        try:
+            self.store.add(training)
+        except BaseException:
+            cleanup()
+            raise
+        self._live[training.uuid] = training
         task = asyncio.get_running_loop().create_task(
             self._run(training, run, cleanup), name=f"training-{training.uuid}"
         )
         self._tasks[training.uuid] = task
-        task.add_done_callback(lambda _: self._tasks.pop(training.uuid, None))
+        task.add_done_callback(lambda _: self._forget_task(training.uuid))
         return training
+
+    def _forget_task(self, training_id: str) -> None:
+        self._tasks.pop(training_id, None)
+        self._live.pop(training_id, None)
 
     async def _run(
         self,
         training: Training,
-        run: Callable[[], Awaitable[Any]],
+        run: Callable[[str], Awaitable[Any]],
         cleanup: Callable[[], None],
     ) -> None:
         try:
-            output = await run()
+            os.makedirs(self.log_dir, exist_ok=True)
+            output = await run(self.log_path(training.uuid))
         except asyncio.CancelledError:
-            training.status = CANCELLED
-            training.finish_date = _now()
-            self.store.update(training)
+            if self._stopping:
+                self._finish(training, ERROR, message=INTERRUPTED_BY_SHUTDOWN)
+            else:
+                self._finish(training, CANCELLED)
             raise
         except exceptions.DeepaasError as exc:
-            self._fail(training, exc.message)
+            self._finish(training, ERROR, message=exc.message)
         except Exception as exc:  # never leave a training "running"
             LOG.exception("Training %s failed unexpectedly", training.uuid)
-            self._fail(training, f"{type(exc).__name__}: {exc}")
+            self._finish(training, ERROR, message=f"{type(exc).__name__}: {exc}")
         else:
-            training.status = DONE
-            training.output = jsonable(output)
-            training.finish_date = _now()
-            LOG.info("Training %s of %r done", training.uuid, training.model)
-            self.store.update(training)
+            self._finish(training, DONE, output=jsonable(output))
         finally:
             cleanup()
 
-    def _fail(self, training: Training, message: str) -> None:
-        LOG.error(
-            "Training %s of %r failed: %s", training.uuid, training.model, message
-        )
-        training.status = ERROR
-        training.message = message
+    def _finish(
+        self, training: Training, status: str, *, output: Any = None, message: str = ""
+    ) -> None:
+        training.status = status
+        training.output = output
+        training.message = message or None
         training.finish_date = _now()
-        self.store.update(training)
+        if status == ERROR:
+            LOG.error(
+                "Training %s of %r failed: %s", training.uuid, training.model, message
+            )
+        else:
+            LOG.info("Training %s of %r %s", training.uuid, training.model, status)
+        try:
+            self.store.update(training)
+        except exceptions.DeepaasError as exc:
+            LOG.error("%s", exc.message)
 
     def get(self, model: str, training_id: str) -> Training:
         """The record; raises ``TrainingNotFound``."""
-        training = self.store.get(model, training_id)
+        training = self._live.get(training_id)
+        if training is None or training.model != model:
+            training = self.store.get(model, training_id)
         if training is None:
             raise exceptions.TrainingNotFound(
                 f"No training {training_id!r} for model {model!r}."
             )
         return training
 
+    def list(self, model: str) -> list[Training]:
+        """Every training of a model, oldest first, running ones as they are now."""
+        return [self._live.get(t.uuid, t) for t in self.store.list(model)]
+
     async def cancel(self, model: str, training_id: str) -> Training:
-        """Stop the training if it runs, forget its record, return its last state."""
+        """Stop the training if it runs, forget it and its log; its last state."""
         training = self.get(model, training_id)
         task = self._tasks.get(training_id)
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self.store.remove(model, training_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.log_path(training_id))
         return training
 
     async def stop(self) -> None:
-        """Cancel every running training (used at shutdown)."""
+        """Interrupt every running training (at shutdown), recording why."""
+        self._stopping = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

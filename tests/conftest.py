@@ -35,10 +35,17 @@ def testmodels_installed(model_sites: dict[str, Path]) -> Iterator[Path]:
 
 
 @pytest.fixture
-def make_client(aiohttp_client, testmodels_installed) -> ClientFactory:
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def make_client(aiohttp_client, testmodels_installed, state_dir) -> ClientFactory:
     """Build the real app from command-line style options and serve it."""
 
     async def make(*argv: str) -> TestClient:
+        if "--state-dir" not in argv:
+            argv = ("--state-dir", str(state_dir), *argv)
         conf = config.build_config(list(argv))
         return await aiohttp_client(get_app(conf))
 

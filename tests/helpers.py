@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).parent / "models"
+TEST_DATA_HOME = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"deepaas-tests-{os.getuid()}"
+)
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -116,6 +119,8 @@ def env_with(site: Path | None, **extra: str) -> dict[str, str]:
     """The environment for a subprocess that has ``site``'s models installed."""
     env = {k: v for k, v in os.environ.items() if k != "DEEPAAS_V2_MODEL"}
     env["PYTHONPATH"] = str(site) if site else ""
+    # Servers started by tests keep their state away from the user's own.
+    env.setdefault("XDG_DATA_HOME", TEST_DATA_HOME)
     env.update(extra)
     return env
 

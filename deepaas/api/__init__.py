@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp_apigami
@@ -19,7 +20,8 @@ from deepaas.exceptions import ModelNotFound
 from deepaas.model import loading
 from deepaas.model.v2.pool import WorkerPool
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.trainings import MemoryTrainingStore, TrainingRunner
+from deepaas.store import SQLiteTrainingStore
+from deepaas.trainings import TrainingRunner
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +48,20 @@ def build_models(conf: cfg.ConfigOpts) -> dict[str, ModelWrapper]:
     return models
 
 
+def open_store(state_dir: str) -> SQLiteTrainingStore:
+    """The training store in ``state_dir``, with trainings cut by a previous
+    stop recorded as interrupted."""
+    store = SQLiteTrainingStore(state_dir)
+    interrupted = store.mark_interrupted()
+    if interrupted:
+        LOG.warning(
+            "%d training(s) were running when the server last stopped; recorded "
+            "as interrupted.",
+            interrupted,
+        )
+    return store
+
+
 async def _executors(app: web.Application) -> AsyncIterator[None]:
     """Start every model's workers before serving; stop them on shutdown."""
     models = app[keys.MODELS].values()
@@ -59,6 +75,7 @@ async def _executors(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.TRAININGS].stop()
     await asyncio.gather(*(m.executor.stop() for m in models))
+    app[keys.TRAININGS].store.close()
 
 
 async def _debug_capture(app: web.Application) -> AsyncIterator[None]:
@@ -138,7 +155,9 @@ def get_app(
     app[keys.BASE_PATH] = base
     app[keys.MODELS] = models if models is not None else build_models(conf)
     app[keys.PARSER] = ArgumentParser(conf.client_max_size)
-    app[keys.TRAININGS] = TrainingRunner(MemoryTrainingStore())
+    app[keys.TRAININGS] = TrainingRunner(
+        open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
+    )
     if conf.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)

@@ -62,7 +62,10 @@ async def error_middleware(
     except exceptions.DeepaasError as exc:
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
-        return error_response(exc.status, exc.message)
+        response = error_response(exc.status, exc.message)
+        if isinstance(exc, exceptions.NoFreeWorker):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except Exception as exc:
         LOG.exception("%s %s failed", request.method, request.path)
         return error_response(

@@ -173,8 +173,11 @@ class ArgumentParser(AIOHTTPParser):
         error_headers: Mapping[str, str] | None,
     ) -> typing.NoReturn:
         messages = error.messages
-        if isinstance(messages, dict) and set(messages) == {LOCATION}:
-            messages = messages[LOCATION]
+        # webargs keys the messages by location; one location says nothing.
+        if isinstance(messages, dict) and len(messages) == 1:
+            (location,) = messages
+            if location in self.__location_map__:
+                messages = messages[location]
         if not isinstance(messages, dict):
             messages = {"_schema": messages}
         raise exceptions.InvalidArguments(messages)

@@ -31,11 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setup(conf)
     try:
         models = build_models(conf)
-    except exceptions.ModelLoadError as exc:
-        LOG.error("%s", exc.message)
+        app = get_app(conf, models=models)
+    except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1
-    app = get_app(conf, models=models)
     base = normalize_base_path(conf.base_path)
     lines = [f"deepaas serving {', '.join(models)} with {conf.workers} worker(s)"]
     lines += _addresses(conf.listen_ip, conf.listen_port, base)
@@ -50,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=conf.listen_port,
             print=lambda _: print("\n".join(lines), flush=True),
             access_log=logging.getLogger("aiohttp.access"),
+            shutdown_timeout=conf.shutdown_timeout,
         )
-    except exceptions.ModelLoadError as exc:
+    except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1
     except (OSError, asyncio.CancelledError) as exc:

@@ -114,6 +114,7 @@ class TestSpec:
             "/v2/models/module-model/predict/",
             "/v2/models/module-model/train/",
             "/v2/models/module-model/train/{uuid}",
+            "/v2/models/module-model/train/{uuid}/log",
             "/v2/debug/",
         }
         train = paths["/v2/models/module-model/train/"]

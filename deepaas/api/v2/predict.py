@@ -23,6 +23,8 @@ ERRORS = {
         "description": "The model does not implement predict",
         "schema": responses.Error,
     },
+    503: {"description": "No worker became free in time", "schema": responses.Error},
+    504: {"description": "The prediction ran out of time", "schema": responses.Error},
 }
 
 
@@ -58,7 +60,12 @@ def make_handler(model: ModelWrapper) -> Any:
         uploads = request[UPLOADS] = Uploads()
         try:
             kwargs = await request.app[keys.PARSER].parse_arguments(request, arguments)
-            result = await model.predict(**kwargs)
+            conf = request.app[keys.CONFIG]
+            result = await model.predict(
+                kwargs,
+                timeout=conf.predict_timeout or None,
+                queue_timeout=conf.queue_timeout or None,
+            )
         finally:
             uploads.cleanup()
         raw = raw_response(result, kwargs.get("accept"))

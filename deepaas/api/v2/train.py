@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, BinaryIO
 
 import aiohttp_apigami
 from aiohttp import web
+from marshmallow import Schema, fields, validate
 
 from deepaas.api import keys, routing
 from deepaas.api.parser import UPLOADS
@@ -29,7 +31,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         training = request.app[keys.TRAININGS].start(
             model.name,
             kwargs,
-            lambda: model.train(**kwargs),
+            lambda log_path: model.train(kwargs, log_path=log_path),
             cleanup=uploads.cleanup,
         )
         return web.json_response(training.to_dict())
@@ -56,7 +58,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     @aiohttp_apigami.response_schema(responses.Training(many=True), 200)
     async def list_trainings(request: web.Request) -> web.Response:
-        trainings = request.app[keys.TRAININGS].store.list(model.name)
+        trainings = request.app[keys.TRAININGS].list(model.name)
         return web.json_response([t.to_dict() for t in trainings])
 
     @aiohttp_apigami.docs(
@@ -83,12 +85,70 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         return web.json_response(training.to_dict())
 
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Read the output of a training of {model.name}",
+        description="Standard output, standard error and logging of the training, "
+        "as written so far (it grows while the training runs).",
+        produces=["text/plain"],
+        responses={
+            200: {"description": "The log text"},
+            **NOT_FOUND,
+            422: {"description": "Invalid tail", "schema": responses.Error},
+        },
+    )
+    @aiohttp_apigami.querystring_schema(LogQuery())
+    async def get_training_log(request: web.Request) -> web.Response:
+        runner = request.app[keys.TRAININGS]
+        training = runner.get(model.name, request.match_info["uuid"])
+        query = await request.app[keys.PARSER].parse(
+            LogQuery(), request, location="querystring"
+        )
+        text = read_log(runner.log_path(training.uuid), query.get("tail"))
+        return web.Response(text=text, content_type="text/plain")
+
     return {
         "start": start,
         "list": list_trainings,
         "get": get_training,
         "cancel": cancel_training,
+        "log": get_training_log,
     }
+
+
+class LogQuery(Schema):
+    tail = fields.Int(
+        validate=validate.Range(min=1),
+        metadata={"description": "Only the last N lines"},
+    )
+
+
+def read_log(path: str, tail: int | None) -> str:
+    """The text of a log file (its last ``tail`` lines); empty if there is none."""
+    try:
+        with open(path, "rb") as f:
+            if tail is None:
+                data = f.read()
+            else:
+                data = _last_lines(f, tail)
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def _last_lines(f: BinaryIO, count: int, block: int = 64 * 1024) -> bytes:
+    """The last ``count`` lines of a file, read backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    data = b""
+    position = end
+    # one more newline than lines wanted, unless the file ends without one
+    while position > 0 and data.count(b"\n") <= count:
+        step = min(block, position)
+        position -= step
+        f.seek(position)
+        data = f.read(step) + data
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-count:])
 
 
 def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
@@ -98,3 +158,4 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
     routing.add_route(app, "GET", path, handlers["list"])
     routing.add_route(app, "GET", path + "{uuid}", handlers["get"])
     routing.add_route(app, "DELETE", path + "{uuid}", handlers["cancel"])
+    routing.add_route(app, "GET", path + "{uuid}/log", handlers["log"])

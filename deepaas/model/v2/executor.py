@@ -33,8 +33,20 @@ class Executor(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self,
+        method: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+        log_path: str | None = None,
+    ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
+
+        ``queue_timeout`` bounds the wait for a free worker (``NoFreeWorker``),
+        ``timeout`` the call itself (``CallTimedOut``, the worker is stopped);
+        with ``log_path`` the call's output is written to that file.
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.

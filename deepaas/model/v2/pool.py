@@ -103,11 +103,13 @@ class WorkerProcess:
             return None
         return worker_main.decode(payload)
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, method: str, kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Any:
         """Run one call; raise ``WorkerDied`` if the process ends first."""
         assert self._writer is not None
         try:
-            self._writer.write(worker_main.encode((method, kwargs)))
+            self._writer.write(worker_main.encode((method, kwargs, options)))
             await self._writer.drain()
         except ConnectionError:
             pass  # it died; the read below sees EOF and reports the exit
@@ -204,19 +206,33 @@ class WorkerPool(Executor):
             ", ".join(str(w.pid) for w in workers),
         )
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self,
+        method: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+        log_path: str | None = None,
+    ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
-        self._waiting += 1
-        try:
-            worker = await self._idle.get()
-        finally:
-            self._waiting -= 1
-        if worker is None or self._closed:
-            raise exceptions.PoolClosed("The server is shutting down.")
+        worker = await self._acquire(queue_timeout)
         self._busy.add(worker)
         try:
-            result = await worker.call(method, kwargs)
+            async with asyncio.timeout(timeout):
+                result = await worker.call(method, kwargs, {"log": log_path})
+        except TimeoutError:
+            LOG.warning(
+                "Model %r: %s() exceeded %gs; stopping worker %s",
+                self.spec.name,
+                method,
+                timeout,
+                worker.pid,
+            )
+            worker.kill()
+            self._replace(worker)
+            raise exceptions.CallTimedOut(method, timeout or 0) from None
         except exceptions.WorkerDied as exc:
             if self._closed:
                 raise exceptions.PoolClosed("The server is shutting down.") from exc
@@ -238,6 +254,21 @@ class WorkerPool(Executor):
             self._busy.discard(worker)
         self._idle.put_nowait(worker)
         return result
+
+    async def _acquire(self, queue_timeout: float | None) -> WorkerProcess:
+        """An idle worker, waiting at most ``queue_timeout`` seconds for one."""
+        self._waiting += 1
+        try:
+            # Cancelling Queue.get never loses an item: it stays queued.
+            async with asyncio.timeout(queue_timeout):
+                worker = await self._idle.get()
+        except TimeoutError:
+            raise exceptions.NoFreeWorker(queue_timeout or 0) from None
+        finally:
+            self._waiting -= 1
+        if worker is None or self._closed:
+            raise exceptions.PoolClosed("The server is shutting down.")
+        return worker
 
     def _replace(self, dead: WorkerProcess) -> None:
         self._workers.discard(dead)

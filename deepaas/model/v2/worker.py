@@ -1,13 +1,18 @@
 """The code a spawned worker process runs.
 
 A worker loads the model entry point itself, warms it, then answers one call at
-a time over a socket: a request is ``(method, kwargs)``, an answer is
+a time over a socket: a request is ``(method, kwargs, options)``, an answer is
 ``("ok", result)`` or ``("error", details)``. Frames are an 8-byte big-endian
-length followed by a pickle. This module imports nothing from the server side.
+length followed by a pickle. With ``options["log"]`` the call's standard output,
+standard error and logging go to that file. A worker ends when its socket
+closes or its parent process dies. This module imports nothing from the server
+side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import logging
 import os
@@ -16,7 +21,10 @@ import signal
 import socket
 import struct
 import sys
+import threading
+import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from deepaas.model.loading import ModelSpec
@@ -107,7 +115,53 @@ def portable(result: Any) -> Any:
     return result
 
 
-def run_call(model: Any, method: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
+@contextlib.contextmanager
+def output_to(path: str | None) -> Iterator[None]:
+    """Send file descriptors 1 and 2 (so print, logging and C code) to ``path``."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (target, *saved):
+            os.close(fd)
+
+
+def die_with_parent() -> None:
+    """End this process when the server that spawned it dies, even by SIGKILL.
+
+    Linux delivers SIGKILL on the parent's death (prctl); a watcher thread that
+    sees the process re-parented covers other systems.
+    """
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_call(
+    model: Any, method: str, kwargs: dict[str, Any], log: str | None = None
+) -> tuple[str, Any]:
     """Call ``model.<method>(**kwargs)``; return the answer to send."""
     function = getattr(model, method, None)
     if function is None:
@@ -118,7 +172,8 @@ def run_call(model: Any, method: str, kwargs: dict[str, Any]) -> tuple[str, Any]
             "kind": "not_implemented",
         }
     try:
-        return "ok", portable(function(**kwargs))
+        with output_to(log):
+            return "ok", portable(function(**kwargs))
     except Exception as exc:
         # The server (or the CLI) reports the failure once; the traceback is
         # for whoever runs with debug logging.
@@ -131,6 +186,10 @@ def main(sock: socket.socket, spec: ModelSpec, warm: bool, log_level: int) -> No
     # The server decides when workers stop; a Ctrl-C on its terminal reaches
     # the whole process group and must not kill a worker mid-call.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    # Line buffering, so that a training's log shows its prints as they happen.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(
         level=log_level,
         stream=sys.stderr,
@@ -157,5 +216,5 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
         request = receive(sock)
         if request is None:  # the server closed the socket: time to go
             return
-        method, kwargs = request
-        sock.sendall(encode(run_call(model, method, kwargs)))
+        method, kwargs, options = request
+        sock.sendall(encode(run_call(model, method, kwargs, options.get("log"))))

@@ -128,13 +128,23 @@ class ModelWrapper:
         """Media types predict can answer with (from an ``accept`` argument)."""
         return [str(c) for c in self.predict_arguments.choices("accept") or []]
 
-    async def predict(self, **kwargs: Any) -> Any:
+    async def predict(
+        self,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+    ) -> Any:
         """Run ``predict`` in a worker and return its raw result."""
-        return await self.executor.call("predict", kwargs)
+        return await self.executor.call(
+            "predict", kwargs, timeout=timeout, queue_timeout=queue_timeout
+        )
 
-    async def train(self, **kwargs: Any) -> Any:
-        """Run ``train`` in a worker and return its raw result."""
-        return await self.executor.call("train", kwargs)
+    async def train(
+        self, kwargs: dict[str, Any], *, log_path: str | None = None
+    ) -> Any:
+        """Run ``train`` in a worker (output to ``log_path``); its raw result."""
+        return await self.executor.call("train", kwargs, log_path=log_path)
 
     def prediction_body(self, result: Any) -> Any:
         """The JSON body for a prediction ``result``.

@@ -1,0 +1,198 @@
+"""Training records kept in a SQLite file, so they survive restarts.
+
+One file (``trainings.sqlite3`` in the state directory) holds the records of
+every model, keyed by model and id; WAL mode lets readers and the writer
+proceed together and several processes share the file. Each running record
+names its owner process, so a server starting up can tell trainings that were
+cut by a stop or crash (their owner is gone) from ones another live server runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sqlite3
+from typing import Any
+
+from deepaas import exceptions
+from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
+
+SCHEMA_VERSION = 1
+FILENAME = "trainings.sqlite3"
+INTERRUPTED_BY_RESTART = (
+    "Interrupted by a restart: the server stopped while this training was running."
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trainings (
+    model       TEXT NOT NULL,
+    uuid        TEXT NOT NULL,
+    date        TEXT NOT NULL,
+    args        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    output      TEXT,
+    finish_date TEXT,
+    message     TEXT,
+    owner       TEXT,
+    PRIMARY KEY (model, uuid)
+)
+"""
+
+
+class StoreError(exceptions.DeepaasError):
+    """The training database cannot be opened, read or written."""
+
+
+def process_identity(pid: int | None = None) -> str | None:
+    """``host:pid:start-time`` of a live process (None if it is not running).
+
+    The start time (from /proc) tells a live owner from a new process that
+    happens to reuse its pid.
+    """
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] == "Z":
+        return None
+    return f"{socket.gethostname()}:{pid}:{fields[19]}"
+
+
+def _owner_is_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's process: not ours to judge
+    pid = rest.partition(":")[0]
+    return pid.isdigit() and process_identity(int(pid)) == owner
+
+
+def _date(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value) if value else None
+
+
+class SQLiteTrainingStore(TrainingStore):
+    """Training records in ``<state_dir>/trainings.sqlite3``."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, FILENAME)
+        self.owner = process_identity() or f"{socket.gethostname()}:{os.getpid()}:0"
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._check_and_migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"Cannot use the training database {self.path}: {exc}. Check that "
+                "the state directory (--state-dir) is writable and the file is an "
+                "intact SQLite database (move a damaged one aside to start afresh)."
+            ) from exc
+
+    def _check_and_migrate(self) -> None:
+        problem = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"it was written by a newer deepaas (schema {version})"
+            )
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable
+            self._db.execute(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def mark_interrupted(self) -> int:
+        """Record as failed every running training whose server is gone."""
+        rows = self._db.execute(
+            "SELECT model, uuid, owner FROM trainings WHERE status = ?", (RUNNING,)
+        ).fetchall()
+        stale = [(m, u) for m, u, owner in rows if not _owner_is_alive(owner)]
+        now = str(datetime.datetime.now())
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE trainings SET status = ?, message = ?, finish_date = ? "
+                "WHERE model = ? AND uuid = ? AND status = ?",
+                [(ERROR, INTERRUPTED_BY_RESTART, now, m, u, RUNNING) for m, u in stale],
+            )
+        return len(stale)
+
+    def _write(self, sql: str, training: Training) -> None:
+        values = {
+            "model": training.model,
+            "uuid": training.uuid,
+            "date": training.date.isoformat(),
+            "args": json.dumps(training.args),
+            "status": training.status,
+            "output": json.dumps(training.output),
+            "finish_date": training.finish_date.isoformat()
+            if training.finish_date
+            else None,
+            "message": training.message,
+            "owner": self.owner,
+        }
+        try:
+            self._db.execute(sql, values)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot save training {training.uuid}: {exc}") from exc
+
+    def add(self, training: Training) -> None:
+        self._write(
+            "INSERT INTO trainings VALUES (:model, :uuid, :date, :args, :status, "
+            ":output, :finish_date, :message, :owner)",
+            training,
+        )
+
+    def update(self, training: Training) -> None:
+        self._write(
+            "UPDATE trainings SET status = :status, output = :output, "
+            "finish_date = :finish_date, message = :message "
+            "WHERE model = :model AND uuid = :uuid",
+            training,
+        )
+
+    @staticmethod
+    def _training(row: tuple[Any, ...]) -> Training:
+        model, uuid, date, args, status, output, finish_date, message = row
+        return Training(
+            model=model,
+            uuid=uuid,
+            date=datetime.datetime.fromisoformat(date),
+            args=json.loads(args),
+            status=status,
+            output=json.loads(output) if output is not None else None,
+            finish_date=_date(finish_date),
+            message=message,
+        )
+
+    _COLUMNS = "model, uuid, date, args, status, output, finish_date, message"
+
+    def get(self, model: str, training_id: str) -> Training | None:
+        row = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM trainings WHERE model = ? AND uuid = ?",
+            (model, training_id),
+        ).fetchone()
+        return self._training(row) if row else None
+
+    def list(self, model: str) -> list[Training]:
+        rows = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM trainings WHERE model = ? ORDER BY date",
+            (model,),
+        ).fetchall()
+        return [self._training(r) for r in rows]
+
+    def remove(self, model: str, training_id: str) -> None:
+        self._db.execute(
+            "DELETE FROM trainings WHERE model = ? AND uuid = ?", (model, training_id)
+        )
+
+    def close(self) -> None:
+        self._db.close()
