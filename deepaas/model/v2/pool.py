@@ -181,6 +181,7 @@ class WorkerPool(Executor):
         self._waiting = 0
         self._busy: set[WorkerProcess] = set()
         self._replacing: set[asyncio.Task[None]] = set()
+        self._dying: set[WorkerProcess] = set()  # stopped, not yet reaped
         self._restarts = 0
         self._closed = False
 
@@ -272,6 +273,7 @@ class WorkerPool(Executor):
 
     def _replace(self, dead: WorkerProcess) -> None:
         self._workers.discard(dead)
+        self._dying.add(dead)
         self._restarts += 1
         if self._closed:
             return
@@ -281,6 +283,7 @@ class WorkerPool(Executor):
 
     async def _start_replacement(self, dead: WorkerProcess) -> None:
         await dead.stop()
+        self._dying.discard(dead)
         for attempt, delay in enumerate((0, *RESTART_DELAYS)):
             await asyncio.sleep(delay)
             if self._closed:
@@ -327,5 +330,8 @@ class WorkerPool(Executor):
             self._idle.put_nowait(None)
         for worker in self._busy:
             worker.kill()
-        await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
+        await asyncio.gather(
+            *(w.stop() for w in self._workers | self._dying), return_exceptions=True
+        )
         self._workers.clear()
+        self._dying.clear()

@@ -1,6 +1,7 @@
 """A model that fails in every way a model can, on request."""
 
 import ctypes
+import logging
 import os
 import time
 
@@ -28,7 +29,15 @@ def _fail(mode, seconds=0.0):
     if mode == "segfault":
         ctypes.string_at(0)
     if mode == "sleep":
+        print(f"sleeping {seconds}")
         time.sleep(seconds)
+    if mode == "chatty":
+        for line in range(1, 4):
+            print(f"line {line}")
+        logging.getLogger("chatty").warning("a logged warning")
+        os.write(2, b"raw stderr bytes\n")
+        time.sleep(seconds)
+        print("last line")
     return {"mode": mode, "pid": os.getpid()}
 
 

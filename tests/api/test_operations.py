@@ -1,0 +1,140 @@
+"""Training logs, time limits, and nothing left behind after failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+
+import aiohttp
+import pytest
+
+from deepaas.api import keys
+from tests import helpers
+from tests.api.test_train import wait_status
+
+TRAIN = "/v2/models/failing/train/"
+PREDICT = "/v2/models/failing/predict/"
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client("--model-name", "failing")
+
+
+class TestTrainingLog:
+    async def test_log_holds_prints_logging_and_raw_stderr(self, client, state_dir):
+        body = await (await client.post(TRAIN + "?mode=chatty")).json()
+        await wait_status(client, TRAIN + body["uuid"])
+        resp = await client.get(TRAIN + body["uuid"] + "/log")
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        text = await resp.text()
+        for expected in ("line 1", "line 3", "a logged warning", "raw stderr bytes"):
+            assert expected in text
+        assert text.rstrip().endswith("last line")
+        assert (state_dir / "logs" / f"{body['uuid']}.log").exists()
+
+    async def test_tail(self, client):
+        body = await (await client.post(TRAIN + "?mode=chatty")).json()
+        await wait_status(client, TRAIN + body["uuid"])
+        resp = await client.get(TRAIN + body["uuid"] + "/log?tail=1")
+        assert await resp.text() == "last line\n"
+
+    async def test_log_grows_while_training_runs(self, client):
+        body = await (await client.post(TRAIN + "?mode=chatty&seconds=30")).json()
+        path = TRAIN + body["uuid"] + "/log"
+
+        async def has_lines() -> bool:
+            return "line 3" in await (await client.get(path)).text()
+
+        for _ in range(200):
+            if await has_lines():
+                break
+            await asyncio.sleep(0.05)
+        assert await has_lines()
+        status = await (await client.get(TRAIN + body["uuid"])).json()
+        assert status["status"] == "running"
+        await client.delete(TRAIN + body["uuid"])
+
+    @pytest.mark.parametrize("tail", ["0", "-1", "many"])
+    async def test_bad_tail_is_422(self, client, tail):
+        body = await (await client.post(TRAIN)).json()
+        resp = await client.get(TRAIN + body["uuid"] + f"/log?tail={tail}")
+        assert resp.status == 422
+        assert "tail" in (await resp.json())["errors"]
+
+    async def test_unknown_training_log_is_404(self, client):
+        resp = await client.get(TRAIN + "f" * 32 + "/log")
+        assert resp.status == 404
+
+    async def test_delete_removes_the_log(self, client, state_dir):
+        body = await (await client.post(TRAIN + "?mode=chatty")).json()
+        await wait_status(client, TRAIN + body["uuid"])
+        await client.delete(TRAIN + body["uuid"])
+        assert not (state_dir / "logs" / f"{body['uuid']}.log").exists()
+
+
+async def test_slow_predict_is_504_and_its_worker_replaced(make_client):
+    client = await make_client("--model-name", "failing", "--predict-timeout", "0.5")
+    first = await (await client.post(PREDICT)).json()
+    resp = await client.post(PREDICT + "?mode=sleep&seconds=30")
+    assert resp.status == 504
+    assert "0.5 seconds" in (await resp.json())["message"]
+    after = await (await client.post(PREDICT)).json()
+    assert after["predictions"]["pid"] != first["predictions"]["pid"]
+
+
+async def test_no_free_worker_is_503_with_retry_after(make_client):
+    client = await make_client("--model-name", "failing", "--queue-timeout", "0.3")
+    busy = asyncio.ensure_future(client.post(PREDICT + "?mode=sleep&seconds=2"))
+    await asyncio.sleep(0.3)
+    resp = await client.post(PREDICT)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert "busy" in (await resp.json())["message"]
+    assert (await busy).status == 200
+
+
+async def test_nothing_left_behind_after_any_failure(
+    make_client, monkeypatch, tmp_path
+):
+    uploads_dir = tmp_path / "tmp"
+    uploads_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(uploads_dir))
+    client = await make_client(
+        "--model-name", "failing", "-p", "2", "--predict-timeout", "1"
+    )
+
+    async def predict(mode: str, seconds: float = 0) -> int:
+        form = aiohttp.FormData()
+        form.add_field("data", os.urandom(2048), filename="x.bin")
+        resp = await client.post(f"{PREDICT}?mode={mode}&seconds={seconds}", data=form)
+        await resp.read()
+        return resp.status
+
+    statuses = await asyncio.gather(
+        predict("ok"),
+        predict("raise"),
+        predict("exit"),
+        predict("segfault"),
+        predict("sleep", 10),
+        predict("http"),
+        predict("ok"),
+    )
+    assert sorted(statuses) == [200, 200, 429, 500, 500, 500, 504]
+    # a client that goes away in the middle of an upload
+    head = (
+        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        "--b\r\nContent-Disposition: form-data; name=data; filename=a\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", client.port)) as raw:
+        raw.sendall(head.encode() + b"x" * 5000)
+        await asyncio.sleep(0.3)
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert await helpers.eventually(lambda: executor.health().alive == 2)
+    assert await helpers.eventually(lambda: os.listdir(uploads_dir) == [], timeout=5)
+    assert executor.health().busy == 0
+    assert await predict("ok") == 200

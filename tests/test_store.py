@@ -1,0 +1,101 @@
+"""The SQLite training store."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deepaas import store as store_mod
+from deepaas.store import SQLiteTrainingStore, StoreError
+from deepaas.trainings import DONE, ERROR, RUNNING, Training
+
+
+def make_training(model: str = "m", **kwargs) -> Training:
+    return Training(model=model, args={"epochs": 3, "names": ["a"]}, **kwargs)
+
+
+def test_records_survive_reopening(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    training = make_training()
+    store.add(training)
+    training.status = DONE
+    training.output = {"loss": 0.5}
+    training.finish_date = training.date + datetime.timedelta(seconds=90)
+    store.update(training)
+    store.close()
+    again = SQLiteTrainingStore(str(tmp_path)).get("m", training.uuid)
+    assert again is not None
+    assert again.to_dict() == training.to_dict()
+    assert again.to_dict()["result"]["duration"] == "0:01:30"
+
+
+def test_models_share_the_file_without_mixing(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    a, b = make_training("a"), make_training("b")
+    store.add(a)
+    store.add(b)
+    assert [t.uuid for t in store.list("a")] == [a.uuid]
+    assert store.get("b", a.uuid) is None
+    store.remove("a", a.uuid)
+    assert store.list("a") == [] and len(store.list("b")) == 1
+
+
+def test_uses_wal_mode(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_running_training_of_a_dead_server_becomes_interrupted(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)  # fmt: skip
+    store = SQLiteTrainingStore(str(tmp_path))
+    orphan = make_training()
+    store.owner = f"{os.uname().nodename}:{dead.stdout.strip()}:1"
+    store.add(orphan)
+    store.owner = store_mod.process_identity()
+    ours = make_training()
+    store.add(ours)
+    assert store.mark_interrupted() == 1
+    record = store.get("m", orphan.uuid)
+    assert record.status == ERROR
+    assert record.message == store_mod.INTERRUPTED_BY_RESTART
+    assert store.get("m", ours.uuid).status == RUNNING
+
+
+def test_reused_pid_is_not_taken_for_the_owner(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    pid = os.getpid()
+    store.owner = f"{os.uname().nodename}:{pid}:0"  # our pid, another start time
+    training = make_training()
+    store.add(training)
+    assert store.mark_interrupted() == 1
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path):
+    (tmp_path / store_mod.FILENAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as info:
+        SQLiteTrainingStore(str(tmp_path))
+    assert store_mod.FILENAME in info.value.message
+    assert "--state-dir" in info.value.message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(StoreError):
+            SQLiteTrainingStore(str(tmp_path / "state"))
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_state_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(StoreError) as info:
+        SQLiteTrainingStore(str(blocker))
+    assert "state directory" in info.value.message
