@@ -35,6 +35,12 @@ class TrainingNotFound(DeepaasError):
     status = 404
 
 
+class BadRequest(DeepaasError):
+    """The request body cannot be read at all (malformed JSON or multipart)."""
+
+    status = 400
+
+
 class InvalidArguments(DeepaasError):
     """The arguments sent do not match the model's declaration."""
 

@@ -26,12 +26,6 @@ UPLOADS = web.RequestKey("deepaas_uploads", uploads_mod.Uploads)
 LOCATION = "model"
 
 
-class BadRequest(exceptions.DeepaasError):
-    """The request body cannot be read at all."""
-
-    status = 400
-
-
 class NotAcceptable(exceptions.DeepaasError):
     """No media type in the Accept header is one the model can produce."""
 
@@ -161,7 +155,7 @@ class ArgumentParser(AIOHTTPParser):
     def _handle_invalid_json_error(  # type: ignore[override]
         self, error: Exception, req: web.Request, *args: Any, **kwargs: Any
     ) -> typing.NoReturn:
-        raise BadRequest(f"The request body is not valid JSON: {error}")
+        raise exceptions.BadRequest(f"The request body is not valid JSON: {error}")
 
     def handle_error(  # type: ignore[override]
         self,

@@ -12,8 +12,10 @@ import shutil
 import tempfile
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
+from deepaas import exceptions
 from deepaas.model.v2.wrapper import UploadedFile
 
 CHUNK_SIZE = 256 * 1024
@@ -51,8 +53,23 @@ async def read_multipart(
 ) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
     """Read a multipart body: text fields in memory, files to ``uploads``.
 
-    ``limit`` (bytes, 0 for none) bounds the whole body while it streams.
+    ``limit`` (bytes, 0 for none) bounds the whole body while it streams. A
+    body that is not valid multipart is a ``BadRequest``.
     """
+    try:
+        return await _read_parts(request, uploads, limit)
+    except (ValueError, HttpProcessingError) as exc:
+        # aiohttp's parser says what is wrong in its own words; the first line
+        # of them is enough for the client.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise exceptions.BadRequest(
+            f"The request body is not valid multipart/form-data: {detail}"
+        ) from None
+
+
+async def _read_parts(
+    request: web.Request, uploads: Uploads, limit: int
+) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
     values: MultiDict[str] = MultiDict()
     files: MultiDict[UploadedFile] = MultiDict()
     received = 0
@@ -62,7 +79,7 @@ async def read_multipart(
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
-            raise web.HTTPBadRequest(reason="Nested multipart bodies are not accepted")
+            raise exceptions.BadRequest("Nested multipart bodies are not accepted.")
         name = part.name or ""
         if part.filename is None:
             data = bytearray()

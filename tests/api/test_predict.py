@@ -338,3 +338,37 @@ class TestClientMaxSize:
         form.add_field("data", b"x" * 100, filename="small.bin")
         resp = await client.post(PREDICT, data=form)
         assert resp.status == 200
+
+
+class TestMalformedBodies:
+    async def test_multipart_without_boundary_is_400(self, client):
+        resp = await client.post(
+            PREDICT, data=b"x", headers={"Content-Type": "multipart/form-data"}
+        )
+        assert resp.status == 400
+        assert "multipart" in (await resp.json())["message"]
+
+    async def test_multipart_with_broken_part_header_is_400(self, client):
+        body = b"--b\r\n[[], {'': 1}]--b--\r\n"
+        resp = await client.post(
+            PREDICT,
+            data=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert resp.status == 400
+        assert "multipart" in (await resp.json())["message"]
+
+    async def test_nested_multipart_is_400(self, client):
+        inner = b"--i\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--i--\r\n"
+        body = (
+            b"--b\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n"
+            + inner
+            + b"\r\n--b--\r\n"
+        )
+        resp = await client.post(
+            PREDICT,
+            data=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert resp.status == 400
+        assert "Nested" in (await resp.json())["message"]

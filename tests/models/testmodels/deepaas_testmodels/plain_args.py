@@ -14,4 +14,5 @@ def get_predict_args():
 
 
 def predict(**kwargs):
-    return " ".join(["hello " + kwargs["name"]] * kwargs["times"]) + kwargs["needed"]
+    times = max(0, min(kwargs["times"], 10))  # plain dicts cannot declare a range
+    return " ".join(["hello " + kwargs["name"]] * times) + kwargs["needed"]
