@@ -12,35 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import aiohttp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"server not ready at {url} after {timeout}s")
+from common import start_server
 
 
 async def drive(
@@ -86,27 +63,10 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=60)
     args = parser.parse_args()
 
-    run = shutil.which("deepaas-run") or os.path.join(
-        os.path.dirname(sys.executable), "deepaas-run"
-    )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            run,
-            "--listen-port",
-            str(port),
-            "-p",
-            str(args.workers),
-            "--model-name",
-            args.model_name,
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
+    server, base = start_server(
+        ["-p", str(args.workers), "--model-name", args.model_name]
     )
     try:
-        asyncio.run(wait_ready(base + "/v2/models/"))
         predict_url = f"{base}/v2/models/{args.model_name}/predict/?{args.query}"
         for label, method, url in (
             ("GET /v2/models/", "GET", base + "/v2/models/"),

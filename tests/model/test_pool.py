@@ -158,3 +158,13 @@ def test_pool_and_worker_do_not_import_aiohttp():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_model_exception_keeps_the_worker(pool):
+    before = pool.pids()
+    for mode in ("raise", "not-implemented", "http"):
+        with pytest.raises(exceptions.ModelCallError):
+            await pool.call("predict", ok_args(mode=mode))
+    assert pool.pids() == before
+    assert pool.health().restarts == 0
+    assert pool.health().alive == 2

@@ -240,6 +240,10 @@ class WorkerPool(Executor):
             LOG.error("Model %r: %s Replacing it.", self.spec.name, exc.message)
             self._replace(worker)
             raise
+        except exceptions.ModelCallError:
+            # The model raised and the worker answered: it is ready for more.
+            self._idle.put_nowait(worker)
+            raise
         except BaseException:
             # Cancelled (or broken) mid-call: the worker's state is unknown.
             LOG.info(

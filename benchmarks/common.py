@@ -1,0 +1,94 @@
+"""What the benchmark scripts share: a deepaas-run on loopback and /proc readings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent == frontier[-1]]
+        frontier.pop()
+        found += kids
+        frontier += kids
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants, in MiB."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def deepaas_run_path() -> str:
+    return shutil.which("deepaas-run") or os.path.join(
+        os.path.dirname(sys.executable), "deepaas-run"
+    )
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"server not ready at {url} after {timeout}s")
+
+
+def start_server(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A deepaas-run on a free loopback port, ready; and its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [deepaas_run_path(), "--listen-ip", "127.0.0.1", "--listen-port", str(port),
+         "--log-level", "WARNING", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_ready(base + "/v2/models/"))
+    except BaseException:
+        server.kill()
+        raise
+    return server, base
