@@ -75,15 +75,22 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 def start_server(
-    args: list[str], env: dict[str, str] | None = None
+    args: list[str],
+    env: dict[str, str] | None = None,
+    executable: str | None = None,
+    log_args: tuple[str, ...] = ("--log-level", "WARNING"),
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A deepaas-run on a free loopback port, ready; and its base URL."""
+    """A deepaas-run on a free loopback port, ready; and its base URL.
+
+    ``executable`` is another installation's deepaas-run (e.g. upstream's).
+    """
     port = free_port()
     server = subprocess.Popen(
-        [deepaas_run_path(), "--listen-ip", "127.0.0.1", "--listen-port", str(port),
-         "--log-level", "WARNING", *args],
+        [executable or deepaas_run_path(), "--listen-ip", "127.0.0.1",
+         "--listen-port", str(port), *log_args, *args],
         env=env,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,227 @@
+"""deepaas against upstream DEEPaaS 2.6.0, side by side, on this machine.
+
+Creates (once) a virtualenv with ``deepaas==2.6.0`` from the package index,
+installs the benchmark model (benchmarks/model) for both, then starts each
+server in turn on 127.0.0.1 (A B A B ...) with the same model and worker count
+and measures:
+
+- cold start: process start to the first 200 on /v2/models/, warm-up done;
+- idle RSS of the process tree (server and workers);
+- GET /v2/models/ requests/s at concurrency 32;
+- predict requests/s at concurrency 32, and p50 latency at concurrency 1;
+- peak RSS growth of the tree while a file is uploaded to predict.
+
+It prints, for each figure, ours, upstream's and the ratio (medians over
+rounds). Every load is bounded in count and time; nothing leaves loopback.
+
+    python benchmarks/compare.py                  # the full comparison
+    python benchmarks/compare.py --ours-only --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+from common import start_server, tree_rss_mib
+
+HERE = Path(__file__).resolve().parent
+UPSTREAM_VERSION = "2.6.0"
+DEFAULT_UPSTREAM_VENV = HERE / ".venvs" / f"deepaas-{UPSTREAM_VERSION}"
+
+
+def ensure_upstream(venv: Path) -> str:
+    """deepaas-run of a virtualenv holding upstream DEEPaaS (made if missing)."""
+    run = venv / "bin" / "deepaas-run"
+    if not run.exists():
+        print(f"creating {venv} with deepaas=={UPSTREAM_VERSION} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet",
+             f"deepaas=={UPSTREAM_VERSION}"],
+            check=True,
+        )  # fmt: skip
+    return str(run)
+
+
+def install_model(target: Path) -> None:
+    """The benchmark model, installed (entry point and all) into ``target``."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--target", str(target), str(HERE / "model")],
+        check=True,
+    )  # fmt: skip
+
+
+async def load(
+    method: str, url: str, requests: int, concurrency: int, max_seconds: float
+) -> tuple[float, float]:
+    """(requests/s, p50 latency in ms) of a bounded load; non-200 is an error."""
+    latencies: list[float] = []
+    remaining = requests
+    deadline = time.monotonic() + max_seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal remaining
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            start = time.perf_counter()
+            async with session.request(method, url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"{method} {url}: {resp.status}")
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, statistics.median(latencies) * 1000
+
+
+async def upload(url: str, path: Path) -> int:
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        with open(path, "rb") as f:
+            form = aiohttp.FormData()
+            form.add_field("data", f, filename="big.bin")
+            async with session.post(url, data=form) as resp:
+                body = await resp.json()
+                if resp.status != 200:
+                    raise SystemExit(f"upload: {resp.status} {body}")
+                return int(body["predictions"]["size"])
+
+
+def upload_peak_growth(pid: int, url: str, path: Path) -> float:
+    """Peak RSS growth (MiB) of the server tree while ``path`` is uploaded."""
+    base = tree_rss_mib(pid)
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_mib(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        size = asyncio.run(upload(url, path))
+    finally:
+        done.set()
+        sampler.join()
+    assert size == path.stat().st_size, (size, path.stat().st_size)
+    return peak - base
+
+
+def measure(
+    executable: str | None, env: dict[str, str], args: argparse.Namespace, big: Path
+) -> dict[str, float]:
+    started = time.monotonic()
+    server, base = start_server(
+        ["--model-name", "bench", "--workers", str(args.workers)],
+        env=env,
+        executable=executable,
+        log_args=() if executable else ("--log-level", "WARNING"),
+    )
+    figures = {"cold start (s)": time.monotonic() - started}
+    try:
+        time.sleep(1)
+        figures["idle RSS (MiB)"] = tree_rss_mib(server.pid)
+        predict = f"{base}/v2/models/bench/predict/?text=hello"
+        models = f"{base}/v2/models/"
+        n, seconds = args.requests, args.max_seconds
+        asyncio.run(load("POST", predict, 200, 8, seconds))  # warm the path
+        figures["GET /v2/models/ c=32 (req/s)"] = asyncio.run(
+            load("GET", models, n, 32, seconds)
+        )[0]
+        figures["predict c=32 (req/s)"] = asyncio.run(
+            load("POST", predict, n, 32, seconds)
+        )[0]
+        figures["predict c=1 p50 (ms)"] = asyncio.run(
+            load("POST", predict, n // 4, 1, seconds)
+        )[1]
+        figures["upload peak RSS growth (MiB)"] = upload_peak_growth(
+            server.pid, predict, big
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return figures
+
+
+BETTER_LOWER = {"cold start (s)", "idle RSS (MiB)", "predict c=1 p50 (ms)",
+                "upload peak RSS growth (MiB)"}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--max-seconds", type=float, default=20)
+    parser.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
+    parser.add_argument("--ours-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests, args.upload_mib = 1, 300, 8
+
+    with tempfile.TemporaryDirectory(prefix="deepaas-bench-") as scratch:
+        root = Path(scratch)
+        install_model(root / "site")
+        big = root / "upload.bin"
+        with open(big, "wb") as f:  # sparse: costs no disk, reads as zeros
+            f.truncate(args.upload_mib * 1024 * 1024)
+        env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
+        env.pop("DEEPAAS_V2_MODEL", None)
+        sides: dict[str, str | None] = {"ours": None}
+        if not args.ours_only:
+            sides["upstream"] = ensure_upstream(args.upstream_venv)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+        for round_ in range(args.rounds):
+            for name, executable in sides.items():
+                env["XDG_DATA_HOME"] = str(root / f"state-{name}-{round_}")
+                figures = measure(executable, env, args, big)
+                results[name].append(figures)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in figures.items())
+                print(f"round {round_ + 1} {name:8} {shown}", flush=True)
+
+    print()
+    header = f"{'figure':32} {'ours':>10}"
+    if not args.ours_only:
+        header += f" {'upstream':>10} {'ratio':>8}"
+    print(header)
+    for key in results["ours"][0]:
+        ours = statistics.median(r[key] for r in results["ours"])
+        line = f"{key:32} {ours:10.2f}"
+        if not args.ours_only:
+            theirs = statistics.median(r[key] for r in results["upstream"])
+            ratio = ours / theirs if theirs else float("inf")
+            line += f" {theirs:10.2f} {ratio:7.2f}x"
+            line += "  (lower is better)" if key in BETTER_LOWER else ""
+        print(line)
+    print(
+        f"\n{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
+        f"{args.requests} requests per load, {args.upload_mib} MiB upload"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
