@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -89,6 +91,29 @@ async def load(
     return len(latencies) / elapsed, statistics.median(latencies) * 1000
 
 
+WRK_POST = 'wrk.method = "POST"\n'
+
+
+def wrk_load(
+    method: str, url: str, concurrency: int, seconds: float, scratch: str
+) -> tuple[float, float]:
+    """(requests/s, p50 latency in ms) measured by wrk for ``seconds``."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+               "--latency", url]  # fmt: skip
+    if method == "POST":
+        script = os.path.join(scratch, "post.lua")
+        with open(script, "w") as f:
+            f.write(WRK_POST)
+        command[1:1] = ["-s", script]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{method} {url}: non-2xx answers\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()
+    p50_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return rps, p50_ms
+
+
 async def upload(url: str, path: Path) -> int:
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -143,15 +168,26 @@ def measure(
         models = f"{base}/v2/models/"
         n, seconds = args.requests, args.max_seconds
         asyncio.run(load("POST", predict, 200, 8, seconds))  # warm the path
-        figures["GET /v2/models/ c=32 (req/s)"] = asyncio.run(
-            load("GET", models, n, 32, seconds)
-        )[0]
-        figures["predict c=32 (req/s)"] = asyncio.run(
-            load("POST", predict, n, 32, seconds)
-        )[0]
-        figures["predict c=1 p50 (ms)"] = asyncio.run(
-            load("POST", predict, n // 4, 1, seconds)
-        )[1]
+        if args.client == "wrk":
+            figures["GET /v2/models/ c=32 (req/s)"] = wrk_load(
+                "GET", models, 32, args.wrk_seconds, args.scratch
+            )[0]
+            figures["predict c=32 (req/s)"] = wrk_load(
+                "POST", predict, 32, args.wrk_seconds, args.scratch
+            )[0]
+            figures["predict c=1 p50 (ms)"] = wrk_load(
+                "POST", predict, 1, args.wrk_seconds, args.scratch
+            )[1]
+        else:
+            figures["GET /v2/models/ c=32 (req/s)"] = asyncio.run(
+                load("GET", models, n, 32, seconds)
+            )[0]
+            figures["predict c=32 (req/s)"] = asyncio.run(
+                load("POST", predict, n, 32, seconds)
+            )[0]
+            figures["predict c=1 p50 (ms)"] = asyncio.run(
+                load("POST", predict, n // 4, 1, seconds)
+            )[1]
         figures["upload peak RSS growth (MiB)"] = upload_peak_growth(
             server.pid, predict, big
         )
@@ -178,11 +214,22 @@ def main() -> int:
     parser.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
     parser.add_argument("--ours-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "aiohttp"],
+        default="wrk" if shutil.which("wrk") else "aiohttp",
+        help="load generator (default: wrk when installed)",
+    )
+    parser.add_argument(
+        "--wrk-seconds", type=float, default=5, help="length of each wrk load"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.upload_mib = 1, 300, 8
+        args.wrk_seconds = 1
 
     with tempfile.TemporaryDirectory(prefix="deepaas-bench-") as scratch:
+        args.scratch = scratch
         root = Path(scratch)
         install_model(root / "site")
         big = root / "upload.bin"
@@ -218,7 +265,12 @@ def main() -> int:
         print(line)
     print(
         f"\n{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
-        f"{args.requests} requests per load, {args.upload_mib} MiB upload"
+        f"{args.upload_mib} MiB upload, load by "
+        + (
+            f"wrk ({args.wrk_seconds:g} s per load)"
+            if args.client == "wrk"
+            else f"aiohttp ({args.requests} requests per load)"
+        )
     )
     return 0
 

@@ -110,7 +110,9 @@ class ArgumentParser(AIOHTTPParser):
         file_names = {n for n, f in schema.fields.items() if is_file_field(f)}
         files: Mapping[str, Any] = {}
         body: Mapping[str, Any] = {}
-        if uploads_mod.is_multipart(request):
+        if not request.body_exists:
+            pass  # arguments in the query string only: nothing to read
+        elif uploads_mod.is_multipart(request):
             values, file_parts = await uploads_mod.read_multipart(
                 request, request[UPLOADS], self.client_max_size
             )

@@ -12,7 +12,12 @@ from deepaas.api import keys, routing
 from deepaas.api.parser import UPLOADS
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import responses
-from deepaas.model.v2.wrapper import JSON_MEDIA_TYPES, ModelWrapper, ReturnedFile
+from deepaas.model.v2.wrapper import (
+    JSON_MEDIA_TYPES,
+    ModelWrapper,
+    ReturnedFile,
+    dumps,
+)
 
 ERRORS = {
     406: {"description": "No acceptable media type", "schema": responses.Error},
@@ -51,7 +56,9 @@ def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
     return None
 
 
-def make_handler(model: ModelWrapper) -> Any:
+def make_handler(
+    model: ModelWrapper, timeout: float | None, queue_timeout: float | None
+) -> Any:
     arguments = model.predict_arguments
     accept_choices = model.accept_choices
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
@@ -60,18 +67,15 @@ def make_handler(model: ModelWrapper) -> Any:
         uploads = request[UPLOADS] = Uploads()
         try:
             kwargs = await request.app[keys.PARSER].parse_arguments(request, arguments)
-            conf = request.app[keys.CONFIG]
             result = await model.predict(
-                kwargs,
-                timeout=conf.predict_timeout or None,
-                queue_timeout=conf.queue_timeout or None,
+                kwargs, timeout=timeout, queue_timeout=queue_timeout
             )
         finally:
             uploads.cleanup()
         raw = raw_response(result, kwargs.get("accept"))
         if raw is not None:
             return raw
-        return web.json_response(model.prediction_body(result))
+        return web.json_response(model.prediction_body(result), dumps=dumps)
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(
@@ -98,6 +102,9 @@ def make_handler(model: ModelWrapper) -> Any:
 
 
 def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
-    routing.add_route(
-        app, "POST", f"{base}/v2/models/{model.name}/predict/", make_handler(model)
+    # Options are read once here: an oslo.config lookup is slow for a hot path.
+    conf = app[keys.CONFIG]
+    handler = make_handler(
+        model, conf.predict_timeout or None, conf.queue_timeout or None
     )
+    routing.add_route(app, "POST", f"{base}/v2/models/{model.name}/predict/", handler)

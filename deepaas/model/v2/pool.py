@@ -10,6 +10,7 @@ replaced; cancelling a call kills its worker, which is replaced too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import multiprocessing
 import socket
@@ -47,6 +48,65 @@ def _call_error(method: str, details: dict[str, Any]) -> exceptions.ModelCallErr
     )
 
 
+class Channel(asyncio.Protocol):
+    """The server's end of a worker socket: frames in, messages out.
+
+    Frames are parsed as bytes arrive and the one waiting receiver is woken,
+    which costs far less per call than a StreamReader's two ``readexactly``.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._messages: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        header = worker_main.HEADER
+        while len(buffer) >= header.size:
+            end = header.size + header.unpack_from(buffer)[0]
+            if len(buffer) < end:
+                break
+            self._messages.append(worker_main.decode(bytes(buffer[header.size : end])))
+            del buffer[:end]
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def send(self, message: Any) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(worker_main.encode(message))
+
+    async def receive(self) -> Any:
+        """The next message, or None once the worker has closed its end."""
+        while not self._messages:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._messages.popleft()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class WorkerProcess:
     """One spawned worker and the socket to it."""
 
@@ -56,8 +116,7 @@ class WorkerProcess:
         self.log_level = log_level
         self.process: BaseProcess | None = None
         self.pid: int | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: Channel | None = None
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -76,8 +135,10 @@ class WorkerProcess:
         finally:
             theirs.close()
         self.pid = self.process.pid
-        self._reader, self._writer = await asyncio.open_connection(sock=ours)
-        message = await self._receive()
+        _, self._channel = await asyncio.get_running_loop().create_connection(
+            Channel, sock=ours
+        )
+        message = await self._channel.receive()
         if message is None:
             exitcode = await self.wait()
             raise exceptions.ModelLoadError(
@@ -92,28 +153,14 @@ class WorkerProcess:
                 f"{details['type']}: {details['message']}"
             )
 
-    async def _receive(self) -> Any:
-        assert self._reader is not None
-        try:
-            header = await self._reader.readexactly(worker_main.HEADER.size)
-            payload = await self._reader.readexactly(
-                worker_main.HEADER.unpack(header)[0]
-            )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-        return worker_main.decode(payload)
-
     async def call(
         self, method: str, kwargs: dict[str, Any], options: dict[str, Any]
     ) -> Any:
         """Run one call; raise ``WorkerDied`` if the process ends first."""
-        assert self._writer is not None
-        try:
-            self._writer.write(worker_main.encode((method, kwargs, options)))
-            await self._writer.drain()
-        except ConnectionError:
-            pass  # it died; the read below sees EOF and reports the exit
-        message = await self._receive()
+        assert self._channel is not None
+        # If the worker has died, the receive below sees the socket close.
+        self._channel.send((method, kwargs, options))
+        message = await self._channel.receive()
         if message is None:
             raise exceptions.WorkerDied(await self.wait(), method)
         status, value = message
@@ -156,8 +203,8 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """Close the socket (the worker exits when idle), kill it if it lingers."""
-        if self._writer is not None:
-            self._writer.close()
+        if self._channel is not None:
+            self._channel.close()
         if self.pid is None:
             return
         if await self.wait() is None:
@@ -221,8 +268,11 @@ class WorkerPool(Executor):
         worker = await self._acquire(queue_timeout)
         self._busy.add(worker)
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 result = await worker.call(method, kwargs, {"log": log_path})
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await worker.call(method, kwargs, {"log": log_path})
         except TimeoutError:
             LOG.warning(
                 "Model %r: %s() exceeded %gs; stopping worker %s",
@@ -262,6 +312,11 @@ class WorkerPool(Executor):
 
     async def _acquire(self, queue_timeout: float | None) -> WorkerProcess:
         """An idle worker, waiting at most ``queue_timeout`` seconds for one."""
+        if not self._idle.empty():  # the common case: no timer, no waiting
+            worker = self._idle.get_nowait()
+            if worker is None or self._closed:
+                raise exceptions.PoolClosed("The server is shutting down.")
+            return worker
         self._waiting += 1
         try:
             # Cancelling Queue.get never loses an item: it stays queued.

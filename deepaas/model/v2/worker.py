@@ -57,12 +57,25 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 def receive(sock: socket.socket) -> Any:
-    """Block until a frame arrives and return its message; None at EOF."""
-    header = _recv_exactly(sock, HEADER.size)
-    if header is None:
-        return None
-    payload = _recv_exactly(sock, HEADER.unpack(header)[0])
-    return None if payload is None else decode(payload)
+    """Block until a frame arrives and return its message; None at EOF.
+
+    The server sends one frame and waits for the answer, so a single recv
+    usually brings the whole frame.
+    """
+    first = sock.recv(1 << 16)
+    if len(first) < HEADER.size:
+        rest = _recv_exactly(sock, HEADER.size - len(first)) if first else None
+        if rest is None:
+            return None
+        first += rest
+    size = HEADER.unpack_from(first)[0]
+    payload = first[HEADER.size :]
+    if len(payload) < size:
+        rest = _recv_exactly(sock, size - len(payload))
+        if rest is None:
+            return None
+        payload += rest
+    return decode(payload)
 
 
 def describe_exception(exc: BaseException, method: str) -> dict[str, Any]:
@@ -93,11 +106,8 @@ def _is_http_exception(exc: BaseException) -> bool:
 
 
 def portable(result: Any) -> Any:
-    """``result`` made fit to cross the process boundary.
-
-    An open file becomes a ``ReturnedFile`` pointing at its path; anything that
-    does not pickle becomes its ``str()``.
-    """
+    """``result`` made fit to cross the process boundary: an open file becomes
+    a ``ReturnedFile`` pointing at its path."""
     name = getattr(result, "name", None)
     if isinstance(result, io.IOBase) and isinstance(name, str):
         path = os.path.abspath(name)
@@ -108,11 +118,16 @@ def portable(result: Any) -> Any:
             content_type=None,
             original_filename=os.path.basename(path),
         )
-    try:
-        pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return str(result)
     return result
+
+
+def encode_answer(answer: tuple[str, Any]) -> bytes:
+    """The frame of an answer; a result that does not pickle goes as its str()."""
+    try:
+        return encode(answer)
+    except Exception:
+        status, value = answer
+        return encode((status, str(value)))
 
 
 @contextlib.contextmanager
@@ -217,4 +232,4 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
         if request is None:  # the server closed the socket: time to go
             return
         method, kwargs, options = request
-        sock.sendall(encode(run_call(model, method, kwargs, options.get("log"))))
+        sock.sendall(encode_answer(run_call(model, method, kwargs, options.get("log"))))
