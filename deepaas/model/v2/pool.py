@@ -5,6 +5,10 @@ TensorFlow start clean), warms it once, then runs calls one at a time. The
 event loop talks to workers over sockets it reads asynchronously, so it never
 blocks on a call. A worker that dies mid-call fails only that call and is
 replaced; cancelling a call kills its worker, which is replaced too.
+
+Dispatch happens in callbacks: when a worker's answer arrives, the next queued
+call is written to it in the same callback, so a busy pool's workers never wait
+for the event loop to come round to them.
 """
 
 from __future__ import annotations
@@ -49,22 +53,17 @@ def _call_error(method: str, details: dict[str, Any]) -> exceptions.ModelCallErr
 
 
 class Channel(asyncio.Protocol):
-    """The server's end of a worker socket: frames in, messages out.
+    """The server's end of a worker socket: frames in, messages to a callback."""
 
-    Frames are parsed as bytes arrive and the one waiting receiver is woken,
-    which costs far less per call than a StreamReader's two ``readexactly``.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, owner: WorkerProcess) -> None:
+        self.owner = owner
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._messages: collections.deque[Any] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.owner.attach(self)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -74,55 +73,78 @@ class Channel(asyncio.Protocol):
             end = header.size + header.unpack_from(buffer)[0]
             if len(buffer) < end:
                 break
-            self._messages.append(worker_main.decode(bytes(buffer[header.size : end])))
+            message = worker_main.decode(bytes(buffer[header.size : end]))
             del buffer[:end]
-        self._wake()
+            self.owner.on_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._wake()
+        self.owner.on_closed()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def send(self, message: Any) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.write(worker_main.encode(message))
-
-    async def receive(self) -> Any:
-        """The next message, or None once the worker has closed its end."""
-        while not self._messages:
-            if self._closed:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._messages.popleft()
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
 
+class Job:
+    """One call: its encoded request, its result, and where it runs."""
+
+    __slots__ = ("method", "frame", "future", "worker", "timeout", "timer")
+
+    def __init__(
+        self,
+        method: str,
+        frame: bytes,
+        future: asyncio.Future[Any],
+        timeout: float | None,
+    ) -> None:
+        self.method = method
+        self.frame = frame
+        self.future = future
+        self.timeout = timeout
+        self.worker: WorkerProcess | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Give the caller its answer (once) and stop the job's timer."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+
 class WorkerProcess:
     """One spawned worker and the socket to it."""
 
-    def __init__(self, spec: ModelSpec, warm: bool, log_level: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, warm: bool, log_level: int, pool: WorkerPool
+    ) -> None:
         self.spec = spec
         self.warm = warm
         self.log_level = log_level
+        self.pool = pool
         self.process: BaseProcess | None = None
         self.pid: int | None = None
+        self.job: Job | None = None
+        self.retired = False  # stopped on purpose: its closing is expected
         self._channel: Channel | None = None
+        self._started: asyncio.Future[Any] | None = None
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
     async def start(self) -> None:
         """Spawn the process and wait until it has loaded and warmed the model."""
+        loop = asyncio.get_running_loop()
+        self._started = loop.create_future()
         ours, theirs = socket.socketpair()
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(
@@ -135,10 +157,8 @@ class WorkerProcess:
         finally:
             theirs.close()
         self.pid = self.process.pid
-        _, self._channel = await asyncio.get_running_loop().create_connection(
-            Channel, sock=ours
-        )
-        message = await self._channel.receive()
+        await loop.create_connection(lambda: Channel(self), sock=ours)
+        message = await self._started
         if message is None:
             exitcode = await self.wait()
             raise exceptions.ModelLoadError(
@@ -153,20 +173,34 @@ class WorkerProcess:
                 f"{details['type']}: {details['message']}"
             )
 
-    async def call(
-        self, method: str, kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> Any:
-        """Run one call; raise ``WorkerDied`` if the process ends first."""
+    def run(self, job: Job) -> None:
+        """Send ``job`` to this (idle) worker."""
         assert self._channel is not None
-        # If the worker has died, the receive below sees the socket close.
-        self._channel.send((method, kwargs, options))
-        message = await self._channel.receive()
-        if message is None:
-            raise exceptions.WorkerDied(await self.wait(), method)
-        status, value = message
-        if status == "ok":
-            return value
-        raise _call_error(method, value)
+        job.worker = self
+        self.job = job
+        self._channel.send(job.frame)
+
+    def on_message(self, message: Any) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.set_result(message)
+            return
+        job, self.job = self.job, None
+        if job is not None:
+            status, value = message
+            if status == "ok":
+                job.settle(value)
+            else:
+                job.settle(error=_call_error(job.method, value))
+        self.pool.worker_free(self)
+
+    def on_closed(self) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.set_result(None)
+            return
+        self.pool.worker_closed(self)
+
+    def attach(self, channel: Channel) -> None:
+        self._channel = channel
 
     async def wait(self, timeout: float = STOP_GRACE) -> int | None:
         """Wait (without blocking the loop) for the process to end; its exit code."""
@@ -203,6 +237,7 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """Close the socket (the worker exits when idle), kill it if it lingers."""
+        self.retired = True
         if self._channel is not None:
             self._channel.close()
         if self.pid is None:
@@ -223,17 +258,16 @@ class WorkerPool(Executor):
         self.warm = warm
         self.log_level = log_level or logging.getLogger().getEffectiveLevel()
         self._workers: set[WorkerProcess] = set()
-        # None in the queue tells a waiting caller that the pool has stopped.
-        self._idle: asyncio.Queue[WorkerProcess | None] = asyncio.Queue()
-        self._waiting = 0
+        self._idle: list[WorkerProcess] = []
         self._busy: set[WorkerProcess] = set()
+        self._pending: collections.deque[Job] = collections.deque()
         self._replacing: set[asyncio.Task[None]] = set()
         self._dying: set[WorkerProcess] = set()  # stopped, not yet reaped
         self._restarts = 0
         self._closed = False
 
     def _new_worker(self) -> WorkerProcess:
-        return WorkerProcess(self.spec, self.warm, self.log_level)
+        return WorkerProcess(self.spec, self.warm, self.log_level, self)
 
     async def start(self) -> None:
         workers = [self._new_worker() for _ in range(self.size)]
@@ -246,7 +280,7 @@ class WorkerPool(Executor):
             await self.stop()
             raise failures[0]
         for w in workers:
-            self._idle.put_nowait(w)
+            self.worker_free(w)
         LOG.info(
             "Model %r: %d worker(s) ready (pids %s)",
             self.spec.name,
@@ -265,80 +299,121 @@ class WorkerPool(Executor):
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
-        worker = await self._acquire(queue_timeout)
-        self._busy.add(worker)
+        loop = asyncio.get_running_loop()
+        frame = worker_main.encode((method, kwargs, {"log": log_path}))
+        job = Job(method, frame, loop.create_future(), timeout)
+        if self._idle:
+            self._run(self._idle.pop(), job)
+        else:
+            self._pending.append(job)
+            if queue_timeout is not None:
+                job.timer = loop.call_later(
+                    queue_timeout, self._expire, job, queue_timeout
+                )
         try:
-            if timeout is None:
-                result = await worker.call(method, kwargs, {"log": log_path})
-            else:
-                async with asyncio.timeout(timeout):
-                    result = await worker.call(method, kwargs, {"log": log_path})
-        except TimeoutError:
-            LOG.warning(
-                "Model %r: %s() exceeded %gs; stopping worker %s",
-                self.spec.name,
-                method,
-                timeout,
-                worker.pid,
-            )
-            worker.kill()
-            self._replace(worker)
-            raise exceptions.CallTimedOut(method, timeout or 0) from None
-        except exceptions.WorkerDied as exc:
-            if self._closed:
-                raise exceptions.PoolClosed("The server is shutting down.") from exc
-            LOG.error("Model %r: %s Replacing it.", self.spec.name, exc.message)
-            self._replace(worker)
+            return await job.future
+        except asyncio.CancelledError:
+            self._abandon(job, "cancelled")
             raise
-        except exceptions.ModelCallError:
-            # The model raised and the worker answered: it is ready for more.
-            self._idle.put_nowait(worker)
-            raise
-        except BaseException:
-            # Cancelled (or broken) mid-call: the worker's state is unknown.
-            LOG.info(
-                "Model %r: stopping worker %s after its %s() call was cancelled",
-                self.spec.name,
-                worker.pid,
-                method,
-            )
-            worker.kill()
-            self._replace(worker)
-            raise
-        finally:
-            self._busy.discard(worker)
-        self._idle.put_nowait(worker)
-        return result
 
-    async def _acquire(self, queue_timeout: float | None) -> WorkerProcess:
-        """An idle worker, waiting at most ``queue_timeout`` seconds for one."""
-        if not self._idle.empty():  # the common case: no timer, no waiting
-            worker = self._idle.get_nowait()
-            if worker is None or self._closed:
-                raise exceptions.PoolClosed("The server is shutting down.")
-            return worker
-        self._waiting += 1
-        try:
-            # Cancelling Queue.get never loses an item: it stays queued.
-            async with asyncio.timeout(queue_timeout):
-                worker = await self._idle.get()
-        except TimeoutError:
-            raise exceptions.NoFreeWorker(queue_timeout or 0) from None
-        finally:
-            self._waiting -= 1
-        if worker is None or self._closed:
-            raise exceptions.PoolClosed("The server is shutting down.")
-        return worker
+    def _run(self, worker: WorkerProcess, job: Job) -> None:
+        if job.timer is not None:  # it waited for a worker: that wait is over
+            job.timer.cancel()
+            job.timer = None
+        self._busy.add(worker)
+        worker.run(job)
+        if job.timeout is not None:
+            job.timer = asyncio.get_running_loop().call_later(
+                job.timeout, self._time_out, job
+            )
+
+    def worker_free(self, worker: WorkerProcess) -> None:
+        """A worker finished its call (or started): give it the next one now."""
+        self._busy.discard(worker)
+        if self._closed or worker.retired:
+            return
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():  # skip calls cancelled while waiting
+                self._run(worker, job)
+                return
+        self._idle.append(worker)
+
+    def worker_closed(self, worker: WorkerProcess) -> None:
+        """A worker's socket closed: expected if retired, else it died."""
+        if worker.retired:
+            return
+        job, worker.job = worker.job, None
+        self._busy.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        self._replace(worker)
+        if job is not None and not job.future.done():
+            self._track(self._report_death(worker, job))
+        elif not self._closed:
+            LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
+
+    async def _report_death(self, worker: WorkerProcess, job: Job) -> None:
+        exitcode = await worker.wait()
+        if self._closed:
+            job.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            return
+        error = exceptions.WorkerDied(exitcode, job.method)
+        LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
+        job.settle(error=error)
+
+    def _expire(self, job: Job, seconds: float) -> None:
+        """No worker became free within the caller's queue time-out."""
+        job.timer = None
+        if job.worker is None:
+            job.settle(error=exceptions.NoFreeWorker(seconds))
+
+    def _time_out(self, job: Job) -> None:
+        """A call ran past its time limit: stop its worker."""
+        job.timer = None
+        LOG.warning(
+            "Model %r: %s() exceeded %gs; stopping worker %s",
+            self.spec.name,
+            job.method,
+            job.timeout,
+            job.worker.pid if job.worker else None,
+        )
+        job.settle(error=exceptions.CallTimedOut(job.method, job.timeout or 0))
+        self._abandon(job, "timed out")
+
+    def _abandon(self, job: Job, why: str) -> None:
+        """The caller gave up on ``job``: if it runs, its worker is stopped."""
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        worker = job.worker
+        if worker is None or worker.job is not job:
+            return  # still queued (it will be skipped) or already answered
+        LOG.info(
+            "Model %r: stopping worker %s: its %s() call was %s",
+            self.spec.name,
+            worker.pid,
+            job.method,
+            why,
+        )
+        worker.job = None
+        worker.retired = True
+        self._busy.discard(worker)
+        worker.kill()
+        self._replace(worker)
+
+    def _track(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
 
     def _replace(self, dead: WorkerProcess) -> None:
+        dead.retired = True
         self._workers.discard(dead)
         self._dying.add(dead)
         self._restarts += 1
-        if self._closed:
-            return
-        task = asyncio.get_running_loop().create_task(self._start_replacement(dead))
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
+        if not self._closed:
+            self._track(self._start_replacement(dead))
 
     async def _start_replacement(self, dead: WorkerProcess) -> None:
         await dead.stop()
@@ -364,7 +439,7 @@ class WorkerPool(Executor):
                 await worker.stop()
                 return
             LOG.info("Model %r: worker %s started", self.spec.name, worker.pid)
-            self._idle.put_nowait(worker)
+            self.worker_free(worker)
             return
         LOG.critical("Model %r: giving up replacing a worker", self.spec.name)
 
@@ -385,12 +460,18 @@ class WorkerPool(Executor):
         for task in list(self._replacing):
             task.cancel()
         await asyncio.gather(*self._replacing, return_exceptions=True)
-        for _ in range(self._waiting):
-            self._idle.put_nowait(None)
-        for worker in self._busy:
+        closed = exceptions.PoolClosed("The server is shutting down.")
+        while self._pending:
+            self._pending.popleft().settle(error=closed)
+        for worker in list(self._busy):
+            if worker.job is not None:
+                worker.job.settle(error=closed)
+            worker.retired = True
             worker.kill()
         await asyncio.gather(
             *(w.stop() for w in self._workers | self._dying), return_exceptions=True
         )
         self._workers.clear()
         self._dying.clear()
+        self._idle.clear()
+        self._busy.clear()
