@@ -108,8 +108,10 @@ def _is_http_exception(exc: BaseException) -> bool:
 def portable(result: Any) -> Any:
     """``result`` made fit to cross the process boundary: an open file becomes
     a ``ReturnedFile`` pointing at its path."""
+    if not isinstance(result, io.IOBase):
+        return result
     name = getattr(result, "name", None)
-    if isinstance(result, io.IOBase) and isinstance(name, str):
+    if isinstance(name, str):
         path = os.path.abspath(name)
         result.close()
         return ReturnedFile(
