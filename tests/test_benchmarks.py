@@ -17,7 +17,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_compare_smoke_run_prints_every_figure():
-    result = run_script("compare.py", "--ours-only", "--quick")
+    result = run_script("compare.py", "--ours-only", "--quick", "--client", "aiohttp")
     assert result.returncode == 0, result.stderr
     for figure in (
         "cold start (s)",
