@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.pool import WorkerPool
+from deepaas.model.v2.wrapper import EncodedJSON
 from tests import helpers
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
@@ -168,3 +170,27 @@ async def test_model_exception_keeps_the_worker(pool):
     assert pool.pids() == before
     assert pool.health().restarts == 0
     assert pool.health().alive == 2
+
+
+async def test_worker_finishes_json_predictions(pool):
+    finished = await pool.call("predict", ok_args(), finish_prediction=True)
+    assert isinstance(finished, EncodedJSON)
+    body = json.loads(finished.data)
+    assert body["status"] == "OK" and body["predictions"]["mode"] == "ok"
+
+
+async def test_worker_reports_a_response_that_fails_the_schema(testmodels_installed):
+    pool = WorkerPool(
+        ModelSpec("class-model", "deepaas_testmodels.class_model:ClassModel")
+    )
+    await pool.start()
+    try:
+        with pytest.raises(exceptions.ModelCallError) as info:
+            await pool.call(
+                "predict", {"label": "x", "valid": False}, finish_prediction=True
+            )
+        assert "does not match its schema" in info.value.message
+        raw = await pool.call("predict", {"label": "x", "valid": False})
+        assert raw["predictions"] == [{"label": 42}]  # unfinished: as returned
+    finally:
+        await pool.stop()

@@ -14,9 +14,11 @@ from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import (
     JSON_MEDIA_TYPES,
+    EncodedJSON,
     ModelWrapper,
     ReturnedFile,
     dumps,
+    is_raw_result,
 )
 
 ERRORS = {
@@ -35,6 +37,8 @@ ERRORS = {
 
 def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
     """A non-JSON answer for a file or bytes result; None for JSON results."""
+    if not is_raw_result(result, accept):
+        return None
     if isinstance(result, ReturnedFile):
         content_type = (
             accept
@@ -51,9 +55,8 @@ def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
             else "application/octet-stream"
         )
         return web.Response(body=bytes(result), headers={"Content-Type": content_type})
-    if accept and accept not in JSON_MEDIA_TYPES and isinstance(result, str):
-        return web.Response(text=result, headers={"Content-Type": accept})
-    return None
+    # text answering a non-JSON accept (is_raw_result guarantees both)
+    return web.Response(text=result, headers={"Content-Type": str(accept)})
 
 
 def make_handler(
@@ -72,6 +75,8 @@ def make_handler(
             )
         finally:
             uploads.cleanup()
+        if isinstance(result, EncodedJSON):  # validated and encoded by the worker
+            return web.Response(body=result.data, content_type="application/json")
         raw = raw_response(result, kwargs.get("accept"))
         if raw is not None:
             return raw

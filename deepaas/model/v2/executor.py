@@ -41,8 +41,13 @@ class Executor(abc.ABC):
         timeout: float | None = None,
         queue_timeout: float | None = None,
         log_path: str | None = None,
+        finish_prediction: bool = False,
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
+
+        With ``finish_prediction`` a JSON prediction may come back already
+        validated against the response schema and encoded (``EncodedJSON``);
+        an executor that does not do this returns the raw result.
 
         ``queue_timeout`` bounds the wait for a free worker (``NoFreeWorker``),
         ``timeout`` the call itself (``CallTimedOut``, the worker is stopped);

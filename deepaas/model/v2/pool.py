@@ -35,6 +35,8 @@ RESTART_DELAYS = (0.5, 1, 2, 5, 10, 30)  # back-off when a replacement fails
 def _call_error(method: str, details: dict[str, Any]) -> exceptions.ModelCallError:
     kind = details.get("kind")
     common = {"exc_type": details["type"], "traceback": details.get("traceback", "")}
+    if kind == "invalid_response":
+        return exceptions.ModelCallError(details["message"], **common)
     if kind == "not_implemented":
         return exceptions.NotImplementedByModel(details["message"], **common)
     if kind == "http":
@@ -296,11 +298,13 @@ class WorkerPool(Executor):
         timeout: float | None = None,
         queue_timeout: float | None = None,
         log_path: str | None = None,
+        finish_prediction: bool = False,
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
         loop = asyncio.get_running_loop()
-        frame = worker_main.encode((method, kwargs, {"log": log_path}))
+        options = {"log": log_path, "finish": finish_prediction}
+        frame = worker_main.encode((method, kwargs, options))
         job = Job(method, frame, loop.create_future(), timeout)
         if self._idle:
             self._run(self._idle.pop(), job)

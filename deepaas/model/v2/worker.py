@@ -27,8 +27,9 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from deepaas.exceptions import InvalidResponse
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.wrapper import ReturnedFile
+from deepaas.model.v2.wrapper import ReturnedFile, finish_prediction, response_schema_of
 
 HEADER = struct.Struct("!Q")
 LOG = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
     """Load and warm the model, then answer calls until the socket closes."""
     try:
         model = spec.load()
+        schema = response_schema_of(spec.name, model)
         if warm and callable(getattr(model, "warm", None)):
             model.warm()
     except BaseException as exc:  # report anything, even SystemExit, then end
@@ -233,4 +235,21 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
         if request is None:  # the server closed the socket: time to go
             return
         method, kwargs, options = request
-        sock.sendall(encode_answer(run_call(model, method, kwargs, options.get("log"))))
+        answer = run_call(model, method, kwargs, options.get("log"))
+        if options.get("finish") and answer[0] == "ok":
+            answer = finish(spec.name, schema, answer[1], kwargs.get("accept"))
+        sock.sendall(encode_answer(answer))
+
+
+def finish(name: str, schema: Any, result: Any, accept: str | None) -> tuple[str, Any]:
+    """A prediction's answer as the client gets it: validated and encoded here,
+    in parallel with the other workers, rather than on the server's loop."""
+    try:
+        return "ok", finish_prediction(name, schema, result, accept)
+    except InvalidResponse as exc:
+        return "error", {
+            "type": "InvalidResponse",
+            "message": exc.message,
+            "traceback": "",
+            "kind": "invalid_response",
+        }

@@ -8,6 +8,7 @@ workers hold the model itself.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import warnings
 from collections.abc import Mapping
@@ -30,6 +31,52 @@ ReturnedFile = collections.namedtuple(
 """A file returned by the model, sent back to the client from ``filename``."""
 
 JSON_MEDIA_TYPES = frozenset({"application/json", "*/*"})
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedJSON:
+    """A prediction already validated and encoded as its JSON answer.
+
+    Workers finish JSON predictions this way so that validation and encoding
+    run in parallel in the workers, not on the server's single event loop.
+    """
+
+    data: bytes
+
+
+def is_raw_result(result: Any, accept: str | None) -> bool:
+    """True when a prediction is sent as it is rather than as JSON: a returned
+    file, bytes, or text for a non-JSON ``accept``."""
+    if isinstance(result, ReturnedFile | bytes | bytearray | memoryview):
+        return True
+    return bool(accept) and accept not in JSON_MEDIA_TYPES and isinstance(result, str)
+
+
+def prediction_body(name: str, schema: marshmallow.Schema | None, result: Any) -> Any:
+    """The body for a prediction ``result`` (to be encoded with ``dumps``).
+
+    With a response schema the result is validated and sent as is; without
+    one it is wrapped as ``{"status": "OK", "predictions": result}``.
+    """
+    if schema is None:
+        return {"status": "OK", "predictions": result}
+    if not isinstance(result, Mapping):
+        raise exceptions.InvalidResponse(
+            name, f"expected an object, got {type(result).__name__}"
+        )
+    errors = schema.validate(result)
+    if errors:
+        raise exceptions.InvalidResponse(name, errors)
+    return result
+
+
+def finish_prediction(
+    name: str, schema: marshmallow.Schema | None, result: Any, accept: str | None
+) -> Any:
+    """``result`` as it goes to the client: raw, or ``EncodedJSON``."""
+    if is_raw_result(result, accept):
+        return result
+    return EncodedJSON(dumps(prediction_body(name, schema, result)).encode())
 
 
 def jsonable(value: Any) -> Any:
@@ -68,9 +115,10 @@ def dumps(body: Any) -> str:
         return json.dumps(jsonable(body))
 
 
-def _response_schema(name: str, declared: Any) -> marshmallow.Schema | None:
+def response_schema_of(name: str, model: Any) -> marshmallow.Schema | None:
     """The model's response schema as an instance named
     ``ModelPredictionResponse``, or None when it has none."""
+    declared = getattr(model, "schema", None)
     if declared is None:
         return None
     with warnings.catch_warnings():
@@ -113,7 +161,7 @@ class ModelWrapper:
         self.train_arguments: Arguments = read_declaration(
             name, "get_train_args", getattr(model, "get_train_args", None)
         )
-        self.response_schema = _response_schema(name, getattr(model, "schema", None))
+        self.response_schema = response_schema_of(name, model)
 
     def _read_metadata(self, model: Any) -> dict[str, Any]:
         getter = getattr(model, "get_metadata", None)
@@ -153,9 +201,14 @@ class ModelWrapper:
         timeout: float | None = None,
         queue_timeout: float | None = None,
     ) -> Any:
-        """Run ``predict`` in a worker and return its raw result."""
+        """Run ``predict`` in a worker; its result as it goes to the client
+        (``EncodedJSON`` for JSON answers, when the executor finishes them)."""
         return await self.executor.call(
-            "predict", kwargs, timeout=timeout, queue_timeout=queue_timeout
+            "predict",
+            kwargs,
+            timeout=timeout,
+            queue_timeout=queue_timeout,
+            finish_prediction=True,
         )
 
     async def train(
@@ -165,19 +218,5 @@ class ModelWrapper:
         return await self.executor.call("train", kwargs, log_path=log_path)
 
     def prediction_body(self, result: Any) -> Any:
-        """The body for a prediction ``result`` (to be encoded with ``dumps``).
-
-        With a response schema the result is validated and sent as is; without
-        one it is wrapped as ``{"status": "OK", "predictions": result}``.
-        """
-        if self.response_schema is None:
-            return {"status": "OK", "predictions": result}
-        if not isinstance(result, Mapping):
-            raise exceptions.InvalidResponse(
-                self.name,
-                f"expected an object, got {type(result).__name__}",
-            )
-        errors = self.response_schema.validate(result)
-        if errors:
-            raise exceptions.InvalidResponse(self.name, errors)
-        return result
+        """The JSON body for a raw prediction ``result`` (see ``prediction_body``)."""
+        return prediction_body(self.name, self.response_schema, result)
