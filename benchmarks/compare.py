@@ -263,6 +263,15 @@ def main() -> int:
             line += f" {theirs:10.2f} {ratio:7.2f}x"
             line += "  (lower is better)" if key in BETTER_LOWER else ""
         print(line)
+    ratio_key = ("predict c=32 (req/s)", "GET /v2/models/ c=32 (req/s)")
+    for name, rounds in results.items():
+        shares = [r[ratio_key[0]] / r[ratio_key[1]] for r in rounds]
+        print(
+            f"{name}: predict rate / own GET /v2/models/ rate: median "
+            f"{statistics.median(shares):.1%} (rounds: "
+            + ", ".join(f"{s:.1%}" for s in shares)
+            + ")"
+        )
     print(
         f"\n{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
         f"{args.upload_mib} MiB upload, load by "

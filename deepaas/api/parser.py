@@ -10,6 +10,7 @@ files owned by the request's ``Uploads``. Validation errors become
 from __future__ import annotations
 
 import typing
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +91,18 @@ class ArgumentParser(AIOHTTPParser):
     def __init__(self, client_max_size: int = 0) -> None:
         super().__init__(unknown=marshmallow.RAISE)
         self.client_max_size = client_max_size
+        # The schemas are built once per model: remember which fields are files.
+        self._file_names: weakref.WeakKeyDictionary[
+            marshmallow.Schema, frozenset[str]
+        ] = weakref.WeakKeyDictionary()
+
+    def file_names(self, schema: marshmallow.Schema) -> frozenset[str]:
+        """The names of a schema's file fields."""
+        names = self._file_names.get(schema)
+        if names is None:
+            names = frozenset(n for n, f in schema.fields.items() if is_file_field(f))
+            self._file_names[schema] = names
+        return names
 
     async def parse_arguments(
         self, request: web.Request, arguments: Arguments
@@ -107,7 +120,7 @@ class ArgumentParser(AIOHTTPParser):
         """Merge every place a model argument may come from."""
         if uploads_mod.content_length_over(request, self.client_max_size):
             raise uploads_mod.too_large(self.client_max_size)
-        file_names = {n for n, f in schema.fields.items() if is_file_field(f)}
+        file_names = self.file_names(schema)
         files: Mapping[str, Any] = {}
         body: Mapping[str, Any] = {}
         if not request.body_exists:

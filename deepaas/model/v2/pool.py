@@ -68,9 +68,16 @@ class Channel(asyncio.Protocol):
         self.owner.attach(self)
 
     def data_received(self, data: bytes) -> None:
+        header = worker_main.HEADER
+        if not self._buffer and len(data) >= header.size:
+            # The usual case, exactly one whole frame: decode it without copies.
+            if header.size + header.unpack_from(data)[0] == len(data):
+                self.owner.on_message(
+                    worker_main.decode(memoryview(data)[header.size :])
+                )
+                return
         buffer = self._buffer
         buffer += data
-        header = worker_main.HEADER
         while len(buffer) >= header.size:
             end = header.size + header.unpack_from(buffer)[0]
             if len(buffer) < end:

@@ -41,7 +41,7 @@ def encode(message: Any) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: bytes) -> Any:
+def decode(payload: bytes | memoryview) -> Any:
     """The message carried by a frame's payload."""
     return pickle.loads(payload)
 
