@@ -79,10 +79,12 @@ def start_server(
     env: dict[str, str] | None = None,
     executable: str | None = None,
     log_args: tuple[str, ...] = ("--log-level", "WARNING"),
+    ready_path: str = "/readyz",
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A deepaas-run on a free loopback port, ready; and its base URL.
 
-    ``executable`` is another installation's deepaas-run (e.g. upstream's).
+    ``executable`` is another installation's deepaas-run (e.g. upstream's);
+    ``ready_path`` answers 200 once the server is ready for calls.
     """
     port = free_port()
     server = subprocess.Popen(
@@ -94,7 +96,7 @@ def start_server(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(wait_ready(base + "/v2/models/"))
+        asyncio.run(wait_ready(base + ready_path))
     except BaseException:
         server.kill()
         raise

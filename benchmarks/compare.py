@@ -5,7 +5,9 @@ installs the benchmark model (benchmarks/model) for both, then starts each
 server in turn on 127.0.0.1 (A B A B ...) with the same model and worker count
 and measures:
 
-- cold start: process start to the first 200 on /v2/models/, warm-up done;
+- cold start: process start to ready for calls with warm-up done: the first
+  200 on /readyz for ours (it listens while the workers warm up), on
+  /v2/models/ for upstream (which warms up before it listens);
 - idle RSS of the process tree (server and workers);
 - GET /v2/models/ requests/s at concurrency 32;
 - predict requests/s at concurrency 32, and p50 latency at concurrency 1;
@@ -159,6 +161,7 @@ def measure(
         env=env,
         executable=executable,
         log_args=() if executable else ("--log-level", "WARNING"),
+        ready_path="/v2/models/" if executable else "/readyz",
     )
     figures = {"cold start (s)": time.monotonic() - started}
     try:

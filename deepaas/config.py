@@ -54,6 +54,11 @@ server_opts = [
         help="Call the model's warm() in every worker before serving.",
     ),
     cfg.BoolOpt(
+        "metrics-endpoint",
+        default=True,
+        help="Serve GET /metrics in the Prometheus text format.",
+    ),
+    cfg.BoolOpt(
         "debug-endpoint",
         default=False,
         help="Serve GET /v2/debug/ with captured output and logs.",
@@ -134,6 +139,19 @@ logging_opts = [
     cfg.StrOpt(
         "log-file",
         help="Write logs to this file instead of standard error.",
+    ),
+    cfg.StrOpt(
+        "log-format",
+        default="text",
+        choices=["text", "json"],
+        help="Log lines as text or as one JSON object per line (for log "
+        "collectors). Applies to the server and its workers.",
+    ),
+    cfg.BoolOpt(
+        "access-log",
+        default=True,
+        help="Log one line per HTTP request: method, path, status, duration "
+        "and request id.",
     ),
 ]
 

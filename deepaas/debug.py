@@ -39,7 +39,8 @@ class _CaptureHandler(logging.Handler):
     def __init__(self, capture: DebugCapture) -> None:
         super().__init__()
         self.capture = capture
-        self.setFormatter(logging.Formatter(log.FORMAT))
+        self.setFormatter(logging.Formatter(log.TEXT_FORMAT))
+        self.addFilter(log.RequestIdFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         self.capture.append(self.format(record) + "\n")

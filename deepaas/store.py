@@ -194,5 +194,11 @@ class SQLiteTrainingStore(TrainingStore):
             "DELETE FROM trainings WHERE model = ? AND uuid = ?", (model, training_id)
         )
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        rows = self._db.execute(
+            "SELECT model, status, COUNT(*) FROM trainings GROUP BY model, status"
+        ).fetchall()
+        return {(model, status): count for model, status, count in rows}
+
     def close(self) -> None:
         self._db.close()

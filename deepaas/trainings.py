@@ -88,6 +88,10 @@ class TrainingStore(abc.ABC):
     def remove(self, model: str, training_id: str) -> None:
         """Forget a record (no error if unknown)."""
 
+    @abc.abstractmethod
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many records there are, by (model, status)."""
+
     def close(self) -> None:  # noqa: B027 - optional for stores holding nothing
         """Release what the store holds open."""
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from deepaas import config
-from deepaas.api import get_app
+from deepaas.api import get_app, keys
 from tests import helpers
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -43,10 +43,14 @@ def state_dir(tmp_path: Path) -> Path:
 def make_client(aiohttp_client, testmodels_installed, state_dir) -> ClientFactory:
     """Build the real app from command-line style options and serve it."""
 
-    async def make(*argv: str) -> TestClient:
+    async def make(*argv: str, ready: bool = True) -> TestClient:
+        """With ``ready``, return once every worker has warmed up."""
         if "--state-dir" not in argv:
             argv = ("--state-dir", str(state_dir), *argv)
         conf = config.build_config(list(argv))
-        return await aiohttp_client(get_app(conf))
+        client = await aiohttp_client(get_app(conf))
+        if ready:
+            await client.app[keys.STARTUP].wait()
+        return client
 
     return make

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -131,17 +132,21 @@ class Server:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Files, not pipes: a server logging a line per request must never
+        # block on a pipe nobody reads until the test ends.
+        self._out = tempfile.TemporaryFile("w+")
+        self._err = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [str(BIN_DIR / "deepaas-run"), "--listen-port", str(self.port), *args],
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=self._out,
+            stderr=self._err,
             text=True,
         )
         self.stdout = ""
         self.stderr = ""
 
-    def wait_ready(self, path: str = "/v2/models/", timeout: float = 60) -> None:
+    def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.communicate()}")
@@ -154,10 +159,21 @@ class Server:
         assert wait_until(ready, timeout), "server did not become ready"
 
     def communicate(self, timeout: float = 30) -> tuple[str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
-        self.stdout += out or ""
-        self.stderr += err or ""
+        """Wait for the process to end; its whole output."""
+        self.proc.wait(timeout=timeout)
+        return self.output()
+
+    def output(self) -> tuple[str, str]:
+        """What the process has written so far."""
+        for stream in (self._out, self._err):
+            stream.flush()
+            stream.seek(0)
+        self.stdout, self.stderr = self._out.read(), self._err.read()
         return self.stdout, self.stderr
+
+    def close(self) -> None:
+        self._out.close()
+        self._err.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -168,8 +184,9 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    args: list[str], env: dict[str, str], ready_path: str = "/v2/models/"
+    args: list[str], env: dict[str, str], ready_path: str = "/readyz"
 ) -> Iterator[Server]:
+    """A server answering 200 on ``ready_path`` (by default: workers warmed)."""
     server = Server(args, env)
     try:
         server.wait_ready(ready_path)
@@ -178,3 +195,4 @@ def running_server(
         if server.proc.poll() is None:
             server.proc.kill()
             server.communicate()
+        server.close()

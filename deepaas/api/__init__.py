@@ -12,9 +12,11 @@ from aiohttp import web
 from oslo_config import cfg
 
 from deepaas import __version__, config
-from deepaas.api import errors, keys, versions
+from deepaas.api import access, errors, keys, probes, versions
 from deepaas.api import v2 as v2_api
+from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser
+from deepaas.api.startup import Startup
 from deepaas.debug import DebugCapture
 from deepaas.exceptions import ModelNotFound
 from deepaas.model import loading
@@ -43,7 +45,13 @@ def build_models(conf: cfg.ConfigOpts) -> dict[str, ModelWrapper]:
     log_level = logging.getLogger().getEffectiveLevel()
     models = {}
     for name, (spec, model) in loading.load_models(conf.model_name).items():
-        pool = WorkerPool(spec, conf.workers, warm=conf.warm, log_level=log_level)
+        pool = WorkerPool(
+            spec,
+            conf.workers,
+            warm=conf.warm,
+            log_level=log_level,
+            log_format=conf.log_format,
+        )
         models[name] = ModelWrapper(name, model, pool)
     return models
 
@@ -63,18 +71,13 @@ def open_store(state_dir: str) -> SQLiteTrainingStore:
 
 
 async def _executors(app: web.Application) -> AsyncIterator[None]:
-    """Start every model's workers before serving; stop them on shutdown."""
-    models = app[keys.MODELS].values()
-    results = await asyncio.gather(
-        *(m.executor.start() for m in models), return_exceptions=True
-    )
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        await asyncio.gather(*(m.executor.stop() for m in models))
-        raise failure
+    """Start every model's workers in the background; stop them on shutdown."""
+    startup = app[keys.STARTUP]
+    startup.begin(app[keys.MODELS].values())
     yield
+    await startup.cancel()
     await app[keys.TRAININGS].stop()
-    await asyncio.gather(*(m.executor.stop() for m in models))
+    await asyncio.gather(*(m.executor.stop() for m in app[keys.MODELS].values()))
     app[keys.TRAININGS].store.close()
 
 
@@ -148,7 +151,7 @@ def get_app(
     conf = conf if conf is not None else config.build_config([])
     base = normalize_base_path(conf.base_path)
     app = web.Application(
-        middlewares=[errors.error_middleware],
+        middlewares=[access.observe_middleware, errors.error_middleware],
         client_max_size=conf.client_max_size,
     )
     app[keys.CONFIG] = conf
@@ -158,11 +161,19 @@ def get_app(
     app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
     )
+    app.on_response_prepare.append(access.add_request_id_header)
+    if conf.metrics_endpoint:
+        metrics = app[keys.METRICS] = Metrics(app[keys.MODELS], app[keys.TRAININGS])
+        for model in app[keys.MODELS].values():
+            model.observer = metrics.observe_call
+        app.router.add_get(f"{base}/metrics", metrics_handler(metrics))
     if conf.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)
+    app[keys.STARTUP] = Startup()
     app.cleanup_ctx.append(_executors)
 
+    probes.setup_routes(app, base)
     versions.setup_routes(app, base)
     v2_api.setup_routes(app, base)
     _unknown_model_routes(app, base)

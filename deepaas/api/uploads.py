@@ -31,6 +31,7 @@ class Uploads:
 
     def __init__(self) -> None:
         self._directory: str | None = None
+        self.received = 0  # bytes of file content written so far
 
     def new_path(self, original_filename: str) -> str:
         """A fresh path for an uploaded file, keeping its extension."""
@@ -98,6 +99,7 @@ async def _read_parts(
                 if limit and received > limit:
                     raise too_large(limit)
                 target.write(chunk)
+                uploads.received += len(chunk)
         content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
         files.add(name, UploadedFile(name, path, content_type, part.filename))
     return values, files

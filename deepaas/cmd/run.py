@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+from oslo_config import cfg
 
 from deepaas import config, exceptions, log
-from deepaas.api import build_models, get_app, normalize_base_path
+from deepaas.api import access, build_models, get_app, keys, normalize_base_path
 
 LOG = logging.getLogger("deepaas.cmd.run")
 
@@ -23,6 +25,40 @@ def _addresses(host: str, port: int, base: str) -> list[str]:
         f"  Spec:  {root}/swagger.json",
         f"  UI:    {root}/api",
     ]
+
+
+async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None:
+    """Listen at once, start the workers in the background, serve until SIGINT
+    or SIGTERM; raise why the workers could not start, if they could not."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=access.AccessLogger,
+        access_log=logging.getLogger("aiohttp.access"),
+        shutdown_timeout=conf.shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, conf.listen_ip, conf.listen_port).start()
+        print(banner, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stopping = loop.create_task(stop.wait())
+        startup = app[keys.STARTUP]
+        try:
+            await startup.wait()
+            LOG.info("Ready: every worker has loaded and warmed its model")
+            await stopping
+        finally:
+            stopping.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    finally:
+        # Stops accepting, waits for requests in flight (up to the shutdown
+        # time-out), then the cleanup contexts stop trainings and workers.
+        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,22 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not conf.doc_endpoint:
         lines.pop()
     try:
-        # run_app handles SIGINT and SIGTERM: it stops accepting, runs the
-        # cleanup contexts (trainings, worker pools) and returns.
-        web.run_app(
-            app,
-            host=conf.listen_ip,
-            port=conf.listen_port,
-            print=lambda _: print("\n".join(lines), flush=True),
-            access_log=logging.getLogger("aiohttp.access"),
-            shutdown_timeout=conf.shutdown_timeout,
-        )
+        asyncio.run(serve(app, conf, "\n".join(lines)))
     except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1
-    except (OSError, asyncio.CancelledError) as exc:
+    except OSError as exc:
         print(f"deepaas-run: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return 130
     return 0
 
 

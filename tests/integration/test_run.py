@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -102,8 +103,23 @@ def test_signal_stops_cleanly_leaving_no_worker(model_sites, sig):
 def test_base_path_and_printed_addresses(model_sites):
     env = helpers.env_with(model_sites["single"])
     args = ["--base-path", "models"]
-    with helpers.running_server(args, env, "/models/v2/models/") as server:
+    with helpers.running_server(args, env, "/models/readyz") as server:
         body = get_json(server.url + "/models/")
         assert body["links"][1]["href"] == "/models/swagger.json"
         assert server.stop() == 0
     assert f"{server.url}/models/api" in server.stdout
+
+
+def test_listens_at_once_and_is_ready_after_warm_up(model_sites, tmp_path):
+    env = helpers.env_with(model_sites["testmodels"], SLOW_WARM_SECONDS="3")
+    args = ["--model-name", "slow-warm", "--state-dir", str(tmp_path)]
+    with helpers.running_server(args, env, "/healthz") as server:
+        try:
+            urllib.request.urlopen(server.url + "/readyz", timeout=10)
+            raise AssertionError("ready before the warm-up ended")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert json.load(exc)["status"] == "starting"
+        server.wait_ready("/readyz")
+        assert server.stop() == 0
+    assert "Ready: every worker has loaded and warmed its model" in server.stderr

@@ -21,7 +21,7 @@ import socket
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from deepaas import exceptions
+from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import worker as worker_main
 from deepaas.model.v2.executor import Executor, Health
@@ -133,16 +133,13 @@ class Job:
 class WorkerProcess:
     """One spawned worker and the socket to it."""
 
-    def __init__(
-        self, spec: ModelSpec, warm: bool, log_level: int, pool: WorkerPool
-    ) -> None:
+    def __init__(self, spec: ModelSpec, pool: WorkerPool) -> None:
         self.spec = spec
-        self.warm = warm
-        self.log_level = log_level
         self.pool = pool
         self.process: BaseProcess | None = None
         self.pid: int | None = None
         self.job: Job | None = None
+        self.ready = False  # loaded and warmed the model
         self.retired = False  # stopped on purpose: its closing is expected
         self._channel: Channel | None = None
         self._started: asyncio.Future[Any] | None = None
@@ -158,7 +155,13 @@ class WorkerProcess:
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(
             target=worker_main.main,
-            args=(theirs, self.spec, self.warm, self.log_level),
+            args=(
+                theirs,
+                self.spec,
+                self.pool.warm,
+                self.pool.log_level,
+                self.pool.log_format,
+            ),
             name=f"deepaas-worker-{self.spec.name}",
         )
         try:
@@ -181,6 +184,7 @@ class WorkerProcess:
                 f"Worker for model {self.spec.name!r} could not load and warm it: "
                 f"{details['type']}: {details['message']}"
             )
+        self.ready = True
 
     def run(self, job: Job) -> None:
         """Send ``job`` to this (idle) worker."""
@@ -260,12 +264,19 @@ class WorkerPool(Executor):
     """``size`` workers for one model, shared by predict and train calls."""
 
     def __init__(
-        self, spec: ModelSpec, size: int = 1, *, warm: bool = True, log_level: int = 0
+        self,
+        spec: ModelSpec,
+        size: int = 1,
+        *,
+        warm: bool = True,
+        log_level: int = 0,
+        log_format: str = "text",
     ) -> None:
         self.spec = spec
         self.size = size
         self.warm = warm
         self.log_level = log_level or logging.getLogger().getEffectiveLevel()
+        self.log_format = log_format
         self._workers: set[WorkerProcess] = set()
         self._idle: list[WorkerProcess] = []
         self._busy: set[WorkerProcess] = set()
@@ -276,7 +287,7 @@ class WorkerPool(Executor):
         self._closed = False
 
     def _new_worker(self) -> WorkerProcess:
-        return WorkerProcess(self.spec, self.warm, self.log_level, self)
+        return WorkerProcess(self.spec, self)
 
     async def start(self) -> None:
         workers = [self._new_worker() for _ in range(self.size)]
@@ -310,7 +321,11 @@ class WorkerPool(Executor):
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
         loop = asyncio.get_running_loop()
-        options = {"log": log_path, "finish": finish_prediction}
+        options = {
+            "log": log_path,
+            "finish": finish_prediction,
+            "request_id": log.REQUEST_ID.get(),
+        }
         frame = worker_main.encode((method, kwargs, options))
         job = Job(method, frame, loop.create_future(), timeout)
         if self._idle:
@@ -457,7 +472,7 @@ class WorkerPool(Executor):
     def health(self) -> Health:
         return Health(
             size=self.size,
-            alive=sum(1 for w in self._workers if w.is_alive()),
+            alive=sum(1 for w in self._workers if w.ready and w.is_alive()),
             busy=len(self._busy),
             restarts=self._restarts,
         )

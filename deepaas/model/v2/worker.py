@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from deepaas import log
 from deepaas.exceptions import InvalidResponse
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.wrapper import ReturnedFile, finish_prediction, response_schema_of
@@ -198,7 +199,13 @@ def run_call(
         return "error", describe_exception(exc, method)
 
 
-def main(sock: socket.socket, spec: ModelSpec, warm: bool, log_level: int) -> None:
+def main(
+    sock: socket.socket,
+    spec: ModelSpec,
+    warm: bool,
+    log_level: int,
+    log_format: str = "text",
+) -> None:
     """Entry point of a worker process."""
     # The server decides when workers stop; a Ctrl-C on its terminal reaches
     # the whole process group and must not kill a worker mid-call.
@@ -207,12 +214,7 @@ def main(sock: socket.socket, spec: ModelSpec, warm: bool, log_level: int) -> No
     # Line buffering, so that a training's log shows its prints as they happen.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(
-        level=log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(process)d %(levelname)s [{spec.name} worker] "
-        "%(name)s: %(message)s",
-    )
+    log.configure(log_level, log_format, label=f"{spec.name} worker")
     try:
         serve(sock, spec, warm)
     except ConnectionError:
@@ -235,6 +237,8 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
         if request is None:  # the server closed the socket: time to go
             return
         method, kwargs, options = request
+        # The model's log lines during this call name the request it serves.
+        log.REQUEST_ID.set(options.get("request_id") or "-")
         answer = run_call(model, method, kwargs, options.get("log"))
         if options.get("finish") and answer[0] == "ok":
             answer = finish(spec.name, schema, answer[1], kwargs.get("accept"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import marshmallow
@@ -162,6 +163,23 @@ class ModelWrapper:
             name, "get_train_args", getattr(model, "get_train_args", None)
         )
         self.response_schema = response_schema_of(name, model)
+        # Told (model name, method, seconds, error or None) after every call.
+        self.observer: Callable[[str, str, float, BaseException | None], None] | None
+        self.observer = None
+
+    async def _call(self, method: str, kwargs: dict[str, Any], **options: Any) -> Any:
+        observer = self.observer
+        if observer is None:
+            return await self.executor.call(method, kwargs, **options)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await self.executor.call(method, kwargs, **options)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            observer(self.name, method, time.perf_counter() - started, error)
 
     def _read_metadata(self, model: Any) -> dict[str, Any]:
         getter = getattr(model, "get_metadata", None)
@@ -203,7 +221,7 @@ class ModelWrapper:
     ) -> Any:
         """Run ``predict`` in a worker; its result as it goes to the client
         (``EncodedJSON`` for JSON answers, when the executor finishes them)."""
-        return await self.executor.call(
+        return await self._call(
             "predict",
             kwargs,
             timeout=timeout,
@@ -215,7 +233,7 @@ class ModelWrapper:
         self, kwargs: dict[str, Any], *, log_path: str | None = None
     ) -> Any:
         """Run ``train`` in a worker (output to ``log_path``); its raw result."""
-        return await self.executor.call("train", kwargs, log_path=log_path)
+        return await self._call("train", kwargs, log_path=log_path)
 
     def prediction_body(self, result: Any) -> Any:
         """The JSON body for a raw prediction ``result`` (see ``prediction_body``)."""

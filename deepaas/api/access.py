@@ -1,0 +1,111 @@
+"""Request ids, the access log and request metrics.
+
+Every request gets an id: the client's ``X-Request-ID`` when it sends a usable
+one, else a fresh one. The id goes back in the response's ``X-Request-ID``, on
+every log line written while the request is served (the model's own lines in
+the worker included) and on the request's access-log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+from deepaas import log
+from deepaas.api import keys
+from deepaas.api.parser import UPLOADS
+
+HEADER = "X-Request-ID"
+REQUEST_ID = web.RequestKey("deepaas_request_id", str)
+# Printable ASCII without spaces: safe in a log line and in a header.
+USABLE_ID = re.compile(r"[!-~]{1,128}")
+# nginx's code for a request whose client closed the connection first.
+CLIENT_CLOSED = 499
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    given = request.headers.get(HEADER)
+    if given is not None and USABLE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def observe_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Outermost middleware: the request id, and the request's metrics."""
+    request_id = request[REQUEST_ID] = request_id_of(request)
+    token = log.REQUEST_ID.set(request_id)
+    metrics = request.app.get(keys.METRICS)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # a redirect, passed on by error_middleware
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        log.REQUEST_ID.reset(token)
+        if metrics is not None:
+            uploads = request.get(UPLOADS)
+            metrics.observe_request(
+                request,
+                status,
+                time.perf_counter() - started,
+                uploads.received if uploads is not None else 0,
+            )
+
+
+async def add_request_id_header(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    """on_response_prepare: return the request id to the client."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[HEADER] = request_id
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path, status, duration, request id.
+
+    In JSON logs the same facts are also separate fields.
+    """
+
+    def log(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        duration_ms = round(time * 1000, 3)
+        request_id = request.get(REQUEST_ID) or "-"
+        self.logger.info(
+            "%s %s %s %.1fms %s",
+            request.method,
+            request.path_qs,
+            response.status,
+            duration_ms,
+            request.remote or "-",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path_qs,
+                "status": response.status,
+                "duration_ms": duration_ms,
+                "remote": request.remote,
+            },
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)

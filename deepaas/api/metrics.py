@@ -1,0 +1,169 @@
+"""Prometheus metrics at ``GET /metrics`` (off with ``--nometrics-endpoint``).
+
+Each application has its own registry. Requests are counted by route template
+(never by raw path, so unknown URLs cannot grow the series); the state of the
+workers and trainings is read when the endpoint is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import prometheus_client
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from deepaas import exceptions
+from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.trainings import TrainingRunner
+
+# From a fast GET to a long prediction, in seconds.
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
+# Model calls: predictions up to trainings of hours.
+CALL_BUCKETS = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400,
+)  # fmt: skip
+
+UNMATCHED = "unmatched"
+
+# The *_created series double what a scrape carries and no dashboard uses them.
+prometheus_client.disable_created_metrics()
+
+
+def route_template(request: web.Request) -> str:
+    """The route a request matched, as declared (``/v2/models/{model}/predict``)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return UNMATCHED
+    canonical = resource.canonical
+    return canonical.rstrip("/") or "/" if canonical else UNMATCHED
+
+
+def call_outcome(error: BaseException | None) -> str:
+    """A short label for how a model call ended."""
+    if error is None:
+        return "ok"
+    if isinstance(error, exceptions.CallTimedOut):
+        return "timeout"
+    if isinstance(error, exceptions.NoFreeWorker | exceptions.PoolClosed):
+        return "rejected"
+    if isinstance(error, exceptions.WorkerDied):
+        return "worker_died"
+    if not isinstance(error, Exception):  # CancelledError: the client left
+        return "cancelled"
+    return "error"
+
+
+class _StateCollector(Collector):
+    """Workers and trainings, read at scrape time."""
+
+    def __init__(
+        self, models: dict[str, ModelWrapper], trainings: TrainingRunner
+    ) -> None:
+        self.models = models
+        self.trainings = trainings
+
+    def collect(self) -> Iterator[prometheus_client.Metric]:
+        configured = GaugeMetricFamily(
+            "deepaas_workers_configured", "Workers wanted per model.", labels=["model"]
+        )
+        alive = GaugeMetricFamily(
+            "deepaas_workers", "Live workers per model.", labels=["model"]
+        )
+        busy = GaugeMetricFamily(
+            "deepaas_workers_busy", "Workers running a call.", labels=["model"]
+        )
+        restarts = CounterMetricFamily(
+            "deepaas_worker_restarts",
+            "Workers replaced after a death, a time-out or a cancelled call.",
+            labels=["model"],
+        )
+        for name, model in sorted(self.models.items()):
+            health = model.executor.health()
+            configured.add_metric([name], health.size)
+            alive.add_metric([name], health.alive)
+            busy.add_metric([name], health.busy)
+            restarts.add_metric([name], health.restarts)
+        yield from (configured, alive, busy, restarts)
+        trainings = GaugeMetricFamily(
+            "deepaas_trainings",
+            "Trainings on record, by model and status.",
+            labels=["model", "status"],
+        )
+        for (model_name, status), count in sorted(
+            self.trainings.store.counts().items()
+        ):
+            trainings.add_metric([model_name, status], count)
+        yield trainings
+
+
+class Metrics:
+    """The metrics of one application."""
+
+    def __init__(
+        self, models: dict[str, ModelWrapper], trainings: TrainingRunner
+    ) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "deepaas_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = prometheus_client.Histogram(
+            "deepaas_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.calls = prometheus_client.Histogram(
+            "deepaas_model_call_duration_seconds",
+            "Duration of predict and train calls, by model, method and outcome.",
+            ["model", "method", "outcome"],
+            buckets=CALL_BUCKETS,
+            registry=self.registry,
+        )
+        self.upload_bytes = prometheus_client.Counter(
+            "deepaas_upload_bytes",
+            "Bytes of uploaded files received, by route template.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(models, trainings))
+
+    def observe_request(
+        self, request: web.Request, status: int, seconds: float, uploaded: int
+    ) -> None:
+        route = route_template(request)
+        self.requests.labels(request.method, route, str(status)).inc()
+        self.latency.labels(request.method, route).observe(seconds)
+        if uploaded:
+            self.upload_bytes.labels(route).inc(uploaded)
+
+    def observe_call(
+        self, model: str, method: str, seconds: float, error: BaseException | None
+    ) -> None:
+        self.calls.labels(model, method, call_outcome(error)).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+def metrics_handler(metrics: Metrics) -> Handler:
+    """The handler of ``GET /metrics`` for ``metrics``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.exposition())
+        response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
+        return response
+
+    return handler
+
+
+__all__ = ["Metrics", "call_outcome", "metrics_handler", "route_template"]

@@ -1,0 +1,63 @@
+"""Liveness and readiness probes for container orchestrators.
+
+``/healthz`` answers 200 whenever the process serves HTTP. ``/readyz`` answers
+200 once every model's workers have loaded and warmed the model and while each
+model has a live worker; otherwise 503 with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from deepaas.api import keys
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
+    """Whether the server is ready for calls, and the body saying so."""
+    startup = app[keys.STARTUP]
+    models = app[keys.MODELS]
+    if startup.failed is not None:
+        reason = getattr(startup.failed, "message", None) or str(startup.failed)
+        return False, {"status": "failed", "reason": reason}
+    if not startup.started:
+        names = ", ".join(sorted(models))
+        return False, {
+            "status": "starting",
+            "reason": f"Loading and warming the model in the workers ({names}).",
+        }
+    workers = {}
+    dead = []
+    for name, model in sorted(models.items()):
+        health = model.executor.health()
+        workers[name] = {
+            "workers": health.size,
+            "alive": health.alive,
+            "busy": health.busy,
+            "restarts": health.restarts,
+        }
+        if health.alive == 0:
+            dead.append(name)
+    if dead:
+        return False, {
+            "status": "unavailable",
+            "reason": f"No live worker for model(s) {', '.join(dead)}; "
+            "replacements are starting.",
+            "models": workers,
+        }
+    return True, {"status": "ready", "models": workers}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready, body = readiness(request.app)
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def setup_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/healthz", healthz)
+    app.router.add_get(f"{base}/readyz", readyz)
