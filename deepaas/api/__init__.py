@@ -7,12 +7,11 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-import aiohttp_apigami
 from aiohttp import web
 from oslo_config import cfg
 
-from deepaas import __version__, config
-from deepaas.api import access, errors, keys, probes, versions
+from deepaas import config
+from deepaas.api import access, errors, keys, probes, spec, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser
@@ -27,12 +26,6 @@ from deepaas.trainings import TrainingRunner
 
 LOG = logging.getLogger(__name__)
 
-API_TITLE = "DEEP as a Service API endpoint"
-API_DESCRIPTION = (
-    "Machine learning models served by deepaas: metadata, predictions and "
-    "trainings, generated from each model's declarations."
-)
-
 
 def normalize_base_path(base_path: str | None) -> str:
     """``/x/y`` from ``x/y/``, ``/x/y`` or ``''``."""
@@ -44,9 +37,9 @@ def build_models(conf: cfg.ConfigOpts) -> dict[str, ModelWrapper]:
     """Load the configured models, each with its own worker pool (not started)."""
     log_level = logging.getLogger().getEffectiveLevel()
     models = {}
-    for name, (spec, model) in loading.load_models(conf.model_name).items():
+    for name, (model_spec, model) in loading.load_models(conf.model_name).items():
         pool = WorkerPool(
-            spec,
+            model_spec,
             conf.workers,
             warm=conf.warm,
             log_level=log_level,
@@ -120,24 +113,6 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
         app.router.add_route(method, prefix + suffix + "/", unknown_model)
 
 
-def _setup_spec(app: web.Application, base: str, with_ui: bool) -> None:
-    aiohttp_apigami.setup_aiohttp_apispec(
-        app,
-        title=API_TITLE,
-        version=__version__,
-        url=f"{base}/swagger.json",
-        swagger_path=f"{base}/api" if with_ui else None,
-        static_path=f"{base}/static/swagger",
-        in_place=True,
-        openapi_version="2.0",
-        info={"description": API_DESCRIPTION},
-    )
-    if with_ui:
-        ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")
-        for path in (f"{base}/api/", f"{base}/ui", f"{base}/ui/"):
-            app.router.add_get(path, ui)
-
-
 def get_app(
     conf: cfg.ConfigOpts | None = None,
     *,
@@ -177,7 +152,7 @@ def get_app(
     versions.setup_routes(app, base)
     v2_api.setup_routes(app, base)
     _unknown_model_routes(app, base)
-    _setup_spec(app, base, conf.doc_endpoint)
+    spec.setup(app, base, conf.doc_endpoint)
     return app
 
 

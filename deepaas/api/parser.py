@@ -9,6 +9,7 @@ files owned by the request's ``Uploads``. Validation errors become
 
 from __future__ import annotations
 
+import json
 import typing
 import weakref
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 import marshmallow
 from aiohttp import web
+from marshmallow import fields
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
@@ -80,6 +82,18 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
     )
 
 
+def _json_object(name: str, value: Any) -> Any:
+    """A mapping argument given as text is a JSON object."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise exceptions.InvalidArguments(
+            {name: [f"Not a valid JSON object: {exc}"]}
+        ) from None
+
+
 class ArgumentParser(AIOHTTPParser):
     """webargs' aiohttp parser with the ``model`` location."""
 
@@ -123,6 +137,7 @@ class ArgumentParser(AIOHTTPParser):
         file_names = self.file_names(schema)
         files: Mapping[str, Any] = {}
         body: Mapping[str, Any] = {}
+        body_is_json = False
         if not request.body_exists:
             pass  # arguments in the query string only: nothing to read
         elif uploads_mod.is_multipart(request):
@@ -137,12 +152,15 @@ class ArgumentParser(AIOHTTPParser):
                 body = await self.load_form(request, schema)
             elif isinstance(json_body, Mapping):
                 body = json_body
+                body_is_json = True
             else:
                 raise exceptions.InvalidArguments(
                     {"_body": ["A JSON body must be an object of arguments."]}
                 )
         merged: dict[str, Any] = {}
-        for source in (body, self._makeproxy(request.query, schema)):
+        texts: set[str] = set()  # arguments given as text (query or form)
+        query = self._makeproxy(request.query, schema)
+        for source, is_text in ((body, not body_is_json), (query, True)):
             for name in source:
                 if name in file_names:
                     raise exceptions.InvalidArguments(
@@ -153,7 +171,13 @@ class ArgumentParser(AIOHTTPParser):
                             ]
                         }
                     )
-                merged.setdefault(name, source[name])
+                if name not in merged:
+                    merged[name] = source[name]
+                    if is_text:
+                        texts.add(name)
+        for name in texts:
+            if isinstance(schema.fields.get(name), fields.Dict):
+                merged[name] = _json_object(name, merged[name])
         for name, parts in files.items():
             if name in schema.fields and name not in file_names:
                 raise exceptions.InvalidArguments(

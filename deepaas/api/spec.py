@@ -1,0 +1,176 @@
+"""The API description: Swagger 2.0 at /swagger.json, OpenAPI 3.0 at /openapi.json.
+
+Both are generated from the same route declarations (aiohttp-apigami over
+apispec). The handlers declare their operations the Swagger 2.0 way (form
+parameters, ``produces``, ``consumes``), which is what existing DEEPaaS
+clients read; for OpenAPI 3 the few places where the two versions differ are
+rewritten: form and file parameters become a ``multipart/form-data`` request
+body, and the media types an operation produces become its responses'
+content.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import aiohttp_apigami
+from aiohttp import web
+from aiohttp_apigami.constants import SWAGGER_DICT
+
+from deepaas import __version__
+
+TITLE = "DEEP as a Service API endpoint"
+DESCRIPTION = (
+    "Machine learning models served by deepaas: metadata, predictions and "
+    "trainings, generated from each model's declarations."
+)
+OPENAPI3_VERSION = "3.0.3"
+OPENAPI3 = web.AppKey("deepaas_openapi3", dict)
+
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _form_body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """A multipart request body from OpenAPI-3-shaped ``formData`` parameters."""
+    properties = {}
+    required = []
+    for parameter in parameters:
+        schema = dict(parameter.get("schema") or {})
+        if schema.get("type") == "file":
+            schema = {**_BINARY, **{k: v for k, v in schema.items() if k != "type"}}
+        if "description" in parameter:
+            schema.setdefault("description", parameter["description"])
+        properties[parameter["name"]] = schema
+        if parameter.get("required"):
+            required.append(parameter["name"])
+    body_schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        body_schema["required"] = required
+    return {
+        "required": bool(required),
+        "content": {"multipart/form-data": {"schema": body_schema}},
+    }
+
+
+def _content_for(produces: list[str], schema: dict[str, Any] | None) -> dict[str, Any]:
+    content = {}
+    for media_type in produces:
+        if _is_json(media_type) and schema is not None:
+            content[media_type] = {"schema": schema}
+        elif media_type.startswith("text/"):
+            content[media_type] = {"schema": {"type": "string"}}
+        else:
+            content[media_type] = {"schema": dict(_BINARY)}
+    return content
+
+
+def _object_parameter_2(parameter: dict[str, Any]) -> None:
+    """A Swagger 2.0 query or form parameter cannot be an object: it is sent
+    as a JSON string (which the parser reads)."""
+    if parameter.get("in") == "body" or parameter.get("type") != "object":
+        return
+    parameter["type"] = "string"
+    parameter["format"] = "json"
+    for key in ("additionalProperties", "properties"):
+        parameter.pop(key, None)
+    if "default" in parameter:
+        parameter["default"] = json.dumps(parameter["default"])
+    parameter["description"] = (
+        parameter.get("description", "") + " (a JSON object)"
+    ).lstrip()
+
+
+def _object_parameter_3(parameter: dict[str, Any]) -> None:
+    """The OpenAPI 3 way to say the same: the value is JSON-encoded."""
+    schema = parameter.get("schema") or {}
+    if parameter.get("in") == "query" and schema.get("type") == "object":
+        del parameter["schema"]
+        parameter["content"] = {"application/json": {"schema": schema}}
+
+
+def fix_swagger2(spec: dict[str, Any]) -> None:
+    """Make apispec's Swagger 2.0 rendering valid where it is not (in place)."""
+    for path in spec.get("paths", {}).values():
+        for method, operation in path.items():
+            if method != "parameters":
+                for parameter in operation.get("parameters", []):
+                    _object_parameter_2(parameter)
+                    # Swagger 2.0 has no null: a null default is no default.
+                    if parameter.get("default", "") is None:
+                        del parameter["default"]
+
+
+def _operation_to_openapi3(operation: dict[str, Any]) -> None:
+    produces = operation.pop("produces", None)
+    operation.pop("consumes", None)
+    parameters = operation.get("parameters", [])
+    for parameter in parameters:
+        _object_parameter_3(parameter)
+    form = [p for p in parameters if p.get("in") == "formData"]
+    if form:
+        operation["parameters"] = [p for p in parameters if p.get("in") != "formData"]
+        operation["requestBody"] = _form_body(form)
+    if not produces:
+        return
+    for status, response in operation.get("responses", {}).items():
+        if not str(status).startswith("2"):
+            continue  # errors are always JSON
+        content = response.get("content") or {}
+        schema = next(
+            (c["schema"] for t, c in content.items() if _is_json(t) and "schema" in c),
+            None,
+        )
+        response["content"] = _content_for(produces, schema)
+
+
+def to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3.0 document from apispec's OpenAPI 3 rendering of
+    Swagger-2.0-style declarations."""
+    spec = copy.deepcopy(spec)
+    for path in spec.get("paths", {}).values():
+        for method, operation in path.items():
+            if method != "parameters":
+                _operation_to_openapi3(operation)
+    return spec
+
+
+def setup(app: web.Application, base: str, with_ui: bool) -> None:
+    """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
+    common: dict[str, Any] = {
+        "title": TITLE,
+        "version": __version__,
+        "info": {"description": DESCRIPTION},
+    }
+    # Registered first: aiohttp-apigami keeps the document of the last
+    # registration as the app's, and that one must be Swagger 2.0.
+    openapi3 = aiohttp_apigami.AiohttpApiSpec(
+        url="", openapi_version=OPENAPI3_VERSION, **common
+    )
+    openapi3.register(app, in_place=True)
+    app[OPENAPI3] = to_openapi3(openapi3.swagger_dict())
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(request.app[OPENAPI3])
+
+    app.router.add_get(f"{base}/openapi.json", openapi_json)
+
+    aiohttp_apigami.setup_aiohttp_apispec(
+        app,
+        url=f"{base}/swagger.json",
+        swagger_path=f"{base}/api" if with_ui else None,
+        static_path=f"{base}/static/swagger",
+        in_place=True,
+        openapi_version="2.0",
+        **common,
+    )
+    fix_swagger2(app[SWAGGER_DICT])
+    if with_ui:
+        ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")
+        for path in (f"{base}/api/", f"{base}/ui", f"{base}/ui/"):
+            app.router.add_get(path, ui)
