@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -156,11 +157,12 @@ def measure(
     executable: str | None, env: dict[str, str], args: argparse.Namespace, big: Path
 ) -> dict[str, float]:
     started = time.monotonic()
+    extra = [] if executable else shlex.split(args.ours_args)
     server, base = start_server(
-        ["--model-name", "bench", "--workers", str(args.workers)],
+        ["--model-name", "bench", "--workers", str(args.workers), *extra],
         env=env,
         executable=executable,
-        log_args=() if executable else ("--log-level", "WARNING"),
+        log_args=(),  # both at their default logging, access log included
         ready_path="/v2/models/" if executable else "/readyz",
     )
     figures = {"cold start (s)": time.monotonic() - started}
@@ -216,6 +218,12 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=20)
     parser.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
     parser.add_argument("--ours-only", action="store_true")
+    parser.add_argument(
+        "--ours-args",
+        default="",
+        help="extra deepaas-run options for ours, e.g. '--noaccess-log' "
+        "(default: none, both servers at their defaults)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
     parser.add_argument(
         "--client",
@@ -276,7 +284,8 @@ def main() -> int:
             + ")"
         )
     print(
-        f"\n{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
+        f"\nours with: {args.ours_args or '(defaults)'}; "
+        f"{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
         f"{args.upload_mib} MiB upload, load by "
         + (
             f"wrk ({args.wrk_seconds:g} s per load)"

@@ -77,7 +77,8 @@ def setup(conf: cfg.ConfigOpts) -> None:
     """Configure the root logger from the logging options."""
     level = logging.DEBUG if conf.debug else getattr(logging, conf.log_level)
     configure(level, conf.log_format, log_file=conf.log_file)
-    # The access log is written at INFO: --noaccess-log turns it off.
+    # Access lines are INFO: shown at the INFO and DEBUG levels, unless
+    # --noaccess-log turns them off.
     logging.getLogger("aiohttp.access").setLevel(
-        logging.INFO if conf.access_log else logging.WARNING
+        logging.NOTSET if conf.access_log else logging.WARNING
     )

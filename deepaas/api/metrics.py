@@ -8,6 +8,7 @@ workers and trainings is read when the endpoint is scraped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
@@ -136,13 +137,22 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(models, trainings))
+        # The labelled children, looked up once per label set.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(
         self, request: web.Request, status: int, seconds: float, uploaded: int
     ) -> None:
         route = route_template(request)
-        self.requests.labels(request.method, route, str(status)).inc()
-        self.latency.labels(request.method, route).observe(seconds)
+        key = (request.method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(request.method, route, str(status)),
+                self.latency.labels(request.method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if uploaded:
             self.upload_bytes.labels(route).inc(uploaded)
 

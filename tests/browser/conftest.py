@@ -32,8 +32,10 @@ def _install_chromium() -> None:
         subprocess.run(command, env=env, check=True, timeout=1200)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium driven by Playwright's sync API: started and stopped per module,
+    since its event loop must be gone before the asyncio tests run."""
     if not os.path.exists(CHROMIUM):
         _install_chromium()
     from playwright.sync_api import sync_playwright
