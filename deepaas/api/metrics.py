@@ -42,7 +42,7 @@ def route_template(request: web.Request) -> str:
     if resource is None:
         return UNMATCHED
     canonical = resource.canonical
-    return canonical.rstrip("/") or "/" if canonical else UNMATCHED
+    return (canonical.rstrip("/") or "/") if canonical else UNMATCHED
 
 
 def call_outcome(error: BaseException | None) -> str:

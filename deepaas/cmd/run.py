@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -46,12 +47,16 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         stopping = loop.create_task(stop.wait())
-        startup = app[keys.STARTUP]
+        starting = loop.create_task(app[keys.STARTUP].wait())
         try:
-            await startup.wait()
-            LOG.info("Ready: every worker has loaded and warmed its model")
-            await stopping
+            # A signal during a long warm-up stops the server at once.
+            await asyncio.wait({starting, stopping}, return_when=FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # raises why the workers could not start
+                LOG.info("Ready: every worker has loaded and warmed its model")
+                await stopping
         finally:
+            starting.cancel()
             stopping.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -123,3 +124,18 @@ def test_listens_at_once_and_is_ready_after_warm_up(model_sites, tmp_path):
         server.wait_ready("/readyz")
         assert server.stop() == 0
     assert "Ready: every worker has loaded and warmed its model" in server.stderr
+
+
+def test_signal_during_a_long_warm_up_stops_at_once(model_sites, tmp_path):
+    env = helpers.env_with(model_sites["testmodels"], SLOW_WARM_SECONDS="60")
+    args = ["--model-name", "slow-warm", "--state-dir", str(tmp_path)]
+    with helpers.running_server(args, env, "/healthz") as server:
+        assert helpers.wait_until(lambda: helpers.children(server.proc.pid), 10)
+        workers = helpers.children(server.proc.pid)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 15
+    assert "Ready" not in server.stderr
+    assert helpers.wait_until(
+        lambda: not any(helpers.pid_alive(p) for p in workers), 10
+    )
