@@ -31,13 +31,18 @@ CALL_BUCKETS = (
 )  # fmt: skip
 
 UNMATCHED = "unmatched"
+# Any other request method is counted as OTHER: clients cannot grow the series.
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 # The *_created series double what a scrape carries and no dashboard uses them.
 prometheus_client.disable_created_metrics()
 
 
 def route_template(request: web.Request) -> str:
-    """The route a request matched, as declared (``/v2/models/{model}/predict``)."""
+    """The route a request matched, as declared: ``/v2/models/demo/predict``,
+    ``/v2/models/demo/train/{uuid}`` (a trailing slash left out)."""
     resource = request.match_info.route.resource
     if resource is None:
         return UNMATCHED
@@ -144,12 +149,13 @@ class Metrics:
         self, request: web.Request, status: int, seconds: float, uploaded: int
     ) -> None:
         route = route_template(request)
-        key = (request.method, route, status)
+        method = request.method if request.method in METHODS else "OTHER"
+        key = (method, route, status)
         children = self._request_children.get(key)
         if children is None:
             children = self._request_children[key] = (
-                self.requests.labels(request.method, route, str(status)),
-                self.latency.labels(request.method, route),
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
             )
         children[0].inc()
         children[1].observe(seconds)

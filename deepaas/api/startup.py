@@ -25,7 +25,13 @@ class Startup:
     @property
     def started(self) -> bool:
         """Every worker loaded and warmed its model."""
-        return self.task is not None and self.task.done() and not self.failed
+        task = self.task
+        return (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and task.exception() is None
+        )
 
     @property
     def failed(self) -> BaseException | None:

@@ -151,6 +151,15 @@ class TestMetrics:
         assert value(after, "deepaas_workers_busy", model="failing") == 0
         assert value(after, "deepaas_trainings", model="failing", status="done") >= 1
 
+    async def test_odd_methods_do_not_grow_the_series(self, client):
+        for method in ("PROPFIND", "MKCOL", "LOCK"):  # WebDAV, not ours
+            assert (await client.request(method, "/v2/models/")).status == 405
+        found = samples(await (await client.get("/metrics")).text())
+        requests = "deepaas_http_requests_total"
+        labels = dict(method="OTHER", route="unmatched", status="405")
+        assert value(found, requests, **labels) == 3
+        assert not [k for k in found if ("method", "PROPFIND") in k[1]]
+
     async def test_restarts_are_counted(self, client):
         assert (await client.post(PREDICT + "?mode=exit")).status == 500
         found = samples(await (await client.get("/metrics")).text())
