@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -101,3 +102,38 @@ def start_server(
         server.kill()
         raise
     return server, base
+
+
+async def drive(
+    method: str, url: str, requests: int, concurrency: int, max_seconds: float
+) -> dict[str, float]:
+    """A bounded load by ``concurrency`` clients: at most ``requests`` calls and
+    ``max_seconds``. Requests/s, latency percentiles and the non-200 count."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    remaining = requests
+    deadline = time.monotonic() + max_seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal remaining
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            start = time.perf_counter()
+            async with session.request(method, url) as resp:
+                await resp.read()
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "non_200": sum(n for s, n in statuses.items() if s != 200),
+    }

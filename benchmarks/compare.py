@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from common import start_server, tree_rss_mib
+from common import drive, start_server, tree_rss_mib
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_VERSION = "2.6.0"
@@ -71,27 +71,10 @@ async def load(
     method: str, url: str, requests: int, concurrency: int, max_seconds: float
 ) -> tuple[float, float]:
     """(requests/s, p50 latency in ms) of a bounded load; non-200 is an error."""
-    latencies: list[float] = []
-    remaining = requests
-    deadline = time.monotonic() + max_seconds
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal remaining
-        while remaining > 0 and time.monotonic() < deadline:
-            remaining -= 1
-            start = time.perf_counter()
-            async with session.request(method, url) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise SystemExit(f"{method} {url}: {resp.status}")
-            latencies.append(time.perf_counter() - start)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000
+    result = await drive(method, url, requests, concurrency, max_seconds)
+    if result["non_200"]:
+        raise SystemExit(f"{method} {url}: {result['non_200']:g} answers not 200")
+    return result["rps"], result["p50_ms"]
 
 
 WRK_POST = 'wrk.method = "POST"\n'
