@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp_apigami
 from aiohttp import web
+from aiohttp_apigami import core as aiohttp_apigami_core
 from aiohttp_apigami.constants import SWAGGER_DICT
+from apispec.ext.marshmallow import common as marshmallow_common
 
 from deepaas import __version__
+from deepaas.api import keys
 
 TITLE = "DEEP as a Service API endpoint"
 DESCRIPTION = (
@@ -140,8 +144,40 @@ def to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def schema_namer(owners: dict[type, str]) -> Callable[[Any], str]:
+    """A component-name resolver for one document.
+
+    Names are aiohttp-apigami's (the class name without "Schema"). When two
+    different classes share a name, as the response schemas that models declare
+    as dicts all do (``ModelPredictionResponse``), the later one gets its
+    model's name appended (``owners`` maps a class to its model), or a number.
+    """
+    taken: dict[str, type] = {}
+
+    def resolve(schema: Any) -> str:
+        name: str = aiohttp_apigami_core.resolver(schema)
+        resolved = marshmallow_common.resolve_schema_cls(schema)
+        cls = resolved[0] if isinstance(resolved, list) else resolved
+        if taken.setdefault(name, cls) is cls:
+            return name
+        owner = owners.get(cls)
+        candidates = [f"{name}-{owner}"] if owner else []
+        candidates += (f"{name}{n}" for n in range(2, len(taken) + 3))
+        for candidate in candidates:
+            if taken.setdefault(candidate, cls) is cls:
+                return candidate
+        raise AssertionError("unreachable: a numbered name is always free")
+
+    return resolve
+
+
 def setup(app: web.Application, base: str, with_ui: bool) -> None:
     """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
+    owners = {
+        type(model.response_schema): name
+        for name, model in app[keys.MODELS].items()
+        if model.response_schema is not None
+    }
     common: dict[str, Any] = {
         "title": TITLE,
         "version": __version__,
@@ -150,7 +186,10 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
     # Registered first: aiohttp-apigami keeps the document of the last
     # registration as the app's, and that one must be Swagger 2.0.
     openapi3 = aiohttp_apigami.AiohttpApiSpec(
-        url="", openapi_version=OPENAPI3_VERSION, **common
+        url="",
+        openapi_version=OPENAPI3_VERSION,
+        schema_name_resolver=schema_namer(owners),
+        **common,
     )
     openapi3.register(app, in_place=True)
     app[OPENAPI3] = to_openapi3(openapi3.swagger_dict())
@@ -167,6 +206,7 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
         static_path=f"{base}/static/swagger",
         in_place=True,
         openapi_version="2.0",
+        schema_name_resolver=schema_namer(owners),
         **common,
     )
     fix_swagger2(app[SWAGGER_DICT])

@@ -119,3 +119,14 @@ async def test_a_mapping_argument_that_is_no_json_object_is_422(every_model, bad
     assert resp.status == 422
     body = await resp.json()
     assert "options" in body["errors"]
+
+
+async def test_models_response_schemas_get_their_own_names(every_model):
+    swagger, openapi = await documents(every_model)
+    names2, names3 = set(swagger["definitions"]), set(openapi["components"]["schemas"])
+    assert names2 == names3
+    # a dict declared by one model, a Schema class of the same name by another
+    assert {"ModelPredictionResponse", "ModelPredictionResponse-schema-class"} <= names2
+    path = "/v2/models/schema-class/predict/"
+    answer = swagger["paths"][path]["post"]["responses"]["200"]["schema"]
+    assert answer == {"$ref": "#/definitions/ModelPredictionResponse-schema-class"}
