@@ -51,7 +51,7 @@ server_opts = [
     cfg.BoolOpt(
         "warm",
         default=True,
-        help="Call the model's warm() in every worker before serving.",
+        help="Call the model's warm() in every worker before it takes calls.",
     ),
     cfg.BoolOpt(
         "metrics-endpoint",
