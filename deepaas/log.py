@@ -61,6 +61,11 @@ def configure(
     level: int, log_format: str, *, log_file: str | None = None, label: str = ""
 ) -> None:
     """Send every log record at ``level`` or above to one handler."""
+    # Records skip what no deepaas format shows: the caller's file and line,
+    # the thread and the process name (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file)
