@@ -53,7 +53,8 @@ def formatter(log_format: str, label: str = "") -> logging.Formatter:
         )
     text = TEXT_FORMAT
     if label:
-        text = text.replace("%(name)s", f"[{label}] %(name)s")
+        escaped = label.replace("%", "%%")  # a literal in a %-style format
+        text = text.replace("%(name)s", f"[{escaped}] %(name)s")
     return logging.Formatter(text)
 
 
