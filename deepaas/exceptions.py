@@ -41,6 +41,12 @@ class BadRequest(DeepaasError):
     status = 400
 
 
+class NotAcceptable(DeepaasError):
+    """No media type in the Accept header is one the model can produce."""
+
+    status = 406
+
+
 class InvalidArguments(DeepaasError):
     """The arguments sent do not match the model's declaration."""
 
@@ -102,10 +108,6 @@ class WorkerDied(DeepaasError):
         )
 
 
-class CallCancelled(DeepaasError):
-    """The call was cancelled and its worker stopped."""
-
-
 class CallTimedOut(DeepaasError):
     """The call ran longer than its time limit; its worker was stopped."""
 
@@ -135,6 +137,10 @@ class PoolClosed(DeepaasError):
     """The worker pool is shutting down and takes no more calls."""
 
     status = 503
+
+
+class StoreError(DeepaasError):
+    """The training database cannot be opened, read or written."""
 
 
 def describe_exit(exitcode: int | None) -> str:

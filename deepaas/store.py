@@ -41,10 +41,6 @@ CREATE TABLE IF NOT EXISTS trainings (
 """
 
 
-class StoreError(exceptions.DeepaasError):
-    """The training database cannot be opened, read or written."""
-
-
 def process_identity(pid: int | None = None) -> str | None:
     """``host:pid:start-time`` of a live process (None if it is not running).
 
@@ -89,7 +85,7 @@ class SQLiteTrainingStore(TrainingStore):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._check_and_migrate()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(
+            raise exceptions.StoreError(
                 f"Cannot use the training database {self.path}: {exc}. Check that "
                 "the state directory (--state-dir) is writable and the file is an "
                 "intact SQLite database (move a damaged one aside to start afresh)."
@@ -142,7 +138,9 @@ class SQLiteTrainingStore(TrainingStore):
         try:
             self._db.execute(sql, values)
         except sqlite3.Error as exc:
-            raise StoreError(f"Cannot save training {training.uuid}: {exc}") from exc
+            raise exceptions.StoreError(
+                f"Cannot save training {training.uuid}: {exc}"
+            ) from exc
 
     def add(self, training: Training) -> None:
         self._write(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deepaas import exceptions
-from deepaas.model.v2.wrapper import jsonable
+from deepaas.model.v2.encoding import jsonable
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from deepaas import store as store_mod
-from deepaas.store import SQLiteTrainingStore, StoreError
+from deepaas.exceptions import StoreError
+from deepaas.store import SQLiteTrainingStore
 from deepaas.trainings import DONE, ERROR, RUNNING, Training
 
 

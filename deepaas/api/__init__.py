@@ -13,13 +13,15 @@ from oslo_config import cfg
 from deepaas import config
 from deepaas.api import access, errors, keys, probes, spec, versions
 from deepaas.api import v2 as v2_api
+from deepaas.api.capture import DebugCapture
 from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser
 from deepaas.api.startup import Startup
-from deepaas.debug import DebugCapture
 from deepaas.exceptions import ModelNotFound
 from deepaas.model import loading
-from deepaas.model.v2.pool import WorkerPool
+from deepaas.model.v2.declaration import ModelDeclaration
+from deepaas.model.v2.executor import Executor
+from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.store import SQLiteTrainingStore
 from deepaas.trainings import TrainingRunner
@@ -33,20 +35,27 @@ def normalize_base_path(base_path: str | None) -> str:
     return f"/{base}" if base else ""
 
 
-def build_models(conf: cfg.ConfigOpts) -> dict[str, ModelWrapper]:
-    """Load the configured models, each with its own worker pool (not started)."""
-    log_level = logging.getLogger().getEffectiveLevel()
-    models = {}
-    for name, (model_spec, model) in loading.load_models(conf.model_name).items():
-        pool = WorkerPool(
-            model_spec,
-            conf.workers,
-            warm=conf.warm,
-            log_level=log_level,
-            log_format=conf.log_format,
-        )
-        models[name] = ModelWrapper(name, model, pool)
-    return models
+def load_declarations(conf: cfg.ConfigOpts) -> dict[str, ModelDeclaration]:
+    """Import the configured models and read what each declares.
+
+    Raises ``ModelLoadError`` naming the model when one cannot be loaded or
+    declares something invalid.
+    """
+    return {
+        name: ModelDeclaration.read(model_spec, model)
+        for name, (model_spec, model) in loading.load_models(conf.model_name).items()
+    }
+
+
+def build_executor(conf: cfg.ConfigOpts, declaration: ModelDeclaration) -> Executor:
+    """The executor (not started) that runs one model's calls."""
+    return LocalExecutor(
+        declaration.spec,
+        conf.workers,
+        warm=conf.warm,
+        log_level=logging.getLogger().getEffectiveLevel(),
+        log_format=conf.log_format,
+    )
 
 
 def open_store(state_dir: str) -> SQLiteTrainingStore:
@@ -63,8 +72,8 @@ def open_store(state_dir: str) -> SQLiteTrainingStore:
     return store
 
 
-async def _executors(app: web.Application) -> AsyncIterator[None]:
-    """Start every model's workers in the background; stop them on shutdown."""
+async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start every model's executor in the background; stop them on shutdown."""
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
     yield
@@ -116,37 +125,53 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
 def get_app(
     conf: cfg.ConfigOpts | None = None,
     *,
-    models: dict[str, ModelWrapper] | None = None,
+    declarations: dict[str, ModelDeclaration] | None = None,
 ) -> web.Application:
     """Build the Application for ``conf`` (default: every option at its default).
 
-    ``models`` replaces loading from entry points (the commands load them first
-    so that a bad model stops start-up before anything listens).
+    ``declarations`` replaces loading the models from their entry points (the
+    commands load them first so that a bad model stops start-up before
+    anything listens).
     """
     conf = conf if conf is not None else config.build_config([])
+    if declarations is None:
+        declarations = load_declarations(conf)
     base = normalize_base_path(conf.base_path)
     app = web.Application(
-        middlewares=[access.observe_middleware, errors.error_middleware],
+        middlewares=[
+            access.observe_middleware(access.RequestIds()),
+            errors.error_middleware,
+        ],
         client_max_size=conf.client_max_size,
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
-    app[keys.MODELS] = models if models is not None else build_models(conf)
     app[keys.PARSER] = ArgumentParser(conf.client_max_size)
-    app[keys.TRAININGS] = TrainingRunner(
+    trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
     )
-    app.on_response_prepare.append(access.add_request_id_header)
+    executors = {
+        name: build_executor(conf, declaration)
+        for name, declaration in declarations.items()
+    }
+    metrics = None
     if conf.metrics_endpoint:
-        metrics = app[keys.METRICS] = Metrics(app[keys.MODELS], app[keys.TRAININGS])
-        for model in app[keys.MODELS].values():
-            model.observer = metrics.observe_call
+        metrics = app[keys.METRICS] = Metrics(executors, trainings)
         app.router.add_get(f"{base}/metrics", metrics_handler(metrics))
+    app[keys.MODELS] = {
+        name: ModelWrapper(
+            declaration,
+            executors[name],
+            observer=metrics.observe_call if metrics is not None else None,
+        )
+        for name, declaration in declarations.items()
+    }
+    app.on_response_prepare.append(access.add_request_id_header)
     if conf.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)
     app[keys.STARTUP] = Startup()
-    app.cleanup_ctx.append(_executors)
+    app.cleanup_ctx.append(_executors_ctx)
 
     probes.setup_routes(app, base)
     versions.setup_routes(app, base)
@@ -156,4 +181,4 @@ def get_app(
     return app
 
 
-__all__ = ["build_models", "get_app", "normalize_base_path"]
+__all__ = ["build_executor", "get_app", "load_declarations", "normalize_base_path"]

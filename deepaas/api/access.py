@@ -17,70 +17,73 @@ import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from deepaas import log
 from deepaas.api import keys
-from deepaas.api.parser import UPLOADS
 
 HEADER = "X-Request-ID"
-REQUEST_ID = web.RequestKey("deepaas_request_id", str)
 # Printable ASCII without spaces: safe in a log line and in a header.
 USABLE_ID = re.compile(r"[!-~]{1,128}")
 # nginx's code for a request whose client closed the connection first.
 CLIENT_CLOSED = 499
 
 
-# Fresh ids: a random per-process prefix and a counter, 32 hex digits in all
-# (unique without a system call per request).
-_PREFIX = os.urandom(8).hex()
-_counter = itertools.count()
+class RequestIds:
+    """Fresh request ids: a random prefix and a counter, 32 hex digits in all
+    (unique without a system call per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def of(self, request: web.BaseRequest) -> str:
+        """The client's ``X-Request-ID`` when it is usable, else a fresh id."""
+        given = request.headers.get(HEADER)
+        if given is not None and USABLE_ID.fullmatch(given):
+            return given
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
-def request_id_of(request: web.BaseRequest) -> str:
-    given = request.headers.get(HEADER)
-    if given is not None and USABLE_ID.fullmatch(given):
-        return given
-    return f"{_PREFIX}{next(_counter):016x}"
+def observe_middleware(ids: RequestIds) -> Middleware:
+    """The outermost middleware: the request id, and the request's metrics."""
 
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request[keys.REQUEST_ID] = ids.of(request)
+        token = log.REQUEST_ID.set(request_id)
+        metrics = request.app.get(keys.METRICS)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # a redirect, passed on by the errors
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            log.REQUEST_ID.reset(token)
+            if metrics is not None:
+                uploads = request.get(keys.UPLOADS)
+                metrics.observe_request(
+                    request,
+                    status,
+                    time.perf_counter() - started,
+                    uploads.received if uploads is not None else 0,
+                )
 
-@web.middleware
-async def observe_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    """Outermost middleware: the request id, and the request's metrics."""
-    request_id = request[REQUEST_ID] = request_id_of(request)
-    token = log.REQUEST_ID.set(request_id)
-    metrics = request.app.get(keys.METRICS)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:  # a redirect, passed on by error_middleware
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    finally:
-        log.REQUEST_ID.reset(token)
-        if metrics is not None:
-            uploads = request.get(UPLOADS)
-            metrics.observe_request(
-                request,
-                status,
-                time.perf_counter() - started,
-                uploads.received if uploads is not None else 0,
-            )
+    return observe
 
 
 async def add_request_id_header(
     request: web.Request, response: web.StreamResponse
 ) -> None:
     """on_response_prepare: return the request id to the client."""
-    request_id = request.get(REQUEST_ID)
+    request_id = request.get(keys.REQUEST_ID)
     if request_id is not None:
         response.headers[HEADER] = request_id
 
@@ -95,7 +98,7 @@ class AccessLogger(AbstractAccessLogger):
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
         duration_ms = round(time * 1000, 3)
-        request_id = request.get(REQUEST_ID) or "-"
+        request_id = request.get(keys.REQUEST_ID) or "-"
         self.logger.info(
             "%s %s %s %.1fms %s",
             request.method,

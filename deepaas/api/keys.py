@@ -1,22 +1,38 @@
-"""Keys of what the Application holds (no module-level state anywhere else)."""
+"""Every key of what the Application and its requests hold.
+
+State lives on the Application (``app[keys.X]``) or on a request, never in a
+module. This module imports the types it names for type checkers only, so any
+module of the API can import it.
+"""
 
 from __future__ import annotations
 
+import typing
+
 from aiohttp import web
-from oslo_config import cfg
 
-from deepaas.api.metrics import Metrics
-from deepaas.api.parser import ArgumentParser
-from deepaas.api.startup import Startup
-from deepaas.debug import DebugCapture
-from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.trainings import TrainingRunner
+if typing.TYPE_CHECKING:
+    from oslo_config import cfg
 
-CONFIG = web.AppKey("deepaas_config", cfg.ConfigOpts)
-BASE_PATH = web.AppKey("deepaas_base_path", str)
-MODELS = web.AppKey("deepaas_models", dict[str, ModelWrapper])
-PARSER = web.AppKey("deepaas_parser", ArgumentParser)
-TRAININGS = web.AppKey("deepaas_trainings", TrainingRunner)
-DEBUG_CAPTURE = web.AppKey("deepaas_debug_capture", DebugCapture)
-STARTUP = web.AppKey("deepaas_startup", Startup)
-METRICS = web.AppKey("deepaas_metrics", Metrics)
+    from deepaas.api.capture import DebugCapture
+    from deepaas.api.metrics import Metrics
+    from deepaas.api.parser import ArgumentParser
+    from deepaas.api.startup import Startup
+    from deepaas.api.uploads import Uploads
+    from deepaas.model.v2.wrapper import ModelWrapper
+    from deepaas.trainings import TrainingRunner
+
+# The application's
+CONFIG: web.AppKey[cfg.ConfigOpts] = web.AppKey("deepaas_config")
+BASE_PATH: web.AppKey[str] = web.AppKey("deepaas_base_path")
+MODELS: web.AppKey[dict[str, ModelWrapper]] = web.AppKey("deepaas_models")
+PARSER: web.AppKey[ArgumentParser] = web.AppKey("deepaas_parser")
+TRAININGS: web.AppKey[TrainingRunner] = web.AppKey("deepaas_trainings")
+DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")
+STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
+METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
+OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
+
+# A request's
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
+UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")

@@ -7,7 +7,7 @@ workers and trainings is read when the endpoint is scraped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import prometheus_client
@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deepaas import exceptions
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.model.v2.executor import Executor
 from deepaas.trainings import TrainingRunner
 
 # From a fast GET to a long prediction, in seconds.
@@ -35,9 +35,6 @@ UNMATCHED = "unmatched"
 METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
-
-# The *_created series double what a scrape carries and no dashboard uses them.
-prometheus_client.disable_created_metrics()
 
 
 def route_template(request: web.Request) -> str:
@@ -69,9 +66,9 @@ class _StateCollector(Collector):
     """Workers and trainings, read at scrape time."""
 
     def __init__(
-        self, models: dict[str, ModelWrapper], trainings: TrainingRunner
+        self, executors: Mapping[str, Executor], trainings: TrainingRunner
     ) -> None:
-        self.models = models
+        self.executors = executors
         self.trainings = trainings
 
     def collect(self) -> Iterator[prometheus_client.Metric]:
@@ -89,8 +86,8 @@ class _StateCollector(Collector):
             "Workers replaced after a death, a time-out or a cancelled call.",
             labels=["model"],
         )
-        for name, model in sorted(self.models.items()):
-            health = model.executor.health()
+        for name, executor in sorted(self.executors.items()):
+            health = executor.health()
             configured.add_metric([name], health.size)
             alive.add_metric([name], health.alive)
             busy.add_metric([name], health.busy)
@@ -109,11 +106,15 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    """The metrics of one application."""
+    """The metrics of one application: of its requests and of the model calls
+    of ``executors`` (by model name)."""
 
     def __init__(
-        self, models: dict[str, ModelWrapper], trainings: TrainingRunner
+        self, executors: Mapping[str, Executor], trainings: TrainingRunner
     ) -> None:
+        # The *_created series double what a scrape carries and no dashboard
+        # uses them (a switch of prometheus_client as a whole).
+        prometheus_client.disable_created_metrics()
         self.registry = prometheus_client.CollectorRegistry()
         self.requests = prometheus_client.Counter(
             "deepaas_http_requests",
@@ -141,7 +142,7 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(models, trainings))
+        self.registry.register(_StateCollector(executors, trainings))
         # The labelled children, looked up once per label set.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -3,7 +3,8 @@
 ``ArgumentParser`` adds one location to webargs' aiohttp parser, ``model``: the
 query string, a urlencoded or multipart form, a JSON object body and uploaded
 file parts, merged (body over query). File parts are streamed to temporary
-files owned by the request's ``Uploads``. Validation errors become
+files; ``parse_arguments`` returns them, as an ``Uploads``, with the
+arguments, and the caller owns them from then on. Validation errors become
 ``InvalidArguments`` naming every bad field.
 """
 
@@ -22,17 +23,11 @@ from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
 from deepaas import exceptions
+from deepaas.api import keys
 from deepaas.api import uploads as uploads_mod
 from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
 
-UPLOADS = web.RequestKey("deepaas_uploads", uploads_mod.Uploads)
 LOCATION = "model"
-
-
-class NotAcceptable(exceptions.DeepaasError):
-    """No media type in the Accept header is one the model can produce."""
-
-    status = 406
 
 
 def parse_accept(header: str) -> list[str]:
@@ -76,7 +71,7 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
             return match
     if not wanted:
         return None
-    raise NotAcceptable(
+    raise exceptions.NotAcceptable(
         f"None of the media types accepted ({header}) can be produced; "
         f"choose one of: {', '.join(choices)}."
     )
@@ -120,13 +115,21 @@ class ArgumentParser(AIOHTTPParser):
 
     async def parse_arguments(
         self, request: web.Request, arguments: Arguments
-    ) -> dict[str, Any]:
-        """Validated keyword arguments for the model, files included.
+    ) -> tuple[dict[str, Any], uploads_mod.Uploads]:
+        """Validated keyword arguments for the model, files included, and the
+        uploaded files they point at.
 
-        Uploaded files live in ``request[UPLOADS]``; the caller cleans them up.
+        The caller owns the returned ``Uploads`` and removes them when the
+        model is done with them; when parsing fails they are already gone.
         """
-        parsed = await self.parse(arguments.schema, request, location=LOCATION)
-        return dict(parsed)
+        # The request holds them too: its metrics count the bytes received.
+        uploads = request[keys.UPLOADS] = uploads_mod.Uploads()
+        try:
+            parsed = await self.parse(arguments.schema, request, location=LOCATION)
+        except BaseException:
+            uploads.cleanup()
+            raise
+        return dict(parsed), uploads
 
     async def load_model_arguments(
         self, request: web.Request, schema: marshmallow.Schema
@@ -142,7 +145,7 @@ class ArgumentParser(AIOHTTPParser):
             pass  # arguments in the query string only: nothing to read
         elif uploads_mod.is_multipart(request):
             values, file_parts = await uploads_mod.read_multipart(
-                request, request[UPLOADS], self.client_max_size
+                request, request[keys.UPLOADS], self.client_max_size
             )
             body = self._makeproxy(values, schema)
             files = {name: file_parts.getall(name) for name in file_parts}

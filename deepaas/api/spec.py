@@ -31,7 +31,6 @@ DESCRIPTION = (
     "trainings, generated from each model's declarations."
 )
 OPENAPI3_VERSION = "3.0.3"
-OPENAPI3 = web.AppKey("deepaas_openapi3", dict)
 
 _BINARY = {"type": "string", "format": "binary"}
 
@@ -174,9 +173,9 @@ def schema_namer(owners: dict[type, str]) -> Callable[[Any], str]:
 def setup(app: web.Application, base: str, with_ui: bool) -> None:
     """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
     owners = {
-        type(model.response_schema): name
+        type(model.declaration.response_schema): name
         for name, model in app[keys.MODELS].items()
-        if model.response_schema is not None
+        if model.declaration.response_schema is not None
     }
     common: dict[str, Any] = {
         "title": TITLE,
@@ -192,10 +191,10 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
         **common,
     )
     openapi3.register(app, in_place=True)
-    app[OPENAPI3] = to_openapi3(openapi3.swagger_dict())
+    app[keys.OPENAPI3] = to_openapi3(openapi3.swagger_dict())
 
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(request.app[OPENAPI3])
+        return web.json_response(request.app[keys.OPENAPI3])
 
     app.router.add_get(f"{base}/openapi.json", openapi_json)
 

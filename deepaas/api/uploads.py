@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from deepaas import exceptions
-from deepaas.model.v2.wrapper import UploadedFile
+from deepaas.model.v2.types import UploadedFile
 
 CHUNK_SIZE = 256 * 1024
 
@@ -27,7 +27,8 @@ def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
 
 
 class Uploads:
-    """The temporary files of one request."""
+    """The temporary files of one request; ``with uploads:`` removes them at
+    the end of the block."""
 
     def __init__(self) -> None:
         self._directory: str | None = None
@@ -47,6 +48,12 @@ class Uploads:
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
+
+    def __enter__(self) -> Uploads:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
 
 
 async def read_multipart(

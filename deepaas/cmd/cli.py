@@ -29,10 +29,13 @@ from marshmallow import fields
 
 from deepaas import config, exceptions
 from deepaas.model import loading
-from deepaas.model.v2 import worker
 from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
-from deepaas.model.v2.pool import WorkerPool
-from deepaas.model.v2.wrapper import ModelWrapper, ReturnedFile, UploadedFile, jsonable
+from deepaas.model.v2.declaration import ModelDeclaration
+from deepaas.model.v2.encoding import jsonable
+from deepaas.model.v2.pool import LocalExecutor
+from deepaas.model.v2.protocol import Answer, Call
+from deepaas.model.v2.types import ReturnedFile, UploadedFile
+from deepaas.model.v2.worker import LoadedModel
 
 EXIT_OK, EXIT_MODEL_ERROR, EXIT_BAD_ARGUMENTS, EXIT_WORKER_DIED = 0, 1, 2, 3
 LOG = logging.getLogger("deepaas.cmd.cli")
@@ -115,7 +118,7 @@ def collect_arguments(
     return data
 
 
-def build_parser(wrapper: ModelWrapper | None) -> argparse.ArgumentParser:
+def build_parser(declaration: ModelDeclaration | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepaas-cli",
         description="Run a model's functions from the command line.",
@@ -134,12 +137,12 @@ def build_parser(wrapper: ModelWrapper | None) -> argparse.ArgumentParser:
             metavar="FILE",
             help="write the result to FILE instead of standard output",
         )
-        if wrapper is not None:
+        if declaration is not None:
             add_argument_options(
                 sub,
-                wrapper.predict_arguments
+                declaration.predict_arguments
                 if method == "predict"
-                else wrapper.train_arguments,
+                else declaration.train_arguments,
             )
     return parser
 
@@ -192,25 +195,26 @@ def choose_model(model_name: str | None) -> tuple[loading.ModelSpec, Any]:
 async def run_in_worker(
     spec: loading.ModelSpec, method: str | None, kwargs: dict[str, Any]
 ) -> Any:
-    pool = WorkerPool(spec, 1, warm=True)
-    await pool.start()
+    """Warm the model in a spawned worker (as the server does), then call it."""
+    executor = LocalExecutor(spec, 1, warm=True)
+    await executor.start()
     try:
-        return None if method is None else await pool.call(method, kwargs)
+        return None if method is None else await executor.call(method, kwargs)
     finally:
-        await pool.stop()
+        await executor.stop()
 
 
-def run_in_process(model: Any, method: str | None, kwargs: dict[str, Any]) -> Any:
-    if callable(getattr(model, "warm", None)):
-        model.warm()
+def run_in_process(
+    spec: loading.ModelSpec, model: Any, method: str | None, kwargs: dict[str, Any]
+) -> Any:
+    """Warm the model and call it right here, as a worker would."""
+    loaded = LoadedModel(spec.name, model, warm=True)
     if method is None:
         return None
-    status, value = worker.run_call(model, method, kwargs)
-    if status == "ok":
-        return value
-    raise exceptions.ModelCallError(
-        value["message"], exc_type=value["type"], traceback=value["traceback"]
-    )
+    reply = loaded.run(Call(method, kwargs))
+    if isinstance(reply, Answer):
+        return reply.value
+    raise reply.error.to_exception()
 
 
 def write_result(result: Any, output: str | None) -> None:
@@ -265,22 +269,22 @@ def _main(argv: list[str]) -> int:
         logging.getLogger("deepaas.model.v2.pool").setLevel(logging.CRITICAL)
     try:
         spec, model = choose_model(known.model_name)
-        wrapper = ModelWrapper(spec.name, model, executor=None)
+        declaration = ModelDeclaration.read(spec, model)
     except (UsageError, exceptions.ModelLoadError) as exc:
         print(f"deepaas-cli: {exc}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS if isinstance(exc, UsageError) else EXIT_MODEL_ERROR
-    args = build_parser(wrapper).parse_args(argv)
+    args = build_parser(declaration).parse_args(argv)
     if args.command == "get_metadata":
-        write_result(wrapper.metadata, None)
+        write_result(declaration.metadata, None)
         return EXIT_OK
-    return run_command(args, spec, model, wrapper, known.debug)
+    return run_command(args, spec, model, declaration, known.debug)
 
 
 def run_command(
     args: argparse.Namespace,
     spec: loading.ModelSpec,
     model: Any,
-    wrapper: ModelWrapper,
+    declaration: ModelDeclaration,
     debug: bool,
 ) -> int:
     method = None if args.command == "warm" else args.command
@@ -288,12 +292,12 @@ def run_command(
     try:
         kwargs: dict[str, Any] = {}
         if method is not None:
-            arguments = getattr(wrapper, f"{method}_arguments")
+            arguments = getattr(declaration, f"{method}_arguments")
             kwargs = arguments.load(collect_arguments(args, arguments, workdir))
         if args.deepaas_with_multiprocessing:
             result = asyncio.run(run_in_worker(spec, method, kwargs))
         else:
-            result = run_in_process(model, method, kwargs)
+            result = run_in_process(spec, model, method, kwargs)
         if method is None:
             write_result({"status": "warmed", "model": spec.name}, None)
         else:

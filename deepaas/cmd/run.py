@@ -13,7 +13,7 @@ from aiohttp import web
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
-from deepaas.api import access, build_models, get_app, keys, normalize_base_path
+from deepaas.api import access, get_app, keys, load_declarations, normalize_base_path
 
 LOG = logging.getLogger("deepaas.cmd.run")
 
@@ -71,13 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf = config.build_config(sys.argv[1:] if argv is None else argv)
     log.setup(conf)
     try:
-        models = build_models(conf)
-        app = get_app(conf, models=models)
+        declarations = load_declarations(conf)
+        app = get_app(conf, declarations=declarations)
     except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1
     base = normalize_base_path(conf.base_path)
-    lines = [f"deepaas serving {', '.join(models)} with {conf.workers} worker(s)"]
+    lines = [f"deepaas serving {', '.join(declarations)} with {conf.workers} worker(s)"]
     lines += _addresses(conf.listen_ip, conf.listen_port, base)
     if not conf.doc_endpoint:
         lines.pop()

@@ -9,7 +9,8 @@ from marshmallow import fields, validate
 from deepaas import exceptions
 from deepaas.model import loading
 from deepaas.model.v2.arguments import Arguments, normalize_field
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.model.v2.declaration import ModelDeclaration
+from deepaas.model.v2.encoding import prediction_body
 
 
 def test_module_entry_point_is_used_as_is(testmodels_installed):
@@ -56,7 +57,7 @@ def test_bad_models_stop_start_up_naming_the_model(
     monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
     with pytest.raises(exceptions.ModelLoadError) as info:
         spec, model = loading.load_models(name)[name]
-        ModelWrapper(name, model, executor=None)
+        ModelDeclaration.read(spec, model)
     assert text in info.value.message
     assert name in info.value.message
 
@@ -97,18 +98,18 @@ def test_plain_dict_declaration_types_from_default():
 
 
 def test_metadata_fallback_without_get_metadata(testmodels_installed):
-    _, model = loading.load_models("minimal")["minimal"]
-    wrapper = ModelWrapper("minimal", model, executor=None)
-    assert wrapper.metadata["id"] == wrapper.metadata["name"] == "minimal"
-    assert wrapper.predict_arguments.fields == {}
-    assert wrapper.response_schema is None
+    spec, model = loading.load_models("minimal")["minimal"]
+    declaration = ModelDeclaration.read(spec, model)
+    assert declaration.metadata["id"] == declaration.metadata["name"] == "minimal"
+    assert declaration.predict_arguments.fields == {}
+    assert declaration.response_schema is None
 
 
 def test_dict_schema_becomes_model_prediction_response(testmodels_installed):
-    _, model = loading.load_models("class-model")["class-model"]
-    wrapper = ModelWrapper("class-model", model, executor=None)
-    assert type(wrapper.response_schema).__name__ == "ModelPredictionResponse"
+    spec, model = loading.load_models("class-model")["class-model"]
+    schema = ModelDeclaration.read(spec, model).response_schema
+    assert type(schema).__name__ == "ModelPredictionResponse"
     with pytest.raises(exceptions.InvalidResponse):
-        wrapper.prediction_body({"status": 1})
+        prediction_body("class-model", schema, {"status": 1})
     with pytest.raises(exceptions.InvalidResponse):
-        wrapper.prediction_body("a string")
+        prediction_body("class-model", schema, "a string")

@@ -12,8 +12,8 @@ import pytest
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.pool import WorkerPool
-from deepaas.model.v2.wrapper import EncodedJSON
+from deepaas.model.v2.pool import LocalExecutor
+from deepaas.model.v2.types import EncodedJSON
 from tests import helpers
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
@@ -21,7 +21,7 @@ FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
 
 @pytest.fixture
 async def pool(testmodels_installed):
-    pool = WorkerPool(FAILING, size=2)
+    pool = LocalExecutor(FAILING, size=2)
     await pool.start()
     yield pool
     await pool.stop()
@@ -101,7 +101,7 @@ async def test_cancelling_a_call_kills_its_worker(pool):
 
 
 async def test_stop_leaves_no_process(testmodels_installed):
-    pool = WorkerPool(FAILING, size=2)
+    pool = LocalExecutor(FAILING, size=2)
     await pool.start()
     pids = pool.pids()
     pending = asyncio.ensure_future(
@@ -117,7 +117,7 @@ async def test_stop_leaves_no_process(testmodels_installed):
 
 
 async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
-    pool = WorkerPool(FAILING, size=1)
+    pool = LocalExecutor(FAILING, size=1)
     await pool.start()
     busy = asyncio.ensure_future(
         pool.call("predict", ok_args(mode="sleep", seconds=60))
@@ -133,7 +133,7 @@ async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
 
 async def test_warm_failure_is_a_load_error(model_sites, monkeypatch):
     monkeypatch.syspath_prepend(str(model_sites["broken"]))
-    pool = WorkerPool(ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1)
+    pool = LocalExecutor(ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1)
     with pytest.raises(exceptions.ModelLoadError) as info:
         await pool.start()
     assert "weights file missing" in info.value.message
@@ -143,7 +143,7 @@ async def test_warm_failure_is_a_load_error(model_sites, monkeypatch):
 
 async def test_nowarm_skips_warm(model_sites, monkeypatch):
     monkeypatch.syspath_prepend(str(model_sites["broken"]))
-    pool = WorkerPool(
+    pool = LocalExecutor(
         ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1, warm=False
     )
     await pool.start()
@@ -180,7 +180,7 @@ async def test_worker_finishes_json_predictions(pool):
 
 
 async def test_worker_reports_a_response_that_fails_the_schema(testmodels_installed):
-    pool = WorkerPool(
+    pool = LocalExecutor(
         ModelSpec("class-model", "deepaas_testmodels.class_model:ClassModel")
     )
     await pool.start()

@@ -19,7 +19,7 @@ def describe(base: str, model: ModelWrapper) -> dict[str, Any]:
         "name": model.name,
         "links": [{"rel": "self", "href": f"{base}/v2/models/{model.name}"}],
     }
-    body.update(model.metadata)
+    body.update(model.declaration.metadata)
     return body
 
 

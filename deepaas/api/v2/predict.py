@@ -9,17 +9,10 @@ import aiohttp_apigami
 from aiohttp import web
 
 from deepaas.api import keys, routing
-from deepaas.api.parser import UPLOADS
-from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import responses
-from deepaas.model.v2.wrapper import (
-    JSON_MEDIA_TYPES,
-    EncodedJSON,
-    ModelWrapper,
-    ReturnedFile,
-    dumps,
-    is_raw_result,
-)
+from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
+from deepaas.model.v2.types import EncodedJSON, ReturnedFile
+from deepaas.model.v2.wrapper import ModelWrapper
 
 ERRORS = {
     406: {"description": "No acceptable media type", "schema": responses.Error},
@@ -35,10 +28,11 @@ ERRORS = {
 }
 
 
-def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
-    """A non-JSON answer for a file or bytes result; None for JSON results."""
-    if not is_raw_result(result, accept):
-        return None
+def prediction_response(result: Any, accept: str | None) -> web.StreamResponse:
+    """The answer for a finished prediction: JSON the worker encoded, or a
+    file, bytes or text sent as they are."""
+    if isinstance(result, EncodedJSON):
+        return web.Response(body=result.data, content_type="application/json")
     if isinstance(result, ReturnedFile):
         content_type = (
             accept
@@ -55,36 +49,32 @@ def raw_response(result: Any, accept: str | None) -> web.StreamResponse | None:
             else "application/octet-stream"
         )
         return web.Response(body=bytes(result), headers={"Content-Type": content_type})
-    # text answering a non-JSON accept (is_raw_result guarantees both)
+    if not isinstance(result, str):
+        raise TypeError(f"unfinished prediction: a {type(result).__name__}")
+    # text answering a non-JSON accept (encoding.is_raw_result says so)
     return web.Response(text=result, headers={"Content-Type": str(accept)})
 
 
 def make_handler(
     model: ModelWrapper, timeout: float | None, queue_timeout: float | None
 ) -> Any:
-    arguments = model.predict_arguments
-    accept_choices = model.accept_choices
+    declaration = model.declaration
+    arguments = declaration.predict_arguments
+    accept_choices = declaration.accept_choices
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
 
     async def predict(request: web.Request) -> web.StreamResponse:
-        uploads = request[UPLOADS] = Uploads()
-        try:
-            kwargs = await request.app[keys.PARSER].parse_arguments(request, arguments)
+        parser = request.app[keys.PARSER]
+        kwargs, uploads = await parser.parse_arguments(request, arguments)
+        with uploads:
             result = await model.predict(
                 kwargs, timeout=timeout, queue_timeout=queue_timeout
             )
-        finally:
-            uploads.cleanup()
-        if isinstance(result, EncodedJSON):  # validated and encoded by the worker
-            return web.Response(body=result.data, content_type="application/json")
-        raw = raw_response(result, kwargs.get("accept"))
-        if raw is not None:
-            return raw
-        return web.json_response(model.prediction_body(result), dumps=dumps)
+        return prediction_response(result, kwargs.get("accept"))
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(
-        model.response_schema or responses.WrappedPrediction(),
+        declaration.response_schema or responses.WrappedPrediction(),
         200,
         description="The prediction",
     )(handler)

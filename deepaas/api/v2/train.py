@@ -10,8 +10,6 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from deepaas.api import keys, routing
-from deepaas.api.parser import UPLOADS
-from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
 
@@ -19,15 +17,12 @@ NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Error}
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
-    arguments = model.train_arguments
+    arguments = model.declaration.train_arguments
 
     async def start_training(request: web.Request) -> web.Response:
-        uploads = request[UPLOADS] = Uploads()
-        try:
-            kwargs = await request.app[keys.PARSER].parse_arguments(request, arguments)
-        except BaseException:
-            uploads.cleanup()
-            raise
+        parser = request.app[keys.PARSER]
+        kwargs, uploads = await parser.parse_arguments(request, arguments)
+        # The runner removes the uploads once the training has ended.
         training = request.app[keys.TRAININGS].start(
             model.name,
             kwargs,

@@ -1,8 +1,9 @@
 """The interface every executor offers: where model calls actually run.
 
-The local spawned-process pool (``deepaas.model.v2.pool``) is the default; a
-cluster-backed executor implements the same methods. Cancelling the task that
-awaits ``call`` cancels the call itself.
+The local spawned-process pool (``deepaas.model.v2.pool.LocalExecutor``) is the
+default; a cluster-backed executor implements the same methods and speaks the
+same messages (``deepaas.model.v2.protocol``) to its workers. Cancelling the
+task that awaits ``call`` cancels the call itself.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class Executor(abc.ABC):
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
 
-        With ``finish_prediction`` a JSON prediction may come back already
-        validated against the response schema and encoded (``EncodedJSON``);
-        an executor that does not do this returns the raw result.
+        With ``finish_prediction`` the result comes back as the client gets
+        it: a JSON prediction validated against the response schema and
+        encoded (``EncodedJSON``), anything else raw (a ``ReturnedFile``,
+        bytes, or text for a non-JSON ``accept``).
 
         ``queue_timeout`` bounds the wait for a free worker (``NoFreeWorker``),
         ``timeout`` the call itself (``CallTimedOut``, the worker is stopped);

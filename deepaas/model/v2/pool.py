@@ -3,18 +3,39 @@
 Each worker loads the model entry point itself (spawned, not forked, so CUDA and
 TensorFlow start clean), warms it once, then runs calls one at a time. The
 event loop talks to workers over sockets it reads asynchronously, so it never
-blocks on a call. A worker that dies mid-call fails only that call and is
-replaced; cancelling a call kills its worker, which is replaced too.
+blocks on a call, and dispatch happens in callbacks: when a worker's reply
+arrives, the next queued call is written to it in the same callback, so a busy
+pool's workers never wait for the event loop to come round to them.
 
-Dispatch happens in callbacks: when a worker's answer arrives, the next queued
-call is written to it in the same callback, so a busy pool's workers never wait
-for the event loop to come round to them.
+The life of one call (a ``PendingCall``)::
+
+    call() ─► QUEUED ── a worker is idle, or frees up ──► RUNNING
+                │                                          │
+                │ queue time-out: NoFreeWorker             │ reply: its result,
+                │ caller cancelled: skipped when dequeued  │   or the model's error
+                │ pool stopped: PoolClosed                 │ time limit: CallTimedOut
+                ▼                                          │ caller cancelled
+              SETTLED ◄────────────────────────────────────┘ worker died: WorkerDied
+                                                             pool stopped: PoolClosed
+
+``call`` creates it and hands it to ``_dispatch``; ``_run_on`` moves it to
+RUNNING on a worker; ``_on_reply`` settles it and frees the worker for the next
+queued call. Everything that cuts a call short goes through ``_abandon``
+(time limit, cancellation) or ``_on_worker_lost`` (the worker died); either way
+the worker is killed if need be and ``_replace``-d by a fresh one.
+
+The life of one worker (a ``WorkerProcess``)::
+
+    STARTING ──Ready──► IDLE ◄──reply──► BUSY
+       │                  │               │
+       └── Failure ───────┴── killed, died or stopped ──► RETIRED
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import multiprocessing
 import socket
@@ -23,8 +44,10 @@ from typing import Any
 
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import worker as worker_main
+from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import Executor, Health
+from deepaas.model.v2.protocol import Answer, Call, Failure, Ready
+from deepaas.model.v2.worker import run_worker
 
 LOG = logging.getLogger(__name__)
 
@@ -32,62 +55,74 @@ STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
 RESTART_DELAYS = (0.5, 1, 2, 5, 10, 30)  # back-off when a replacement fails
 
 
-def _call_error(method: str, details: dict[str, Any]) -> exceptions.ModelCallError:
-    kind = details.get("kind")
-    common = {"exc_type": details["type"], "traceback": details.get("traceback", "")}
-    if kind == "invalid_response":
-        return exceptions.ModelCallError(details["message"], **common)
-    if kind == "not_implemented":
-        return exceptions.NotImplementedByModel(details["message"], **common)
-    if kind == "http":
-        return exceptions.ModelCallError(
-            details["message"],
-            status=details["status"],
-            reason=details.get("reason"),
-            **common,
-        )
-    return exceptions.ModelCallError(
-        f"{details['type']}: {details['message']}"
-        if details["type"] not in details["message"]
-        else details["message"],
-        **common,
-    )
+class CallState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SETTLED = "settled"
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RETIRED = "retired"
+
+
+class PendingCall:
+    """One call: its encoded request, its caller's future, where it runs."""
+
+    __slots__ = ("method", "frame", "future", "time_limit", "worker", "timer", "state")
+
+    def __init__(
+        self,
+        method: str,
+        frame: bytes,
+        future: asyncio.Future[Any],
+        time_limit: float | None,
+    ) -> None:
+        self.method = method
+        self.frame = frame
+        self.future = future
+        self.time_limit = time_limit
+        self.worker: WorkerProcess | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.state = CallState.QUEUED
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Give the caller its answer (once) and stop the call's timer."""
+        self.state = CallState.SETTLED
+        self.cancel_timer()
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class Channel(asyncio.Protocol):
-    """The server's end of a worker socket: frames in, messages to a callback."""
+    """The server's end of a worker socket: frames in, messages to its worker."""
 
-    def __init__(self, owner: WorkerProcess) -> None:
-        self.owner = owner
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._frames = protocol.FrameReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.owner.attach(self)
 
     def data_received(self, data: bytes) -> None:
-        header = worker_main.HEADER
-        if not self._buffer and len(data) >= header.size:
-            # The usual case, exactly one whole frame: decode it without copies.
-            if header.size + header.unpack_from(data)[0] == len(data):
-                self.owner.on_message(
-                    worker_main.decode(memoryview(data)[header.size :])
-                )
-                return
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= header.size:
-            end = header.size + header.unpack_from(buffer)[0]
-            if len(buffer) < end:
-                break
-            message = worker_main.decode(bytes(buffer[header.size : end]))
-            del buffer[:end]
-            self.owner.on_message(message)
+        for message in self._frames.feed(data):
+            self.worker.on_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.on_closed()
+        self.worker.on_closed()
 
     def send(self, frame: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -98,51 +133,24 @@ class Channel(asyncio.Protocol):
             self.transport.close()
 
 
-class Job:
-    """One call: its encoded request, its result, and where it runs."""
-
-    __slots__ = ("method", "frame", "future", "worker", "timeout", "timer")
-
-    def __init__(
-        self,
-        method: str,
-        frame: bytes,
-        future: asyncio.Future[Any],
-        timeout: float | None,
-    ) -> None:
-        self.method = method
-        self.frame = frame
-        self.future = future
-        self.timeout = timeout
-        self.worker: WorkerProcess | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Give the caller its answer (once) and stop the job's timer."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.future.done():
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(result)
-
-
 class WorkerProcess:
     """One spawned worker and the socket to it."""
 
-    def __init__(self, spec: ModelSpec, pool: WorkerPool) -> None:
+    def __init__(self, spec: ModelSpec, pool: LocalExecutor) -> None:
         self.spec = spec
         self.pool = pool
+        self.state = WorkerState.STARTING
         self.process: BaseProcess | None = None
         self.pid: int | None = None
-        self.job: Job | None = None
-        self.ready = False  # loaded and warmed the model
-        self.retired = False  # stopped on purpose: its closing is expected
+        self.call: PendingCall | None = None  # the call it runs, when BUSY
         self._channel: Channel | None = None
-        self._started: asyncio.Future[Any] | None = None
+        self._greeting: asyncio.Future[Ready | Failure | None] | None = None
+        self._ended: asyncio.Future[None] | None = None
+
+    @property
+    def retired(self) -> bool:
+        """Stopped on purpose or dead: its socket closing is expected."""
+        return self.state is WorkerState.RETIRED
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -150,11 +158,11 @@ class WorkerProcess:
     async def start(self) -> None:
         """Spawn the process and wait until it has loaded and warmed the model."""
         loop = asyncio.get_running_loop()
-        self._started = loop.create_future()
+        self._greeting = loop.create_future()
         ours, theirs = socket.socketpair()
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(
-            target=worker_main.main,
+            target=run_worker,
             args=(
                 theirs,
                 self.spec,
@@ -169,74 +177,68 @@ class WorkerProcess:
         finally:
             theirs.close()
         self.pid = self.process.pid
-        await loop.create_connection(lambda: Channel(self), sock=ours)
-        message = await self._started
-        if message is None:
+        _, self._channel = await loop.create_connection(
+            lambda: Channel(self), sock=ours
+        )
+        greeting = await self._greeting
+        if greeting is None:
             exitcode = await self.wait()
             raise exceptions.ModelLoadError(
                 f"Worker for model {self.spec.name!r} died while loading it "
                 f"({exceptions.describe_exit(exitcode)})."
             )
-        status, details = message
-        if status != "ready":
+        if isinstance(greeting, Failure):
             await self.wait()
-            raise exceptions.ModelLoadError(
-                f"Worker for model {self.spec.name!r} could not load and warm it: "
-                f"{details['type']}: {details['message']}"
-            )
-        self.ready = True
+            raise greeting.error.to_load_error(self.spec.name)
+        self.state = WorkerState.IDLE
 
-    def run(self, job: Job) -> None:
-        """Send ``job`` to this (idle) worker."""
+    def run(self, call: PendingCall) -> None:
+        """Send ``call`` to this (idle) worker."""
         assert self._channel is not None
-        job.worker = self
-        self.job = job
-        self._channel.send(job.frame)
+        self.state = WorkerState.BUSY
+        call.worker = self
+        self.call = call
+        self._channel.send(call.frame)
 
-    def on_message(self, message: Any) -> None:
-        if self._started is not None and not self._started.done():
-            self._started.set_result(message)
+    def on_message(self, message: protocol.Message) -> None:
+        if self._greeting is not None and not self._greeting.done():
+            assert isinstance(message, Ready | Failure)
+            self._greeting.set_result(message)
             return
-        job, self.job = self.job, None
-        if job is not None:
-            status, value = message
-            if status == "ok":
-                job.settle(value)
-            else:
-                job.settle(error=_call_error(job.method, value))
-        self.pool.worker_free(self)
+        assert isinstance(message, Answer | Failure)
+        self.pool.on_reply(self, message)
 
     def on_closed(self) -> None:
-        if self._started is not None and not self._started.done():
-            self._started.set_result(None)
+        if self._greeting is not None and not self._greeting.done():
+            self._greeting.set_result(None)
             return
-        self.pool.worker_closed(self)
-
-    def attach(self, channel: Channel) -> None:
-        self._channel = channel
+        self.pool.on_worker_lost(self)
 
     async def wait(self, timeout: float = STOP_GRACE) -> int | None:
-        """Wait (without blocking the loop) for the process to end; its exit code."""
+        """Wait (without blocking the loop) for the process to end; its exit code.
+
+        Every waiter shares one watch of the process' sentinel.
+        """
         process = self.process
         if process is None:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if process.exitcode is None:
-            ended = loop.create_future()
+            if self._ended is None:
+                self._ended = ended = loop.create_future()
+                sentinel = process.sentinel
 
-            def on_exit() -> None:
-                # the sentinel stays readable: only the first call counts
-                if not ended.done():
-                    ended.set_result(None)
+                def on_exit() -> None:
+                    loop.remove_reader(sentinel)
+                    if not ended.done():
+                        ended.set_result(None)
 
-            loop.add_reader(process.sentinel, on_exit)
+                loop.add_reader(sentinel, on_exit)
             try:
-                await asyncio.wait_for(ended, timeout)
+                await asyncio.wait_for(asyncio.shield(self._ended), timeout)
             except TimeoutError:
                 pass
-            finally:
-                loop.remove_reader(process.sentinel)
         # The sentinel closes while the process exits, a moment before the
         # kernel lets it be reaped: poll for the exit code until then.
         while process.exitcode is None and loop.time() < deadline:
@@ -250,7 +252,7 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """Close the socket (the worker exits when idle), kill it if it lingers."""
-        self.retired = True
+        self.state = WorkerState.RETIRED
         if self._channel is not None:
             self._channel.close()
         if self.pid is None:
@@ -260,8 +262,8 @@ class WorkerProcess:
             await self.wait()
 
 
-class WorkerPool(Executor):
-    """``size`` workers for one model, shared by predict and train calls."""
+class LocalExecutor(Executor):
+    """``size`` spawned workers for one model, shared by predict and train."""
 
     def __init__(
         self,
@@ -277,20 +279,17 @@ class WorkerPool(Executor):
         self.warm = warm
         self.log_level = log_level or logging.getLogger().getEffectiveLevel()
         self.log_format = log_format
-        self._workers: set[WorkerProcess] = set()
+        self._workers: set[WorkerProcess] = set()  # STARTING, IDLE or BUSY
         self._idle: list[WorkerProcess] = []
         self._busy: set[WorkerProcess] = set()
-        self._pending: collections.deque[Job] = collections.deque()
-        self._replacing: set[asyncio.Task[None]] = set()
-        self._dying: set[WorkerProcess] = set()  # stopped, not yet reaped
+        self._queue: collections.deque[PendingCall] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()  # replacements, reports
+        self._dying: set[WorkerProcess] = set()  # retired, not yet reaped
         self._restarts = 0
         self._closed = False
 
-    def _new_worker(self) -> WorkerProcess:
-        return WorkerProcess(self.spec, self)
-
     async def start(self) -> None:
-        workers = [self._new_worker() for _ in range(self.size)]
+        workers = [WorkerProcess(self.spec, self) for _ in range(self.size)]
         self._workers.update(workers)
         results = await asyncio.gather(
             *(w.start() for w in workers), return_exceptions=True
@@ -300,13 +299,15 @@ class WorkerPool(Executor):
             await self.stop()
             raise failures[0]
         for w in workers:
-            self.worker_free(w)
+            self._worker_free(w)
         LOG.info(
             "Model %r: %d worker(s) ready (pids %s)",
             self.spec.name,
             len(workers),
             ", ".join(str(w.pid) for w in workers),
         )
+
+    # -- one call, from call() to its answer ---------------------------------
 
     async def call(
         self,
@@ -320,135 +321,164 @@ class WorkerPool(Executor):
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
+        message = Call(
+            method,
+            kwargs,
+            log_path=log_path,
+            finish_prediction=finish_prediction,
+            request_id=log.REQUEST_ID.get(),
+        )
         loop = asyncio.get_running_loop()
-        options = {
-            "log": log_path,
-            "finish": finish_prediction,
-            "request_id": log.REQUEST_ID.get(),
-        }
-        frame = worker_main.encode((method, kwargs, options))
-        job = Job(method, frame, loop.create_future(), timeout)
-        if self._idle:
-            self._run(self._idle.pop(), job)
-        else:
-            self._pending.append(job)
-            if queue_timeout is not None:
-                job.timer = loop.call_later(
-                    queue_timeout, self._expire, job, queue_timeout
-                )
+        pending = PendingCall(
+            method, protocol.encode(message), loop.create_future(), timeout
+        )
+        self._dispatch(pending, queue_timeout)
         try:
-            return await job.future
+            return await pending.future
         except asyncio.CancelledError:
-            self._abandon(job, "cancelled")
+            self._abandon(pending, "cancelled")
             raise
 
-    def _run(self, worker: WorkerProcess, job: Job) -> None:
-        if job.timer is not None:  # it waited for a worker: that wait is over
-            job.timer.cancel()
-            job.timer = None
-        self._busy.add(worker)
-        worker.run(job)
-        if job.timeout is not None:
-            job.timer = asyncio.get_running_loop().call_later(
-                job.timeout, self._time_out, job
+    def _dispatch(self, pending: PendingCall, queue_timeout: float | None) -> None:
+        """QUEUED: run it on an idle worker at once, or wait for one."""
+        if self._idle:
+            self._run_on(self._idle.pop(), pending)
+            return
+        self._queue.append(pending)
+        if queue_timeout is not None:
+            pending.timer = asyncio.get_running_loop().call_later(
+                queue_timeout, self._on_queue_timeout, pending, queue_timeout
             )
 
-    def worker_free(self, worker: WorkerProcess) -> None:
-        """A worker finished its call (or started): give it the next one now."""
+    def _run_on(self, worker: WorkerProcess, pending: PendingCall) -> None:
+        """QUEUED -> RUNNING: the call goes to ``worker``, its time limit starts."""
+        pending.cancel_timer()  # a wait for a worker, if it had one, is over
+        pending.state = CallState.RUNNING
+        self._busy.add(worker)
+        worker.run(pending)
+        if pending.time_limit is not None:
+            pending.timer = asyncio.get_running_loop().call_later(
+                pending.time_limit, self._on_time_limit, pending
+            )
+
+    def on_reply(self, worker: WorkerProcess, reply: Answer | Failure) -> None:
+        """RUNNING -> SETTLED: the worker answered; it takes the next call."""
+        pending, worker.call = worker.call, None
+        if pending is not None:
+            if isinstance(reply, Answer):
+                pending.settle(reply.value)
+            else:
+                pending.settle(error=reply.error.to_exception())
+        self._worker_free(worker)
+
+    def _worker_free(self, worker: WorkerProcess) -> None:
+        """A worker is ready for a call: give it the next queued one, or idle."""
         self._busy.discard(worker)
         if self._closed or worker.retired:
             return
-        while self._pending:
-            job = self._pending.popleft()
-            if not job.future.done():  # skip calls cancelled while waiting
-                self._run(worker, job)
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():  # skip calls given up while queued
+                self._run_on(worker, pending)
                 return
+        worker.state = WorkerState.IDLE
         self._idle.append(worker)
 
-    def worker_closed(self, worker: WorkerProcess) -> None:
-        """A worker's socket closed: expected if retired, else it died."""
-        if worker.retired:
-            return
-        job, worker.job = worker.job, None
-        self._busy.discard(worker)
-        if worker in self._idle:
-            self._idle.remove(worker)
-        self._replace(worker)
-        if job is not None and not job.future.done():
-            self._track(self._report_death(worker, job))
-        elif not self._closed:
-            LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
+    # -- what cuts a call short ----------------------------------------------
 
-    async def _report_death(self, worker: WorkerProcess, job: Job) -> None:
-        exitcode = await worker.wait()
-        if self._closed:
-            job.settle(error=exceptions.PoolClosed("The server is shutting down."))
-            return
-        error = exceptions.WorkerDied(exitcode, job.method)
-        LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
-        job.settle(error=error)
-
-    def _expire(self, job: Job, seconds: float) -> None:
+    def _on_queue_timeout(self, pending: PendingCall, seconds: float) -> None:
         """No worker became free within the caller's queue time-out."""
-        job.timer = None
-        if job.worker is None:
-            job.settle(error=exceptions.NoFreeWorker(seconds))
+        pending.timer = None
+        if pending.state is CallState.QUEUED:
+            pending.settle(error=exceptions.NoFreeWorker(seconds))
 
-    def _time_out(self, job: Job) -> None:
-        """A call ran past its time limit: stop its worker."""
-        job.timer = None
+    def _on_time_limit(self, pending: PendingCall) -> None:
+        """A call ran past its time limit: its worker is stopped."""
+        pending.timer = None
         LOG.warning(
             "Model %r: %s() exceeded %gs; stopping worker %s",
             self.spec.name,
-            job.method,
-            job.timeout,
-            job.worker.pid if job.worker else None,
+            pending.method,
+            pending.time_limit,
+            pending.worker.pid if pending.worker else None,
         )
-        job.settle(error=exceptions.CallTimedOut(job.method, job.timeout or 0))
-        self._abandon(job, "timed out")
+        seconds = pending.time_limit or 0
+        pending.settle(error=exceptions.CallTimedOut(pending.method, seconds))
+        self._abandon(pending, "timed out")
 
-    def _abandon(self, job: Job, why: str) -> None:
-        """The caller gave up on ``job``: if it runs, its worker is stopped."""
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
-        worker = job.worker
-        if worker is None or worker.job is not job:
+    def _abandon(self, pending: PendingCall, why: str) -> None:
+        """The caller gave up on a call: if it runs, its worker is replaced."""
+        pending.cancel_timer()
+        worker = pending.worker
+        if worker is None or worker.call is not pending:
             return  # still queued (it will be skipped) or already answered
         LOG.info(
             "Model %r: stopping worker %s: its %s() call was %s",
             self.spec.name,
             worker.pid,
-            job.method,
+            pending.method,
             why,
         )
-        worker.job = None
-        worker.retired = True
+        worker.call = None
         self._busy.discard(worker)
-        worker.kill()
         self._replace(worker)
+        worker.kill()
+
+    def on_worker_lost(self, worker: WorkerProcess) -> None:
+        """A worker's socket closed: expected if retired, else it died."""
+        if worker.retired:
+            return
+        pending, worker.call = worker.call, None
+        self._busy.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        self._replace(worker)
+        if pending is not None and not pending.future.done():
+            self._track(self._report_death(worker, pending))
+        elif not self._closed:
+            LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
+
+    async def _report_death(self, worker: WorkerProcess, pending: PendingCall) -> None:
+        """Fail the call its worker died in, naming how the worker ended."""
+        try:
+            exitcode = await worker.wait()
+        except asyncio.CancelledError:  # the pool stops
+            pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            raise
+        if self._closed:
+            pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            return
+        error = exceptions.WorkerDied(exitcode, pending.method)
+        LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
+        pending.settle(error=error)
+
+    # -- replacing workers ---------------------------------------------------
 
     def _track(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _replace(self, dead: WorkerProcess) -> None:
-        dead.retired = True
-        self._workers.discard(dead)
-        self._dying.add(dead)
+    def _replace(self, retired: WorkerProcess) -> None:
+        """Retire a worker and start a fresh one in its place."""
+        retired.state = WorkerState.RETIRED
+        self._workers.discard(retired)
+        self._dying.add(retired)
         self._restarts += 1
+        self._track(self._reap(retired))
         if not self._closed:
-            self._track(self._start_replacement(dead))
+            self._track(self._start_replacement())
 
-    async def _start_replacement(self, dead: WorkerProcess) -> None:
-        await dead.stop()
-        self._dying.discard(dead)
+    async def _reap(self, retired: WorkerProcess) -> None:
+        await retired.stop()
+        self._dying.discard(retired)
+
+    async def _start_replacement(self) -> None:
         for attempt, delay in enumerate((0, *RESTART_DELAYS)):
             await asyncio.sleep(delay)
             if self._closed:
                 return
-            worker = self._new_worker()
+            worker = WorkerProcess(self.spec, self)
             self._workers.add(worker)
             try:
                 await worker.start()
@@ -465,14 +495,20 @@ class WorkerPool(Executor):
                 await worker.stop()
                 return
             LOG.info("Model %r: worker %s started", self.spec.name, worker.pid)
-            self.worker_free(worker)
+            self._worker_free(worker)
             return
         LOG.critical("Model %r: giving up replacing a worker", self.spec.name)
+
+    # -- the pool as a whole -------------------------------------------------
 
     def health(self) -> Health:
         return Health(
             size=self.size,
-            alive=sum(1 for w in self._workers if w.ready and w.is_alive()),
+            alive=sum(
+                1
+                for w in self._workers
+                if w.state is not WorkerState.STARTING and w.is_alive()
+            ),
             busy=len(self._busy),
             restarts=self._restarts,
         )
@@ -483,16 +519,16 @@ class WorkerPool(Executor):
 
     async def stop(self) -> None:
         self._closed = True
-        for task in list(self._replacing):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._replacing, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         closed = exceptions.PoolClosed("The server is shutting down.")
-        while self._pending:
-            self._pending.popleft().settle(error=closed)
+        while self._queue:
+            self._queue.popleft().settle(error=closed)
         for worker in list(self._busy):
-            if worker.job is not None:
-                worker.job.settle(error=closed)
-            worker.retired = True
+            if worker.call is not None:
+                worker.call.settle(error=closed)
+            worker.state = WorkerState.RETIRED
             worker.kill()
         await asyncio.gather(
             *(w.stop() for w in self._workers | self._dying), return_exceptions=True

@@ -1,12 +1,10 @@
 """The code a spawned worker process runs.
 
-A worker loads the model entry point itself, warms it, then answers one call at
-a time over a socket: a request is ``(method, kwargs, options)``, an answer is
-``("ok", result)`` or ``("error", details)``. Frames are an 8-byte big-endian
-length followed by a pickle. With ``options["log"]`` the call's standard output,
-standard error and logging go to that file. A worker ends when its socket
-closes or its parent process dies. This module imports nothing from the server
-side.
+A worker loads the model entry point itself, warms it, says ``Ready``, then
+answers one ``Call`` at a time over its socket (``deepaas.model.v2.protocol``).
+A worker ends when its socket closes or its parent process dies. It imports
+the model layer only: the protocol, the value types and the encoding of
+results, never the server (aiohttp included).
 """
 
 from __future__ import annotations
@@ -16,95 +14,22 @@ import ctypes
 import io
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from deepaas import log
-from deepaas.exceptions import InvalidResponse
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.wrapper import ReturnedFile, finish_prediction, response_schema_of
+from deepaas.model.v2 import protocol
+from deepaas.model.v2.encoding import finish_prediction, response_schema_of
+from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, WorkerError
+from deepaas.model.v2.types import ReturnedFile
 
-HEADER = struct.Struct("!Q")
 LOG = logging.getLogger(__name__)
-
-
-def encode(message: Any) -> bytes:
-    """One frame carrying ``message``."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(payload)) + payload
-
-
-def decode(payload: bytes | memoryview) -> Any:
-    """The message carried by a frame's payload."""
-    return pickle.loads(payload)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def receive(sock: socket.socket) -> Any:
-    """Block until a frame arrives and return its message; None at EOF.
-
-    The server sends one frame and waits for the answer, so a single recv
-    usually brings the whole frame.
-    """
-    first = sock.recv(1 << 16)
-    if len(first) < HEADER.size:
-        rest = _recv_exactly(sock, HEADER.size - len(first)) if first else None
-        if rest is None:
-            return None
-        first += rest
-    size = HEADER.unpack_from(first)[0]
-    payload = first[HEADER.size :]
-    if len(payload) < size:
-        rest = _recv_exactly(sock, size - len(payload))
-        if rest is None:
-            return None
-        payload += rest
-    return decode(payload)
-
-
-def describe_exception(exc: BaseException, method: str) -> dict[str, Any]:
-    """What the server needs to know about an exception the model raised."""
-    details: dict[str, Any] = {
-        "type": type(exc).__name__,
-        "message": str(exc) or type(exc).__name__,
-        "traceback": traceback.format_exc(),
-        "kind": "error",
-    }
-    if isinstance(exc, NotImplementedError):
-        details["kind"] = "not_implemented"
-        details["message"] = str(exc) or f"The model does not implement {method}()."
-    elif _is_http_exception(exc):
-        # aiohttp is not imported here: recognise its exceptions by class.
-        details["kind"] = "http"
-        details["status"] = int(exc.status_code)  # type: ignore[attr-defined]
-        details["reason"] = str(getattr(exc, "reason", ""))
-        details["message"] = str(getattr(exc, "text", None) or details["reason"])
-    return details
-
-
-def _is_http_exception(exc: BaseException) -> bool:
-    return any(
-        cls.__name__ == "HTTPException" and cls.__module__.startswith("aiohttp")
-        for cls in type(exc).__mro__
-    )
 
 
 def portable(result: Any) -> Any:
@@ -125,13 +50,13 @@ def portable(result: Any) -> Any:
     return result
 
 
-def encode_answer(answer: tuple[str, Any]) -> bytes:
-    """The frame of an answer; a result that does not pickle goes as its str()."""
+def encode_reply(reply: Answer | Failure) -> bytes:
+    """The frame of a reply; a result that does not pickle goes as its str()."""
     try:
-        return encode(answer)
+        return protocol.encode(reply)
     except Exception:
-        status, value = answer
-        return encode((status, str(value)))
+        assert isinstance(reply, Answer)  # a WorkerError is plain data
+        return protocol.encode(Answer(str(reply.value)))
 
 
 @contextlib.contextmanager
@@ -175,31 +100,47 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_call(
-    model: Any, method: str, kwargs: dict[str, Any], log: str | None = None
-) -> tuple[str, Any]:
-    """Call ``model.<method>(**kwargs)``; return the answer to send."""
-    function = getattr(model, method, None)
-    if function is None:
-        return "error", {
-            "type": "NotImplementedError",
-            "message": f"The model does not implement {method}().",
-            "traceback": "",
-            "kind": "not_implemented",
-        }
-    try:
-        if log is None:
-            return "ok", portable(function(**kwargs))
-        with output_to(log):
-            return "ok", portable(function(**kwargs))
-    except Exception as exc:
-        # The server (or the CLI) reports the failure once; the traceback is
-        # for whoever runs with debug logging.
-        LOG.debug("%s() raised", method, exc_info=True)
-        return "error", describe_exception(exc, method)
+class LoadedModel:
+    """A model object in the process that runs its calls."""
+
+    def __init__(self, name: str, model: Any, *, warm: bool) -> None:
+        self.name = name
+        self.model = model
+        self.response_schema = response_schema_of(name, model)
+        if warm and callable(getattr(model, "warm", None)):
+            model.warm()
+
+    @classmethod
+    def load(cls, spec: ModelSpec, *, warm: bool) -> LoadedModel:
+        """Import the model from its entry point, then warm it."""
+        return cls(spec.name, spec.load(), warm=warm)
+
+    def run(self, call: Call) -> Answer | Failure:
+        """Run ``call`` (its output to its log file, if it names one)."""
+        if call.log_path is None:
+            return self._run(call)
+        with output_to(call.log_path):
+            return self._run(call)
+
+    def _run(self, call: Call) -> Answer | Failure:
+        function = getattr(self.model, call.method, None)
+        if function is None:
+            return Failure(WorkerError.missing_method(call.method))
+        try:
+            result = portable(function(**call.kwargs))
+            if call.finish_prediction:
+                result = finish_prediction(
+                    self.name, self.response_schema, result, call.kwargs.get("accept")
+                )
+            return Answer(result)
+        except Exception as exc:
+            # Whoever receives the failure reports it once; the traceback is
+            # for whoever runs with debug logging.
+            LOG.debug("%s() raised", call.method, exc_info=True)
+            return Failure(WorkerError.from_exception(exc, call.method))
 
 
-def main(
+def run_worker(
     sock: socket.socket,
     spec: ModelSpec,
     warm: bool,
@@ -224,36 +165,17 @@ def main(
 def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
     """Load and warm the model, then answer calls until the socket closes."""
     try:
-        model = spec.load()
-        schema = response_schema_of(spec.name, model)
-        if warm and callable(getattr(model, "warm", None)):
-            model.warm()
+        model = LoadedModel.load(spec, warm=warm)
     except BaseException as exc:  # report anything, even SystemExit, then end
-        sock.sendall(encode(("failed", describe_exception(exc, "warm"))))
+        error = WorkerError.from_exception(exc, "warm")
+        sock.sendall(protocol.encode(Failure(error)))
         return
-    sock.sendall(encode(("ready", os.getpid())))
+    sock.sendall(protocol.encode(Ready(os.getpid())))
     while True:
-        request = receive(sock)
-        if request is None:  # the server closed the socket: time to go
+        call = protocol.receive(sock)
+        if call is None:  # the server closed the socket: time to go
             return
-        method, kwargs, options = request
+        assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
-        log.REQUEST_ID.set(options.get("request_id") or "-")
-        answer = run_call(model, method, kwargs, options.get("log"))
-        if options.get("finish") and answer[0] == "ok":
-            answer = finish(spec.name, schema, answer[1], kwargs.get("accept"))
-        sock.sendall(encode_answer(answer))
-
-
-def finish(name: str, schema: Any, result: Any, accept: str | None) -> tuple[str, Any]:
-    """A prediction's answer as the client gets it: validated and encoded here,
-    in parallel with the other workers, rather than on the server's loop."""
-    try:
-        return "ok", finish_prediction(name, schema, result, accept)
-    except InvalidResponse as exc:
-        return "error", {
-            "type": "InvalidResponse",
-            "message": exc.message,
-            "traceback": "",
-            "kind": "invalid_response",
-        }
+        log.REQUEST_ID.set(call.request_id)
+        sock.sendall(encode_reply(model.run(call)))

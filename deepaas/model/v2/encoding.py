@@ -1,0 +1,122 @@
+"""How a model's results become what the client receives.
+
+A prediction is either sent raw (a returned file, bytes, or text for a
+non-JSON ``accept``) or as JSON: validated against the model's response schema
+when it declares one, else wrapped as ``{"status": "OK", "predictions": ...}``.
+Workers run this (``finish_prediction``) so that the server only forwards
+bytes; the JSON helpers here never fail on a value JSON cannot encode.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow
+
+from deepaas import exceptions
+from deepaas.model.v2.types import EncodedJSON, ReturnedFile, UploadedFile
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "*/*"})
+
+
+def is_raw_result(result: Any, accept: str | None) -> bool:
+    """True when a prediction is sent as it is rather than as JSON: a returned
+    file, bytes, or text for a non-JSON ``accept``."""
+    if isinstance(result, ReturnedFile | bytes | bytearray | memoryview):
+        return True
+    return bool(accept) and accept not in JSON_MEDIA_TYPES and isinstance(result, str)
+
+
+def prediction_body(name: str, schema: marshmallow.Schema | None, result: Any) -> Any:
+    """The body for a prediction ``result`` (to be encoded with ``dumps``).
+
+    With a response schema the result is validated and sent as is; without
+    one it is wrapped as ``{"status": "OK", "predictions": result}``.
+    """
+    if schema is None:
+        return {"status": "OK", "predictions": result}
+    if not isinstance(result, Mapping):
+        raise exceptions.InvalidResponse(
+            name, f"expected an object, got {type(result).__name__}"
+        )
+    errors = schema.validate(result)
+    if errors:
+        raise exceptions.InvalidResponse(name, errors)
+    return result
+
+
+def finish_prediction(
+    name: str, schema: marshmallow.Schema | None, result: Any, accept: str | None
+) -> Any:
+    """``result`` as it goes to the client: raw, or ``EncodedJSON``."""
+    if is_raw_result(result, accept):
+        return result
+    return EncodedJSON(dumps(prediction_body(name, schema, result)).encode())
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if JSON can encode it, else its ``str()`` (recursively for
+    containers, so one odd leaf does not hide the rest)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, UploadedFile | ReturnedFile):
+        return value.original_filename
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def _leaf(value: Any) -> Any:
+    if isinstance(value, UploadedFile | ReturnedFile):
+        return value.original_filename
+    return str(value)
+
+
+def dumps(body: Any) -> str:
+    """JSON text of ``body``, what JSON cannot encode given as its ``str()``.
+
+    One pass in the C encoder in the common case; ``jsonable`` only for the odd
+    body (keys that are not strings or numbers).
+    """
+    try:
+        return json.dumps(body, default=_leaf)
+    except (TypeError, ValueError):
+        return json.dumps(jsonable(body))
+
+
+def response_schema_of(name: str, model: Any) -> marshmallow.Schema | None:
+    """The model's response schema as an instance named
+    ``ModelPredictionResponse``, or None when it has none."""
+    declared = getattr(model, "schema", None)
+    if declared is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            if isinstance(declared, Mapping):
+                schema_cls = marshmallow.Schema.from_dict(
+                    dict(declared), name="ModelPredictionResponse"
+                )
+            elif isinstance(declared, type) and issubclass(
+                declared, marshmallow.Schema
+            ):
+                schema_cls = type("ModelPredictionResponse", (declared,), {})
+            else:
+                raise TypeError(
+                    f"it is a {type(declared).__name__}; it must be a "
+                    "marshmallow.Schema subclass or a dict of fields"
+                )
+            return schema_cls()
+        except Exception as exc:
+            raise exceptions.ModelLoadError(
+                f"Model {name!r} has an invalid response schema: {exc}"
+            ) from exc

@@ -1,0 +1,226 @@
+"""The messages between the server and a worker, and how they travel.
+
+Every executor and the command line speak this protocol, so that what a call
+is, what its answer is and what a failure means is written once:
+
+- the server sends a ``Call``;
+- a worker answers it with an ``Answer`` (the result) or a ``Failure`` (a
+  ``WorkerError`` describing what the model raised);
+- once, at start-up, a worker says ``Ready`` or, when it cannot load and warm
+  the model, sends a ``Failure``.
+
+On a socket each message is one frame: an 8-byte big-endian length, then the
+message pickled. A failure travels as data (a ``WorkerError``), never as a
+pickled exception: the model's exception classes may not exist on the server,
+and ``WorkerError.to_exception()`` turns it back into the project's own error
+type wherever it is received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import pickle
+import socket
+import struct
+import traceback
+from typing import Any
+
+from deepaas import exceptions
+
+HEADER = struct.Struct("!Q")
+
+
+class ErrorKind(enum.Enum):
+    """What kind of failure a ``WorkerError`` reports."""
+
+    RAISED = "raised"  # the model raised an exception
+    NOT_IMPLEMENTED = "not_implemented"  # NotImplementedError or no such method
+    HTTP = "http"  # the model raised one of aiohttp's HTTP exceptions
+    INVALID_RESPONSE = "invalid_response"  # the result fails the response schema
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerError:
+    """An exception raised in a worker, as data that any process can read."""
+
+    kind: ErrorKind
+    type: str  # the exception's class name
+    message: str
+    traceback: str = ""
+    status: int | None = None  # HTTP only: the status the model chose
+    reason: str | None = None  # HTTP only: its reason phrase
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, method: str) -> WorkerError:
+        """Describe ``exc``, raised while running ``method``."""
+        type_name = type(exc).__name__
+        text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+        if isinstance(exc, NotImplementedError):
+            message = str(exc) or f"The model does not implement {method}()."
+            return cls(ErrorKind.NOT_IMPLEMENTED, type_name, message, text)
+        if isinstance(exc, exceptions.InvalidResponse):
+            return cls(ErrorKind.INVALID_RESPONSE, type_name, exc.message)
+        if _is_http_exception(exc):
+            reason = str(getattr(exc, "reason", ""))
+            return cls(
+                ErrorKind.HTTP,
+                type_name,
+                str(getattr(exc, "text", None) or reason),
+                text,
+                status=int(exc.status_code),  # type: ignore[attr-defined]
+                reason=reason,
+            )
+        return cls(ErrorKind.RAISED, type_name, str(exc) or type_name, text)
+
+    @classmethod
+    def missing_method(cls, method: str) -> WorkerError:
+        """The model has no ``method`` at all."""
+        return cls(
+            ErrorKind.NOT_IMPLEMENTED,
+            "NotImplementedError",
+            f"The model does not implement {method}().",
+        )
+
+    def describe(self) -> str:
+        """The message, prefixed with the exception's type unless it says it."""
+        if self.kind is ErrorKind.RAISED and self.type not in self.message:
+            return f"{self.type}: {self.message}"
+        return self.message
+
+    def to_exception(self) -> exceptions.ModelCallError:
+        """The project's exception for this failure of a call."""
+        common: dict[str, Any] = {"exc_type": self.type, "traceback": self.traceback}
+        if self.kind is ErrorKind.NOT_IMPLEMENTED:
+            return exceptions.NotImplementedByModel(self.message, **common)
+        if self.kind is ErrorKind.HTTP:
+            return exceptions.ModelCallError(
+                self.message, status=self.status or 500, reason=self.reason, **common
+            )
+        return exceptions.ModelCallError(self.describe(), **common)
+
+    def to_load_error(self, model: str) -> exceptions.ModelLoadError:
+        """The project's exception for a worker that could not load ``model``."""
+        return exceptions.ModelLoadError(
+            f"Worker for model {model!r} could not load and warm it: "
+            f"{self.type}: {self.message}"
+        )
+
+
+def _is_http_exception(exc: BaseException) -> bool:
+    # aiohttp is not imported on this side: recognise its exceptions by class.
+    return any(
+        cls.__name__ == "HTTPException" and cls.__module__.startswith("aiohttp")
+        for cls in type(exc).__mro__
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``model.<method>(**kwargs)``.
+
+    With ``log_path`` the call's standard output, standard error and logging
+    go to that file; with ``finish_prediction`` a JSON prediction comes back
+    validated and encoded (``EncodedJSON``); ``request_id`` labels the
+    model's log lines.
+    """
+
+    method: str
+    kwargs: dict[str, Any]
+    log_path: str | None = None
+    finish_prediction: bool = False
+    request_id: str = "-"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """A call succeeded with ``value``."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A call (or loading the model, at start-up) failed."""
+
+    error: WorkerError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker loaded and warmed the model and takes calls."""
+
+    pid: int
+
+
+Message = Call | Answer | Failure | Ready
+
+
+def encode(message: Message) -> bytes:
+    """One frame carrying ``message``."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode(payload: bytes | memoryview) -> Message:
+    """The message carried by a frame's payload."""
+    message: Message = pickle.loads(payload)
+    return message
+
+
+class FrameReader:
+    """Messages from a byte stream that arrives in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        """The messages completed by ``data``, oldest first."""
+        size = HEADER.size
+        if not self._buffer and len(data) >= size:
+            # The usual case, exactly one whole frame: decode it without copies.
+            if size + HEADER.unpack_from(data)[0] == len(data):
+                return [decode(memoryview(data)[size:])]
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        while len(buffer) >= size:
+            end = size + HEADER.unpack_from(buffer)[0]
+            if len(buffer) < end:
+                break
+            messages.append(decode(bytes(buffer[size:end])))
+            del buffer[:end]
+        return messages
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(sock: socket.socket) -> Message | None:
+    """Block until a frame arrives on ``sock``; its message, or None at EOF.
+
+    The sender writes one frame and waits for the answer, so a single recv
+    usually brings the whole frame.
+    """
+    first = sock.recv(1 << 16)
+    if len(first) < HEADER.size:
+        rest = _recv_exactly(sock, HEADER.size - len(first)) if first else None
+        if rest is None:
+            return None
+        first += rest
+    size = HEADER.unpack_from(first)[0]
+    payload = first[HEADER.size :]
+    if len(payload) < size:
+        rest = _recv_exactly(sock, size - len(payload))
+        if rest is None:
+            return None
+        payload += rest
+    return decode(payload)
