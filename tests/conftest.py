@@ -16,6 +16,30 @@ from tests import helpers
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
+# Tiers left out of a plain ``pytest`` run (see the markers in pyproject.toml).
+SLOW_TIERS = ("slow", "browser", "fuzz", "compat")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-tiers",
+        action="store_true",
+        help=f"also run the slow tiers ({', '.join(SLOW_TIERS)}), as CI does",
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """A plain run is the fast tier; ``--all-tiers`` or any ``-m`` chooses."""
+    if config.getoption("--all-tiers") or config.getoption("markexpr"):
+        return
+    slow = [i for i in items if any(i.get_closest_marker(t) for t in SLOW_TIERS)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        chosen = set(map(id, slow))
+        items[:] = [i for i in items if id(i) not in chosen]
+
 
 @pytest.fixture(scope="session")
 def model_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

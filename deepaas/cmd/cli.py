@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from marshmallow import fields
 
-from deepaas import config, exceptions
+from deepaas import __version__, config, exceptions
 from deepaas.model import loading
 from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
 from deepaas.model.v2.declaration import ModelDeclaration
@@ -168,6 +168,7 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
         help="run the call in this process, for debugging",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=__version__)
 
 
 def _parse_bool(value: str) -> bool:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp_apigami.constants import SWAGGER_DICT
 from openapi_spec_validator import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
+
+from deepaas import config
+from deepaas.api import get_app, keys
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 
@@ -17,10 +21,13 @@ def operations(spec: dict) -> dict[tuple[str, str], dict]:
     }
 
 
-@pytest.fixture
-async def every_model(make_client):
-    """All the test models (and their odd declarations) on one server."""
-    return await make_client()
+@pytest.fixture(scope="module")
+def every_model(testmodels_installed, tmp_path_factory) -> tuple[dict, dict]:
+    """The two documents of an app serving every test model (and their odd
+    declarations), as built; the app is not started."""
+    state = tmp_path_factory.mktemp("state")
+    app = get_app(config.build_config(["--state-dir", str(state)]))
+    return app[SWAGGER_DICT], app[keys.OPENAPI3]
 
 
 async def documents(client, base: str = "") -> tuple[dict, dict]:
@@ -31,16 +38,24 @@ async def documents(client, base: str = "") -> tuple[dict, dict]:
     return await swagger.json(), await openapi.json()
 
 
-async def test_both_documents_validate(every_model):
-    swagger, openapi = await documents(every_model)
+async def test_served_documents_are_the_built_ones(make_client):
+    client = await make_client("--model-name", "accept-model", ready=False)
+    swagger, openapi = await documents(client)
+    assert swagger == client.app[SWAGGER_DICT]
+    assert openapi == client.app[keys.OPENAPI3]
+    assert "/v2/models/accept-model/predict/" in swagger["paths"]
+
+
+def test_both_documents_validate(every_model):
+    swagger, openapi = every_model
     assert swagger["swagger"] == "2.0"
     assert openapi["openapi"].startswith("3.0.")
     OpenAPIV2SpecValidator(swagger).validate()
     OpenAPIV30SpecValidator(openapi).validate()
 
 
-async def test_same_operations_in_both(every_model):
-    swagger, openapi = await documents(every_model)
+def test_same_operations_in_both(every_model):
+    swagger, openapi = every_model
     ops2, ops3 = operations(swagger), operations(openapi)
     assert ops2.keys() == ops3.keys()
     assert len(ops2) > 20
@@ -59,8 +74,8 @@ async def test_same_operations_in_both(every_model):
         assert form3 == form2, key
 
 
-async def test_files_are_a_multipart_body(every_model):
-    _, openapi = await documents(every_model)
+def test_files_are_a_multipart_body(every_model):
+    _, openapi = every_model
     operation = openapi["paths"]["/v2/models/failing/predict/"]["post"]
     assert not [p for p in operation["parameters"] if p["in"] == "formData"]
     schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -69,8 +84,8 @@ async def test_files_are_a_multipart_body(every_model):
     assert "produces" not in operation and "consumes" not in operation
 
 
-async def test_media_types_a_model_answers_with(every_model):
-    swagger, openapi = await documents(every_model)
+def test_media_types_a_model_answers_with(every_model):
+    swagger, openapi = every_model
     path = "/v2/models/accept-model/predict/"
     produces = swagger["paths"][path]["post"]["produces"]
     content = openapi["paths"][path]["post"]["responses"]["200"]["content"]
@@ -91,8 +106,8 @@ async def test_under_a_base_path(make_client):
     assert (await client.get("/openapi.json")).status == 404
 
 
-async def test_mapping_arguments_are_json_in_the_query(every_model):
-    swagger, openapi = await documents(every_model)
+async def test_mapping_arguments_are_json_in_the_query(every_model, make_client):
+    swagger, openapi = every_model
     path = "/v2/models/module-model/train/"
     (param2,) = [
         p
@@ -107,22 +122,24 @@ async def test_mapping_arguments_are_json_in_the_query(every_model):
     ]
     assert param3["content"]["application/json"]["schema"]["type"] == "object"
     # and the server reads them so
-    resp = await every_model.post(path + '?epochs=1&options={"a":%201}')
+    client = await make_client("--model-name", "module-model", ready=False)
+    resp = await client.post(path + '?epochs=1&options={"a":%201}')
     assert resp.status == 200
     assert (await resp.json())["args"]["options"] == {"a": 1}
 
 
 @pytest.mark.parametrize("bad", ["{nope", "[1,%202]", "3"])
-async def test_a_mapping_argument_that_is_no_json_object_is_422(every_model, bad):
+async def test_a_mapping_argument_that_is_no_json_object_is_422(make_client, bad):
+    client = await make_client("--model-name", "module-model", ready=False)
     path = "/v2/models/module-model/train/"
-    resp = await every_model.post(path + f"?epochs=1&options={bad}")
+    resp = await client.post(path + f"?epochs=1&options={bad}")
     assert resp.status == 422
     body = await resp.json()
     assert "options" in body["errors"]
 
 
-async def test_models_response_schemas_get_their_own_names(every_model):
-    swagger, openapi = await documents(every_model)
+def test_models_response_schemas_get_their_own_names(every_model):
+    swagger, openapi = every_model
     names2, names3 = set(swagger["definitions"]), set(openapi["components"]["schemas"])
     assert names2 == names3
     # a dict declared by one model, a Schema class of the same name by another

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import aiohttp
 import pytest
@@ -281,7 +282,11 @@ class TestModelFailures:
         assert resp.status == 200
         assert body["predictions"]["mode"] == "ok"
 
-    async def test_uploaded_file_deleted_when_worker_dies(self, client):
+    async def test_uploaded_file_deleted_when_worker_dies(
+        self, client, monkeypatch, tmp_path
+    ):
+        # a temporary directory of this test's own: others may be uploading
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
         form = aiohttp.FormData()
         form.add_field("data", b"x" * 1000, filename="a.bin")
         resp = await client.post("/v2/models/failing/predict/?mode=ok", data=form)

@@ -17,7 +17,7 @@ import pytest
 
 from tests import helpers
 
-pytestmark = pytest.mark.timeout(900)  # the first run may install chromium
+pytestmark = pytest.mark.browser
 
 MODEL = "deepaas-test"
 

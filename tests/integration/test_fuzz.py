@@ -7,7 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests import helpers
+
+pytestmark = pytest.mark.fuzz
 
 ROOT = Path(__file__).parent.parent.parent
 # Models that fail on purpose (their 5xx are the point) are left out.

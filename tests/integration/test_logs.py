@@ -6,7 +6,11 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests import helpers
+
+pytestmark = pytest.mark.slow  # real deepaas-run processes
 
 CHATTY = "/v2/models/failing/predict/?mode=chatty"
 

@@ -8,8 +8,12 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from tests import helpers
 from tests.integration.test_run import get_json, post_json, run_once
+
+pytestmark = pytest.mark.slow  # real deepaas-run processes
 
 
 def wait_status(url: str, statuses=("done", "error"), timeout: float = 30) -> dict:

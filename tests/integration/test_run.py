@@ -13,6 +13,8 @@ import pytest
 
 from tests import helpers
 
+pytestmark = pytest.mark.slow  # real deepaas-run processes
+
 
 def get_json(url: str) -> object:
     with urllib.request.urlopen(url, timeout=10) as resp:

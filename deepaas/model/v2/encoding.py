@@ -75,12 +75,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _leaf(value: Any) -> Any:
-    if isinstance(value, UploadedFile | ReturnedFile):
-        return value.original_filename
-    return str(value)
-
-
 def dumps(body: Any) -> str:
     """JSON text of ``body``, what JSON cannot encode given as its ``str()``.
 
@@ -88,7 +82,7 @@ def dumps(body: Any) -> str:
     body (keys that are not strings or numbers).
     """
     try:
-        return json.dumps(body, default=_leaf)
+        return json.dumps(body, default=str)
     except (TypeError, ValueError):
         return json.dumps(jsonable(body))
 

@@ -35,22 +35,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
-import multiprocessing
 import socket
-from multiprocessing.process import BaseProcess
+import sys
 from typing import Any
 
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import Executor, Health
-from deepaas.model.v2.protocol import Answer, Call, Failure, Ready
-from deepaas.model.v2.worker import run_worker
+from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, Start
 
 LOG = logging.getLogger(__name__)
 
+WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
 RESTART_DELAYS = (0.5, 1, 2, 5, 10, 30)  # back-off when a replacement fails
 
@@ -140,7 +140,7 @@ class WorkerProcess:
         self.spec = spec
         self.pool = pool
         self.state = WorkerState.STARTING
-        self.process: BaseProcess | None = None
+        self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
         self.call: PendingCall | None = None  # the call it runs, when BUSY
         self._channel: Channel | None = None
@@ -153,32 +153,43 @@ class WorkerProcess:
         return self.state is WorkerState.RETIRED
 
     def is_alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
-        """Spawn the process and wait until it has loaded and warmed the model."""
+        """Spawn the process and wait until it has loaded and warmed the model.
+
+        The worker is a fresh interpreter that imports only the worker module
+        (not the server's main module, as multiprocessing's spawn would), so
+        it starts fast, stays small, and needs no ``__main__`` guard in
+        whatever script built the server.
+        """
         loop = asyncio.get_running_loop()
         self._greeting = loop.create_future()
         ours, theirs = socket.socketpair()
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(
-            target=run_worker,
-            args=(
-                theirs,
-                self.spec,
-                self.pool.warm,
-                self.pool.log_level,
-                self.pool.log_format,
-            ),
-            name=f"deepaas-worker-{self.spec.name}",
-        )
-        try:
-            self.process.start()
-        finally:
-            theirs.close()
+        with theirs:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                WORKER_COMMAND,
+                str(theirs.fileno()),
+                self.spec.name,  # for ps
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
         self.pid = self.process.pid
         _, self._channel = await loop.create_connection(
             lambda: Channel(self), sock=ours
+        )
+        self._channel.send(
+            protocol.encode(
+                Start(
+                    spec=self.spec,
+                    warm=self.pool.warm,
+                    log_level=self.pool.log_level,
+                    log_format=self.pool.log_format,
+                    sys_path=list(sys.path),
+                )
+            )
         )
         greeting = await self._greeting
         if greeting is None:
@@ -215,43 +226,29 @@ class WorkerProcess:
         self.pool.on_worker_lost(self)
 
     async def wait(self, timeout: float = STOP_GRACE) -> int | None:
-        """Wait (without blocking the loop) for the process to end; its exit code.
-
-        Every waiter shares one watch of the process' sentinel.
-        """
+        """Wait (without blocking the loop) for the process to end; its exit
+        code (negative: the signal that killed it), None if still running."""
         process = self.process
         if process is None:
             return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if process.exitcode is None:
-            if self._ended is None:
-                self._ended = ended = loop.create_future()
-                sentinel = process.sentinel
-
-                def on_exit() -> None:
-                    loop.remove_reader(sentinel)
-                    if not ended.done():
-                        ended.set_result(None)
-
-                loop.add_reader(sentinel, on_exit)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._ended), timeout)
-            except TimeoutError:
-                pass
-        # The sentinel closes while the process exits, a moment before the
-        # kernel lets it be reaped: poll for the exit code until then.
-        while process.exitcode is None and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        return process.exitcode
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), timeout)
+        return process.returncode
 
     def kill(self) -> None:
         """End the process at once (SIGKILL)."""
-        if self.process is not None and self.process.exitcode is None:
-            self.process.kill()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it just ended
+                self.process.kill()
 
     async def stop(self) -> None:
-        """Close the socket (the worker exits when idle), kill it if it lingers."""
+        """Close the socket (the worker exits when idle), kill it if it lingers.
+
+        A worker still loading or warming the model is killed at once: a long
+        warm-up must not hold up a shutdown.
+        """
+        if self.state is WorkerState.STARTING:
+            self.kill()
         self.state = WorkerState.RETIRED
         if self._channel is not None:
             self._channel.close()

@@ -6,8 +6,9 @@ is, what its answer is and what a failure means is written once:
 - the server sends a ``Call``;
 - a worker answers it with an ``Answer`` (the result) or a ``Failure`` (a
   ``WorkerError`` describing what the model raised);
-- once, at start-up, a worker says ``Ready`` or, when it cannot load and warm
-  the model, sends a ``Failure``.
+- once, at start-up, the server sends ``Start`` (which model, how to log) and
+  the worker says ``Ready`` or, when it cannot load and warm the model, sends
+  a ``Failure``.
 
 On a socket each message is one frame: an 8-byte big-endian length, then the
 message pickled. A failure travels as data (a ``WorkerError``), never as a
@@ -18,6 +19,7 @@ type wherever it is received.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import pickle
@@ -27,6 +29,7 @@ import traceback
 from typing import Any
 
 from deepaas import exceptions
+from deepaas.model.loading import ModelSpec
 
 HEADER = struct.Struct("!Q")
 
@@ -116,6 +119,21 @@ def _is_http_exception(exc: BaseException) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Start:
+    """Load (and with ``warm``, warm) the model of ``spec``.
+
+    ``sys_path`` is the server's import path, so that the worker finds the
+    model where the server did.
+    """
+
+    spec: ModelSpec
+    warm: bool
+    log_level: int
+    log_format: str
+    sys_path: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """Run ``model.<method>(**kwargs)``.
 
@@ -153,7 +171,7 @@ class Ready:
     pid: int
 
 
-Message = Call | Answer | Failure | Ready
+Message = Start | Call | Answer | Failure | Ready
 
 
 def encode(message: Message) -> bytes:
@@ -193,34 +211,19 @@ class FrameReader:
         return messages
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+class SocketReader:
+    """Messages from a blocking socket (the worker's side), one at a time."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._frames = FrameReader()
+        self._ready: collections.deque[Message] = collections.deque()
 
-def receive(sock: socket.socket) -> Message | None:
-    """Block until a frame arrives on ``sock``; its message, or None at EOF.
-
-    The sender writes one frame and waits for the answer, so a single recv
-    usually brings the whole frame.
-    """
-    first = sock.recv(1 << 16)
-    if len(first) < HEADER.size:
-        rest = _recv_exactly(sock, HEADER.size - len(first)) if first else None
-        if rest is None:
-            return None
-        first += rest
-    size = HEADER.unpack_from(first)[0]
-    payload = first[HEADER.size :]
-    if len(payload) < size:
-        rest = _recv_exactly(sock, size - len(payload))
-        if rest is None:
-            return None
-        payload += rest
-    return decode(payload)
+    def receive(self) -> Message | None:
+        """Block until a message arrives; None once the socket is closed."""
+        while not self._ready:
+            data = self.sock.recv(1 << 18)
+            if not data:
+                return None
+            self._ready.extend(self._frames.feed(data))
+        return self._ready.popleft()

@@ -1,7 +1,8 @@
 """The code a spawned worker process runs.
 
-A worker loads the model entry point itself, warms it, says ``Ready``, then
-answers one ``Call`` at a time over its socket (``deepaas.model.v2.protocol``).
+A worker is told which model to serve (``Start``), loads the model entry point
+itself, warms it, says ``Ready``, then answers one ``Call`` at a time over its
+socket (``deepaas.model.v2.protocol``).
 A worker ends when its socket closes or its parent process dies. It imports
 the model layer only: the protocol, the value types and the encoding of
 results, never the server (aiohttp included).
@@ -26,7 +27,7 @@ from deepaas import log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.encoding import finish_prediction, response_schema_of
-from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, WorkerError
+from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, Start, WorkerError
 from deepaas.model.v2.types import ReturnedFile
 
 LOG = logging.getLogger(__name__)
@@ -140,30 +141,36 @@ class LoadedModel:
             return Failure(WorkerError.from_exception(exc, call.method))
 
 
-def run_worker(
-    sock: socket.socket,
-    spec: ModelSpec,
-    warm: bool,
-    log_level: int,
-    log_format: str = "text",
-) -> None:
-    """Entry point of a worker process."""
+def main() -> None:
+    """Entry point of a worker process, started by the server as
+    ``python -c <import and call this> <socket fd> <model name>``."""
     # The server decides when workers stop; a Ctrl-C on its terminal reaches
     # the whole process group and must not kill a worker mid-call.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
-    # Line buffering, so that a training's log shows its prints as they happen.
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
-    log.configure(log_level, log_format, label=f"{spec.name} worker")
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    reader = protocol.SocketReader(sock)
     try:
-        serve(sock, spec, warm)
+        start = reader.receive()
+        if start is None:  # the server gave up before we started
+            return
+        assert isinstance(start, Start), f"a worker starts with Start, not {start!r}"
+        sys.path[:] = start.sys_path
+        # Line buffering, so that a training's log shows its prints as they
+        # happen.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(line_buffering=True)
+        log.configure(
+            start.log_level, start.log_format, label=f"{start.spec.name} worker"
+        )
+        serve(reader, start.spec, start.warm)
     except ConnectionError:
         pass  # the server is gone: nobody is left to answer to
 
 
-def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
+def serve(reader: protocol.SocketReader, spec: ModelSpec, warm: bool) -> None:
     """Load and warm the model, then answer calls until the socket closes."""
+    sock = reader.sock
     try:
         model = LoadedModel.load(spec, warm=warm)
     except BaseException as exc:  # report anything, even SystemExit, then end
@@ -172,7 +179,7 @@ def serve(sock: socket.socket, spec: ModelSpec, warm: bool) -> None:
         return
     sock.sendall(protocol.encode(Ready(os.getpid())))
     while True:
-        call = protocol.receive(sock)
+        call = reader.receive()
         if call is None:  # the server closed the socket: time to go
             return
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
