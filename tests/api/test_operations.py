@@ -89,7 +89,8 @@ async def test_slow_predict_is_504_and_its_worker_replaced(make_client):
 async def test_no_free_worker_is_503_with_retry_after(make_client):
     client = await make_client("--model-name", "failing", "--queue-timeout", "0.3")
     busy = asyncio.ensure_future(client.post(PREDICT + "?mode=sleep&seconds=2"))
-    await asyncio.sleep(0.3)
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert await helpers.eventually(lambda: executor.health().busy == 1)
     resp = await client.post(PREDICT)
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "1"
@@ -132,7 +133,8 @@ async def test_nothing_left_behind_after_any_failure(
     )
     with socket.create_connection(("127.0.0.1", client.port)) as raw:
         raw.sendall(head.encode() + b"x" * 5000)
-        await asyncio.sleep(0.3)
+        # hang up once the server has started writing the upload
+        assert await helpers.eventually(lambda: os.listdir(uploads_dir) != [])
     executor = client.app[keys.MODELS]["failing"].executor
     assert await helpers.eventually(lambda: executor.health().alive == 2)
     assert await helpers.eventually(lambda: os.listdir(uploads_dir) == [], timeout=5)

@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from deepaas.api import keys
+from tests import helpers
+
 TRAIN = "/v2/models/failing/train/"
 
 
@@ -86,7 +89,8 @@ async def test_cancel_running_training_kills_worker_and_forgets_it(client):
     before = await (await client.post("/v2/models/failing/predict/")).json()
     worker_pid = before["predictions"]["pid"]
     body = await (await client.post(TRAIN + "?mode=sleep&seconds=60")).json()
-    await asyncio.sleep(0.3)  # let the call reach the worker
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert await helpers.eventually(lambda: executor.health().busy == 1)
     resp = await client.delete(TRAIN + body["uuid"])
     assert resp.status == 200
     cancelled = await resp.json()

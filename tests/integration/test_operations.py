@@ -89,7 +89,7 @@ def test_sigterm_lets_an_inflight_predict_finish(model_sites, tmp_path):
 
         thread = threading.Thread(target=slow_predict)
         thread.start()
-        time.sleep(0.5)
+        assert helpers.wait_until(lambda: busy_workers(server) == 1)
         workers = helpers.children(server.proc.pid)
         started = time.monotonic()
         assert server.stop(signal.SIGTERM) == 0
@@ -98,6 +98,11 @@ def test_sigterm_lets_an_inflight_predict_finish(model_sites, tmp_path):
     assert result["body"]["predictions"]["mode"] == "sleep"
     assert time.monotonic() - started < 10
     assert helpers.wait_until(lambda: not any(map(helpers.pid_alive, workers)), 10)
+
+
+def busy_workers(server: helpers.Server) -> int:
+    """How many workers of the ``failing`` model run a call now."""
+    return get_json(server.url + "/readyz")["models"]["failing"]["busy"]
 
 
 def test_shutdown_timeout_cuts_a_long_predict(model_sites, tmp_path):
@@ -116,7 +121,7 @@ def test_shutdown_timeout_cuts_a_long_predict(model_sites, tmp_path):
 
         thread = threading.Thread(target=endless_predict)
         thread.start()
-        time.sleep(0.5)
+        assert helpers.wait_until(lambda: busy_workers(server) == 1)
         workers = helpers.children(server.proc.pid)
         started = time.monotonic()
         assert server.stop(signal.SIGTERM) == 0

@@ -88,7 +88,7 @@ async def test_cancelling_a_call_kills_its_worker(pool):
     call = asyncio.ensure_future(
         pool.call("predict", ok_args(mode="sleep", seconds=60))
     )
-    await asyncio.sleep(0.3)
+    assert await helpers.eventually(lambda: pool.health().busy == 1)
     busy_pids = set(pool.pids())
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -107,7 +107,7 @@ async def test_stop_leaves_no_process(testmodels_installed):
     pending = asyncio.ensure_future(
         pool.call("predict", ok_args(mode="sleep", seconds=60))
     )
-    await asyncio.sleep(0.2)
+    assert await helpers.eventually(lambda: pool.health().busy == 1)
     await pool.stop()
     assert not any(helpers.pid_alive(p) for p in pids)
     with pytest.raises((exceptions.PoolClosed, exceptions.WorkerDied)):
@@ -123,7 +123,7 @@ async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
         pool.call("predict", ok_args(mode="sleep", seconds=60))
     )
     waiting = asyncio.ensure_future(pool.call("predict", ok_args()))
-    await asyncio.sleep(0.2)
+    assert await helpers.eventually(lambda: pool.health().busy == 1)
     await pool.stop()
     with pytest.raises(exceptions.PoolClosed):
         await waiting
