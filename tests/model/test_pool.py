@@ -153,6 +153,18 @@ async def test_nowarm_skips_warm(model_sites, monkeypatch):
         await pool.stop()
 
 
+async def test_a_worker_imports_nothing_of_the_server(testmodels_installed):
+    import aiohttp  # noqa: F401 - imported here, and still not in the worker
+
+    pool = LocalExecutor(ModelSpec("introspect", "deepaas_testmodels.introspect"))
+    await pool.start()
+    try:
+        seen = await pool.call("predict", {})
+    finally:
+        await pool.stop()
+    assert seen == {"server_modules": [], "main_file": None}
+
+
 def test_pool_and_worker_do_not_import_aiohttp():
     code = (
         "import sys, deepaas.model.v2.pool, deepaas.model.v2.worker;"
