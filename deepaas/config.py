@@ -64,6 +64,13 @@ server_opts = [
         help="Serve GET /v2/debug/ with captured output and logs.",
     ),
     cfg.BoolOpt(
+        "strict-arguments",
+        default=False,
+        help="Refuse (422) arguments a model does not declare. By default they "
+        "are ignored, as upstream DEEPaaS does, and named in the answer's "
+        "Deepaas-Ignored-Arguments header.",
+    ),
+    cfg.BoolOpt(
         "predict-endpoint",
         default=True,
         help="Serve the predict endpoints.",

@@ -41,12 +41,6 @@ class BadRequest(DeepaasError):
     status = 400
 
 
-class NotAcceptable(DeepaasError):
-    """No media type in the Accept header is one the model can produce."""
-
-    status = 406
-
-
 class InvalidArguments(DeepaasError):
     """The arguments sent do not match the model's declaration."""
 
@@ -68,6 +62,17 @@ class InvalidResponse(DeepaasError):
         super().__init__(
             f"The response of model {model!r} does not match its schema: "
             f"{_flatten(errors)}"
+        )
+
+
+class PredictionNotJSON(InvalidResponse):
+    """The model returned something JSON cannot encode."""
+
+    def __init__(self, model: str, error: Exception) -> None:
+        self.errors = str(error)
+        DeepaasError.__init__(
+            self,
+            f"The prediction of model {model!r} cannot be sent as JSON: {error}",
         )
 
 

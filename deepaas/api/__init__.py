@@ -11,11 +11,11 @@ from aiohttp import web
 from oslo_config import cfg
 
 from deepaas import config
-from deepaas.api import access, errors, keys, probes, spec, versions
+from deepaas.api import access, errors, keys, probes, routing, spec, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
 from deepaas.api.metrics import Metrics, metrics_handler
-from deepaas.api.parser import ArgumentParser
+from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.exceptions import ModelNotFound
 from deepaas.model import loading
@@ -118,8 +118,7 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
         ("*", "/train"),
         ("*", "/train/{uuid}"),
     ):
-        app.router.add_route(method, prefix + suffix, unknown_model)
-        app.router.add_route(method, prefix + suffix + "/", unknown_model)
+        routing.add_route(app, method, prefix + suffix, unknown_model)
 
 
 def get_app(
@@ -141,12 +140,16 @@ def get_app(
         middlewares=[
             access.observe_middleware(access.RequestIds()),
             errors.error_middleware,
+            # //v2//models/ is a 308 to /v2/models/, as upstream answers
+            web.normalize_path_middleware(append_slash=False, merge_slashes=True),
         ],
         client_max_size=conf.client_max_size,
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
-    app[keys.PARSER] = ArgumentParser(conf.client_max_size)
+    app[keys.PARSER] = ArgumentParser(
+        conf.client_max_size, strict=conf.strict_arguments
+    )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
     )
@@ -167,6 +170,7 @@ def get_app(
         for name, declaration in declarations.items()
     }
     app.on_response_prepare.append(access.add_request_id_header)
+    app.on_response_prepare.append(add_ignored_arguments_header)
     if conf.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)

@@ -52,7 +52,9 @@ async def error_middleware(
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except exceptions.InvalidArguments as exc:
-        return error_response(exc.status, exc.message, errors=exc.errors)
+        # Upstream's clients read each field's messages at the top level.
+        body = {**exc.errors, "message": exc.message, "errors": exc.errors}
+        return web.json_response(body, status=exc.status)
     except exceptions.ModelCallError as exc:
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)

@@ -36,3 +36,4 @@ OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
 UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")
+IGNORED_ARGUMENTS: web.RequestKey[list[str]] = web.RequestKey("deepaas_ignored")

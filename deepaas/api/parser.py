@@ -11,6 +11,7 @@ arguments, and the caller owns them from then on. Validation errors become
 from __future__ import annotations
 
 import json
+import logging
 import typing
 import weakref
 from collections.abc import Mapping
@@ -25,9 +26,16 @@ from webargs.aiohttpparser import AIOHTTPParser
 from deepaas import exceptions
 from deepaas.api import keys
 from deepaas.api import uploads as uploads_mod
-from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
+from deepaas.model.v2.arguments import (
+    ANY_MEDIA_TYPE,
+    Arguments,
+    choices_of,
+    is_file_field,
+)
 
 LOCATION = "model"
+IGNORED_HEADER = "Deepaas-Ignored-Arguments"
+LOG = logging.getLogger(__name__)
 
 
 def parse_accept(header: str) -> list[str]:
@@ -53,8 +61,9 @@ def parse_accept(header: str) -> list[str]:
 def accept_from_header(header: str | None, choices: list[str]) -> str | None:
     """The declared ``accept`` choice an Accept header asks for.
 
-    None when the header leaves it to the default (absent, or a wildcard comes
-    first); raises ``NotAcceptable`` when it names only types the model lacks.
+    None when the header leaves it to the default: absent, a wildcard comes
+    first, or it names only types the model lacks (upstream DEEPaaS never read
+    the header, so its clients may send anything there).
     """
     if not header:
         return None
@@ -69,12 +78,7 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
             match = next((c for c in choices if c.lower() == media_type), None)
         if match is not None:
             return match
-    if not wanted:
-        return None
-    raise exceptions.NotAcceptable(
-        f"None of the media types accepted ({header}) can be produced; "
-        f"choose one of: {', '.join(choices)}."
-    )
+    return None
 
 
 def _json_object(name: str, value: Any) -> Any:
@@ -97,9 +101,10 @@ class ArgumentParser(AIOHTTPParser):
         LOCATION: "load_model_arguments",
     }
 
-    def __init__(self, client_max_size: int = 0) -> None:
+    def __init__(self, client_max_size: int = 0, *, strict: bool = False) -> None:
         super().__init__(unknown=marshmallow.RAISE)
         self.client_max_size = client_max_size
+        self.strict = strict  # unknown arguments are a 422, not ignored
         # The schemas are built once per model: remember which fields are files.
         self._file_names: weakref.WeakKeyDictionary[
             marshmallow.Schema, frozenset[str]
@@ -137,7 +142,6 @@ class ArgumentParser(AIOHTTPParser):
         """Merge every place a model argument may come from."""
         if uploads_mod.content_length_over(request, self.client_max_size):
             raise uploads_mod.too_large(self.client_max_size)
-        file_names = self.file_names(schema)
         files: Mapping[str, Any] = {}
         body: Mapping[str, Any] = {}
         body_is_json = False
@@ -160,12 +164,51 @@ class ArgumentParser(AIOHTTPParser):
                 raise exceptions.InvalidArguments(
                     {"_body": ["A JSON body must be an object of arguments."]}
                 )
-        merged: dict[str, Any] = {}
-        texts: set[str] = set()  # arguments given as text (query or form)
         query = self._makeproxy(request.query, schema)
-        for source, is_text in ((body, not body_is_json), (query, True)):
+        merged, texts, ignored = self._merge(schema, query, body, not body_is_json)
+        for name in texts:
+            if isinstance(schema.fields[name], fields.Dict):
+                merged[name] = _json_object(name, merged[name])
+        for name, value in merged.items():
+            # {"values": 1.5} is a list of one, as upstream reads it
+            if isinstance(schema.fields[name], fields.List) and name not in texts:
+                if not isinstance(value, list | tuple):
+                    merged[name] = [value]
+        for name, parts in files.items():
+            if name not in schema.fields:
+                ignored.setdefault(name, None)
+            else:
+                merged[name] = self._files_of(schema, name, parts)
+        if ignored:
+            self._ignore(request, list(ignored))
+        self._resolve_accept(request, schema, merged)
+        return merged
+
+    def _merge(
+        self,
+        schema: marshmallow.Schema,
+        query: Mapping[str, Any],
+        body: Mapping[str, Any],
+        body_is_text: bool,
+    ) -> tuple[dict[str, Any], set[str], dict[str, None]]:
+        """The declared arguments of the query string and the body (the query
+        string wins, as upstream), the names of those given as text, and the
+        names the model does not declare (in order, once each)."""
+        file_names = self.file_names(schema)
+        merged: dict[str, Any] = {}
+        texts: set[str] = set()
+        ignored: dict[str, None] = {}
+        for source, is_text in ((query, True), (body, body_is_text)):
             for name in source:
+                if name in merged:
+                    continue
+                if name not in schema.fields:
+                    ignored.setdefault(name, None)
+                    continue
+                value = source[name]
                 if name in file_names:
+                    if value in ("", [""]):  # an empty form field: no file
+                        continue
                     raise exceptions.InvalidArguments(
                         {
                             name: [
@@ -174,25 +217,54 @@ class ArgumentParser(AIOHTTPParser):
                             ]
                         }
                     )
-                if name not in merged:
-                    merged[name] = source[name]
-                    if is_text:
-                        texts.add(name)
-        for name in texts:
-            if isinstance(schema.fields.get(name), fields.Dict):
-                merged[name] = _json_object(name, merged[name])
-        for name, parts in files.items():
-            if name in schema.fields and name not in file_names:
-                raise exceptions.InvalidArguments(
-                    {name: ["This argument takes a value, not a file."]}
-                )
-            merged[name] = parts[0] if len(parts) == 1 else parts
-        if "accept" in schema.fields and "accept" not in merged:
-            choices = [str(c) for c in choices_of(schema.fields["accept"]) or []]
+                merged[name] = value
+                if is_text:
+                    texts.add(name)
+        return merged, texts, ignored
+
+    def _files_of(self, schema: marshmallow.Schema, name: str, parts: list[Any]) -> Any:
+        """The uploaded files of one argument: a list for a ``List`` field,
+        else exactly one file."""
+        field = schema.fields[name]
+        if name not in self.file_names(schema):
+            raise exceptions.InvalidArguments(
+                {name: ["This argument takes a value, not a file."]}
+            )
+        if isinstance(field, fields.List):
+            return list(parts)
+        if len(parts) > 1:
+            raise exceptions.InvalidArguments(
+                {name: [f"One file is expected; {len(parts)} were sent."]}
+            )
+        return parts[0]
+
+    def _ignore(self, request: web.Request, names: list[str]) -> None:
+        """Arguments the model does not declare: a 422 when strict, else
+        ignored, and named in the answer's ``Deepaas-Ignored-Arguments``."""
+        if self.strict:
+            raise exceptions.InvalidArguments({n: ["Unknown field."] for n in names})
+        LOG.debug("Ignoring arguments the model does not declare: %s", names)
+        request[keys.IGNORED_ARGUMENTS] = names
+
+    @staticmethod
+    def _resolve_accept(
+        request: web.Request, schema: marshmallow.Schema, merged: dict[str, Any]
+    ) -> None:
+        """``accept`` from the Accept header when the arguments leave it out;
+        ``*/*`` means the default."""
+        field = schema.fields.get("accept")
+        if field is None:
+            return
+        choices = [str(c) for c in choices_of(field) or [] if c != ANY_MEDIA_TYPE]
+        if "accept" not in merged:
             accept = accept_from_header(request.headers.get("Accept"), choices)
             if accept is not None:
                 merged["accept"] = accept
-        return merged
+        elif merged["accept"] == ANY_MEDIA_TYPE and choices:
+            if field.load_default is marshmallow.missing:
+                merged["accept"] = choices[0]
+            else:
+                del merged["accept"]  # its default applies
 
     def _handle_invalid_json_error(  # type: ignore[override]
         self, error: Exception, req: web.Request, *args: Any, **kwargs: Any
@@ -217,3 +289,12 @@ class ArgumentParser(AIOHTTPParser):
         if not isinstance(messages, dict):
             messages = {"_schema": messages}
         raise exceptions.InvalidArguments(messages)
+
+
+async def add_ignored_arguments_header(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    """on_response_prepare: name the arguments the request's parsing ignored."""
+    ignored = request.get(keys.IGNORED_ARGUMENTS)
+    if ignored:
+        response.headers[IGNORED_HEADER] = ", ".join(ignored)

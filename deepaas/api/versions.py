@@ -15,7 +15,7 @@ def v2_version(base: str) -> dict[str, object]:
     """The description of API version 2."""
     return {
         **V2_VERSION,
-        "links": [{"rel": "self", "type": "application/json", "href": f"{base}/v2"}],
+        "links": [{"rel": "self", "type": "application/json", "href": f"{base}/v2/"}],
     }
 
 

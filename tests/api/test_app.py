@@ -16,7 +16,7 @@ async def test_versions(client):
         {
             "version": "stable",
             "id": "v2",
-            "links": [{"rel": "self", "type": "application/json", "href": "/v2"}],
+            "links": [{"rel": "self", "type": "application/json", "href": "/v2/"}],
         }
     ]
     assert body["links"] == [
@@ -31,7 +31,7 @@ async def test_v2_version(client):
         assert body == {
             "version": "stable",
             "id": "v2",
-            "links": [{"rel": "self", "type": "application/json", "href": "/v2"}],
+            "links": [{"rel": "self", "type": "application/json", "href": "/v2/"}],
         }
 
 
@@ -115,7 +115,6 @@ class TestSpec:
             "/v2/models/module-model/train/",
             "/v2/models/module-model/train/{uuid}",
             "/v2/models/module-model/train/{uuid}/log",
-            "/v2/debug/",
         }
         train = paths["/v2/models/module-model/train/"]
         assert set(train) == {"get", "post"}
@@ -194,7 +193,7 @@ async def test_base_path_prefixes_everything(make_client):
     client = await make_client("--model-name", "module-model", "--base-path", "/x/y/")
     body = await (await client.get("/x/y/")).json()
     assert body["links"][1]["href"] == "/x/y/swagger.json"
-    assert body["versions"][0]["links"][0]["href"] == "/x/y/v2"
+    assert body["versions"][0]["links"][0]["href"] == "/x/y/v2/"
     resp = await client.post("/x/y/v2/models/module-model/predict?count=2")
     assert (await resp.json())["predictions"]["args"]["count"] == 2
     paths = (await (await client.get("/x/y/swagger.json")).json())["paths"]
@@ -206,9 +205,10 @@ async def test_base_path_prefixes_everything(make_client):
     assert models["models"][0]["links"][0]["href"] == "/x/y/v2/models/module-model"
 
 
-async def test_debug_endpoint_off_is_204(client):
+async def test_debug_endpoint_off_is_404(client):
     resp = await client.get("/v2/debug/")
-    assert resp.status == 204
+    assert resp.status == 404
+    assert "message" in await resp.json()
 
 
 async def test_debug_endpoint_captures_output_and_logs(make_client):

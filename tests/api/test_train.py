@@ -117,9 +117,9 @@ async def test_invalid_train_arguments_are_422(make_client):
     assert await (await client.get("/v2/models/module-model/train/")).json() == []
 
 
-async def test_model_without_train_ends_in_error(make_client):
+async def test_model_without_train_is_501_and_records_nothing(make_client):
     client = await make_client("--model-name", "minimal")
-    body = await (await client.post("/v2/models/minimal/train/")).json()
-    failed = await wait_status(client, "/v2/models/minimal/train/" + body["uuid"])
-    assert failed["status"] == "error"
-    assert "train()" in failed["message"]
+    resp = await client.post("/v2/models/minimal/train/")
+    assert resp.status == 501
+    assert "does not implement train()" in (await resp.json())["message"]
+    assert await (await client.get("/v2/models/minimal/train/")).json() == []

@@ -25,4 +25,5 @@ def setup_routes(app: web.Application, base: str) -> None:
             predict.setup_routes(app, base, wrapper)
         if conf.train_endpoint:
             train.setup_routes(app, base, wrapper)
-    debug.setup_routes(app, base)
+    if conf.debug_endpoint:
+        debug.setup_routes(app, base)

@@ -1,4 +1,5 @@
-"""GET /v2/debug/: captured output and logs, when enabled."""
+"""GET /v2/debug/: captured output and logs (the route exists only when the
+debug endpoint is enabled)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ from deepaas.api import keys, routing
     tags=["debug"],
     summary="Captured standard output, standard error and deepaas logs",
     produces=["text/plain"],
-    responses={
-        200: {"description": "The captured text"},
-        204: {"description": "The debug endpoint is disabled"},
-    },
+    responses={200: {"description": "The captured text"}},
 )
 async def get_debug(request: web.Request) -> web.Response:
-    capture = request.app.get(keys.DEBUG_CAPTURE)
-    if capture is None:
-        return web.Response(status=204)
+    capture = request.app[keys.DEBUG_CAPTURE]
     return web.Response(text=capture.text(), content_type="text/plain")
 
 

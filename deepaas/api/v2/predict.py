@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 from typing import Any
 
@@ -15,7 +16,6 @@ from deepaas.model.v2.types import EncodedJSON, ReturnedFile
 from deepaas.model.v2.wrapper import ModelWrapper
 
 ERRORS = {
-    406: {"description": "No acceptable media type", "schema": responses.Error},
     413: {"description": "Request body too large", "schema": responses.Error},
     422: {"description": "Invalid arguments", "schema": responses.Error},
     500: {"description": "The model failed", "schema": responses.Error},
@@ -66,11 +66,18 @@ def make_handler(
     async def predict(request: web.Request) -> web.StreamResponse:
         parser = request.app[keys.PARSER]
         kwargs, uploads = await parser.parse_arguments(request, arguments)
+        # The uploads outlive the call until the answer is sent: a model may
+        # answer with one of them (an open file of an uploaded image).
         with uploads:
+            declaration.require("predict")
             result = await model.predict(
                 kwargs, timeout=timeout, queue_timeout=queue_timeout
             )
-        return prediction_response(result, kwargs.get("accept"))
+            response = prediction_response(result, kwargs.get("accept"))
+            with contextlib.suppress(ConnectionResetError):  # the client left
+                await response.prepare(request)
+                await response.write_eof()
+        return response
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(

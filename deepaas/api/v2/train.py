@@ -22,6 +22,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     async def start_training(request: web.Request) -> web.Response:
         parser = request.app[keys.PARSER]
         kwargs, uploads = await parser.parse_arguments(request, arguments)
+        try:
+            model.declaration.require("train")
+        except BaseException:
+            uploads.cleanup()
+            raise
         # The runner removes the uploads once the training has ended.
         training = request.app[keys.TRAININGS].start(
             model.name,

@@ -20,6 +20,9 @@ from marshmallow import fields, validate
 
 from deepaas import exceptions
 
+# An ``accept`` argument also takes this, meaning its default (as upstream).
+ANY_MEDIA_TYPE = "*/*"
+
 # Python types allowed in the deprecated plain-dict declarations.
 _PLAIN_TYPES: dict[Any, type[fields.Field]] = {
     int: fields.Int,
@@ -89,13 +92,35 @@ def normalize_field(name: str, declared: Any) -> fields.Field:
     return field
 
 
-class Arguments:
-    """The arguments one model method accepts."""
+def accepting_any_media_type(field: fields.Field) -> fields.Field:
+    """``field`` (an ``accept`` argument) with ``*/*`` among its choices."""
+    choices = choices_of(field)
+    if choices is None or ANY_MEDIA_TYPE in choices:
+        return field
+    widened = [*choices, ANY_MEDIA_TYPE]
+    field.validators = [
+        v for v in field.validators if not isinstance(v, validate.OneOf)
+    ] + [validate.OneOf(widened)]
+    if "enum" in field.metadata:
+        field.metadata = {**field.metadata, "enum": widened}
+    return field
 
-    def __init__(self, declared: Mapping[str, Any]) -> None:
+
+class Arguments:
+    """The arguments one model method accepts.
+
+    With ``any_media_type`` an ``accept`` argument with choices also takes
+    ``*/*`` (predict's, as upstream).
+    """
+
+    def __init__(
+        self, declared: Mapping[str, Any], *, any_media_type: bool = False
+    ) -> None:
         self.fields: dict[str, fields.Field] = {
             name: normalize_field(name, value) for name, value in declared.items()
         }
+        if any_media_type and "accept" in self.fields:
+            self.fields["accept"] = accepting_any_media_type(self.fields["accept"])
         self.file_names: frozenset[str] = frozenset(
             name for name, f in self.fields.items() if is_file_field(f)
         )
@@ -140,7 +165,11 @@ class Arguments:
 
 
 def read_declaration(
-    model_name: str, what: str, getter: Callable[[], Any] | None
+    model_name: str,
+    what: str,
+    getter: Callable[[], Any] | None,
+    *,
+    any_media_type: bool = False,
 ) -> Arguments:
     """Call a model's ``get_predict_args``/``get_train_args`` and normalise it.
 
@@ -164,7 +193,7 @@ def read_declaration(
                 declared = {}
             if not isinstance(declared, Mapping):
                 raise TypeError(f"it returned a {type(declared).__name__}, not a dict")
-            return Arguments(declared)
+            return Arguments(declared, any_media_type=any_media_type)
         except Exception as exc:
             raise exceptions.ModelLoadError(
                 f"Model {model_name!r}: {what}() is not a valid argument "

@@ -15,7 +15,7 @@ import marshmallow
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.arguments import Arguments, read_declaration
+from deepaas.model.v2.arguments import ANY_MEDIA_TYPE, Arguments, read_declaration
 from deepaas.model.v2.encoding import jsonable, response_schema_of
 
 
@@ -28,6 +28,7 @@ class ModelDeclaration:
     predict_arguments: Arguments
     train_arguments: Arguments
     response_schema: marshmallow.Schema | None
+    implements: frozenset[str]  # of predict and train, the methods it has
 
     @property
     def name(self) -> str:
@@ -36,7 +37,11 @@ class ModelDeclaration:
     @property
     def accept_choices(self) -> list[str]:
         """Media types predict can answer with (from an ``accept`` argument)."""
-        return [str(c) for c in self.predict_arguments.choices("accept") or []]
+        return [
+            str(c)
+            for c in self.predict_arguments.choices("accept") or []
+            if c != ANY_MEDIA_TYPE
+        ]
 
     @classmethod
     def read(cls, spec: ModelSpec, model: Any) -> ModelDeclaration:
@@ -53,13 +58,24 @@ class ModelDeclaration:
             spec=spec,
             metadata=read_metadata(spec.name, model),
             predict_arguments=read_declaration(
-                spec.name, "get_predict_args", predict_getter
+                spec.name, "get_predict_args", predict_getter, any_media_type=True
             ),
             train_arguments=read_declaration(
                 spec.name, "get_train_args", getattr(model, "get_train_args", None)
             ),
             response_schema=response_schema_of(spec.name, model),
+            implements=frozenset(
+                m for m in ("predict", "train") if callable(getattr(model, m, None))
+            ),
         )
+
+    def require(self, method: str) -> None:
+        """Raise ``NotImplementedByModel`` (501) unless the model has ``method``."""
+        if method not in self.implements:
+            raise exceptions.NotImplementedByModel(
+                f"Model {self.name!r} does not implement {method}().",
+                exc_type="AttributeError",
+            )
 
 
 def read_metadata(name: str, model: Any) -> dict[str, Any]:

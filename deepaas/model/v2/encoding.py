@@ -4,7 +4,9 @@ A prediction is either sent raw (a returned file, bytes, or text for a
 non-JSON ``accept``) or as JSON: validated against the model's response schema
 when it declares one, else wrapped as ``{"status": "OK", "predictions": ...}``.
 Workers run this (``finish_prediction``) so that the server only forwards
-bytes; the JSON helpers here never fail on a value JSON cannot encode.
+bytes. A prediction JSON cannot encode is an error naming its type; for the
+records the server keeps (training arguments and outputs, metadata),
+``jsonable`` makes any value fit.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def is_raw_result(result: Any, accept: str | None) -> bool:
 
 
 def prediction_body(name: str, schema: marshmallow.Schema | None, result: Any) -> Any:
-    """The body for a prediction ``result`` (to be encoded with ``dumps``).
+    """The JSON body for a prediction ``result``.
 
     With a response schema the result is validated and sent as is; without
     one it is wrapped as ``{"status": "OK", "predictions": result}``.
@@ -51,10 +53,18 @@ def prediction_body(name: str, schema: marshmallow.Schema | None, result: Any) -
 def finish_prediction(
     name: str, schema: marshmallow.Schema | None, result: Any, accept: str | None
 ) -> Any:
-    """``result`` as it goes to the client: raw, or ``EncodedJSON``."""
+    """``result`` as it goes to the client: raw, or ``EncodedJSON``.
+
+    Raises ``InvalidResponse`` when the result fails the response schema or
+    holds what JSON cannot encode.
+    """
     if is_raw_result(result, accept):
         return result
-    return EncodedJSON(dumps(prediction_body(name, schema, result)).encode())
+    body = prediction_body(name, schema, result)
+    try:
+        return EncodedJSON(json.dumps(body).encode())
+    except (TypeError, ValueError) as exc:
+        raise exceptions.PredictionNotJSON(name, exc) from None
 
 
 def jsonable(value: Any) -> Any:
@@ -73,18 +83,6 @@ def jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return value
-
-
-def dumps(body: Any) -> str:
-    """JSON text of ``body``, what JSON cannot encode given as its ``str()``.
-
-    One pass in the C encoder in the common case; ``jsonable`` only for the odd
-    body (keys that are not strings or numbers).
-    """
-    try:
-        return json.dumps(body, default=str)
-    except (TypeError, ValueError):
-        return json.dumps(jsonable(body))
 
 
 def response_schema_of(name: str, model: Any) -> marshmallow.Schema | None:
