@@ -144,6 +144,7 @@ def get_app(
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
         ],
         client_max_size=conf.client_max_size,
+        handler_args={"max_line_size": errors.PARSER_LINE_LIMIT},
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base

@@ -47,6 +47,8 @@ def _form_body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
         schema = dict(parameter.get("schema") or {})
         if schema.get("type") == "file":
             schema = {**_BINARY, **{k: v for k, v in schema.items() if k != "type"}}
+        elif schema.get("items", {}).get("type") == "file":  # several files
+            schema["items"] = dict(_BINARY)
         if "description" in parameter:
             schema.setdefault("description", parameter["description"])
         properties[parameter["name"]] = schema
@@ -97,6 +99,21 @@ def _object_parameter_3(parameter: dict[str, Any]) -> None:
         parameter["content"] = {"application/json": {"schema": schema}}
 
 
+def _file_list_parameter_2(parameter: dict[str, Any]) -> None:
+    """Swagger 2.0 has no array of files: a field taking several files is one
+    ``file`` parameter whose part may be repeated."""
+    if parameter.get("in") != "formData" or parameter.get("type") != "array":
+        return
+    if parameter.get("items", {}).get("type") != "file":
+        return
+    parameter["type"] = "file"
+    for key in ("items", "collectionFormat", "default"):
+        parameter.pop(key, None)
+    parameter["description"] = (
+        parameter.get("description", "") + " (one or more files: repeat the part)"
+    ).lstrip()
+
+
 def fix_swagger2(spec: dict[str, Any]) -> None:
     """Make apispec's Swagger 2.0 rendering valid where it is not (in place)."""
     for path in spec.get("paths", {}).values():
@@ -104,6 +121,7 @@ def fix_swagger2(spec: dict[str, Any]) -> None:
             if method != "parameters":
                 for parameter in operation.get("parameters", []):
                     _object_parameter_2(parameter)
+                    _file_list_parameter_2(parameter)
                     # Swagger 2.0 has no null: a null default is no default.
                     if parameter.get("default", "") is None:
                         del parameter["default"]

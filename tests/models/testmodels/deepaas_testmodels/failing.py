@@ -31,6 +31,8 @@ def _fail(mode, seconds=0.0):
     if mode == "sleep":
         print(f"sleeping {seconds}")
         time.sleep(seconds)
+    if mode == "unencodable":
+        return {"value": object()}
     if mode == "chatty":
         for line in range(1, 4):
             print(f"line {line}")
