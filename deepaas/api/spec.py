@@ -20,10 +20,13 @@ import aiohttp_apigami
 from aiohttp import web
 from aiohttp_apigami import core as aiohttp_apigami_core
 from aiohttp_apigami.constants import SWAGGER_DICT
+from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow import common as marshmallow_common
+from marshmallow import fields
 
 from deepaas import __version__
 from deepaas.api import keys
+from deepaas.api.v2 import responses
 
 TITLE = "DEEP as a Service API endpoint"
 DESCRIPTION = (
@@ -31,6 +34,11 @@ DESCRIPTION = (
     "trainings, generated from each model's declarations."
 )
 OPENAPI3_VERSION = "3.0.3"
+# Upstream's, so that the documents agree on where the API is described.
+EXTERNAL_DOCS = {
+    "description": "API documentation",
+    "url": "https://deepaas.readthedocs.org/",
+}
 
 _BINARY = {"type": "string", "format": "binary"}
 
@@ -188,6 +196,34 @@ def schema_namer(owners: dict[type, str]) -> Callable[[Any], str]:
     return resolve
 
 
+def _document(
+    version: str, *, url: str, namer: Callable[[Any], str], **options: Any
+) -> aiohttp_apigami.AiohttpApiSpec:
+    """One API document (not yet registered on an app), typed as upstream's:
+    integers are ``int32`` and floats ``float``, and upstream's definitions
+    are there even where no operation uses them."""
+    document = aiohttp_apigami.AiohttpApiSpec(
+        url=url,
+        openapi_version=version,
+        schema_name_resolver=namer,
+        title=TITLE,
+        version=__version__,
+        info={"description": DESCRIPTION},
+        externalDocs=EXTERNAL_DOCS,
+        **options,
+    )
+    (plugin,) = document.spec.plugins
+    assert isinstance(plugin, MarshmallowPlugin) and plugin.converter is not None
+    # A mapping of this document's own: apispec's default one is shared.
+    plugin.converter.field_mapping = {
+        **plugin.converter.field_mapping,
+        fields.Integer: ("integer", "int32"),
+        fields.Float: ("number", "float"),
+    }
+    document.spec.components.schema("TrainingList", schema=responses.TrainingList)
+    return document
+
+
 def setup(app: web.Application, base: str, with_ui: bool) -> None:
     """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
     owners = {
@@ -195,19 +231,9 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
         for name, model in app[keys.MODELS].items()
         if model.declaration.response_schema is not None
     }
-    common: dict[str, Any] = {
-        "title": TITLE,
-        "version": __version__,
-        "info": {"description": DESCRIPTION},
-    }
     # Registered first: aiohttp-apigami keeps the document of the last
     # registration as the app's, and that one must be Swagger 2.0.
-    openapi3 = aiohttp_apigami.AiohttpApiSpec(
-        url="",
-        openapi_version=OPENAPI3_VERSION,
-        schema_name_resolver=schema_namer(owners),
-        **common,
-    )
+    openapi3 = _document(OPENAPI3_VERSION, url="", namer=schema_namer(owners))
     openapi3.register(app, in_place=True)
     app[keys.OPENAPI3] = to_openapi3(openapi3.swagger_dict())
 
@@ -216,16 +242,14 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
 
     app.router.add_get(f"{base}/openapi.json", openapi_json)
 
-    aiohttp_apigami.setup_aiohttp_apispec(
-        app,
+    swagger2 = _document(
+        "2.0",
         url=f"{base}/swagger.json",
+        namer=schema_namer(owners),
         swagger_path=f"{base}/api" if with_ui else None,
         static_path=f"{base}/static/swagger",
-        in_place=True,
-        openapi_version="2.0",
-        schema_name_resolver=schema_namer(owners),
-        **common,
     )
+    swagger2.register(app, in_place=True)
     fix_swagger2(app[SWAGGER_DICT])
     if with_ui:
         ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")

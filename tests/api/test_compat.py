@@ -241,6 +241,26 @@ async def test_422_keeps_field_messages_at_the_top_level(client):  # 11
     assert body["message"].startswith("Invalid arguments: count: ")
 
 
+async def test_swagger_keeps_upstreams_names_and_formats(make_client):  # 12
+    client = await make_client("--model-name", "module-model", ready=False)
+    spec = await (await client.get("/swagger.json")).json()
+    upstream_names = {
+        "Failure", "Location", "Version", "Versions", "ModelMeta",
+        "Training", "TrainingList", "Prediction",
+    }  # fmt: skip
+    assert upstream_names <= set(spec["definitions"])
+    assert spec["externalDocs"]["url"]
+    post = spec["paths"][PREDICT]["post"]
+    formats = {p["name"]: p.get("format") for p in post["parameters"]}
+    assert (formats["count"], formats["ratio"], formats["link"]) == (
+        "int32",
+        "float",
+        "url",
+    )
+    assert post["responses"]["200"]["schema"] == {"$ref": "#/definitions/Prediction"}
+    assert post["responses"]["422"]["schema"] == {"$ref": "#/definitions/Failure"}
+
+
 class TestAlsoFixed:
     async def test_an_unencodable_prediction_is_500_naming_its_type(self, make_client):
         client = await make_client("--model-name", "failing")

@@ -16,15 +16,15 @@ from deepaas.model.v2.types import EncodedJSON, ReturnedFile
 from deepaas.model.v2.wrapper import ModelWrapper
 
 ERRORS = {
-    413: {"description": "Request body too large", "schema": responses.Error},
-    422: {"description": "Invalid arguments", "schema": responses.Error},
-    500: {"description": "The model failed", "schema": responses.Error},
+    413: {"description": "Request body too large", "schema": responses.Failure},
+    422: {"description": "Invalid arguments", "schema": responses.Failure},
+    500: {"description": "The model failed", "schema": responses.Failure},
     501: {
         "description": "The model does not implement predict",
-        "schema": responses.Error,
+        "schema": responses.Failure,
     },
-    503: {"description": "No worker became free in time", "schema": responses.Error},
-    504: {"description": "The prediction ran out of time", "schema": responses.Error},
+    503: {"description": "No worker became free in time", "schema": responses.Failure},
+    504: {"description": "The prediction ran out of time", "schema": responses.Failure},
 }
 
 
@@ -81,7 +81,7 @@ def make_handler(
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(
-        declaration.response_schema or responses.WrappedPrediction(),
+        declaration.response_schema or responses.Prediction(),
         200,
         description="The prediction",
     )(handler)

@@ -1,25 +1,30 @@
-"""Schemas of the API's answers, for the spec."""
+"""Schemas of the API's answers, for the spec.
+
+Their names are upstream DEEPaaS's (``Location``, ``Failure``, ``Prediction``,
+``Training``, ``TrainingList``, ...), so that clients generated from either
+spec keep compiling; what is new here is additional fields and schemas.
+"""
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields
 
 
-class Link(Schema):
+class Location(Schema):
     rel = fields.Str(required=True)
-    href = fields.Str(required=True)
+    href = fields.Url(required=True, relative=True)
     type = fields.Str()
 
 
 class Version(Schema):
     version = fields.Str(required=True)
     id = fields.Str(required=True)
-    links = fields.List(fields.Nested(Link))
+    links = fields.List(fields.Nested(Location))
 
 
 class Versions(Schema):
     versions = fields.List(fields.Nested(Version))
-    links = fields.List(fields.Nested(Link))
+    links = fields.List(fields.Nested(Location))
 
 
 class ModelMeta(Schema):
@@ -33,14 +38,14 @@ class ModelMeta(Schema):
     author = fields.Str(metadata={"description": "Model author"})
     version = fields.Str(metadata={"description": "Model version"})
     url = fields.Str(metadata={"description": "Model url"})
-    links = fields.List(fields.Nested(Link))
+    links = fields.List(fields.Nested(Location))
 
 
 class ModelList(Schema):
     models = fields.List(fields.Nested(ModelMeta))
 
 
-class WrappedPrediction(Schema):
+class Prediction(Schema):
     status = fields.Str(required=True, metadata={"description": "Always OK"})
     predictions = fields.Raw(
         required=True, metadata={"description": "What the model returned"}
@@ -54,8 +59,8 @@ class TrainingResult(Schema):
 
 
 class Training(Schema):
-    uuid = fields.Str(required=True)
-    date = fields.Str(required=True, metadata={"description": "When it started"})
+    uuid = fields.UUID(required=True, metadata={"description": "Training identifier"})
+    date = fields.DateTime(required=True, metadata={"description": "When it started"})
     args = fields.Dict(required=True)
     status = fields.Str(
         required=True,
@@ -65,6 +70,13 @@ class Training(Schema):
     message = fields.Str(metadata={"description": "Why it failed"})
 
 
-class Error(Schema):
-    message = fields.Str(required=True)
+class TrainingList(Schema):
+    """Upstream's name for a list of trainings (the list endpoint answers a
+    JSON array of ``Training``, here as upstream)."""
+
+    trainings = fields.List(fields.Nested(Training))
+
+
+class Failure(Schema):
+    message = fields.Str(required=True, metadata={"description": "Failure message"})
     errors = fields.Dict(metadata={"description": "Per-argument messages"})

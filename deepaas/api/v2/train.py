@@ -13,7 +13,7 @@ from deepaas.api import keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
 
-NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Error}}
+NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         summary=f"Start a training of model {model.name}",
         consumes=["multipart/form-data"] if arguments.file_names else None,
         responses={
-            422: {"description": "Invalid arguments", "schema": responses.Error}
+            422: {"description": "Invalid arguments", "schema": responses.Failure}
         },
     )(start)
 
@@ -94,7 +94,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         responses={
             200: {"description": "The log text"},
             **NOT_FOUND,
-            422: {"description": "Invalid tail", "schema": responses.Error},
+            422: {"description": "Invalid tail", "schema": responses.Failure},
         },
     )
     @aiohttp_apigami.querystring_schema(LogQuery())
