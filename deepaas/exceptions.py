@@ -19,6 +19,10 @@ class DeepaasError(Exception):
         self.message = message
 
 
+class ConfigurationError(DeepaasError):
+    """An option's value cannot be used (a log file that cannot be opened)."""
+
+
 class ModelLoadError(DeepaasError):
     """A model entry point could not be found, imported or instantiated."""
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from oslo_config import cfg
 
-from deepaas import config
+from deepaas import config, log
 from deepaas.api import access, errors, keys, probes, routing, spec, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
@@ -54,7 +54,7 @@ def build_executor(conf: cfg.ConfigOpts, declaration: ModelDeclaration) -> Execu
         conf.workers,
         warm=conf.warm,
         log_level=logging.getLogger().getEffectiveLevel(),
-        log_format=conf.log_format,
+        log_format=log.format_of(conf),
     )
 
 

@@ -69,8 +69,8 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, load the models, serve until SIGINT/SIGTERM."""
     conf = config.build_config(sys.argv[1:] if argv is None else argv)
-    log.setup(conf)
     try:
+        log.setup(conf)
         declarations = load_declarations(conf)
         app = get_app(conf, declarations=declarations)
     except exceptions.DeepaasError as exc:

@@ -99,3 +99,23 @@ def test_noaccess_log(model_sites, tmp_path):
         lines = lines_when(server, "a logged warning")
     assert not [line for line in lines if "aiohttp.access" in line]
     assert any("[quiet-1]" in line for line in lines)
+
+
+def test_an_upstream_logging_command_line_starts_unchanged(model_sites, tmp_path):
+    env = helpers.env_with(model_sites["testmodels"])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    args = [
+        "--model-name", "failing", "--state-dir", str(tmp_path),
+        "--use-json", "--log-dir", str(logs), "--logfile", "deepaas.log",
+        "--watch-log-file", "--log-date-format", "%Y-%m-%d",
+        "--syslog-log-facility", "LOG_LOCAL0",
+    ]  # fmt: skip
+    with helpers.running_server(args, env) as server:
+        assert post(server.url + "/v2/models/failing/predict/", "up-1")[0] == 200
+        path = logs / "deepaas.log"
+        assert helpers.wait_until(lambda: "up-1" in path.read_text(), 10)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    (access,) = [r for r in records if r.get("request_id") == "up-1"]
+    assert access["logger"] == "aiohttp.access"
+    assert len(access["asctime"]) == len("2026-01-01")
