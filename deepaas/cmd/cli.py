@@ -7,17 +7,16 @@ arguments and validated by the same schema as the HTTP API. Calls run in a
 spawned worker process (as under the server) unless
 ``--nodeepaas_with_multiprocessing`` is given.
 
-Exit status: 0 success, 2 bad arguments, 1 the model raised, 3 the worker died.
+Exit status: 0 success, 2 bad arguments, 1 the model raised, 3 the worker died,
+130 interrupted (Ctrl-C, also while the model loads or warms up).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import asyncio
 import json
 import logging
-import mimetypes
 import os
 import shutil
 import sys
@@ -28,22 +27,14 @@ from typing import Any, BinaryIO
 from marshmallow import fields
 
 from deepaas import __version__, config, exceptions
+from deepaas.cmd import calls
 from deepaas.model import loading
 from deepaas.model.v2.arguments import Arguments, choices_of, is_file_field
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.model.v2.encoding import jsonable
-from deepaas.model.v2.pool import LocalExecutor
-from deepaas.model.v2.protocol import Answer, Call
-from deepaas.model.v2.types import ReturnedFile, UploadedFile
-from deepaas.model.v2.worker import LoadedModel
+from deepaas.model.v2.types import ReturnedFile
 
-EXIT_OK, EXIT_MODEL_ERROR, EXIT_BAD_ARGUMENTS, EXIT_WORKER_DIED = 0, 1, 2, 3
-LOG = logging.getLogger("deepaas.cmd.cli")
 LITERAL_FIELDS = (fields.List, fields.Dict, fields.Tuple, fields.Nested, fields.Mapping)
-
-
-class UsageError(Exception):
-    """A mistake on the command line, reported with exit status 2."""
 
 
 def _type_name(field: fields.Field) -> str:
@@ -99,13 +90,10 @@ def collect_arguments(
     for name, value in raw.items():
         field = arguments.fields[name]
         if name in arguments.file_names:
-            if not os.path.isfile(value):
-                errors[name] = [f"No such file: {value}"]
-                continue
-            copy = os.path.join(workdir, f"{name}-{os.path.basename(value)}")
-            shutil.copyfile(value, copy)
-            content_type = mimetypes.guess_type(value)[0] or "application/octet-stream"
-            data[name] = UploadedFile(name, copy, content_type, os.path.basename(value))
+            try:
+                data[name] = calls.uploaded_copy(name, value, workdir)
+            except exceptions.InvalidArguments as exc:
+                errors.update(exc.errors)
         elif isinstance(field, LITERAL_FIELDS):
             try:
                 data[name] = ast.literal_eval(value)
@@ -126,12 +114,20 @@ def build_parser(declaration: ModelDeclaration | None) -> argparse.ArgumentParse
     )
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("get_metadata", help="print the model's metadata")
-    commands.add_parser("warm", help="load and warm the model")
+    # The global options are taken after the command too.
+    add_global_options(
+        commands.add_parser("get_metadata", help="print the model's metadata"),
+        after_command=True,
+    )
+    add_global_options(
+        commands.add_parser("warm", help="load and warm the model"),
+        after_command=True,
+    )
     for method in ("predict", "train"):
         sub = commands.add_parser(
             method, help=f"run the model's {method}()", allow_abbrev=False
         )
+        add_global_options(sub, after_command=True)
         sub.add_argument(
             "--deepaas_method_output",
             metavar="FILE",
@@ -147,17 +143,25 @@ def build_parser(declaration: ModelDeclaration | None) -> argparse.ArgumentParse
     return parser
 
 
-def add_global_options(parser: argparse.ArgumentParser) -> None:
+def add_global_options(
+    parser: argparse.ArgumentParser, *, after_command: bool = False
+) -> None:
+    """The options of every command; ``after_command``: a command's own copy,
+    which leaves what was given before the command as it is."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
     parser.add_argument(
         "--model-name",
-        default=os.environ.get(config.MODEL_NAME_ENV) or None,
+        default=default(os.environ.get(config.MODEL_NAME_ENV) or None),
         help="model entry point to use (default: $DEEPAAS_V2_MODEL, or the only "
         "model installed)",
     )
     parser.add_argument(
         "--deepaas_with_multiprocessing",
         type=_parse_bool,
-        default=True,
+        default=default(True),
         metavar="BOOL",
         help="run the call in a spawned worker process (default: true)",
     )
@@ -165,10 +169,14 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
         "--nodeepaas_with_multiprocessing",
         dest="deepaas_with_multiprocessing",
         action="store_false",
+        default=default(True),
         help="run the call in this process, for debugging",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks"
+    )
+    if not after_command:
+        parser.add_argument("--version", action="version", version=__version__)
 
 
 def _parse_bool(value: str) -> bool:
@@ -180,49 +188,11 @@ def _parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value}")
 
 
-def choose_model(model_name: str | None) -> tuple[loading.ModelSpec, Any]:
-    """The one model to run; several installed and none chosen is an error."""
-    if not model_name:
-        installed = loading.installed_names()
-        if len(installed) > 1:
-            raise UsageError(
-                "Several models are installed; choose one with --model-name or "
-                f"DEEPAAS_V2_MODEL: {', '.join(installed)}."
-            )
-    models = loading.load_models(model_name)
-    return next(iter(models.values()))
-
-
-async def run_in_worker(
-    spec: loading.ModelSpec, method: str | None, kwargs: dict[str, Any]
-) -> Any:
-    """Warm the model in a spawned worker (as the server does), then call it."""
-    executor = LocalExecutor(spec, 1, warm=True)
-    await executor.start()
-    try:
-        return None if method is None else await executor.call(method, kwargs)
-    finally:
-        await executor.stop()
-
-
-def run_in_process(
-    spec: loading.ModelSpec, model: Any, method: str | None, kwargs: dict[str, Any]
-) -> Any:
-    """Warm the model and call it right here, as a worker would."""
-    loaded = LoadedModel(spec.name, model, warm=True)
-    if method is None:
-        return None
-    reply = loaded.run(Call(method, kwargs))
-    if isinstance(reply, Answer):
-        return reply.value
-    raise reply.error.to_exception()
-
-
 def write_result(result: Any, output: str | None) -> None:
     """Print ``result`` as JSON, or write it (raw for files and bytes)."""
     if isinstance(result, ReturnedFile | bytes | bytearray):
         if output is None and sys.stdout.isatty():
-            raise UsageError(
+            raise calls.UsageError(
                 "The result is binary; write it to a file with "
                 "--deepaas_method_output FILE (or redirect standard output)."
             )
@@ -249,36 +219,42 @@ def write_result(result: Any, output: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as exc:  # loading the model, before a call
+        return calls.report("deepaas-cli", "loading", exc, debug=False)
     except BrokenPipeError:
         # The reader of standard output went away (e.g. "| head"): stop quietly,
         # and keep the interpreter from complaining while it flushes at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_MODEL_ERROR
+        return calls.EXIT_MODEL_ERROR
 
 
 def _main(argv: list[str]) -> int:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_global_options(early)
     known, _ = early.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if known.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not known.debug:
-        # The CLI reports a failed call itself, once, with its exit status.
-        logging.getLogger("deepaas.model.v2.pool").setLevel(logging.CRITICAL)
+    configure_logging(known.debug)
     try:
-        spec, model = choose_model(known.model_name)
+        spec, model = calls.choose_model(known.model_name)
         declaration = ModelDeclaration.read(spec, model)
-    except (UsageError, exceptions.ModelLoadError) as exc:
-        print(f"deepaas-cli: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS if isinstance(exc, UsageError) else EXIT_MODEL_ERROR
+    except (calls.UsageError, exceptions.ModelLoadError) as exc:
+        return calls.report("deepaas-cli", "loading", exc, debug=known.debug)
     args = build_parser(declaration).parse_args(argv)
     if args.command == "get_metadata":
         write_result(declaration.metadata, None)
-        return EXIT_OK
+        return calls.EXIT_OK
     return run_command(args, spec, model, declaration, known.debug)
+
+
+def configure_logging(debug: bool) -> None:
+    """Warnings only (everything with ``debug``), on standard error."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        # The command reports a failed call itself, once, with its exit status.
+        logging.getLogger("deepaas.model.v2.pool").setLevel(logging.CRITICAL)
 
 
 def run_command(
@@ -295,39 +271,16 @@ def run_command(
         if method is not None:
             arguments = getattr(declaration, f"{method}_arguments")
             kwargs = arguments.load(collect_arguments(args, arguments, workdir))
-        if args.deepaas_with_multiprocessing:
-            result = asyncio.run(run_in_worker(spec, method, kwargs))
-        else:
-            result = run_in_process(spec, model, method, kwargs)
+        result = calls.run(
+            spec, model, method, kwargs, in_worker=args.deepaas_with_multiprocessing
+        )
         if method is None:
             write_result({"status": "warmed", "model": spec.name}, None)
         else:
             write_result(result, args.deepaas_method_output)
-        return EXIT_OK
-    except exceptions.InvalidArguments as exc:
-        for field, messages in sorted(exc.errors.items()):
-            text = (
-                messages if isinstance(messages, str) else " ".join(map(str, messages))
-            )
-            print(f"deepaas-cli: --{field}: {text}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    except UsageError as exc:
-        print(f"deepaas-cli: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    except exceptions.WorkerDied as exc:
-        print(f"deepaas-cli: {exc.message}", file=sys.stderr)
-        return EXIT_WORKER_DIED
-    except exceptions.ModelCallError as exc:
-        if debug and exc.traceback:
-            print(exc.traceback, file=sys.stderr, end="")
-        print(f"deepaas-cli: {args.command}() failed: {exc.message}", file=sys.stderr)
-        return EXIT_MODEL_ERROR
-    except exceptions.ModelLoadError as exc:
-        print(f"deepaas-cli: {exc.message}", file=sys.stderr)
-        return EXIT_MODEL_ERROR
-    except KeyboardInterrupt:
-        print("deepaas-cli: interrupted", file=sys.stderr)
-        return 130
+        return calls.EXIT_OK
+    except calls.REPORTED as exc:
+        return calls.report("deepaas-cli", f"{args.command}()", exc, debug=debug)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

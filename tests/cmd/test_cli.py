@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -206,33 +208,91 @@ def test_binary_result_refused_to_a_terminal(run):
     assert "--deepaas_method_output" in result.stdout
 
 
-def test_ctrl_c_stops_the_call_and_leaves_no_process(model_sites):
-    proc = subprocess.Popen(
-        [
-            CLI,
-            "--model-name",
-            "failing",
-            "predict",
-            "--mode",
-            "sleep",
-            "--seconds",
-            "60",
-        ],
-        env=helpers.env_with(model_sites["testmodels"]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert helpers.wait_until(lambda: len(helpers.children(proc.pid)) >= 1, 30)
-    time.sleep(1)  # the worker is now inside predict()
-    workers = helpers.children(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert "interrupted" in err
+class Interruptible:
+    """A deepaas-cli process whose standard output is read line by line, so a
+    test can wait until it says where it is."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in self.lines.get(timeout=0.1):
+                    return
+            except queue.Empty:
+                assert self.proc.poll() is None, self.proc.stderr.read()
+        raise AssertionError(f"{text!r} never came")
+
+    def interrupt(self) -> tuple[int, str, float]:
+        """SIGINT; the exit status, standard error and the seconds it took."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, err, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("args", "where", "extra_env"),
+    [
+        (
+            [
+                "--model-name",
+                "failing",
+                "predict",
+                "--mode",
+                "sleep",
+                "--seconds",
+                "60",
+            ],
+            "sleeping 60",  # the worker is inside predict()
+            {},
+        ),
+        (
+            ["warm", "--model-name", "slow-warm"],
+            "warming up",  # the worker is inside warm()
+            {"SLOW_WARM_SECONDS": "60"},
+        ),
+        (
+            ["--model-name", "slow-load", "get_metadata"],
+            "loading the weights",  # the model's import, in the CLI itself
+            {"SLOW_LOAD_SECONDS": "60"},
+        ),
+    ],
+    ids=["in-predict", "in-warm", "in-load"],
+)
+def test_ctrl_c_stops_at_once_and_leaves_no_process(
+    model_sites, args, where, extra_env
+):
+    cli = Interruptible(args, helpers.env_with(model_sites["testmodels"], **extra_env))
+    cli.wait_for(where)
+    workers = helpers.children(cli.proc.pid)
+    status, err, seconds = cli.interrupt()
+    assert status == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert seconds < 10
     assert helpers.wait_until(
         lambda: not any(helpers.pid_alive(p) for p in workers), 10
     )
+
+
+def test_model_name_after_the_command(run):
+    result = run("predict", "--model-name", "module-model", "--count", "3")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["args"]["count"] == 3
+    warm = run("warm", "--model-name", "module-model")
+    assert json.loads(warm.stdout) == {"status": "warmed", "model": "module-model"}
 
 
 def test_closed_pipe_is_not_a_traceback(run):

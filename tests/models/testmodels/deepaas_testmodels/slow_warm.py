@@ -9,6 +9,7 @@ def get_metadata():
 
 
 def warm():
+    print("warming up", flush=True)
     time.sleep(float(os.environ.get("SLOW_WARM_SECONDS", "2")))
 
 
