@@ -127,9 +127,12 @@ def env_with(site: Path | None, **extra: str) -> dict[str, str]:
 
 
 class Server:
-    """A real ``deepaas-run`` process on a free loopback port."""
+    """A real ``deepaas-run`` process on a free loopback port (this one's, or
+    the one in ``bin_dir``)."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], bin_dir: Path = BIN_DIR
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Files, not pipes: a server logging a line per request must never
@@ -137,7 +140,7 @@ class Server:
         self._out = tempfile.TemporaryFile("w+")
         self._err = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
-            [str(BIN_DIR / "deepaas-run"), "--listen-port", str(self.port), *args],
+            [str(bin_dir / "deepaas-run"), "--listen-port", str(self.port), *args],
             env=env,
             stdout=self._out,
             stderr=self._err,
@@ -184,10 +187,13 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    args: list[str], env: dict[str, str], ready_path: str = "/readyz"
+    args: list[str],
+    env: dict[str, str],
+    ready_path: str = "/readyz",
+    bin_dir: Path = BIN_DIR,
 ) -> Iterator[Server]:
     """A server answering 200 on ``ready_path`` (by default: workers warmed)."""
-    server = Server(args, env)
+    server = Server(args, env, bin_dir)
     try:
         server.wait_ready(ready_path)
         yield server

@@ -98,9 +98,11 @@ def accepting_any_media_type(field: fields.Field) -> fields.Field:
     if choices is None or ANY_MEDIA_TYPE in choices:
         return field
     widened = [*choices, ANY_MEDIA_TYPE]
-    field.validators = [
-        v for v in field.validators if not isinstance(v, validate.OneOf)
-    ] + [validate.OneOf(widened)]
+    declared = next(v for v in field.validators if isinstance(v, validate.OneOf))
+    wider = validate.OneOf(widened, error=declared.error)
+    # A value outside them is refused naming the declared choices, as upstream.
+    wider.choices_text = declared.choices_text
+    field.validators = [v for v in field.validators if v is not declared] + [wider]
     if "enum" in field.metadata:
         field.metadata = {**field.metadata, "enum": widened}
     return field
