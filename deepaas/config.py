@@ -122,6 +122,13 @@ operations_opts = [
         "its worker is replaced. 0 means no limit.",
     ),
     cfg.FloatOpt(
+        "worker-heartbeat",
+        default=10.0,
+        min=0,
+        help="Seconds between checks that idle workers still answer; one that "
+        "misses a check (stopped, wedged) is replaced. 0 turns the checks off.",
+    ),
+    cfg.FloatOpt(
         "queue-timeout",
         default=60.0,
         min=0,

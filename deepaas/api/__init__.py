@@ -55,6 +55,7 @@ def build_executor(conf: cfg.ConfigOpts, declaration: ModelDeclaration) -> Execu
         warm=conf.warm,
         log_level=logging.getLogger().getEffectiveLevel(),
         log_format=log.format_of(conf),
+        heartbeat=conf.worker_heartbeat or None,
     )
 
 

@@ -86,13 +86,39 @@ class _StateCollector(Collector):
             "Workers replaced after a death, a time-out or a cancelled call.",
             labels=["model"],
         )
+        missing = GaugeMetricFamily(
+            "deepaas_workers_missing",
+            "Workers wanted but not running (starting, or failing to start).",
+            labels=["model"],
+        )
+        start_failures = CounterMetricFamily(
+            "deepaas_worker_start_failures",
+            "Attempts to start a replacement worker that failed (retried).",
+            labels=["model"],
+        )
+        unresponsive = CounterMetricFamily(
+            "deepaas_workers_unresponsive",
+            "Idle workers replaced because they stopped answering heartbeats.",
+            labels=["model"],
+        )
         for name, executor in sorted(self.executors.items()):
             health = executor.health()
             configured.add_metric([name], health.size)
             alive.add_metric([name], health.alive)
             busy.add_metric([name], health.busy)
             restarts.add_metric([name], health.restarts)
-        yield from (configured, alive, busy, restarts)
+            missing.add_metric([name], health.missing)
+            start_failures.add_metric([name], health.start_failures)
+            unresponsive.add_metric([name], health.unresponsive)
+        yield from (
+            configured,
+            alive,
+            busy,
+            restarts,
+            missing,
+            start_failures,
+            unresponsive,
+        )
         trainings = GaugeMetricFamily(
             "deepaas_trainings",
             "Trainings on record, by model and status.",

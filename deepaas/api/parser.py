@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import typing
+import urllib.parse
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +36,7 @@ from deepaas.model.v2.arguments import (
 
 LOCATION = "model"
 IGNORED_HEADER = "Deepaas-Ignored-Arguments"
+HEADER_SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"  # printable ASCII but "%" and ","
 LOG = logging.getLogger(__name__)
 
 
@@ -297,4 +299,8 @@ async def add_ignored_arguments_header(
     """on_response_prepare: name the arguments the request's parsing ignored."""
     ignored = request.get(keys.IGNORED_ARGUMENTS)
     if ignored:
-        response.headers[IGNORED_HEADER] = ", ".join(ignored)
+        # Names come from the client: percent-encoded, so that nothing in
+        # them (control characters, commas) can break the header.
+        response.headers[IGNORED_HEADER] = ", ".join(
+            urllib.parse.quote(name, safe=HEADER_SAFE) for name in ignored
+        )

@@ -2,7 +2,8 @@
 
 ``/healthz`` answers 200 whenever the process serves HTTP. ``/readyz`` answers
 200 once every model's workers have loaded and warmed the model and while each
-model has a live worker; otherwise 503 with the reason.
+model has a live worker (``"degraded"`` when some are missing); otherwise 503
+with the reason.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
         workers[name] = {
             "workers": health.size,
             "alive": health.alive,
+            "missing": health.missing,
             "busy": health.busy,
             "restarts": health.restarts,
         }
@@ -47,6 +49,15 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
         return False, {
             "status": "unavailable",
             "reason": f"No live worker for model(s) {', '.join(dead)}; "
+            "replacements are starting.",
+            "models": workers,
+        }
+    missing = [name for name, w in workers.items() if w["missing"]]
+    if missing:
+        # Still serving, with less capacity than configured.
+        return True, {
+            "status": "degraded",
+            "reason": f"Workers missing for model(s) {', '.join(missing)}; "
             "replacements are starting.",
             "models": workers,
         }

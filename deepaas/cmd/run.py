@@ -34,6 +34,8 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
     runner = web.AppRunner(
         app,
         handle_signals=False,
+        # A client that hangs up cancels its request, and so its model call.
+        handler_cancellation=True,
         access_log_class=access.AccessLogger,
         access_log=logging.getLogger("aiohttp.access"),
         shutdown_timeout=conf.shutdown_timeout,

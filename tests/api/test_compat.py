@@ -49,6 +49,12 @@ class TestUnknownArgumentsAreIgnored:  # 1
         assert (await predicted_args(resp))["count"] == 5
         assert resp.headers["Deepaas-Ignored-Arguments"] == "label, attachment"
 
+    async def test_odd_names_cannot_break_the_header(self, client):
+        resp = await client.post(PREDICT + "?%1F=x&a,b=y&caf%C3%A9=z")
+        assert resp.status == 200
+        header = resp.headers["Deepaas-Ignored-Arguments"]
+        assert header == "%1F, a%2Cb, caf%C3%A9"
+
     async def test_a_request_with_none_has_no_header(self, client):
         resp = await client.post(PREDICT + "?count=2")
         assert resp.status == 200

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -204,5 +206,75 @@ async def test_worker_reports_a_response_that_fails_the_schema(testmodels_instal
         assert "does not match its schema" in info.value.message
         raw = await pool.call("predict", {"label": "x", "valid": False})
         assert raw["predictions"] == [{"label": 42}]  # unfinished: as returned
+    finally:
+        await pool.stop()
+
+
+async def test_a_replacement_is_ready_at_once_ten_times_in_a_row(pool):
+    loop = asyncio.get_running_loop()
+    for _ in range(10):
+        with pytest.raises(exceptions.WorkerDied):
+            await pool.call("predict", ok_args(mode="exit"))
+        died = loop.time()
+        assert await helpers.eventually(lambda: pool.health().alive == 2, timeout=10)
+        assert loop.time() - died < 2
+    assert pool.health().restarts == 10
+
+
+async def test_a_replacement_that_cannot_start_is_retried_until_it_can(
+    testmodels_installed,
+):
+    pool = LocalExecutor(FAILING, size=1)
+    await pool.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # No file descriptor to spare: the replacement's socket cannot be made.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds(), hard))
+        with pytest.raises(exceptions.WorkerDied):
+            await pool.call("predict", ok_args(mode="exit"))
+        assert await helpers.eventually(lambda: pool.health().start_failures >= 1)
+        health = pool.health()
+        assert (health.alive, health.missing) == (0, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert await helpers.eventually(lambda: pool.health().alive == 1, timeout=15)
+        assert (await pool.call("predict", ok_args()))["mode"] == "ok"
+        assert pool.health().missing == 0
+    finally:
+        await pool.stop()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_stopped_idle_worker_is_found_and_replaced(testmodels_installed):
+    pool = LocalExecutor(FAILING, size=1, heartbeat=0.2)
+    await pool.start()
+    try:
+        (stopped,) = pool.pids()
+        os.kill(stopped, signal.SIGSTOP)
+        assert await helpers.eventually(
+            lambda: pool.pids() and stopped not in pool.pids(), timeout=15
+        )
+        assert await helpers.eventually(lambda: pool.health().alive == 1)
+        assert pool.health().unresponsive == 1
+        assert (await pool.call("predict", ok_args()))["mode"] == "ok"
+        assert await helpers.eventually(lambda: not helpers.pid_alive(stopped))
+    finally:
+        await pool.stop()
+
+
+async def test_a_busy_worker_keeps_answering_heartbeats(testmodels_installed):
+    pool = LocalExecutor(FAILING, size=1, heartbeat=0.1)
+    await pool.start()
+    try:
+        for _ in range(3):  # calls longer than the heartbeat, back to back
+            assert (await pool.call("predict", ok_args(mode="sleep", seconds=0.3)))[
+                "mode"
+            ] == "sleep"
+        assert pool.health().unresponsive == 0
+        assert pool.health().restarts == 0
     finally:
         await pool.stop()

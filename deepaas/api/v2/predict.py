@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
 from typing import Any
 
 import aiohttp_apigami
 from aiohttp import web
 
+from deepaas import exceptions
 from deepaas.api import keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
@@ -41,7 +41,15 @@ def prediction_response(result: Any, accept: str | None) -> web.StreamResponse:
             or mimetypes.guess_type(result.filename)[0]
             or "application/octet-stream"
         )
-        return web.FileResponse(result.filename, headers={"Content-Type": content_type})
+        try:
+            opened = open(result.filename, "rb")  # noqa: SIM115 - the answer closes it
+        except OSError as exc:
+            raise exceptions.ModelCallError(
+                f"predict() returned a file that cannot be read: "
+                f"{result.filename}: {exc.strerror}"
+            ) from None
+        # Streamed in chunks from the open file, which the answer closes.
+        return web.Response(body=opened, headers={"Content-Type": content_type})
     if isinstance(result, bytes | bytearray | memoryview):
         content_type = (
             accept
@@ -66,18 +74,14 @@ def make_handler(
     async def predict(request: web.Request) -> web.StreamResponse:
         parser = request.app[keys.PARSER]
         kwargs, uploads = await parser.parse_arguments(request, arguments)
-        # The uploads outlive the call until the answer is sent: a model may
-        # answer with one of them (an open file of an uploaded image).
         with uploads:
             declaration.require("predict")
             result = await model.predict(
                 kwargs, timeout=timeout, queue_timeout=queue_timeout
             )
-            response = prediction_response(result, kwargs.get("accept"))
-            with contextlib.suppress(ConnectionResetError):  # the client left
-                await response.prepare(request)
-                await response.write_eof()
-        return response
+            # A returned file is opened here, before the uploads go: the
+            # model may answer with one of them.
+            return prediction_response(result, kwargs.get("accept"))
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(

@@ -49,7 +49,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         summary=f"Start a training of model {model.name}",
         consumes=["multipart/form-data"] if arguments.file_names else None,
         responses={
-            422: {"description": "Invalid arguments", "schema": responses.Failure}
+            422: {"description": "Invalid arguments", "schema": responses.Failure},
+            501: {
+                "description": "The model does not implement train",
+                "schema": responses.Failure,
+            },
         },
     )(start)
 

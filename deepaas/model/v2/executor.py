@@ -21,6 +21,13 @@ class Health:
     alive: int  # workers started and answering
     busy: int  # workers running a call
     restarts: int  # workers replaced after a death, kill or cancel
+    start_failures: int = 0  # replacements that could not start (retried)
+    unresponsive: int = 0  # idle workers replaced for missing a heartbeat
+
+    @property
+    def missing(self) -> int:
+        """Workers wanted but not running (starting or failing to start)."""
+        return max(0, self.size - self.alive)
 
 
 class Executor(abc.ABC):

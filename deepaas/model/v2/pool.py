@@ -37,6 +37,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import itertools
 import logging
 import socket
 import sys
@@ -46,13 +47,17 @@ from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import Executor, Health
-from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, Start
+from deepaas.model.v2.protocol import Answer, Call, Failure, Ping, Pong, Ready, Start
 
 LOG = logging.getLogger(__name__)
 
 WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
-RESTART_DELAYS = (0.5, 1, 2, 5, 10, 30)  # back-off when a replacement fails
+# Back-off between attempts to start a replacement, then every 30 s for good:
+# capacity that was lost is always won back once the fault is gone.
+RESTART_DELAYS = (0, 0.5, 1, 2, 5, 10)
+RESTART_DELAY_MAX = 30.0
+PING_FRAME = protocol.encode(Ping())
 
 
 class CallState(enum.Enum):
@@ -143,6 +148,7 @@ class WorkerProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
         self.call: PendingCall | None = None  # the call it runs, when BUSY
+        self.pinged_at: float | None = None  # an unanswered ping was sent then
         self._channel: Channel | None = None
         self._greeting: asyncio.Future[Ready | Failure | None] | None = None
         self._ended: asyncio.Future[None] | None = None
@@ -166,20 +172,25 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         self._greeting = loop.create_future()
         ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                WORKER_COMMAND,
-                str(theirs.fileno()),
-                self.spec.name,  # for ps
-                stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+        try:
+            with theirs:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    WORKER_COMMAND,
+                    str(theirs.fileno()),
+                    self.spec.name,  # for ps
+                    stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(),),
+                )
+            self.pid = self.process.pid
+            _, self._channel = await loop.create_connection(
+                lambda: Channel(self), sock=ours
             )
-        self.pid = self.process.pid
-        _, self._channel = await loop.create_connection(
-            lambda: Channel(self), sock=ours
-        )
+        except BaseException:  # out of fds or processes: leave nothing behind
+            ours.close()
+            self.kill()
+            raise
         self._channel.send(
             protocol.encode(
                 Start(
@@ -211,10 +222,19 @@ class WorkerProcess:
         self.call = call
         self._channel.send(call.frame)
 
+    def ping(self) -> None:
+        """Ask the worker to show it is alive (answered between calls)."""
+        assert self._channel is not None
+        self.pinged_at = asyncio.get_running_loop().time()
+        self._channel.send(PING_FRAME)
+
     def on_message(self, message: protocol.Message) -> None:
         if self._greeting is not None and not self._greeting.done():
             assert isinstance(message, Ready | Failure)
             self._greeting.set_result(message)
+            return
+        if isinstance(message, Pong):
+            self.pinged_at = None
             return
         assert isinstance(message, Answer | Failure)
         self.pool.on_reply(self, message)
@@ -270,7 +290,10 @@ class LocalExecutor(Executor):
         warm: bool = True,
         log_level: int = 0,
         log_format: str = "text",
+        heartbeat: float | None = None,
     ) -> None:
+        """``heartbeat``: seconds between checks that idle workers answer (a
+        worker that misses one is replaced); None for no checks."""
         self.spec = spec
         self.size = size
         self.warm = warm
@@ -283,7 +306,11 @@ class LocalExecutor(Executor):
         self._tasks: set[asyncio.Task[None]] = set()  # replacements, reports
         self._dying: set[WorkerProcess] = set()  # retired, not yet reaped
         self._restarts = 0
+        self._start_failures = 0  # replacements that could not start
+        self._unresponsive = 0  # workers replaced for missing a heartbeat
         self._closed = False
+        self.heartbeat = heartbeat
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         workers = [WorkerProcess(self.spec, self) for _ in range(self.size)]
@@ -297,6 +324,10 @@ class LocalExecutor(Executor):
             raise failures[0]
         for w in workers:
             self._worker_free(w)
+        if self.heartbeat:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(
+                self._watch_idle_workers(self.heartbeat)
+            )
         LOG.info(
             "Model %r: %d worker(s) ready (pids %s)",
             self.spec.name,
@@ -471,7 +502,10 @@ class LocalExecutor(Executor):
         self._dying.discard(retired)
 
     async def _start_replacement(self) -> None:
-        for attempt, delay in enumerate((0, *RESTART_DELAYS)):
+        """Start a worker in place of a lost one, trying again (with back-off)
+        whatever goes wrong, until one starts or the pool stops."""
+        delays = itertools.chain(RESTART_DELAYS, itertools.repeat(RESTART_DELAY_MAX))
+        for attempt, delay in enumerate(delays, start=1):
             await asyncio.sleep(delay)
             if self._closed:
                 return
@@ -479,13 +513,18 @@ class LocalExecutor(Executor):
             self._workers.add(worker)
             try:
                 await worker.start()
-            except exceptions.DeepaasError as exc:
+            except Exception as exc:  # a model that fails, or no fds or memory
                 self._workers.discard(worker)
+                self._start_failures += 1
                 LOG.error(
-                    "Model %r: replacement worker failed (attempt %d): %s",
+                    "Model %r: a replacement worker could not start (attempt %d, "
+                    "next in %gs): %s",
                     self.spec.name,
-                    attempt + 1,
-                    exc,
+                    attempt,
+                    RESTART_DELAYS[attempt]
+                    if attempt < len(RESTART_DELAYS)
+                    else RESTART_DELAY_MAX,
+                    getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
                 )
                 continue
             if self._closed:
@@ -494,7 +533,39 @@ class LocalExecutor(Executor):
             LOG.info("Model %r: worker %s started", self.spec.name, worker.pid)
             self._worker_free(worker)
             return
-        LOG.critical("Model %r: giving up replacing a worker", self.spec.name)
+
+    # -- idle workers are watched --------------------------------------------
+
+    async def _watch_idle_workers(self, interval: float) -> None:
+        """Every ``interval`` seconds, ping the idle workers; one that has not
+        answered its ping by the next round (stopped, wedged) is replaced."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for worker in list(self._workers):
+                if worker.pinged_at is not None:
+                    if now - worker.pinged_at >= interval:
+                        self._replace_unresponsive(worker, interval)
+                elif worker.state is WorkerState.IDLE:
+                    worker.ping()
+
+    def _replace_unresponsive(self, worker: WorkerProcess, interval: float) -> None:
+        LOG.error(
+            "Model %r: idle worker %s did not answer for %gs; replacing it",
+            self.spec.name,
+            worker.pid,
+            interval,
+        )
+        self._unresponsive += 1
+        if worker in self._idle:
+            self._idle.remove(worker)
+        pending, worker.call = worker.call, None
+        self._busy.discard(worker)
+        self._replace(worker)
+        worker.kill()
+        if pending is not None:
+            pending.settle(error=exceptions.WorkerDied(None, pending.method))
 
     # -- the pool as a whole -------------------------------------------------
 
@@ -508,6 +579,8 @@ class LocalExecutor(Executor):
             ),
             busy=len(self._busy),
             restarts=self._restarts,
+            start_failures=self._start_failures,
+            unresponsive=self._unresponsive,
         )
 
     def pids(self) -> list[int]:
@@ -516,6 +589,8 @@ class LocalExecutor(Executor):
 
     async def stop(self) -> None:
         self._closed = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

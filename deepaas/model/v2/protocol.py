@@ -8,7 +8,9 @@ is, what its answer is and what a failure means is written once:
   ``WorkerError`` describing what the model raised);
 - once, at start-up, the server sends ``Start`` (which model, how to log) and
   the worker says ``Ready`` or, when it cannot load and warm the model, sends
-  a ``Failure``.
+  a ``Failure``;
+- between calls, the server may send ``Ping``, which the worker answers with
+  ``Pong`` (a worker that does not is stopped or wedged).
 
 On a socket each message is one frame: an 8-byte big-endian length, then the
 message pickled. A failure travels as data (a ``WorkerError``), never as a
@@ -171,7 +173,17 @@ class Ready:
     pid: int
 
 
-Message = Start | Call | Answer | Failure | Ready
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    """Are you there? (sent to idle workers)"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pong:
+    """I am (a worker's answer to a ``Ping``)."""
+
+
+Message = Start | Call | Answer | Failure | Ready | Ping | Pong
 
 
 def encode(message: Message) -> bytes:

@@ -27,10 +27,20 @@ from deepaas import log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.encoding import finish_prediction, response_schema_of
-from deepaas.model.v2.protocol import Answer, Call, Failure, Ready, Start, WorkerError
+from deepaas.model.v2.protocol import (
+    Answer,
+    Call,
+    Failure,
+    Ping,
+    Pong,
+    Ready,
+    Start,
+    WorkerError,
+)
 from deepaas.model.v2.types import ReturnedFile
 
 LOG = logging.getLogger(__name__)
+PONG_FRAME = protocol.encode(Pong())
 
 
 def portable(result: Any) -> Any:
@@ -182,6 +192,9 @@ def serve(reader: protocol.SocketReader, spec: ModelSpec, warm: bool) -> None:
         call = reader.receive()
         if call is None:  # the server closed the socket: time to go
             return
+        if isinstance(call, Ping):
+            sock.sendall(PONG_FRAME)
+            continue
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
         log.REQUEST_ID.set(call.request_id)

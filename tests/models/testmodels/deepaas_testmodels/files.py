@@ -23,7 +23,7 @@ def get_predict_args():
 
 
 def predict(image=None, images=(), accept="application/json"):
-    if accept == "image/*":
+    if accept == "image/*" and image is not None:
         return open(image.filename, "rb")
     return {
         "image": image.original_filename if image else None,

@@ -1,0 +1,72 @@
+"""Hostile clients and hard faults against a real deepaas-run: the server keeps
+its capacity and keeps serving."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests import helpers
+from tests.integration.test_run import get_json, post_json
+
+pytestmark = pytest.mark.slow  # real deepaas-run processes
+
+PREDICT = "/v2/models/failing/predict/"
+
+
+def server_args(state_dir, *extra: str) -> list[str]:
+    return ["--model-name", "failing", "--state-dir", str(state_dir), *extra]
+
+
+def readiness(server: helpers.Server) -> dict:
+    """The /readyz body, whatever its status."""
+    try:
+        return get_json(server.url + "/readyz")
+    except urllib.error.HTTPError as exc:
+        return json.load(exc)
+
+
+def busy(server: helpers.Server) -> int:
+    models = readiness(server).get("models", {})
+    return models.get("failing", {}).get("busy", 0)
+
+
+def metric(server: helpers.Server, pattern: str) -> float:
+    """The value of the first metrics line matching ``pattern`` (0 if none)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if re.match(pattern, line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_clients_that_hang_up_cancel_their_calls(model_sites, tmp_path):
+    env = helpers.env_with(model_sites["testmodels"])
+    with helpers.running_server(server_args(tmp_path, "-p", "1"), env) as server:
+        request = (
+            f"POST {PREDICT}?mode=sleep&seconds=1 HTTP/1.1\r\n"
+            "Host: x\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", server.port)) as raw:
+                raw.sendall(request)
+                # hang up once the call runs in the worker
+                assert helpers.wait_until(lambda: busy(server) == 1, 15)
+            assert helpers.wait_until(lambda: busy(server) == 0, 15)
+        started = time.monotonic()
+        assert post_json(server.url + PREDICT)["predictions"]["mode"] == "ok"
+        assert time.monotonic() - started < 5  # not ten seconds of abandoned calls
+        assert metric(server, r'deepaas_http_requests_total\{.*status="499"') == 10
+        cancelled = r'deepaas_model_call_duration_seconds_count\{.*outcome="cancelled"'
+        assert metric(server, cancelled) == 10
+        assert metric(server, r"deepaas_worker_restarts_total") == 10
+        _, err = server.output()
+    assert "Traceback" not in err
+    assert not re.search(r'" 5\d\d ', err)
