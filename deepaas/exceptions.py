@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The most problems (arguments) one error answer or header names.
+MAX_REPORTED = 20
+
 
 class DeepaasError(Exception):
     """Base class of every deepaas error."""
@@ -51,10 +54,16 @@ class InvalidArguments(DeepaasError):
     status = 422
 
     def __init__(self, errors: dict[str, Any]) -> None:
-        self.errors = errors
+        # A client can send any number of bad arguments: the answer names the
+        # first few, and says how many more there were.
+        names = sorted(errors)
+        self.errors = {name: errors[name] for name in names[:MAX_REPORTED]}
+        self.omitted = len(names) - len(self.errors)
         details = "; ".join(
-            f"{field}: {_flatten(msgs)}" for field, msgs in sorted(errors.items())
+            f"{field}: {_flatten(msgs)}" for field, msgs in self.errors.items()
         )
+        if self.omitted:
+            details += f"; and {self.omitted} more"
         super().__init__(f"Invalid arguments: {details}")
 
 

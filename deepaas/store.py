@@ -25,6 +25,12 @@ INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
 )
 
+COLUMNS = (
+    "model", "uuid", "date", "args", "status", "output", "finish_date", "message",
+    "owner",
+)  # fmt: skip
+UNREADABLE_DATE = datetime.datetime(1970, 1, 1)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trainings (
     model       TEXT NOT NULL,
@@ -104,6 +110,12 @@ class SQLiteTrainingStore(TrainingStore):
             self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable
             self._db.execute(_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(trainings)")]
+        if columns != list(COLUMNS):
+            raise sqlite3.DatabaseError(
+                f"its trainings table has other columns ({', '.join(columns)}) "
+                "than deepaas writes"
+            )
 
     def mark_interrupted(self) -> int:
         """Record as failed every running training whose server is gone."""
@@ -160,18 +172,29 @@ class SQLiteTrainingStore(TrainingStore):
     @staticmethod
     def _training(row: tuple[Any, ...]) -> Training:
         model, uuid, date, args, status, output, finish_date, message = row
-        return Training(
-            model=model,
-            uuid=uuid,
-            date=datetime.datetime.fromisoformat(date),
-            args=json.loads(args),
-            status=status,
-            output=json.loads(output) if output is not None else None,
-            finish_date=_date(finish_date),
-            message=message,
-        )
+        try:
+            return Training(
+                model=model,
+                uuid=uuid,
+                date=datetime.datetime.fromisoformat(date),
+                args=json.loads(args),
+                status=status,
+                output=json.loads(output) if output is not None else None,
+                finish_date=_date(finish_date),
+                message=message,
+            )
+        except (TypeError, ValueError) as exc:
+            # One damaged record must not hide the others: it reads as failed.
+            return Training(
+                model=str(model),
+                uuid=str(uuid),
+                date=UNREADABLE_DATE,
+                args={},
+                status=ERROR,
+                message=f"This training's record cannot be read: {exc}",
+            )
 
-    _COLUMNS = "model, uuid, date, args, status, output, finish_date, message"
+    _COLUMNS = ", ".join(COLUMNS[:-1])  # all but the owner
 
     def get(self, model: str, training_id: str) -> Training | None:
         row = self._db.execute(

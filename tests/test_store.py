@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -100,3 +101,32 @@ def test_state_dir_that_is_a_file_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as info:
         SQLiteTrainingStore(str(blocker))
     assert "state directory" in info.value.message
+
+
+def test_a_database_with_another_schema_is_a_clear_error(tmp_path):
+    db = sqlite3.connect(tmp_path / store_mod.FILENAME)
+    db.execute("CREATE TABLE trainings (id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError) as info:
+        SQLiteTrainingStore(str(tmp_path))
+    assert "other columns (id, name)" in info.value.message
+    assert "--state-dir" in info.value.message
+
+
+def test_one_unreadable_row_fails_alone(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    good, bad = make_training(), make_training()
+    store.add(good)
+    store.add(bad)
+    store._db.execute(
+        "UPDATE trainings SET args = 'not json', date = 'yesterday' WHERE uuid = ?",
+        (bad.uuid,),
+    )
+    listed = {t.uuid: t for t in store.list(good.model)}
+    assert listed[good.uuid].status == good.status
+    damaged = store.get(bad.model, bad.uuid)
+    assert damaged is not None and damaged.status == ERROR
+    assert "cannot be read" in damaged.message
+    assert listed[bad.uuid].status == ERROR
+    assert damaged.to_dict()["uuid"] == bad.uuid

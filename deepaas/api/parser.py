@@ -245,7 +245,11 @@ class ArgumentParser(AIOHTTPParser):
         ignored, and named in the answer's ``Deepaas-Ignored-Arguments``."""
         if self.strict:
             raise exceptions.InvalidArguments({n: ["Unknown field."] for n in names})
-        LOG.debug("Ignoring arguments the model does not declare: %s", names)
+        LOG.debug(
+            "Ignoring %d argument(s) the model does not declare: %s",
+            len(names),
+            ", ".join(names[: exceptions.MAX_REPORTED]),
+        )
         request[keys.IGNORED_ARGUMENTS] = names
 
     @staticmethod
@@ -301,6 +305,10 @@ async def add_ignored_arguments_header(
     if ignored:
         # Names come from the client: percent-encoded, so that nothing in
         # them (control characters, commas) can break the header.
-        response.headers[IGNORED_HEADER] = ", ".join(
-            urllib.parse.quote(name, safe=HEADER_SAFE) for name in ignored
-        )
+        shown = [
+            urllib.parse.quote(name, safe=HEADER_SAFE)
+            for name in ignored[: exceptions.MAX_REPORTED]
+        ]
+        if len(ignored) > len(shown):
+            shown.append(f"(and {len(ignored) - len(shown)} more)")
+        response.headers[IGNORED_HEADER] = ", ".join(shown)

@@ -6,6 +6,8 @@ README; each sends the input that upstream answers with success.
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 from yarl import URL
@@ -292,3 +294,24 @@ class TestAlsoFixed:
 
     async def test_debug_endpoint_when_off_is_404(self, client):
         assert (await client.get("/v2/debug/")).status == 404
+
+
+class TestManyBadArguments:
+    BODY = {f"k{n}": n for n in range(50_000)}
+
+    async def test_ignored_ones_are_named_in_a_bounded_header(self, client):
+        resp = await client.post(PREDICT, json=self.BODY)
+        assert resp.status == 200
+        header = resp.headers["Deepaas-Ignored-Arguments"]
+        assert header.endswith("(and 49980 more)")
+        assert len(header) < 400
+
+    async def test_refused_ones_make_a_bounded_422(self, make_client):
+        client = await make_client("--model-name", "module-model", "--strict-arguments")
+        resp = await client.post(PREDICT, json=self.BODY)
+        assert resp.status == 422
+        raw = await resp.read()
+        assert len(raw) < 4096
+        body = json.loads(raw)
+        assert len(body["errors"]) == 20
+        assert body["message"].endswith("and 49980 more")

@@ -36,6 +36,14 @@ class TestTrainingLog:
         assert text.rstrip().endswith("last line")
         assert (state_dir / "logs" / f"{body['uuid']}.log").exists()
 
+    async def test_a_failed_training_log_ends_with_its_traceback(self, client):
+        body = await (await client.post(TRAIN + "?mode=raise")).json()
+        failed = await wait_status(client, TRAIN + body["uuid"])
+        assert failed["status"] == "error"
+        text = await (await client.get(TRAIN + body["uuid"] + "/log")).text()
+        assert "Traceback (most recent call last)" in text
+        assert text.rstrip().endswith("ValueError: the model is unhappy")
+
     async def test_tail(self, client):
         body = await (await client.post(TRAIN + "?mode=chatty")).json()
         await wait_status(client, TRAIN + body["uuid"])

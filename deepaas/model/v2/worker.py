@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,6 +146,9 @@ class LoadedModel:
                 )
             return Answer(result)
         except Exception as exc:
+            if call.log_path is not None:
+                # The call's own log (a training's) ends with what went wrong.
+                traceback.print_exc(file=sys.stderr)
             # Whoever receives the failure reports it once; the traceback is
             # for whoever runs with debug logging.
             LOG.debug("%s() raised", call.method, exc_info=True)
