@@ -48,6 +48,13 @@ server_opts = [
         help="Largest request body accepted, in bytes; larger ones get 413. "
         "0 means no limit.",
     ),
+    cfg.IntOpt(
+        "max-parts",
+        default=500,
+        min=0,
+        help="Most parts a multipart request body may have (413 beyond). "
+        "0 means no limit.",
+    ),
     cfg.BoolOpt(
         "warm",
         default=True,

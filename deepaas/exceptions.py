@@ -48,6 +48,17 @@ class BadRequest(DeepaasError):
     status = 400
 
 
+class TooManyParts(DeepaasError):
+    """A multipart body has more parts than the server takes."""
+
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The request body has more than {limit} multipart parts (see --max-parts)."
+        )
+
+
 class InvalidArguments(DeepaasError):
     """The arguments sent do not match the model's declaration."""
 

@@ -150,7 +150,9 @@ def get_app(
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
     app[keys.PARSER] = ArgumentParser(
-        conf.client_max_size, strict=conf.strict_arguments
+        conf.client_max_size,
+        strict=conf.strict_arguments,
+        max_parts=conf.max_parts,
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")

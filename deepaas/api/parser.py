@@ -83,6 +83,12 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
     return None
 
 
+def _unknown_charset(request: web.Request) -> exceptions.BadRequest:
+    return exceptions.BadRequest(
+        f"The request body names an unknown charset: {request.charset}"
+    )
+
+
 def _json_object(name: str, value: Any) -> Any:
     """A mapping argument given as text is a JSON object."""
     if not isinstance(value, str):
@@ -103,9 +109,12 @@ class ArgumentParser(AIOHTTPParser):
         LOCATION: "load_model_arguments",
     }
 
-    def __init__(self, client_max_size: int = 0, *, strict: bool = False) -> None:
+    def __init__(
+        self, client_max_size: int = 0, *, strict: bool = False, max_parts: int = 0
+    ) -> None:
         super().__init__(unknown=marshmallow.RAISE)
         self.client_max_size = client_max_size
+        self.max_parts = max_parts  # of a multipart body; 0 for no limit
         self.strict = strict  # unknown arguments are a 422, not ignored
         # The schemas are built once per model: remember which fields are files.
         self._file_names: weakref.WeakKeyDictionary[
@@ -150,11 +159,10 @@ class ArgumentParser(AIOHTTPParser):
         if not request.body_exists:
             pass  # arguments in the query string only: nothing to read
         elif uploads_mod.is_multipart(request):
-            values, file_parts = await uploads_mod.read_multipart(
-                request, request[keys.UPLOADS], self.client_max_size
+            values, files = await uploads_mod.read_multipart(
+                request, request[keys.UPLOADS], self.client_max_size, self.max_parts
             )
             body = self._makeproxy(values, schema)
-            files = {name: file_parts.getall(name) for name in file_parts}
         else:
             json_body = await self.load_json(request, schema)
             if json_body is core.missing:
@@ -271,6 +279,28 @@ class ArgumentParser(AIOHTTPParser):
                 merged["accept"] = choices[0]
             else:
                 del merged["accept"]  # its default applies
+
+    async def load_json(self, req: web.Request, schema: marshmallow.Schema) -> Any:
+        """The JSON body; what cannot be read as JSON is a ``BadRequest``."""
+        try:
+            return await super().load_json(req, schema)
+        except LookupError:
+            raise _unknown_charset(req) from None
+        except RecursionError:
+            raise exceptions.BadRequest(
+                "The JSON body is nested too deeply to be read."
+            ) from None
+        except ValueError as exc:  # an integer beyond Python's digit limit
+            raise exceptions.BadRequest(
+                f"The request body is not valid JSON: {exc}"
+            ) from None
+
+    async def load_form(self, req: web.Request, schema: marshmallow.Schema) -> Any:
+        """The urlencoded form body."""
+        try:
+            return await super().load_form(req, schema)
+        except LookupError:
+            raise _unknown_charset(req) from None
 
     def _handle_invalid_json_error(  # type: ignore[override]
         self, error: Exception, req: web.Request, *args: Any, **kwargs: Any

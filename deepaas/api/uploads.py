@@ -57,30 +57,36 @@ class Uploads:
 
 
 async def read_multipart(
-    request: web.Request, uploads: Uploads, limit: int
-) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
+    request: web.Request, uploads: Uploads, limit: int, max_parts: int = 0
+) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
     """Read a multipart body: text fields in memory, files to ``uploads``.
 
-    ``limit`` (bytes, 0 for none) bounds the whole body while it streams. A
-    body that is not valid multipart is a ``BadRequest``.
+    ``limit`` (bytes, 0 for none) bounds the whole body while it streams, part
+    headers included; ``max_parts`` (0 for none) bounds the number of parts.
+    A body that is not valid multipart is a ``BadRequest``.
     """
     try:
-        return await _read_parts(request, uploads, limit)
+        return await _read_parts(request, uploads, limit, max_parts)
     except (ValueError, HttpProcessingError) as exc:
-        # aiohttp's parser says what is wrong in its own words; the first line
-        # of them is enough for the client.
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise exceptions.BadRequest(
-            f"The request body is not valid multipart/form-data: {detail}"
+            "The request body is not valid multipart/form-data: " + _first_words(exc)
         ) from None
 
 
+def _first_words(exc: Exception) -> str:
+    """What aiohttp's parser says is wrong, without its status prefix."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = str(text).strip().splitlines()
+    return lines[0].removeprefix("400, message:").strip() if lines else ""
+
+
 async def _read_parts(
-    request: web.Request, uploads: Uploads, limit: int
-) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
+    request: web.Request, uploads: Uploads, limit: int, max_parts: int
+) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
     values: MultiDict[str] = MultiDict()
-    files: MultiDict[UploadedFile] = MultiDict()
+    files: dict[str, list[UploadedFile]] = {}
     received = 0
+    parts = 0
     reader = await request.multipart()
     while True:
         part = await reader.next()
@@ -88,6 +94,14 @@ async def _read_parts(
             break
         if not isinstance(part, BodyPartReader):
             raise exceptions.BadRequest("Nested multipart bodies are not accepted.")
+        parts += 1
+        if max_parts and parts > max_parts:
+            raise exceptions.TooManyParts(max_parts)
+        # A part's headers count toward the size too: many empty parts are
+        # not free.
+        received += sum(len(k) + len(v) + 4 for k, v in part.headers.items())
+        if limit and received > limit:
+            raise too_large(limit)
         name = part.name or ""
         if part.filename is None:
             data = bytearray()
@@ -96,8 +110,7 @@ async def _read_parts(
                 if limit and received > limit:
                     raise too_large(limit)
                 data.extend(chunk)
-            charset = part.get_charset(default="utf-8")
-            values.add(name, data.decode(charset, errors="replace"))
+            values.add(name, _decode(name, data, part.get_charset(default="utf-8")))
             continue
         path = uploads.new_path(part.filename)
         with open(path, "wb") as target:
@@ -108,8 +121,19 @@ async def _read_parts(
                 target.write(chunk)
                 uploads.received += len(chunk)
         content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-        files.add(name, UploadedFile(name, path, content_type, part.filename))
+        files.setdefault(name, []).append(
+            UploadedFile(name, path, content_type, part.filename)
+        )
     return values, files
+
+
+def _decode(name: str, data: bytearray, charset: str) -> str:
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:
+        raise exceptions.BadRequest(
+            f"Part {name!r} names an unknown charset: {charset}"
+        ) from None
 
 
 def content_length_over(request: web.Request, limit: int) -> bool:

@@ -1,0 +1,122 @@
+"""Hostile request bodies: each is refused or read in linear time, and the
+server keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+
+FILES = "/v2/models/files/predict/"
+
+
+async def still_serving(client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    resp = await client.post("/v2/models/files/predict/")
+    assert resp.status == 200, await resp.text()
+
+
+def many_parts(count: int, name: str = "images", filename: str | None = "p") -> bytes:
+    """A multipart body of ``count`` one-byte parts, boundary ``b``."""
+    disposition = f'form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"'
+    part = f"--b\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n".encode()
+    return part * count + b"--b--\r\n"
+
+
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
+
+
+async def test_more_parts_than_allowed_is_413(make_client):
+    client = await make_client("--model-name", "files", "--max-parts", "100")
+    resp = await client.post(FILES, data=many_parts(101), headers=MULTIPART)
+    assert resp.status == 413
+    assert "more than 100 multipart parts" in (await resp.json())["message"]
+    await still_serving(client)
+
+
+async def test_thousands_of_parts_are_read_in_linear_time(make_client):
+    client = await make_client("--model-name", "files", "--max-parts", "0")
+    resp = await client.post(FILES, data=many_parts(4000), headers=MULTIPART)
+    assert resp.status == 200
+    assert len((await resp.json())["predictions"]["images"]) == 4000
+    await still_serving(client)
+
+
+async def test_empty_parts_count_toward_the_size_limit(make_client):
+    client = await make_client(
+        "--model-name", "files", "--max-parts", "0", "--client-max-size", "1048576"
+    )
+    body = many_parts(40_000, name="x", filename=None).replace(
+        b"\r\n\r\nx\r\n", b"\r\n\r\n\r\n"
+    )
+
+    async def chunked():  # no Content-Length: the limit is met while reading
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    resp = await client.post(FILES, data=chunked(), headers=MULTIPART)
+    assert resp.status == 413
+    await still_serving(client)
+
+
+async def test_a_bogus_charset_in_a_part_is_400(make_client):
+    client = await make_client("--model-name", "module-model")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="text"\r\n'
+        b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nbar\r\n--b--\r\n"
+    )
+    resp = await client.post(
+        "/v2/models/module-model/predict/", data=body, headers=MULTIPART
+    )
+    assert resp.status == 400
+    assert "unknown charset: no-such-charset" in (await resp.json())["message"]
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_multipart_errors_read_cleanly(make_client):
+    client = await make_client("--model-name", "module-model")
+    resp = await client.post(
+        "/v2/models/module-model/predict/",
+        data=b"--b\r\nno headers end here",
+        headers=MULTIPART,
+    )
+    assert resp.status == 400
+    message = (await resp.json())["message"]
+    assert message.startswith("The request body is not valid multipart/form-data")
+    assert "400, message" not in message
+
+
+PREDICT = "/v2/models/module-model/predict/"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'{"count": 2}', "application/json; charset=no-such", "unknown charset"),
+        (
+            b"count=2",
+            "application/x-www-form-urlencoded; charset=no-such",
+            "unknown charset",
+        ),
+        (b"[" * 100_000, "application/json", "nested too deeply"),
+        (b'{"count": ' + b"1" * 5000 + b"}", "application/json", "not valid JSON"),
+        (b'{"count": ', "application/json", "not valid JSON"),
+    ],
+    ids=["json-charset", "form-charset", "deep-json", "huge-integer", "broken-json"],
+)
+async def test_unreadable_bodies_are_400_quietly(
+    make_client, caplog, body, content_type, message
+):
+    client = await make_client("--model-name", "module-model")
+    resp = await client.post(PREDICT, data=body, headers={"Content-Type": content_type})
+    assert resp.status == 400
+    assert message in (await resp.json())["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert (await client.post(PREDICT + "?count=3")).status == 200
+
+
+async def test_an_integer_beyond_the_digit_limit_in_the_query_is_422(make_client):
+    client = await make_client("--model-name", "module-model")
+    resp = await client.post(PREDICT + "?count=" + "9" * 5000)
+    assert resp.status == 422
+    assert "count" in await resp.json()
