@@ -44,6 +44,24 @@ class TestTrainingLog:
         assert "Traceback (most recent call last)" in text
         assert text.rstrip().endswith("ValueError: the model is unhappy")
 
+    async def test_a_large_log_without_newlines(self, client, state_dir):
+        body = await (await client.post(TRAIN + "?mode=ok")).json()
+        await wait_status(client, TRAIN + body["uuid"])
+        log = state_dir / "logs" / f"{body['uuid']}.log"
+        # a progress bar: 32 MB redrawn with carriage returns only
+        bar = b"".join(b"\rstep %7d" % n for n in range(2_500_000))
+        log.write_bytes(bar)
+        resp = await client.get(TRAIN + body["uuid"] + "/log?tail=2")
+        assert await resp.text() == "step 2499998\rstep 2499999"
+        whole = await client.get(TRAIN + body["uuid"] + "/log")
+        assert whole.headers["Content-Length"] == str(len(bar))
+        assert await whole.read() == bar
+        # no line end at all: the tail is the end of the file, bounded
+        log.write_bytes(b"x" * (9 << 20))
+        resp = await client.get(TRAIN + body["uuid"] + "/log?tail=1")
+        assert len(await resp.read()) == 4 << 20
+        assert (await client.get("/healthz")).status == 200
+
     async def test_tail(self, client):
         body = await (await client.post(TRAIN + "?mode=chatty")).json()
         await wait_status(client, TRAIN + body["uuid"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, BinaryIO
 
@@ -14,6 +15,8 @@ from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
+TEXT = "text/plain; charset=utf-8"
+TAIL_MAX_BYTES = 4 << 20  # the most of a log that ?tail= reads
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
@@ -102,13 +105,19 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         },
     )
     @aiohttp_apigami.querystring_schema(LogQuery())
-    async def get_training_log(request: web.Request) -> web.Response:
+    async def get_training_log(request: web.Request) -> web.StreamResponse:
         runner = request.app[keys.TRAININGS]
         training = runner.get(model.name, request.match_info["uuid"])
         query = await request.app[keys.PARSER].parse(
             LogQuery(), request, location="querystring"
         )
-        text = read_log(runner.log_path(training.uuid), query.get("tail"))
+        path = runner.log_path(training.uuid)
+        tail = query.get("tail")
+        if tail is None and os.path.exists(path):
+            # Streamed from the file: a log of any size costs no memory.
+            return web.FileResponse(path, headers={"Content-Type": TEXT})
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(None, read_log, path, tail)
         return web.Response(text=text, content_type="text/plain")
 
     return {
@@ -131,27 +140,35 @@ def read_log(path: str, tail: int | None) -> str:
     """The text of a log file (its last ``tail`` lines); empty if there is none."""
     try:
         with open(path, "rb") as f:
-            if tail is None:
-                data = f.read()
-            else:
-                data = _last_lines(f, tail)
+            data = f.read() if tail is None else last_lines(f, tail)
     except FileNotFoundError:
         return ""
     return data.decode("utf-8", errors="replace")
 
 
-def _last_lines(f: BinaryIO, count: int, block: int = 64 * 1024) -> bytes:
-    """The last ``count`` lines of a file, read backwards a block at a time."""
-    end = f.seek(0, os.SEEK_END)
-    data = b""
-    position = end
-    # one more newline than lines wanted, unless the file ends without one
-    while position > 0 and data.count(b"\n") <= count:
-        step = min(block, position)
+def last_lines(
+    f: BinaryIO, count: int, block: int = 64 * 1024, limit: int = TAIL_MAX_BYTES
+) -> bytes:
+    r"""The last ``count`` lines of a file, read backwards a block at a time.
+
+    A line ends at ``\n``, ``\r\n`` or a lone ``\r`` (progress bars redraw
+    with ``\r`` alone). At most ``limit`` bytes are read: a file without line
+    ends gives its last ``limit`` bytes.
+    """
+    position = f.seek(0, os.SEEK_END)
+    blocks: list[bytes] = []
+    ends = 0
+    taken = 0
+    # one more line end than lines wanted, unless the file ends without one
+    while position > 0 and ends <= count and taken < limit:
+        step = min(block, position, limit - taken)
         position -= step
         f.seek(position)
-        data = f.read(step) + data
-    lines = data.splitlines(keepends=True)
+        chunk = f.read(step)
+        blocks.append(chunk)
+        taken += step
+        ends += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+    lines = b"".join(reversed(blocks)).splitlines(keepends=True)
     return b"".join(lines[-count:])
 
 
