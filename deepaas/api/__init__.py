@@ -78,10 +78,16 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
     yield
-    await startup.cancel()
+    await stop_work(app)
+    app[keys.TRAININGS].store.close()
+
+
+async def stop_work(app: web.Application) -> None:
+    """Stop starting workers, record running trainings as interrupted, then
+    stop every executor: calls still running end with a 503 (PoolClosed)."""
+    await app[keys.STARTUP].cancel()
     await app[keys.TRAININGS].stop()
     await asyncio.gather(*(m.executor.stop() for m in app[keys.MODELS].values()))
-    app[keys.TRAININGS].store.close()
 
 
 async def _debug_capture(app: web.Application) -> AsyncIterator[None]:
@@ -137,9 +143,10 @@ def get_app(
     if declarations is None:
         declarations = load_declarations(conf)
     base = normalize_base_path(conf.base_path)
+    inflight = access.InFlight()
     app = web.Application(
         middlewares=[
-            access.observe_middleware(access.RequestIds()),
+            access.observe_middleware(access.RequestIds(), inflight),
             errors.error_middleware,
             # //v2//models/ is a 308 to /v2/models/, as upstream answers
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
@@ -149,6 +156,7 @@ def get_app(
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
+    app[keys.INFLIGHT] = inflight
     app[keys.PARSER] = ArgumentParser(
         conf.client_max_size,
         strict=conf.strict_arguments,
@@ -189,4 +197,10 @@ def get_app(
     return app
 
 
-__all__ = ["build_executor", "get_app", "load_declarations", "normalize_base_path"]
+__all__ = [
+    "build_executor",
+    "get_app",
+    "load_declarations",
+    "normalize_base_path",
+    "stop_work",
+]

@@ -9,6 +9,7 @@ the worker included) and on the request's access-log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -45,8 +46,34 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):016x}"
 
 
-def observe_middleware(ids: RequestIds) -> Middleware:
-    """The outermost middleware: the request id, and the request's metrics."""
+class InFlight:
+    """The requests being served, so that a shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight (at most ``timeout`` seconds);
+        whether none is."""
+        if self.count:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        return self.count == 0
+
+
+def observe_middleware(ids: RequestIds, inflight: InFlight) -> Middleware:
+    """The outermost middleware: the request id, the request's metrics, and
+    the count of requests in flight."""
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -55,6 +82,7 @@ def observe_middleware(ids: RequestIds) -> Middleware:
         metrics = request.app.get(keys.METRICS)
         started = time.perf_counter()
         status = 500
+        inflight.enter()
         try:
             response = await handler(request)
             status = response.status
@@ -66,6 +94,7 @@ def observe_middleware(ids: RequestIds) -> Middleware:
             status = CLIENT_CLOSED
             raise
         finally:
+            inflight.leave()
             log.REQUEST_ID.reset(token)
             if metrics is not None:
                 uploads = request.get(keys.UPLOADS)

@@ -14,6 +14,7 @@ from aiohttp import web
 if typing.TYPE_CHECKING:
     from oslo_config import cfg
 
+    from deepaas.api.access import InFlight
     from deepaas.api.capture import DebugCapture
     from deepaas.api.metrics import Metrics
     from deepaas.api.parser import ArgumentParser
@@ -32,6 +33,7 @@ DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")
 STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
 METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
 OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
+INFLIGHT: web.AppKey[InFlight] = web.AppKey("deepaas_inflight")
 
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")

@@ -13,9 +13,17 @@ from aiohttp import web
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
-from deepaas.api import access, get_app, keys, load_declarations, normalize_base_path
+from deepaas.api import (
+    access,
+    get_app,
+    keys,
+    load_declarations,
+    normalize_base_path,
+    stop_work,
+)
 
 LOG = logging.getLogger("deepaas.cmd.run")
+FLUSH_TIMEOUT = 2.0  # seconds the last answers get to be written at shutdown
 
 
 def _addresses(host: str, port: int, base: str) -> list[str]:
@@ -38,11 +46,13 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         handler_cancellation=True,
         access_log_class=access.AccessLogger,
         access_log=logging.getLogger("aiohttp.access"),
-        shutdown_timeout=conf.shutdown_timeout,
+        # What is left once shut_down() has run: answers being written.
+        shutdown_timeout=FLUSH_TIMEOUT,
     )
     await runner.setup()
+    site = web.TCPSite(runner, conf.listen_ip, conf.listen_port)
     try:
-        await web.TCPSite(runner, conf.listen_ip, conf.listen_port).start()
+        await site.start()
         print(banner, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -63,9 +73,24 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     finally:
-        # Stops accepting, waits for requests in flight (up to the shutdown
-        # time-out), then the cleanup contexts stop trainings and workers.
+        await shut_down(app, site, conf.shutdown_timeout)
         await runner.cleanup()
+
+
+async def shut_down(app: web.Application, site: web.BaseSite, timeout: float) -> None:
+    """Stop accepting connections, give the requests in flight ``timeout``
+    seconds to finish, then stop the work: a prediction still running then
+    is answered with a JSON 503, and a running training recorded as
+    interrupted."""
+    await site.stop()
+    if not await app[keys.INFLIGHT].drained(timeout):
+        LOG.warning(
+            "%d request(s) still running after the %gs shutdown time-out: "
+            "stopping them",
+            app[keys.INFLIGHT].count,
+            timeout,
+        )
+    await stop_work(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
