@@ -49,6 +49,15 @@ server_opts = [
         "0 means no limit.",
     ),
     cfg.IntOpt(
+        "max-memory-body",
+        default=16 * 1024 * 1024,
+        min=0,
+        help="Largest request body read into memory, in bytes, counted after "
+        "decompression: a JSON or urlencoded body, or the non-file fields of a "
+        "multipart body (413 beyond). Uploaded files stream to disk and are "
+        "bounded by --client-max-size only. 0 means no limit.",
+    ),
+    cfg.IntOpt(
         "max-parts",
         default=500,
         min=0,

@@ -29,6 +29,11 @@ from deepaas.trainings import TrainingRunner
 LOG = logging.getLogger(__name__)
 
 
+def smallest_limit(*limits: int) -> int:
+    """The smallest of some size limits, where 0 means none."""
+    return min((limit for limit in limits if limit), default=0)
+
+
 def normalize_base_path(base_path: str | None) -> str:
     """``/x/y`` from ``x/y/``, ``/x/y`` or ``''``."""
     base = (base_path or "").strip().strip("/")
@@ -151,7 +156,9 @@ def get_app(
             # //v2//models/ is a 308 to /v2/models/, as upstream answers
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
         ],
-        client_max_size=conf.client_max_size,
+        # aiohttp's own limit applies to the bodies it reads into memory
+        # (JSON, forms), after decompression; files are streamed by the parser.
+        client_max_size=smallest_limit(conf.client_max_size, conf.max_memory_body),
         handler_args={"max_line_size": errors.PARSER_LINE_LIMIT},
     )
     app[keys.CONFIG] = conf
@@ -161,6 +168,7 @@ def get_app(
         conf.client_max_size,
         strict=conf.strict_arguments,
         max_parts=conf.max_parts,
+        max_memory=conf.max_memory_body,
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")

@@ -110,11 +110,17 @@ class ArgumentParser(AIOHTTPParser):
     }
 
     def __init__(
-        self, client_max_size: int = 0, *, strict: bool = False, max_parts: int = 0
+        self,
+        client_max_size: int = 0,
+        *,
+        strict: bool = False,
+        max_parts: int = 0,
+        max_memory: int = 0,
     ) -> None:
         super().__init__(unknown=marshmallow.RAISE)
         self.client_max_size = client_max_size
         self.max_parts = max_parts  # of a multipart body; 0 for no limit
+        self.max_memory = max_memory  # of its fields held in memory
         self.strict = strict  # unknown arguments are a 422, not ignored
         # The schemas are built once per model: remember which fields are files.
         self._file_names: weakref.WeakKeyDictionary[
@@ -160,7 +166,11 @@ class ArgumentParser(AIOHTTPParser):
             pass  # arguments in the query string only: nothing to read
         elif uploads_mod.is_multipart(request):
             values, files = await uploads_mod.read_multipart(
-                request, request[keys.UPLOADS], self.client_max_size, self.max_parts
+                request,
+                request[keys.UPLOADS],
+                uploads_mod.Limits(
+                    self.client_max_size, self.max_parts, self.max_memory
+                ),
             )
             body = self._makeproxy(values, schema)
         else:

@@ -7,6 +7,7 @@ directory when the request is done with it, whatever happened.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -56,17 +57,24 @@ class Uploads:
         self.cleanup()
 
 
-async def read_multipart(
-    request: web.Request, uploads: Uploads, limit: int, max_parts: int = 0
-) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
-    """Read a multipart body: text fields in memory, files to ``uploads``.
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds of a multipart body, each 0 for none."""
 
-    ``limit`` (bytes, 0 for none) bounds the whole body while it streams, part
-    headers included; ``max_parts`` (0 for none) bounds the number of parts.
-    A body that is not valid multipart is a ``BadRequest``.
+    body: int = 0  # bytes of the whole body, part headers included
+    parts: int = 0  # number of parts
+    memory: int = 0  # bytes of the non-file fields, which are held in memory
+
+
+async def read_multipart(
+    request: web.Request, uploads: Uploads, limits: Limits
+) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
+    """Read a multipart body: text fields in memory, files to ``uploads``,
+    within ``limits`` (checked while the body streams). A body that is not
+    valid multipart is a ``BadRequest``.
     """
     try:
-        return await _read_parts(request, uploads, limit, max_parts)
+        return await _read_parts(request, uploads, limits)
     except (ValueError, HttpProcessingError) as exc:
         raise exceptions.BadRequest(
             "The request body is not valid multipart/form-data: " + _first_words(exc)
@@ -81,11 +89,12 @@ def _first_words(exc: Exception) -> str:
 
 
 async def _read_parts(
-    request: web.Request, uploads: Uploads, limit: int, max_parts: int
+    request: web.Request, uploads: Uploads, limits: Limits
 ) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
     values: MultiDict[str] = MultiDict()
     files: dict[str, list[UploadedFile]] = {}
-    received = 0
+    received = 0  # bytes of the body
+    in_memory = 0  # bytes of the text fields
     parts = 0
     reader = await request.multipart()
     while True:
@@ -95,20 +104,23 @@ async def _read_parts(
         if not isinstance(part, BodyPartReader):
             raise exceptions.BadRequest("Nested multipart bodies are not accepted.")
         parts += 1
-        if max_parts and parts > max_parts:
-            raise exceptions.TooManyParts(max_parts)
+        if limits.parts and parts > limits.parts:
+            raise exceptions.TooManyParts(limits.parts)
         # A part's headers count toward the size too: many empty parts are
         # not free.
         received += sum(len(k) + len(v) + 4 for k, v in part.headers.items())
-        if limit and received > limit:
-            raise too_large(limit)
+        if limits.body and received > limits.body:
+            raise too_large(limits.body)
         name = part.name or ""
         if part.filename is None:
             data = bytearray()
             while chunk := await part.read_chunk(CHUNK_SIZE):
                 received += len(chunk)
-                if limit and received > limit:
-                    raise too_large(limit)
+                in_memory += len(chunk)
+                if limits.body and received > limits.body:
+                    raise too_large(limits.body)
+                if limits.memory and in_memory > limits.memory:
+                    raise too_large(limits.memory)
                 data.extend(chunk)
             values.add(name, _decode(name, data, part.get_charset(default="utf-8")))
             continue
@@ -116,8 +128,8 @@ async def _read_parts(
         with open(path, "wb") as target:
             while chunk := await part.read_chunk(CHUNK_SIZE):
                 received += len(chunk)
-                if limit and received > limit:
-                    raise too_large(limit)
+                if limits.body and received > limits.body:
+                    raise too_large(limits.body)
                 target.write(chunk)
                 uploads.received += len(chunk)
         content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")

@@ -3,6 +3,8 @@ server keeps serving."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 FILES = "/v2/models/files/predict/"
@@ -120,3 +122,58 @@ async def test_an_integer_beyond_the_digit_limit_in_the_query_is_422(make_client
     resp = await client.post(PREDICT + "?count=" + "9" * 5000)
     assert resp.status == 422
     assert "count" in await resp.json()
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A gzip JSON body of ``size`` bytes once inflated, made piecewise."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [compressor.compress(b'{"text": "')]
+    block = b"x" * (1 << 20)
+    for _ in range(size >> 20):
+        out.append(compressor.compress(block))
+    out.append(compressor.compress(b'"}'))
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+async def test_a_gzip_bomb_is_413_once_inflated_past_the_memory_limit(make_client):
+    client = await make_client("--model-name", "module-model")  # 16 MiB default
+    bomb = gzip_bomb(64 << 20)
+    assert len(bomb) < 256 << 10
+    resp = await client.post(
+        PREDICT,
+        data=bomb,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert resp.status == 413
+    assert "message" in await resp.json()
+    assert (await client.post(PREDICT + "?count=3")).status == 200
+
+
+async def test_a_json_body_past_the_memory_limit_is_413(make_client):
+    client = await make_client(
+        "--model-name", "module-model", "--max-memory-body", "1048576"
+    )
+    resp = await client.post(PREDICT, json={"text": "x" * (2 << 20)})
+    assert resp.status == 413
+    assert (await client.post(PREDICT, json={"count": 2})).status == 200
+
+
+async def test_in_memory_fields_are_bounded_but_files_are_not(make_client):
+    client = await make_client(
+        "--model-name", "module-model", "--max-memory-body", "1048576"
+    )
+    big = b"x" * (2 << 20)
+    field = (
+        b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\n' + big + b"\r\n"
+        b"--b--\r\n"
+    )
+    resp = await client.post(PREDICT, data=field, headers=MULTIPART)
+    assert resp.status == 413
+    upload = (
+        b'--b\r\nContent-Disposition: form-data; name="data"; filename="a.bin"\r\n'
+        b"\r\n" + big + b"\r\n--b--\r\n"
+    )
+    resp = await client.post(PREDICT, data=upload, headers=MULTIPART)
+    assert resp.status == 200
+    assert (await resp.json())["predictions"]["file"]["size"] == len(big)
