@@ -48,6 +48,12 @@ class BadRequest(DeepaasError):
     status = 400
 
 
+class InsufficientStorage(DeepaasError):
+    """There is no room left to store what the request sends."""
+
+    status = 507
+
+
 class TooManyParts(DeepaasError):
     """A multipart body has more parts than the server takes."""
 

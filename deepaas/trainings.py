@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import logging
 import os
 import uuid
@@ -24,6 +25,7 @@ from deepaas.model.v2.encoding import jsonable
 LOG = logging.getLogger(__name__)
 
 RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
+SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
 INTERRUPTED_BY_SHUTDOWN = (
     "Interrupted: the server shut down while this training was running."
 )
@@ -107,6 +109,11 @@ class TrainingRunner:
         self.log_dir = log_dir
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Training] = {}
+        # Ended trainings whose final state the store refused (a full disk):
+        # answered from here, and written again until the store takes them.
+        self._unsaved: dict[str, Training] = {}
+        self._saving: asyncio.Task[None] | None = None
+        self.store_error: str | None = None  # why the last write failed
         self._stopping = False
 
     def log_path(self, training_id: str) -> str:
@@ -183,11 +190,48 @@ class TrainingRunner:
         try:
             self.store.update(training)
         except exceptions.DeepaasError as exc:
-            LOG.error("%s", exc.message)
+            self._keep_unsaved(training, exc.message)
+
+    def _keep_unsaved(self, training: Training, why: str) -> None:
+        """Answer ``training`` from memory and keep trying to save it."""
+        LOG.error(
+            "Cannot record how training %s ended (%s); keeping it in memory and "
+            "retrying: %s",
+            training.uuid,
+            training.status,
+            why,
+        )
+        self.store_error = why
+        self._unsaved[training.uuid] = training
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.get_running_loop().create_task(self._save_unsaved())
+
+    async def _save_unsaved(self) -> None:
+        """Write the unsaved trainings again, with back-off, until all are."""
+        delays = itertools.chain(SAVE_RETRY_DELAYS, itertools.repeat(30.0))
+        while self._unsaved and not self._stopping:
+            await asyncio.sleep(next(delays))
+            self._try_saving()
+
+    def _try_saving(self) -> None:
+        for training_id, training in list(self._unsaved.items()):
+            try:
+                self.store.update(training)
+            except exceptions.DeepaasError as exc:
+                self.store_error = exc.message
+                return
+            del self._unsaved[training_id]
+            LOG.info("Training %s is recorded after all", training_id)
+        self.store_error = None
+
+    @property
+    def unsaved(self) -> int:
+        """How many ended trainings the store has not taken yet."""
+        return len(self._unsaved)
 
     def get(self, model: str, training_id: str) -> Training:
         """The record; raises ``TrainingNotFound``."""
-        training = self._live.get(training_id)
+        training = self._live.get(training_id) or self._unsaved.get(training_id)
         if training is None or training.model != model:
             training = self.store.get(model, training_id)
         if training is None:
@@ -198,7 +242,10 @@ class TrainingRunner:
 
     def list(self, model: str) -> list[Training]:
         """Every training of a model, oldest first, running ones as they are now."""
-        return [self._live.get(t.uuid, t) for t in self.store.list(model)]
+        return [
+            self._live.get(t.uuid) or self._unsaved.get(t.uuid) or t
+            for t in self.store.list(model)
+        ]
 
     async def cancel(self, model: str, training_id: str) -> Training:
         """Stop the training if it runs, forget it and its log; its last state."""
@@ -207,6 +254,7 @@ class TrainingRunner:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        self._unsaved.pop(training_id, None)
         self.store.remove(model, training_id)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.log_path(training_id))
@@ -219,3 +267,14 @@ class TrainingRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._saving is not None:
+            self._saving.cancel()
+        self._try_saving()  # a last chance
+        for training in self._unsaved.values():
+            LOG.critical(
+                "Training %s of %r ended (%s) but could not be recorded: %s",
+                training.uuid,
+                training.model,
+                training.status,
+                training.to_dict(),
+            )

@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -131,7 +131,11 @@ class Server:
     the one in ``bin_dir``)."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], bin_dir: Path = BIN_DIR
+        self,
+        args: list[str],
+        env: dict[str, str],
+        bin_dir: Path = BIN_DIR,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -145,6 +149,7 @@ class Server:
             stdout=self._out,
             stderr=self._err,
             text=True,
+            preexec_fn=preexec_fn,  # e.g. resource limits of the server's own
         )
         self.stdout = ""
         self.stderr = ""
@@ -191,9 +196,10 @@ def running_server(
     env: dict[str, str],
     ready_path: str = "/readyz",
     bin_dir: Path = BIN_DIR,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Server]:
     """A server answering 200 on ``ready_path`` (by default: workers warmed)."""
-    server = Server(args, env, bin_dir)
+    server = Server(args, env, bin_dir, preexec_fn)
     try:
         server.wait_ready(ready_path)
         yield server

@@ -129,6 +129,11 @@ class _StateCollector(Collector):
         ):
             trainings.add_metric([model_name, status], count)
         yield trainings
+        yield GaugeMetricFamily(
+            "deepaas_trainings_unsaved",
+            "Ended trainings the store could not record yet (kept in memory).",
+            value=self.trainings.unsaved,
+        )
 
 
 class Metrics:

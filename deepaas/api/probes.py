@@ -52,6 +52,15 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "replacements are starting.",
             "models": workers,
         }
+    trainings = app[keys.TRAININGS]
+    if trainings.unsaved:
+        # Serving, but results are held in memory only.
+        return True, {
+            "status": "degraded",
+            "reason": f"{trainings.unsaved} ended training(s) cannot be recorded "
+            f"(retrying): {trainings.store_error}",
+            "models": workers,
+        }
     missing = [name for name, w in workers.items() if w["missing"]]
     if missing:
         # Still serving, with less capacity than configured.

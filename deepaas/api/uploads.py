@@ -8,6 +8,7 @@ directory when the request is done with it, whatever happened.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from deepaas import exceptions
 from deepaas.model.v2.types import UploadedFile
 
 CHUNK_SIZE = 256 * 1024
+# The errors of a full disk, a full quota and a file-size limit.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
@@ -124,14 +127,22 @@ async def _read_parts(
                 data.extend(chunk)
             values.add(name, _decode(name, data, part.get_charset(default="utf-8")))
             continue
-        path = uploads.new_path(part.filename)
-        with open(path, "wb") as target:
-            while chunk := await part.read_chunk(CHUNK_SIZE):
-                received += len(chunk)
-                if limits.body and received > limits.body:
-                    raise too_large(limits.body)
-                target.write(chunk)
-                uploads.received += len(chunk)
+        try:
+            path = uploads.new_path(part.filename)
+            with open(path, "wb") as target:
+                while chunk := await part.read_chunk(CHUNK_SIZE):
+                    received += len(chunk)
+                    if limits.body and received > limits.body:
+                        raise too_large(limits.body)
+                    target.write(chunk)
+                    uploads.received += len(chunk)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise exceptions.InsufficientStorage(
+                    f"No room to store the uploaded file {part.filename!r}: "
+                    f"{exc.strerror}"
+                ) from None
+            raise
         content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
         files.setdefault(name, []).append(
             UploadedFile(name, path, content_type, part.filename)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import resource
+import signal
 import socket
 import time
 import urllib.error
@@ -70,3 +72,74 @@ def test_clients_that_hang_up_cancel_their_calls(model_sites, tmp_path):
         _, err = server.output()
     assert "Traceback" not in err
     assert not re.search(r'" 5\d\d ', err)
+
+
+def files_of_at_most(size: int):
+    """A server's set-up: no file it writes may grow past ``size`` bytes (a
+    full disk, as far as it can tell)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    return limit
+
+
+def wait_training(url: str, timeout: float = 30) -> dict:
+    body: dict = {}
+
+    def ended() -> bool:
+        nonlocal body
+        body = get_json(url)
+        return body["status"] != "running"
+
+    assert helpers.wait_until(ended, timeout)
+    return body
+
+
+def test_a_training_that_ends_on_a_full_disk_keeps_its_result(model_sites, tmp_path):
+    env = helpers.env_with(model_sites["testmodels"])
+    args = server_args(tmp_path / "state", "--log-level", "WARNING")
+    limit = files_of_at_most(100_000)
+    with helpers.running_server(args, env, preexec_fn=limit) as server:
+        started = post_json(server.url + "/v2/models/failing/train/?mode=big")
+        path = "/v2/models/failing/train/" + started["uuid"]
+        done = wait_training(server.url + path)
+        assert done["status"] == "done"
+        assert len(done["result"]["output"]["blob"]) == 200_000
+        ready = readiness(server)
+        assert ready["status"] == "degraded"
+        assert "cannot be recorded" in ready["reason"]
+        assert metric(server, r"deepaas_trainings_unsaved ") == 1
+        listed = get_json(server.url + "/v2/models/failing/train/")
+        assert [t["status"] for t in listed] == ["done"]
+        # an upload into the full temporary directory
+        boundary = "b"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="data"; '
+                f'filename="big.bin"\r\n\r\n'
+            ).encode()
+            + b"x" * 150_000
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            server.url + PREDICT, data=body, method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        assert info.value.code == 507
+        assert "No room" in json.load(info.value)["message"]
+        assert post_json(server.url + PREDICT)["predictions"]["mode"] == "ok"
+        # room again: the result is recorded
+        resource.prlimit(
+            server.proc.pid,
+            resource.RLIMIT_FSIZE,
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+        )
+        assert helpers.wait_until(lambda: readiness(server)["status"] == "ready", 40)
+    with helpers.running_server(args, env) as server:
+        recorded = get_json(server.url + path)
+    assert recorded["status"] == "done"
+    assert len(recorded["result"]["output"]["blob"]) == 200_000

@@ -31,6 +31,8 @@ def _fail(mode, seconds=0.0):
     if mode == "sleep":
         print(f"sleeping {seconds}")
         time.sleep(seconds)
+    if mode == "big":
+        return {"mode": mode, "blob": "x" * 200_000}
     if mode == "unencodable":
         return {"value": object()}
     if mode == "chatty":
