@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 from deepaas import log
 from deepaas.api import keys
 
+LOG = logging.getLogger(__name__)
 HEADER = "X-Request-ID"
 # Printable ASCII without spaces: safe in a log line and in a header.
 USABLE_ID = re.compile(r"[!-~]{1,128}")
@@ -92,6 +93,13 @@ def observe_middleware(ids: RequestIds, inflight: InFlight) -> Middleware:
             raise
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
+            # Once, quietly: a client that goes away is no server error.
+            LOG.info(
+                "%s %s %d: the client closed the connection before the answer",
+                request.method,
+                request.path,
+                CLIENT_CLOSED,
+            )
             raise
         finally:
             inflight.leave()

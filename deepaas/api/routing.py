@@ -7,8 +7,10 @@ lists each path once.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
+
+from deepaas.api import keys
 
 
 def _undocumented(handler: Handler) -> Handler:
@@ -16,6 +18,27 @@ def _undocumented(handler: Handler) -> Handler:
         return await handler(request)
 
     return alias
+
+
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue``: a body declared over its size limit gets the
+    413 at once, before the client sends it; any other, "100 Continue"."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    # Files stream to disk (bounded by --client-max-size); other bodies are
+    # held in memory (bounded by aiohttp's limit, the smaller one).
+    if request.content_type.startswith("multipart/"):
+        limit = request.app[keys.CONFIG].client_max_size
+    else:
+        limit = request.client_max_size
+    declared = request.content_length or 0
+    if limit and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer itself is still to come
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
@@ -28,6 +51,6 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 
 
 def _add(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    app.router.add_route(method, path, handler)
+    app.router.add_route(method, path, handler, expect_handler=expect_continue)
     if method == "GET":  # HEAD too, out of the spec
         app.router.add_route("HEAD", path, _undocumented(handler))

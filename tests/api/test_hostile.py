@@ -3,6 +3,7 @@ server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 import pytest
@@ -177,3 +178,50 @@ async def test_in_memory_fields_are_bounded_but_files_are_not(make_client):
     resp = await client.post(PREDICT, data=upload, headers=MULTIPART)
     assert resp.status == 200
     assert (await resp.json())["predictions"]["file"]["size"] == len(big)
+
+
+async def test_expect_continue_over_the_limit_is_413_before_continue(make_client):
+    client = await make_client(
+        "--model-name", "module-model", "--client-max-size", "1000000"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            "Content-Length: 2000000000\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413")
+    await still_serving_module_model(client)
+
+
+async def test_expect_continue_within_the_limit_continues(make_client):
+    client = await make_client("--model-name", "module-model")
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        body = b'{"count": 4}'
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 10) == (
+            b"HTTP/1.1 100 Continue\r\n"
+        )
+        await reader.readline()
+        writer.write(body)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b'"count": 4' in answer
+
+
+async def still_serving_module_model(client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.post(PREDICT + "?count=2")).status == 200
