@@ -49,6 +49,43 @@ server_opts = [
         "0 means no limit.",
     ),
     cfg.IntOpt(
+        "max-connections",
+        default=1000,
+        min=0,
+        help="Most client connections open at once; one more is answered 503 "
+        "and closed, rather than the server running out of file descriptors "
+        "(the limit is lowered to fit the process' descriptor limit). 0 means "
+        "no limit.",
+    ),
+    cfg.FloatOpt(
+        "header-timeout",
+        default=30.0,
+        min=0,
+        help="Seconds a request's line and headers may take to arrive (408 and "
+        "the connection closed beyond). 0 means no limit.",
+    ),
+    cfg.FloatOpt(
+        "body-timeout",
+        default=60.0,
+        min=0,
+        help="Seconds a request body may go without sending data (a file "
+        "upload), or take in all (a body read into memory); 408 beyond. 0 "
+        "means no limit.",
+    ),
+    cfg.BoolOpt(
+        "answer-half-closed",
+        default=False,
+        help="Answer a client that shuts down writing while its request runs "
+        "(a half-close). TCP cannot tell that from a client that went away, "
+        "whose call is cancelled by default.",
+    ),
+    cfg.FloatOpt(
+        "keepalive-timeout",
+        default=75.0,
+        min=0,
+        help="Seconds an idle keep-alive connection is kept open.",
+    ),
+    cfg.IntOpt(
         "max-memory-body",
         default=16 * 1024 * 1024,
         min=0,

@@ -48,6 +48,18 @@ class BadRequest(DeepaasError):
     status = 400
 
 
+class RequestTimeout(DeepaasError):
+    """The request body stopped arriving."""
+
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request body took too long to arrive ({seconds:g} s; see "
+            "--body-timeout)."
+        )
+
+
 class InsufficientStorage(DeepaasError):
     """There is no room left to store what the request sends."""
 

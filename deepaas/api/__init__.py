@@ -14,6 +14,7 @@ from deepaas import config, log
 from deepaas.api import access, errors, keys, probes, routing, spec, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
+from deepaas.api.connections import Connections
 from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
@@ -149,9 +150,14 @@ def get_app(
         declarations = load_declarations(conf)
     base = normalize_base_path(conf.base_path)
     inflight = access.InFlight()
+    connections = Connections(
+        conf.max_connections,
+        conf.header_timeout,
+        answer_half_closed=conf.answer_half_closed,
+    )
     app = web.Application(
         middlewares=[
-            access.observe_middleware(access.RequestIds(), inflight),
+            access.observe_middleware(access.RequestIds(), inflight, connections),
             errors.error_middleware,
             # //v2//models/ is a 308 to /v2/models/, as upstream answers
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
@@ -159,16 +165,21 @@ def get_app(
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
         client_max_size=smallest_limit(conf.client_max_size, conf.max_memory_body),
-        handler_args={"max_line_size": errors.PARSER_LINE_LIMIT},
+        handler_args={
+            "max_line_size": errors.PARSER_LINE_LIMIT,
+            "keepalive_timeout": conf.keepalive_timeout,
+        },
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
     app[keys.INFLIGHT] = inflight
+    app[keys.CONNECTIONS] = connections
     app[keys.PARSER] = ArgumentParser(
         conf.client_max_size,
         strict=conf.strict_arguments,
         max_parts=conf.max_parts,
         max_memory=conf.max_memory_body,
+        body_timeout=conf.body_timeout,
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
@@ -179,7 +190,7 @@ def get_app(
     }
     metrics = None
     if conf.metrics_endpoint:
-        metrics = app[keys.METRICS] = Metrics(executors, trainings)
+        metrics = app[keys.METRICS] = Metrics(executors, trainings, connections)
         app.router.add_get(f"{base}/metrics", metrics_handler(metrics))
     app[keys.MODELS] = {
         name: ModelWrapper(

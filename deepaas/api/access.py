@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from deepaas import log
 from deepaas.api import keys
+from deepaas.api.connections import Connections
 
 LOG = logging.getLogger(__name__)
 HEADER = "X-Request-ID"
@@ -72,9 +73,11 @@ class InFlight:
         return self.count == 0
 
 
-def observe_middleware(ids: RequestIds, inflight: InFlight) -> Middleware:
-    """The outermost middleware: the request id, the request's metrics, and
-    the count of requests in flight."""
+def observe_middleware(
+    ids: RequestIds, inflight: InFlight, connections: Connections
+) -> Middleware:
+    """The outermost middleware: the request id, the request's metrics, the
+    count of requests in flight, and its connection's guard."""
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -84,9 +87,14 @@ def observe_middleware(ids: RequestIds, inflight: InFlight) -> Middleware:
         started = time.perf_counter()
         status = 500
         inflight.enter()
+        guard = connections.of(request.transport)
+        if guard is not None:
+            guard.request_started()
         try:
             response = await handler(request)
             status = response.status
+            if guard is not None and guard.request_ended():
+                response.force_close()  # the client shut down writing
             return response
         except web.HTTPException as exc:  # a redirect, passed on by the errors
             status = exc.status

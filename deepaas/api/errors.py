@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -61,6 +62,10 @@ async def error_middleware(
         )
     try:
         return await handler(request)
+    except ConnectionResetError:
+        # The client went away while its body was being read: no error of
+        # ours, and nobody to answer (counted and logged as 499).
+        raise asyncio.CancelledError() from None
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except exceptions.InvalidArguments as exc:

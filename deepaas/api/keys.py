@@ -16,6 +16,7 @@ if typing.TYPE_CHECKING:
 
     from deepaas.api.access import InFlight
     from deepaas.api.capture import DebugCapture
+    from deepaas.api.connections import Connections
     from deepaas.api.metrics import Metrics
     from deepaas.api.parser import ArgumentParser
     from deepaas.api.startup import Startup
@@ -34,6 +35,7 @@ STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
 METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
 OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
 INFLIGHT: web.AppKey[InFlight] = web.AppKey("deepaas_inflight")
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("deepaas_connections")
 
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")

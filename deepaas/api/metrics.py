@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deepaas import exceptions
+from deepaas.api.connections import Connections
 from deepaas.model.v2.executor import Executor
 from deepaas.trainings import TrainingRunner
 
@@ -66,10 +67,14 @@ class _StateCollector(Collector):
     """Workers and trainings, read at scrape time."""
 
     def __init__(
-        self, executors: Mapping[str, Executor], trainings: TrainingRunner
+        self,
+        executors: Mapping[str, Executor],
+        trainings: TrainingRunner,
+        connections: Connections,
     ) -> None:
         self.executors = executors
         self.trainings = trainings
+        self.connections = connections
 
     def collect(self) -> Iterator[prometheus_client.Metric]:
         configured = GaugeMetricFamily(
@@ -134,6 +139,21 @@ class _StateCollector(Collector):
             "Ended trainings the store could not record yet (kept in memory).",
             value=self.trainings.unsaved,
         )
+        yield GaugeMetricFamily(
+            "deepaas_connections",
+            "Client connections open (under deepaas-run).",
+            value=len(self.connections),
+        )
+        yield CounterMetricFamily(
+            "deepaas_connections_refused",
+            "Connections turned away with a 503 at --max-connections.",
+            value=self.connections.refused,
+        )
+        yield CounterMetricFamily(
+            "deepaas_connections_timed_out",
+            "Connections closed with a 408 for headers slower than --header-timeout.",
+            value=self.connections.timed_out,
+        )
 
 
 class Metrics:
@@ -141,7 +161,10 @@ class Metrics:
     of ``executors`` (by model name)."""
 
     def __init__(
-        self, executors: Mapping[str, Executor], trainings: TrainingRunner
+        self,
+        executors: Mapping[str, Executor],
+        trainings: TrainingRunner,
+        connections: Connections,
     ) -> None:
         # The *_created series double what a scrape carries and no dashboard
         # uses them (a switch of prometheus_client as a whole).
@@ -173,7 +196,7 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(executors, trainings))
+        self.registry.register(_StateCollector(executors, trainings, connections))
         # The labelled children, looked up once per label set.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

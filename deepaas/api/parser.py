@@ -10,12 +10,14 @@ arguments, and the caller owns them from then on. Validation errors become
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import typing
 import urllib.parse
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import marshmallow
@@ -116,11 +118,13 @@ class ArgumentParser(AIOHTTPParser):
         strict: bool = False,
         max_parts: int = 0,
         max_memory: int = 0,
+        body_timeout: float = 0,
     ) -> None:
         super().__init__(unknown=marshmallow.RAISE)
         self.client_max_size = client_max_size
         self.max_parts = max_parts  # of a multipart body; 0 for no limit
         self.max_memory = max_memory  # of its fields held in memory
+        self.body_timeout = body_timeout  # seconds; 0 for none
         self.strict = strict  # unknown arguments are a 422, not ignored
         # The schemas are built once per model: remember which fields are files.
         self._file_names: weakref.WeakKeyDictionary[
@@ -169,7 +173,10 @@ class ArgumentParser(AIOHTTPParser):
                 request,
                 request[keys.UPLOADS],
                 uploads_mod.Limits(
-                    self.client_max_size, self.max_parts, self.max_memory
+                    self.client_max_size,
+                    self.max_parts,
+                    self.max_memory,
+                    self.body_timeout,
                 ),
             )
             body = self._makeproxy(values, schema)
@@ -293,7 +300,8 @@ class ArgumentParser(AIOHTTPParser):
     async def load_json(self, req: web.Request, schema: marshmallow.Schema) -> Any:
         """The JSON body; what cannot be read as JSON is a ``BadRequest``."""
         try:
-            return await super().load_json(req, schema)
+            async with self._body_time_limit():
+                return await super().load_json(req, schema)
         except LookupError:
             raise _unknown_charset(req) from None
         except RecursionError:
@@ -308,9 +316,22 @@ class ArgumentParser(AIOHTTPParser):
     async def load_form(self, req: web.Request, schema: marshmallow.Schema) -> Any:
         """The urlencoded form body."""
         try:
-            return await super().load_form(req, schema)
+            async with self._body_time_limit():
+                return await super().load_form(req, schema)
         except LookupError:
             raise _unknown_charset(req) from None
+
+    @contextlib.asynccontextmanager
+    async def _body_time_limit(self) -> AsyncIterator[None]:
+        """A body read into memory takes at most ``body_timeout`` seconds."""
+        if not self.body_timeout:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                yield
+        except TimeoutError:
+            raise exceptions.RequestTimeout(self.body_timeout) from None
 
     def _handle_invalid_json_error(  # type: ignore[override]
         self, error: Exception, req: web.Request, *args: Any, **kwargs: Any

@@ -7,11 +7,14 @@ directory when the request is done with it, whatever happened.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -20,6 +23,7 @@ from multidict import MultiDict
 from deepaas import exceptions
 from deepaas.model.v2.types import UploadedFile
 
+T = TypeVar("T")
 CHUNK_SIZE = 256 * 1024
 # The errors of a full disk, a full quota and a file-size limit.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -67,6 +71,7 @@ class Limits:
     body: int = 0  # bytes of the whole body, part headers included
     parts: int = 0  # number of parts
     memory: int = 0  # bytes of the non-file fields, which are held in memory
+    gap: float = 0  # seconds the body may go without sending data
 
 
 async def read_multipart(
@@ -101,7 +106,7 @@ async def _read_parts(
     parts = 0
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        part = await _in_time(reader.next(), limits.gap)
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
@@ -117,7 +122,7 @@ async def _read_parts(
         name = part.name or ""
         if part.filename is None:
             data = bytearray()
-            while chunk := await part.read_chunk(CHUNK_SIZE):
+            while chunk := await _in_time(part.read_chunk(CHUNK_SIZE), limits.gap):
                 received += len(chunk)
                 in_memory += len(chunk)
                 if limits.body and received > limits.body:
@@ -130,7 +135,7 @@ async def _read_parts(
         try:
             path = uploads.new_path(part.filename)
             with open(path, "wb") as target:
-                while chunk := await part.read_chunk(CHUNK_SIZE):
+                while chunk := await _in_time(part.read_chunk(CHUNK_SIZE), limits.gap):
                     received += len(chunk)
                     if limits.body and received > limits.body:
                         raise too_large(limits.body)
@@ -148,6 +153,16 @@ async def _read_parts(
             UploadedFile(name, path, content_type, part.filename)
         )
     return values, files
+
+
+async def _in_time(step: Awaitable[T], seconds: float) -> T:
+    """``step``, unless the body sends nothing for ``seconds`` (0: no limit)."""
+    if not seconds:
+        return await step
+    try:
+        return await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        raise exceptions.RequestTimeout(seconds) from None
 
 
 def _decode(name: str, data: bytearray, charset: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from asyncio import FIRST_COMPLETED
@@ -21,9 +22,12 @@ from deepaas.api import (
     normalize_base_path,
     stop_work,
 )
+from deepaas.api.connections import Connections
 
 LOG = logging.getLogger("deepaas.cmd.run")
 FLUSH_TIMEOUT = 2.0  # seconds the last answers get to be written at shutdown
+BACKLOG = 128
+RESERVED_DESCRIPTORS = 64  # kept free of connections: logs, database, uploads
 
 
 def _addresses(host: str, port: int, base: str) -> list[str]:
@@ -50,12 +54,23 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         shutdown_timeout=FLUSH_TIMEOUT,
     )
     await runner.setup()
-    site = web.TCPSite(runner, conf.listen_ip, conf.listen_port)
+    connections = app[keys.CONNECTIONS]
+    fit_to_descriptor_limit(connections, conf.workers * len(app[keys.MODELS]))
+    loop = asyncio.get_running_loop()
+    server = runner.server
+    assert server is not None
+    # Every connection through its guard (connections.py).
+    listener = await loop.create_server(
+        lambda: connections.guard(server()),
+        conf.listen_ip,
+        conf.listen_port,
+        reuse_address=True,
+        backlog=BACKLOG,
+    )
+    watching = loop.create_task(connections.watch())
     try:
-        await site.start()
         print(banner, flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         stopping = loop.create_task(stop.wait())
@@ -73,16 +88,33 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     finally:
-        await shut_down(app, site, conf.shutdown_timeout)
+        watching.cancel()
+        await shut_down(app, listener, conf.shutdown_timeout)
         await runner.cleanup()
 
 
-async def shut_down(app: web.Application, site: web.BaseSite, timeout: float) -> None:
+def fit_to_descriptor_limit(connections: Connections, workers: int) -> None:
+    """Lower the connection cap to what the process' file descriptor limit
+    allows, with room for the workers, uploads, logs and the database."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    room = max(16, soft - RESERVED_DESCRIPTORS - 4 * workers)
+    if not connections.max_connections or connections.max_connections > room:
+        LOG.info(
+            "At most %d connections at once (the descriptor limit is %d)", room, soft
+        )
+        connections.max_connections = room
+
+
+async def shut_down(
+    app: web.Application, listener: asyncio.AbstractServer, timeout: float
+) -> None:
     """Stop accepting connections, give the requests in flight ``timeout``
     seconds to finish, then stop the work: a prediction still running then
     is answered with a JSON 503, and a running training recorded as
     interrupted."""
-    await site.stop()
+    listener.close()
     if not await app[keys.INFLIGHT].drained(timeout):
         LOG.warning(
             "%d request(s) still running after the %gs shutdown time-out: "

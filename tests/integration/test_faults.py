@@ -156,3 +156,87 @@ def test_a_training_that_ends_on_a_full_disk_keeps_its_result(model_sites, tmp_p
         recorded = get_json(server.url + path)
     assert recorded["status"] == "done"
     assert len(recorded["result"]["output"]["blob"]) == 200_000
+
+
+def answer_on(sock: socket.socket, timeout: float = 15) -> bytes:
+    """Everything the server sends on ``sock`` until it closes it."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+class TestStalledConnections:
+    ARGS = (
+        "--header-timeout", "2", "--body-timeout", "1",
+        "--keepalive-timeout", "4", "--max-connections", "5",
+        "--answer-half-closed",
+    )  # fmt: skip
+
+    @pytest.fixture
+    def server(self, model_sites, tmp_path):
+        env = helpers.env_with(model_sites["testmodels"])
+        with helpers.running_server(server_args(tmp_path, *self.ARGS), env) as server:
+            yield server
+
+    def connect(self, server: helpers.Server) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", server.port))
+
+    def test_headers_that_trickle_in_get_a_408(self, server):
+        with self.connect(server) as slow:
+            slow.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n".encode())
+            started = time.monotonic()
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                for _ in range(40):  # a header byte every half second
+                    slow.sendall(b"X")
+                    time.sleep(0.5)
+            assert time.monotonic() - started < 10
+        assert post_json(server.url + PREDICT)["predictions"]["mode"] == "ok"
+        assert metric(server, r"deepaas_connections_timed_out_total ") == 1
+
+    def test_a_body_that_stops_gets_a_408(self, server):
+        with self.connect(server) as slow:
+            slow.sendall(
+                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+                "--b\r\nContent-Disposition: form-data; name=data; filename=a\r\n\r\n"
+                "partial".encode()
+            )
+            answer = answer_on(slow)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b"--body-timeout" in answer
+        assert post_json(server.url + PREDICT)["predictions"]["mode"] == "ok"
+
+    def test_idle_connections_are_closed(self, server):
+        with self.connect(server) as idle:
+            started = time.monotonic()
+            assert answer_on(idle) == b""  # closed without a word
+        assert time.monotonic() - started < 10
+
+    def test_connections_beyond_the_cap_get_a_503(self, server):
+        held = [self.connect(server) for _ in range(5)]
+        try:
+            with self.connect(server) as extra:
+                answer = answer_on(extra)
+            assert answer.startswith(b"HTTP/1.1 503")
+            assert b"Too many open connections" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        # room again, and the refusal counted
+        assert helpers.wait_until(
+            lambda: metric(server, r"deepaas_connections_refused_total ") == 1, 15
+        )
+        assert post_json(server.url + PREDICT)["predictions"]["mode"] == "ok"
+
+    def test_a_half_closed_connection_gets_its_answer(self, server):
+        with self.connect(server) as client:
+            client.sendall(
+                f"POST {PREDICT}?mode=sleep&seconds=0.5 HTTP/1.1\r\nHost: x\r\n"
+                "Content-Length: 0\r\n\r\n".encode()
+            )
+            client.shutdown(socket.SHUT_WR)
+            answer = answer_on(client)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b'"mode": "sleep"' in answer
