@@ -8,7 +8,14 @@ prints counts by kind and status, requests lost (no answer or an unexpected
 status: must be 0), trainings not done, upload temp files left behind (must be
 0), the worker count, and the server's process-tree RSS at start and end.
 
+With --hostile, hostile clients run beside that load until it ends: headers
+that trickle in, clients that hang up mid-call and mid-upload, uploads of
+thousands of parts, gzip bombs, and idle connections held open; a probe times
+/healthz throughout. It then also prints what the hostile clients got, the
+/healthz latency, and the server tree's open file descriptors at start and end.
+
     python benchmarks/soak.py --requests 50000 --concurrency 32
+    python benchmarks/soak.py --requests 20000 --concurrency 16 --hostile
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gzip
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from common import descendants, start_server, tree_rss_mib
@@ -96,6 +106,156 @@ async def soak(
     return counts, lost, trainings
 
 
+HOSTILE_SERVER_ARGS = (
+    "--header-timeout", "3", "--body-timeout", "3", "--keepalive-timeout", "5",
+)  # fmt: skip
+
+
+async def hostile(
+    host: str, port: int, stop: asyncio.Event
+) -> collections.Counter[tuple[str, str]]:
+    """Hostile clients, over and over until ``stop``; what each one got."""
+    got: collections.Counter[tuple[str, str]] = collections.Counter()
+    predict = "/v2/models/failing/predict/"
+
+    async def exchange(kind: str, data: bytes, *, hang_up_after: float | None = None,
+                       trickle: bool = False) -> None:  # fmt: skip
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            got[(kind, type(exc).__name__)] += 1
+            return
+        try:
+            if trickle:
+                writer.write(data)
+                for _ in range(20):  # a byte a second, well past the limit
+                    await asyncio.sleep(1)
+                    writer.write(b"X")
+                    await writer.drain()
+            else:
+                writer.write(data)
+                await writer.drain()
+            if hang_up_after is not None:
+                await asyncio.sleep(hang_up_after)
+                got[(kind, "hung up")] += 1
+                return
+            line = await asyncio.wait_for(reader.readline(), 30)
+            got[(kind, line.split(b" ")[1].decode() if line else "closed")] += 1
+        except (OSError, TimeoutError, IndexError) as exc:
+            got[(kind, type(exc).__name__)] += 1
+        finally:
+            writer.close()
+
+    def post(path: str, headers: str, body: bytes) -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    parts = (
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="data"; '
+            b'filename="p"\r\n\r\nx\r\n'
+            for _ in range(3000)
+        )
+        + b"--b--\r\n"
+    )
+    bomb = gzip.compress(b'{"mode": "' + b"x" * (64 << 20) + b'"}', 9)
+    multipart = "Content-Type: multipart/form-data; boundary=b\r\n"
+    upload_head = post(predict, multipart, b"x" * 200_000)[:-150_000]
+
+    async def loop(
+        kind: str, make: Callable[[], Awaitable[None]], pause: float
+    ) -> None:
+        while not stop.is_set():
+            await make()
+            await asyncio.sleep(pause)
+
+    async def idle_connections() -> None:
+        held = []
+        while not stop.is_set():
+            while len(held) < 50:
+                try:
+                    held.append(await asyncio.open_connection(host, port))
+                except OSError:
+                    got[("idle connection", "refused")] += 1
+                    break
+            await asyncio.sleep(1)
+            for reader, writer in list(held):
+                if reader.at_eof():
+                    got[("idle connection", "closed by the server")] += 1
+                    writer.close()
+                    held.remove((reader, writer))
+        for _, writer in held:
+            writer.close()
+
+    await asyncio.gather(
+        *(loop("slow headers", lambda: exchange(
+            "slow headers", f"POST {predict} HTTP/1.1\r\nHost: x\r\n".encode(),
+            trickle=True), 0) for _ in range(10)),
+        loop("hang-up mid-call", lambda: exchange(
+            "hang-up mid-call", post(predict + "?mode=sleep&seconds=1", "", b""),
+            hang_up_after=0.2), 0.2),
+        loop("hang-up mid-upload", lambda: exchange(
+            "hang-up mid-upload", upload_head, hang_up_after=0.1), 0.2),
+        loop("3000-part upload", lambda: exchange(
+            "3000-part upload", post(predict, multipart, parts)), 0.5),
+        loop("gzip bomb", lambda: exchange(
+            "gzip bomb", post(predict, "Content-Type: application/json\r\n"
+                              "Content-Encoding: gzip\r\n", bomb)), 0.5),
+        idle_connections(),
+    )  # fmt: skip
+    return got
+
+
+async def probe_healthz(base: str, stop: asyncio.Event) -> list[float]:
+    """/healthz latencies, in milliseconds, every 50 ms until ``stop``."""
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            started = time.perf_counter()
+            async with session.get(f"{base}/healthz") as resp:
+                await resp.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.05)
+    return latencies
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors open in a process and its descendants."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            continue
+    return total
+
+
+async def soak_with_hostile_clients(
+    base: str, args: argparse.Namespace, deadline: float
+) -> tuple[Any, collections.Counter[tuple[str, str]], list[float]]:
+    url = yarl_free_split(base)
+    stop = asyncio.Event()
+    hostile_task = asyncio.ensure_future(hostile(url[0], url[1], stop))
+    probe_task = asyncio.ensure_future(probe_healthz(base, stop))
+    try:
+        normal = await soak(base, args.requests, args.concurrency, deadline, args.seed)
+    finally:
+        stop.set()
+    return normal, await hostile_task, await probe_task
+
+
+def yarl_free_split(base: str) -> tuple[str, int]:
+    host, _, port = base.removeprefix("http://").partition(":")
+    return host, int(port)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
 async def trainings_not_done(base: str, uuids: list[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
@@ -116,6 +276,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=900)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--hostile", action="store_true", help="hostile clients beside the load"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="deepaas-soak-") as scratch:
@@ -127,20 +290,32 @@ def main() -> int:
         server, base = start_server(
             ["--model-name", "failing", "-p", str(args.workers),
              "--predict-timeout", "1", "--state-dir", str(root / "state"),
-             "--log-file", str(root / "server.log")],
+             "--log-file", str(root / "server.log"),
+             *(HOSTILE_SERVER_ARGS if args.hostile else ())],
             env=env,
         )  # fmt: skip
+        hostile_got: collections.Counter[tuple[str, str]] = collections.Counter()
+        healthz: list[float] = []
         try:
             rss_start = tree_rss_mib(server.pid)
+            fds_start = open_fds(server.pid)
             started = time.monotonic()
-            counts, lost, trainings = asyncio.run(
-                soak(base, args.requests, args.concurrency,
-                     started + args.max_seconds, args.seed)
-            )  # fmt: skip
+            if args.hostile:
+                (counts, lost, trainings), hostile_got, healthz = asyncio.run(
+                    soak_with_hostile_clients(base, args, started + args.max_seconds)
+                )
+            else:
+                counts, lost, trainings = asyncio.run(
+                    soak(base, args.requests, args.concurrency,
+                         started + args.max_seconds, args.seed)
+                )  # fmt: skip
             elapsed = time.monotonic() - started
             not_done = asyncio.run(trainings_not_done(base, trainings, 120))
-            time.sleep(2)  # let replacements of the last dead workers start
+            # let replacements of the last dead workers start, and the
+            # server drop what hostile clients left open
+            time.sleep(8 if args.hostile else 2)
             rss_end = tree_rss_mib(server.pid)
+            fds_end = open_fds(server.pid)
             workers = [
                 p for p in descendants(server.pid)
                 if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()
@@ -165,6 +340,16 @@ def main() -> int:
     print(
         f"server tree RSS        {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end"
     )
+    print(f"server tree open fds   {fds_start} at start, {fds_end} at end")
+    if args.hostile:
+        print("hostile clients:")
+        for (kind, outcome), n in sorted(hostile_got.items()):
+            print(f"  {kind:20} {outcome:>22}  {n:7d}")
+        print(
+            f"/healthz during it     p50 {percentile(healthz, 0.5):.1f} ms, "
+            f"p99 {percentile(healthz, 0.99):.1f} ms, max {max(healthz, default=0):.1f}"
+            f" ms ({len(healthz)} probes)"
+        )
     ok = lost == 0 and not leftovers and not_done == 0 and sent == args.requests
     return 0 if ok else 1
 
