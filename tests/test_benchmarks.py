@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,21 @@ def test_soak_smoke_run_loses_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "lost requests          0" in result.stdout
     assert "upload temp files left 0" in result.stdout
+
+
+def test_hostile_soak_smoke_run_loses_nothing_and_leaks_no_descriptor():
+    result = run_script(
+        "soak.py", "--requests", "400", "--concurrency", "8", "--hostile"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lost requests          0" in result.stdout
+    start, end = re.search(
+        r"open fds\s+(\d+) at start, (\d+) at end", result.stdout
+    ).groups()
+    assert int(end) <= int(start) + 2  # the probe's own keep-alive, at most
+    for hostile in ("gzip bomb", "3000-part upload", "slow headers"):
+        assert hostile in result.stdout
+    assert "/healthz during it" in result.stdout
 
 
 def test_predict_load_smoke_run():
