@@ -37,6 +37,7 @@ async def test_more_parts_than_allowed_is_413(make_client):
     await still_serving(client)
 
 
+@pytest.mark.slow  # large bodies
 async def test_thousands_of_parts_are_read_in_linear_time(make_client):
     client = await make_client("--model-name", "files", "--max-parts", "0")
     resp = await client.post(FILES, data=many_parts(4000), headers=MULTIPART)
@@ -45,6 +46,7 @@ async def test_thousands_of_parts_are_read_in_linear_time(make_client):
     await still_serving(client)
 
 
+@pytest.mark.slow  # large bodies
 async def test_empty_parts_count_toward_the_size_limit(make_client):
     client = await make_client(
         "--model-name", "files", "--max-parts", "0", "--client-max-size", "1048576"
@@ -137,6 +139,7 @@ def gzip_bomb(size: int) -> bytes:
     return b"".join(out)
 
 
+@pytest.mark.slow  # large bodies
 async def test_a_gzip_bomb_is_413_once_inflated_past_the_memory_limit(make_client):
     client = await make_client("--model-name", "module-model")  # 16 MiB default
     bomb = gzip_bomb(64 << 20)

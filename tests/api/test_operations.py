@@ -44,6 +44,7 @@ class TestTrainingLog:
         assert "Traceback (most recent call last)" in text
         assert text.rstrip().endswith("ValueError: the model is unhappy")
 
+    @pytest.mark.slow  # a 32 MB log
     async def test_a_large_log_without_newlines(self, client, state_dir):
         body = await (await client.post(TRAIN + "?mode=ok")).json()
         await wait_status(client, TRAIN + body["uuid"])

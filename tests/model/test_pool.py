@@ -210,6 +210,7 @@ async def test_worker_reports_a_response_that_fails_the_schema(testmodels_instal
         await pool.stop()
 
 
+@pytest.mark.slow  # ten deaths and replacements
 async def test_a_replacement_is_ready_at_once_ten_times_in_a_row(pool):
     loop = asyncio.get_running_loop()
     for _ in range(10):
