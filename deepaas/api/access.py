@@ -93,7 +93,7 @@ def observe_middleware(
         try:
             response = await handler(request)
             status = response.status
-            if guard is not None and guard.request_ended():
+            if guard is not None and guard.eof:
                 response.force_close()  # the client shut down writing
             return response
         except web.HTTPException as exc:  # a redirect, passed on by the errors
@@ -110,6 +110,8 @@ def observe_middleware(
             )
             raise
         finally:
+            if guard is not None:
+                guard.request_ended()
             inflight.leave()
             log.REQUEST_ID.reset(token)
             if metrics is not None:

@@ -128,11 +128,9 @@ class Guard(asyncio.Protocol):
         self.in_request = True
         self.waiting_since = None
 
-    def request_ended(self) -> bool:
-        """The request's answer is being sent; whether to close afterwards
-        (the client will send nothing more)."""
+    def request_ended(self) -> None:
+        """The request's handler is done (its answer is being sent)."""
         self.in_request = False
-        return self.eof
 
     def time_out(self) -> None:
         """The request headers took too long: answer 408 and close."""
