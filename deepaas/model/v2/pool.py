@@ -1,6 +1,6 @@
 """The local executor: a pool of persistent, spawned worker processes.
 
-Each worker loads the model entry point itself (spawned, not forked, so CUDA and
+Each worker loads the model entry point itself (a new process, not a fork, so CUDA and
 TensorFlow start clean), warms it once, then runs calls one at a time. The
 event loop talks to workers over sockets it reads asynchronously, so it never
 blocks on a call, and dispatch happens in callbacks: when a worker's reply
@@ -19,16 +19,21 @@ The life of one call (a ``PendingCall``)::
                                                              pool stopped: PoolClosed
 
 ``call`` creates it and hands it to ``_dispatch``; ``_run_on`` moves it to
-RUNNING on a worker; ``_on_reply`` settles it and frees the worker for the next
+RUNNING on a worker; ``on_reply`` settles it and frees the worker for the next
 queued call. Everything that cuts a call short goes through ``_abandon``
-(time limit, cancellation) or ``_on_worker_lost`` (the worker died); either way
-the worker is killed if need be and ``_replace``-d by a fresh one.
+(time limit, cancellation) or ``on_worker_lost`` (the worker died); either way
+the worker is killed if need be and ``_replace``-d by a fresh one, started again
+with back-off until it starts.
 
 The life of one worker (a ``WorkerProcess``)::
 
     STARTING ──Ready──► IDLE ◄──reply──► BUSY
        │                  │               │
-       └── Failure ───────┴── killed, died or stopped ──► RETIRED
+       └── Failure ───────┴── killed, died, stopped or ──► RETIRED
+                              missed a heartbeat (idle)
+
+The workers are spawned as fresh interpreters (``python -c``) that import only
+the worker module, then told what to load with a ``Start`` message.
 """
 
 from __future__ import annotations
