@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 
 import aiohttp
@@ -224,3 +225,27 @@ class TestRequestId:
             (await client.get("/v2/models/")).headers["X-Request-ID"] for _ in range(5)
         }
         assert len(ids) == 5
+
+
+async def test_readyz_says_degraded_while_a_worker_cannot_be_replaced(make_client):
+    client = await make_client("--model-name", "failing", "-p", "2")
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert (await client.get("/readyz")).status == 200  # the connection is open
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # No descriptor to spare: a replacement's socket cannot be made.
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")), hard)
+        )
+        resp = await client.post("/v2/models/failing/predict/?mode=exit")
+        assert resp.status == 500
+        assert await helpers.eventually(lambda: executor.health().start_failures)
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert resp.status == 200
+    assert body["status"] == "degraded"
+    assert body["models"]["failing"]["missing"] == 1
+    assert await helpers.eventually(lambda: executor.health().alive == 2, timeout=15)
+    assert (await (await client.get("/readyz")).json())["status"] == "ready"
