@@ -94,6 +94,30 @@ server_opts = [
         "multipart body (413 beyond). Uploaded files stream to disk and are "
         "bounded by --client-max-size only. 0 means no limit.",
     ),
+    cfg.StrOpt(
+        "upload-memory-dir",
+        default="/dev/shm",
+        help="Memory-backed directory (a tmpfs) for the uploaded files of small "
+        "predictions, which the model then reads at memory speed. Empty, or "
+        "a directory that cannot be written, keeps every upload on disk "
+        "(in TMPDIR). A model that renames an upload with os.rename() to "
+        "another file system must copy it instead (shutil.move does).",
+    ),
+    cfg.IntOpt(
+        "upload-memory-max",
+        default=8 * 1024 * 1024,
+        min=0,
+        help="Largest prediction request, in bytes (its declared "
+        "Content-Length), whose files go to --upload-memory-dir; larger ones, "
+        "those of unknown length and those of trainings go to disk.",
+    ),
+    cfg.IntOpt(
+        "upload-memory-total",
+        default=256 * 1024 * 1024,
+        min=0,
+        help="Most bytes the uploads of all requests may hold in "
+        "--upload-memory-dir at once; beyond, new uploads go to disk.",
+    ),
     cfg.IntOpt(
         "max-parts",
         default=500,

@@ -18,6 +18,7 @@ from deepaas.api.connections import Connections
 from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
+from deepaas.api.uploads import MemorySpool
 from deepaas.exceptions import ModelNotFound
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
@@ -180,6 +181,9 @@ def get_app(
         max_parts=conf.max_parts,
         max_memory=conf.max_memory_body,
         body_timeout=conf.body_timeout,
+        spool=MemorySpool.from_options(
+            conf.upload_memory_dir, conf.upload_memory_max, conf.upload_memory_total
+        ),
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import typing
 from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ class Guard(asyncio.Protocol):
         self._request = bytearray()  # what came of a request not yet started
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses)
+        self.transport = typing.cast(asyncio.Transport, transport)
         if not self.connections.admit(self):
             self.refused = True
-            transport.write(
+            self.transport.write(
                 _answer(
                     "503 Service Unavailable",
                     "Too many open connections; try again later.",

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import marshmallow
-from aiohttp import web
+from aiohttp import hdrs, web
 from marshmallow import fields
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
@@ -119,8 +119,10 @@ class ArgumentParser(AIOHTTPParser):
         max_parts: int = 0,
         max_memory: int = 0,
         body_timeout: float = 0,
+        spool: uploads_mod.MemorySpool | None = None,
     ) -> None:
         super().__init__(unknown=marshmallow.RAISE)
+        self.spool = spool  # where small uploads may go, or None for disk
         self.client_max_size = client_max_size
         self.max_parts = max_parts  # of a multipart body; 0 for no limit
         self.max_memory = max_memory  # of its fields held in memory
@@ -140,16 +142,25 @@ class ArgumentParser(AIOHTTPParser):
         return names
 
     async def parse_arguments(
-        self, request: web.Request, arguments: Arguments
+        self, request: web.Request, arguments: Arguments, *, short_lived: bool = True
     ) -> tuple[dict[str, Any], uploads_mod.Uploads]:
         """Validated keyword arguments for the model, files included, and the
         uploaded files they point at.
 
         The caller owns the returned ``Uploads`` and removes them when the
         model is done with them; when parsing fails they are already gone.
+        Only the files of a ``short_lived`` call (a prediction, not a
+        training) may be kept in memory.
         """
+        spool = (
+            self.spool
+            if short_lived and not request.headers.get(hdrs.CONTENT_ENCODING)
+            else None
+        )
         # The request holds them too: its metrics count the bytes received.
-        uploads = request[keys.UPLOADS] = uploads_mod.Uploads()
+        uploads = request[keys.UPLOADS] = uploads_mod.Uploads(
+            spool, request.content_length
+        )
         try:
             parsed = await self.parse(arguments.schema, request, location=LOCATION)
         except BaseException:

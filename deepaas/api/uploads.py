@@ -1,8 +1,18 @@
-"""Request bodies read as they arrive: multipart files streamed to disk.
+"""Request bodies read as they arrive: multipart files streamed to temporary files.
 
-A file part is written chunk by chunk to a temporary file in a directory owned
-by the request, so a 1 GiB upload costs disk, not memory. ``Uploads`` removes the
-directory when the request is done with it, whatever happened.
+A multipart body is parsed chunk by chunk as it streams in (by the ``multipart``
+library's push parser): text fields are kept in memory, within a limit, and
+each file part is written to its own temporary file, so a 1 GiB upload costs
+disk, not memory.
+
+Where the files go: a small upload to a prediction (its whole body under
+``--upload-memory-max``) is written to a memory-backed directory (``/dev/shm``
+by default) while the bytes held there by all requests stay under
+``--upload-memory-total``; anything else goes to the temporary directory on
+disk (``TMPDIR``). A memory-backed file that meets a full file system moves
+to disk and carries on. Either way the model gets a path it can open, and
+``Uploads`` removes the files when the request is done with them, whatever
+happened.
 """
 
 from __future__ import annotations
@@ -10,23 +20,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable
-from typing import TypeVar
+import threading
 
-from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+import multipart
+from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from deepaas import exceptions
 from deepaas.model.v2.types import UploadedFile
 
-T = TypeVar("T")
-CHUNK_SIZE = 256 * 1024
+LOG = logging.getLogger(__name__)
+PREFIX = "deepaas-upload-"
 # The errors of a full disk, a full quota and a file-size limit.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# A part's header lines: as long as a request's header line may be, and a few
+# more of them than the three a form part uses.
+PART_HEADER_SIZE = 8190
+PART_HEADER_COUNT = 16
 
 
 def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
@@ -34,28 +48,119 @@ def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
     return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1)
 
 
+class MemorySpool:
+    """A memory-backed directory for small uploads, and the bytes it may hold.
+
+    Requests reserve room for their whole body before their first file is
+    written there, and give it back when their files are removed.
+    """
+
+    def __init__(self, directory: str, max_request: int, total: int) -> None:
+        self.directory = directory
+        self.max_request = max_request  # largest body kept in memory
+        self.total = total  # bytes held by all requests at once
+        self.reserved = 0
+        self._lock = threading.Lock()  # the CLI and tests share one from threads
+
+    @classmethod
+    def from_options(
+        cls, directory: str, max_request: int, total: int
+    ) -> MemorySpool | None:
+        """The spool the options describe, or None when it is turned off or
+        its directory cannot be written."""
+        if not directory or not max_request or not total:
+            return None
+        if not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+            LOG.warning("Uploads go to disk: %s is not a writable directory", directory)
+            return None
+        return cls(directory, max_request, total)
+
+    def reserve(self, size: int) -> bool:
+        """Room for ``size`` bytes, if the request is small and room is left."""
+        if size > self.max_request:
+            return False
+        with self._lock:
+            if self.reserved + size > self.total:
+                return False
+            self.reserved += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.reserved -= size
+
+
 class Uploads:
     """The temporary files of one request; ``with uploads:`` removes them at
-    the end of the block."""
+    the end of the block.
 
-    def __init__(self) -> None:
-        self._directory: str | None = None
+    ``spool`` and ``expected`` (the body's declared length) say whether the
+    files may go to memory; without them they go to disk.
+    """
+
+    def __init__(
+        self, spool: MemorySpool | None = None, expected: int | None = None
+    ) -> None:
+        self.paths: list[str] = []
         self.received = 0  # bytes of file content written so far
+        self._spool = spool
+        self._expected = expected
+        self._reserved = 0
+        self._directory: str | None = None
 
-    def new_path(self, original_filename: str) -> str:
-        """A fresh path for an uploaded file, keeping its extension."""
+    @property
+    def directory(self) -> str:
+        """Where this request's files go, chosen at its first file."""
         if self._directory is None:
-            self._directory = tempfile.mkdtemp(prefix="deepaas-upload-")
+            self._directory = tempfile.gettempdir()
+            spool, expected = self._spool, self._expected
+            if spool is not None and expected is not None and spool.reserve(expected):
+                self._reserved = expected
+                self._directory = spool.directory
+        return self._directory
+
+    def create(
+        self, original_filename: str, directory: str | None = None
+    ) -> tuple[int, str]:
+        """A new empty file, keeping the extension of ``original_filename``:
+        its open descriptor and its path."""
         suffix = os.path.splitext(os.path.basename(original_filename))[1][:16]
-        fd, path = tempfile.mkstemp(dir=self._directory, suffix=suffix)
+        fd, path = tempfile.mkstemp(
+            prefix=PREFIX, suffix=suffix, dir=directory or self.directory
+        )
+        self.paths.append(path)
+        return fd, path
+
+    def to_disk(self, fd: int, path: str, original_filename: str) -> tuple[int, str]:
+        """Move a file that met a full memory-backed directory to disk; the
+        new descriptor (at the end of the copy) and path."""
+        new_fd, new_path = self.create(original_filename, tempfile.gettempdir())
+        with open(path, "rb") as source, open(new_fd, "wb", closefd=False) as target:
+            shutil.copyfileobj(source, target)
         os.close(fd)
-        return path
+        self._remove(path)
+        return new_fd, new_path
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.paths.remove(path)
 
     def cleanup(self) -> None:
         """Delete every file of the request."""
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                LOG.warning("Could not remove the upload %s: %s", path, exc)
+        self.paths.clear()
+        if self._reserved and self._spool is not None:
+            self._spool.release(self._reserved)
+            self._reserved = 0
 
     def __enter__(self) -> Uploads:
         return self
@@ -74,6 +179,51 @@ class Limits:
     gap: float = 0  # seconds the body may go without sending data
 
 
+class _FilePart:
+    """A file part being written to its temporary file."""
+
+    def __init__(self, uploads: Uploads, segment: multipart.MultipartSegment) -> None:
+        self.uploads = uploads
+        self.segment = segment
+        self.original = segment.filename or ""
+        self.fd, self.path = uploads.create(self.original)
+        self.on_disk = os.path.dirname(self.path) == tempfile.gettempdir()
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[os.write(self.fd, view) :]
+                except OSError as exc:
+                    if exc.errno not in NO_SPACE or self.on_disk:
+                        raise
+                    # A full memory-backed directory: carry on on disk.
+                    self.fd, self.path = self.uploads.to_disk(
+                        self.fd, self.path, self.original
+                    )
+                    self.on_disk = True
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise exceptions.InsufficientStorage(
+                    f"No room to store the uploaded file {self.original!r}: "
+                    f"{exc.strerror}"
+                ) from None
+            raise
+        self.uploads.received += len(data)
+
+    def close(self) -> UploadedFile:
+        os.close(self.fd)
+        self.fd = -1
+        content_type = self.segment.header("Content-Type", "application/octet-stream")
+        return UploadedFile(self.segment.name, self.path, content_type, self.original)
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 async def read_multipart(
     request: web.Request, uploads: Uploads, limits: Limits
 ) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
@@ -81,96 +231,98 @@ async def read_multipart(
     within ``limits`` (checked while the body streams). A body that is not
     valid multipart is a ``BadRequest``.
     """
-    try:
-        return await _read_parts(request, uploads, limits)
-    except (ValueError, HttpProcessingError) as exc:
+    boundary = multipart.parse_options_header(request.headers[hdrs.CONTENT_TYPE])[
+        1
+    ].get("boundary")
+    if not boundary:
         raise exceptions.BadRequest(
-            "The request body is not valid multipart/form-data: " + _first_words(exc)
+            "The request body is not valid multipart/form-data: the Content-Type "
+            "header names no boundary."
+        )
+    try:
+        return await _read_parts(request, boundary, uploads, limits)
+    except multipart.MultipartError as exc:
+        raise exceptions.BadRequest(
+            f"The request body is not valid multipart/form-data: {exc.args[0]}."
         ) from None
-
-
-def _first_words(exc: Exception) -> str:
-    """What aiohttp's parser says is wrong, without its status prefix."""
-    text = getattr(exc, "message", None) or str(exc)
-    lines = str(text).strip().splitlines()
-    return lines[0].removeprefix("400, message:").strip() if lines else ""
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise exceptions.InsufficientStorage(
+                f"No room to store an uploaded file: {exc.strerror}"
+            ) from None
+        raise
 
 
 async def _read_parts(
-    request: web.Request, uploads: Uploads, limits: Limits
+    request: web.Request, boundary: str, uploads: Uploads, limits: Limits
 ) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
     values: MultiDict[str] = MultiDict()
     files: dict[str, list[UploadedFile]] = {}
     received = 0  # bytes of the body
     in_memory = 0  # bytes of the text fields
     parts = 0
-    reader = await request.multipart()
-    while True:
-        part = await _in_time(reader.next(), limits.gap)
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
-            raise exceptions.BadRequest("Nested multipart bodies are not accepted.")
-        parts += 1
-        if limits.parts and parts > limits.parts:
-            raise exceptions.TooManyParts(limits.parts)
-        # A part's headers count toward the size too: many empty parts are
-        # not free.
-        received += sum(len(k) + len(v) + 4 for k, v in part.headers.items())
-        if limits.body and received > limits.body:
-            raise too_large(limits.body)
-        name = part.name or ""
-        if part.filename is None:
-            data = bytearray()
-            while chunk := await _in_time(part.read_chunk(CHUNK_SIZE), limits.gap):
+    parser = multipart.PushMultipartParser(
+        boundary, max_header_size=PART_HEADER_SIZE, max_header_count=PART_HEADER_COUNT
+    )
+    segment: multipart.MultipartSegment | None = None
+    text = bytearray()
+    file: _FilePart | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(None) as gap:
+            while True:
+                if limits.gap:
+                    gap.reschedule(loop.time() + limits.gap)
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
                 received += len(chunk)
-                in_memory += len(chunk)
                 if limits.body and received > limits.body:
                     raise too_large(limits.body)
-                if limits.memory and in_memory > limits.memory:
-                    raise too_large(limits.memory)
-                data.extend(chunk)
-            values.add(name, _decode(name, data, part.get_charset(default="utf-8")))
-            continue
-        try:
-            path = uploads.new_path(part.filename)
-            with open(path, "wb") as target:
-                while chunk := await _in_time(part.read_chunk(CHUNK_SIZE), limits.gap):
-                    received += len(chunk)
-                    if limits.body and received > limits.body:
-                        raise too_large(limits.body)
-                    target.write(chunk)
-                    uploads.received += len(chunk)
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise exceptions.InsufficientStorage(
-                    f"No room to store the uploaded file {part.filename!r}: "
-                    f"{exc.strerror}"
-                ) from None
-            raise
-        content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-        files.setdefault(name, []).append(
-            UploadedFile(name, path, content_type, part.filename)
-        )
+                for event in parser.parse(chunk):
+                    if event is None:  # the end of a part
+                        assert segment is not None
+                        if file is not None:
+                            files.setdefault(segment.name, []).append(file.close())
+                            file = None
+                        else:
+                            values.add(segment.name, _decode(segment, text))
+                            text = bytearray()
+                        segment = None
+                    elif isinstance(event, multipart.MultipartSegment):
+                        parts += 1
+                        if limits.parts and parts > limits.parts:
+                            raise exceptions.TooManyParts(limits.parts)
+                        if (event.content_type or "").startswith("multipart/"):
+                            raise exceptions.BadRequest(
+                                "Nested multipart bodies are not accepted."
+                            )
+                        segment = event
+                        if event.filename is not None:
+                            file = _FilePart(uploads, event)
+                    elif file is not None:
+                        file.write(event)
+                    else:
+                        in_memory += len(event)
+                        if limits.memory and in_memory > limits.memory:
+                            raise too_large(limits.memory)
+                        text += event
+    except TimeoutError:
+        raise exceptions.RequestTimeout(limits.gap) from None
+    finally:
+        if file is not None:
+            file.abandon()
+    parser.close()  # a body that ends early is not valid
     return values, files
 
 
-async def _in_time(step: Awaitable[T], seconds: float) -> T:
-    """``step``, unless the body sends nothing for ``seconds`` (0: no limit)."""
-    if not seconds:
-        return await step
-    try:
-        return await asyncio.wait_for(step, seconds)
-    except TimeoutError:
-        raise exceptions.RequestTimeout(seconds) from None
-
-
-def _decode(name: str, data: bytearray, charset: str) -> str:
+def _decode(segment: multipart.MultipartSegment, data: bytearray) -> str:
+    charset = segment.charset or "utf-8"
     try:
         return data.decode(charset, errors="replace")
     except LookupError:
         raise exceptions.BadRequest(
-            f"Part {name!r} names an unknown charset: {charset}"
+            f"Part {segment.name!r} names an unknown charset: {charset}"
         ) from None
 
 

@@ -128,24 +128,32 @@ async def test_no_free_worker_is_503_with_retry_after(make_client):
 async def test_nothing_left_behind_after_any_failure(
     make_client, monkeypatch, tmp_path
 ):
-    uploads_dir = tmp_path / "tmp"
-    uploads_dir.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(uploads_dir))
-    client = await make_client(
-        "--model-name", "failing", "-p", "2", "--predict-timeout", "1"
-    )
+    disk, memory = tmp_path / "tmp", tmp_path / "shm"
+    disk.mkdir()
+    memory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))
 
-    async def predict(mode: str, seconds: float = 0) -> int:
+    def left() -> list[str]:
+        return os.listdir(disk) + os.listdir(memory)
+
+    # Small uploads go to the memory directory, large ones to disk.
+    client = await make_client(
+        "--model-name", "failing", "-p", "2", "--predict-timeout", "1",
+        "--upload-memory-dir", str(memory), "--upload-memory-max", "4096",
+    )  # fmt: skip
+
+    async def predict(mode: str, seconds: float = 0, size: int = 0) -> int:
         form = aiohttp.FormData()
         form.add_field("data", os.urandom(2048), filename="x.bin")
+        form.add_field("more", os.urandom(size), filename="y.bin")
         resp = await client.post(f"{PREDICT}?mode={mode}&seconds={seconds}", data=form)
         await resp.read()
         return resp.status
 
     statuses = await asyncio.gather(
         predict("ok"),
-        predict("raise"),
-        predict("exit"),
+        predict("raise", size=8192),
+        predict("exit", size=8192),
         predict("segfault"),
         predict("sleep", 10),
         predict("http"),
@@ -161,9 +169,9 @@ async def test_nothing_left_behind_after_any_failure(
     with socket.create_connection(("127.0.0.1", client.port)) as raw:
         raw.sendall(head.encode() + b"x" * 5000)
         # hang up once the server has started writing the upload
-        assert await helpers.eventually(lambda: os.listdir(uploads_dir) != [])
+        assert await helpers.eventually(lambda: left() != [])
     executor = client.app[keys.MODELS]["failing"].executor
     assert await helpers.eventually(lambda: executor.health().alive == 2)
-    assert await helpers.eventually(lambda: os.listdir(uploads_dir) == [], timeout=5)
+    assert await helpers.eventually(lambda: left() == [], timeout=5)
     assert executor.health().busy == 0
     assert await predict("ok") == 200

@@ -361,7 +361,8 @@ class TestMalformedBodies:
     async def test_nested_multipart_is_400(self, client):
         inner = b"--i\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--i--\r\n"
         body = (
-            b"--b\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=files\r\n"
+            b"Content-Type: multipart/mixed; boundary=i\r\n\r\n"
             + inner
             + b"\r\n--b--\r\n"
         )

@@ -46,7 +46,7 @@ import itertools
 import logging
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
@@ -124,8 +124,8 @@ class Channel(asyncio.Protocol):
         self._frames = protocol.FrameReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         for message in self._frames.feed(data):

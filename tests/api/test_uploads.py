@@ -1,0 +1,244 @@
+"""Where uploaded files go: small predictions to the memory directory, the rest
+to disk; the model reads the same bytes either way, and nothing is left."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import tempfile
+
+import aiohttp
+import pytest
+
+from deepaas.api import keys
+from tests import helpers
+
+PREDICT = "/v2/models/where/predict/"
+TRAIN = "/v2/models/where/train/"
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """(disk, memory): the temporary directory and a stand-in memory one."""
+    disk, memory = tmp_path / "disk", tmp_path / "memory"
+    disk.mkdir()
+    memory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))
+    return disk, memory
+
+
+def upload(size: int) -> tuple[aiohttp.FormData, str]:
+    content = os.urandom(size)
+    form = aiohttp.FormData()
+    form.add_field("data", content, filename="blob.bin")
+    return form, hashlib.sha256(content).hexdigest()
+
+
+async def predict(client, size: int) -> dict:
+    form, digest = upload(size)
+    resp = await client.post(PREDICT, data=form)
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["predictions"]["size"] == size
+    assert body["predictions"]["sha256"] == digest
+    return body["predictions"]
+
+
+async def test_a_small_prediction_upload_is_kept_in_memory(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory)
+    )
+    assert (await predict(client, 100_000))["directory"] == str(memory)
+    assert os.listdir(memory) == os.listdir(disk) == []
+
+
+async def test_a_larger_one_goes_to_disk(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory),
+        "--upload-memory-max", "65536",
+    )  # fmt: skip
+    assert (await predict(client, 60_000))["directory"] == str(memory)
+    assert (await predict(client, 70_000))["directory"] == str(disk)
+    assert os.listdir(memory) == os.listdir(disk) == []
+
+
+async def test_a_body_of_unknown_length_goes_to_disk(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory)
+    )
+    content = os.urandom(10_000)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="data"; filename="x"\r\n\r\n'
+        + content
+        + b"\r\n--b--\r\n"
+    )
+
+    async def chunked():  # no Content-Length: the body is sent in chunks
+        yield body[:5000]
+        yield body[5000:]
+
+    resp = await client.post(
+        PREDICT,
+        data=chunked(),
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    assert answer["predictions"]["directory"] == str(disk)
+    assert answer["predictions"]["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+async def test_trainings_keep_their_uploads_on_disk(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory)
+    )
+    form, digest = upload(1000)
+    resp = await client.post(TRAIN, data=form)
+    assert resp.status == 200
+    url = f"{TRAIN}{(await resp.json())['uuid']}"
+
+    for _ in range(600):
+        done = await (await client.get(url)).json()
+        if done["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert done["status"] == "done", done
+    assert done["result"]["output"]["directory"] == str(disk)
+    assert done["result"]["output"]["sha256"] == digest
+    assert await helpers.eventually(lambda: os.listdir(disk) == [])
+
+
+async def test_beyond_the_memory_total_uploads_go_to_disk(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory),
+        "--upload-memory-total", "150000",
+    )  # fmt: skip
+    parser = client.app[keys.PARSER]
+    assert parser.spool is not None
+    # another request holds 100,000 bytes of the total
+    assert parser.spool.reserve(100_000)
+    assert (await predict(client, 60_000))["directory"] == str(disk)
+    parser.spool.release(100_000)
+    assert (await predict(client, 60_000))["directory"] == str(memory)
+    assert parser.spool.reserved == 0
+
+
+async def test_a_memory_directory_that_cannot_be_used_means_disk(
+    make_client, dirs, caplog
+):
+    disk, memory = dirs
+    missing = memory / "missing"
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(missing)
+    )
+    assert "is not a writable directory" in caplog.text
+    assert (await predict(client, 1000))["directory"] == str(disk)
+
+
+async def test_turned_off_with_an_empty_directory(make_client, dirs):
+    disk, _ = dirs
+    client = await make_client("--model-name", "where", "--upload-memory-dir", "")
+    assert client.app[keys.PARSER].spool is None
+    assert (await predict(client, 1000))["directory"] == str(disk)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 64 KiB tmpfs (needs root and a kernel that lets us mount one)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_a_full_memory_directory_moves_the_upload_to_disk(
+    make_client, dirs, tiny_tmpfs
+):
+    disk, _ = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(tiny_tmpfs)
+    )
+    # the declared length fits the budget, the file system is too small
+    assert (await predict(client, 300_000))["directory"] == str(disk)
+    assert (await predict(client, 10_000))["directory"] == str(tiny_tmpfs)
+    assert os.listdir(tiny_tmpfs) == os.listdir(disk) == []
+
+
+async def test_concurrent_uploads_each_get_their_own_bytes(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "-p", "2", "--upload-memory-dir", str(memory),
+        "--upload-memory-total", "500000",
+    )  # fmt: skip
+    answers = await asyncio.gather(*(predict(client, 100_000) for _ in range(12)))
+    assert {a["directory"] for a in answers} <= {str(disk), str(memory)}
+    assert os.listdir(memory) == os.listdir(disk) == []
+    assert client.app[keys.PARSER].spool.reserved == 0
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # the body stops in the middle of the file
+        (
+            b'--b\r\nContent-Disposition: form-data; name="data"; filename="x"\r\n\r\n'
+            b"half a file",
+            "Unexpected end of multipart stream",
+        ),
+        # a part without the header that names it
+        (
+            b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n",
+            "Content-Disposition",
+        ),
+        # a part header line longer than any request header may be
+        (
+            b"--b\r\nContent-Disposition: form-data; name="
+            + b"x" * 9000
+            + b"\r\n\r\nx\r\n--b--\r\n",
+            "header length",
+        ),
+        # more header lines than a form part has any use for
+        (
+            b"--b\r\nContent-Disposition: form-data; name=x\r\n"
+            + b"X-Filler: 1\r\n" * 40
+            + b"\r\nx\r\n--b--\r\n",
+            "header count",
+        ),
+    ],
+    ids=["truncated", "no-disposition", "long-header", "many-headers"],
+)
+async def test_broken_multipart_bodies_are_400_and_leave_nothing(
+    make_client, dirs, body, message
+):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory)
+    )
+    resp = await client.post(
+        PREDICT, data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert resp.status == 400
+    answer = await resp.json()
+    assert answer["message"].startswith(
+        "The request body is not valid multipart/form-data: "
+    )
+    assert message in answer["message"]
+    assert os.listdir(memory) == os.listdir(disk) == []
+    await predict(client, 10)  # and the server still serves
