@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shlex
 import shutil
 import statistics
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from common import drive, start_server, tree_rss_mib
+from common import drive, start_server, tree_rss_mib, wrk_load
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_VERSION = "2.6.0"
@@ -77,27 +76,11 @@ async def load(
     return result["rps"], result["p50_ms"]
 
 
-WRK_POST = 'wrk.method = "POST"\n'
-
-
-def wrk_load(
-    method: str, url: str, concurrency: int, seconds: float, scratch: str
-) -> tuple[float, float]:
-    """(requests/s, p50 latency in ms) measured by wrk for ``seconds``."""
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-               "--latency", url]  # fmt: skip
-    if method == "POST":
-        script = os.path.join(scratch, "post.lua")
-        with open(script, "w") as f:
-            f.write(WRK_POST)
-        command[1:1] = ["-s", script]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"{method} {url}: non-2xx answers\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()
-    p50_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    return rps, p50_ms
+def sparse_file(path: Path, mib: int) -> Path:
+    """A file of ``mib`` MiB that costs no disk and reads as zeros."""
+    with open(path, "wb") as f:
+        f.truncate(mib * 1024 * 1024)
+    return path
 
 
 async def upload(url: str, path: Path) -> int:
@@ -226,9 +209,7 @@ def main() -> int:
         args.scratch = scratch
         root = Path(scratch)
         install_model(root / "site")
-        big = root / "upload.bin"
-        with open(big, "wb") as f:  # sparse: costs no disk, reads as zeros
-            f.truncate(args.upload_mib * 1024 * 1024)
+        big = sparse_file(root / "upload.bin", args.upload_mib)
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
         env.pop("DEEPAAS_V2_MODEL", None)
         sides: dict[str, str | None] = {"ours": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.model.v2.executor import Executor
 from deepaas.model.v2.pool import LocalExecutor
+from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.store import SQLiteTrainingStore
 from deepaas.trainings import TrainingRunner
@@ -54,8 +56,14 @@ def load_declarations(conf: cfg.ConfigOpts) -> dict[str, ModelDeclaration]:
     }
 
 
-def build_executor(conf: cfg.ConfigOpts, declaration: ModelDeclaration) -> Executor:
-    """The executor (not started) that runs one model's calls."""
+def build_executor(
+    conf: cfg.ConfigOpts,
+    declaration: ModelDeclaration,
+    spool: MemorySpool | None = None,
+) -> Executor:
+    """The executor (not started) that runs one model's calls. Large results
+    come back through files: in ``spool``'s memory directory when small
+    enough for it, else in the temporary directory."""
     return LocalExecutor(
         declaration.spec,
         conf.workers,
@@ -63,6 +71,11 @@ def build_executor(conf: cfg.ConfigOpts, declaration: ModelDeclaration) -> Execu
         log_level=logging.getLogger().getEffectiveLevel(),
         log_format=log.format_of(conf),
         heartbeat=conf.worker_heartbeat or None,
+        scratch=Scratch(
+            spool.directory if spool is not None else None,
+            tempfile.gettempdir(),
+            spool.max_request if spool is not None else 0,
+        ),
     )
 
 
@@ -175,21 +188,22 @@ def get_app(
     app[keys.BASE_PATH] = base
     app[keys.INFLIGHT] = inflight
     app[keys.CONNECTIONS] = connections
+    spool = MemorySpool.from_options(
+        conf.upload_memory_dir, conf.upload_memory_max, conf.upload_memory_total
+    )
     app[keys.PARSER] = ArgumentParser(
         conf.client_max_size,
         strict=conf.strict_arguments,
         max_parts=conf.max_parts,
         max_memory=conf.max_memory_body,
         body_timeout=conf.body_timeout,
-        spool=MemorySpool.from_options(
-            conf.upload_memory_dir, conf.upload_memory_max, conf.upload_memory_total
-        ),
+        spool=spool,
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
         open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
     )
     executors = {
-        name: build_executor(conf, declaration)
+        name: build_executor(conf, declaration, spool)
         for name, declaration in declarations.items()
     }
     metrics = None

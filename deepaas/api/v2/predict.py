@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
-from typing import Any
+import os
+import stat
+from typing import Any, BinaryIO
 
 import aiohttp_apigami
 from aiohttp import web
@@ -12,7 +15,7 @@ from deepaas import exceptions
 from deepaas.api import keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
-from deepaas.model.v2.types import EncodedJSON, ReturnedFile
+from deepaas.model.v2.types import EncodedJSON, OpenResult, ReturnedFile
 from deepaas.model.v2.wrapper import ModelWrapper
 
 ERRORS = {
@@ -28,11 +31,22 @@ ERRORS = {
 }
 
 
-def prediction_response(result: Any, accept: str | None) -> web.StreamResponse:
+async def prediction_response(
+    request: web.Request, result: Any, accept: str | None
+) -> web.StreamResponse:
     """The answer for a finished prediction: JSON the worker encoded, or a
     file, bytes or text sent as they are."""
     if isinstance(result, EncodedJSON):
         return web.Response(body=result.data, content_type="application/json")
+    raw_type = (
+        accept
+        if accept and accept not in JSON_MEDIA_TYPES
+        else "application/octet-stream"
+    )
+    if isinstance(result, OpenResult):
+        content_type = "application/json" if result.is_json else raw_type
+        with result.file:
+            return await send_file(request, result.file, result.size, content_type)
     if isinstance(result, ReturnedFile):
         content_type = (
             accept
@@ -42,25 +56,43 @@ def prediction_response(result: Any, accept: str | None) -> web.StreamResponse:
             or "application/octet-stream"
         )
         try:
-            opened = open(result.filename, "rb")  # noqa: SIM115 - the answer closes it
+            opened = open(result.filename, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise exceptions.ModelCallError(
                 f"predict() returned a file that cannot be read: "
                 f"{result.filename}: {exc.strerror}"
             ) from None
-        # Streamed in chunks from the open file, which the answer closes.
-        return web.Response(body=opened, headers={"Content-Type": content_type})
+        status = os.fstat(opened.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            # A pipe or a device: streamed in chunks; the answer closes it.
+            return web.Response(body=opened, headers={"Content-Type": content_type})
+        with opened:
+            return await send_file(request, opened, status.st_size, content_type)
     if isinstance(result, bytes | bytearray | memoryview):
-        content_type = (
-            accept
-            if accept and accept not in JSON_MEDIA_TYPES
-            else "application/octet-stream"
-        )
-        return web.Response(body=bytes(result), headers={"Content-Type": content_type})
+        return web.Response(body=result, headers={"Content-Type": raw_type})
     if not isinstance(result, str):
         raise TypeError(f"unfinished prediction: a {type(result).__name__}")
     # text answering a non-JSON accept (encoding.is_raw_result says so)
     return web.Response(text=result, headers={"Content-Type": str(accept)})
+
+
+async def send_file(
+    request: web.Request, file: BinaryIO, size: int, content_type: str
+) -> web.StreamResponse:
+    """Answer with the first ``size`` bytes of an open regular file, sent by
+    the kernel (sendfile) where the connection allows, so that the bytes do
+    not pass through the server's memory."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = size
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client went away")
+    if size:
+        # Falls back to reads and writes where sendfile is not possible (TLS).
+        await asyncio.get_running_loop().sendfile(transport, file, 0, size)
+    await response.write_eof()
+    return response
 
 
 def make_handler(
@@ -81,7 +113,7 @@ def make_handler(
             )
             # A returned file is opened here, before the uploads go: the
             # model may answer with one of them.
-            return prediction_response(result, kwargs.get("accept"))
+            return await prediction_response(request, result, kwargs.get("accept"))
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(

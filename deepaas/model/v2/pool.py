@@ -44,15 +44,28 @@ import contextlib
 import enum
 import itertools
 import logging
+import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Any, cast
 
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import Executor, Health
-from deepaas.model.v2.protocol import Answer, Call, Failure, Ping, Pong, Ready, Start
+from deepaas.model.v2.protocol import (
+    Answer,
+    Call,
+    Failure,
+    Ping,
+    Pong,
+    Ready,
+    Scratch,
+    Start,
+)
+from deepaas.model.v2.types import OpenResult, SpooledResult
 
 LOG = logging.getLogger(__name__)
 
@@ -157,6 +170,7 @@ class WorkerProcess:
         self._channel: Channel | None = None
         self._greeting: asyncio.Future[Ready | Failure | None] | None = None
         self._ended: asyncio.Future[None] | None = None
+        self.scratch: Scratch | None = None  # its directories for large results
 
     @property
     def retired(self) -> bool:
@@ -176,6 +190,7 @@ class WorkerProcess:
         """
         loop = asyncio.get_running_loop()
         self._greeting = loop.create_future()
+        self.scratch = self._make_scratch()
         ours, theirs = socket.socketpair()
         try:
             with theirs:
@@ -195,6 +210,7 @@ class WorkerProcess:
         except BaseException:  # out of fds or processes: leave nothing behind
             ours.close()
             self.kill()
+            self.remove_scratch()
             raise
         self._channel.send(
             protocol.encode(
@@ -204,20 +220,48 @@ class WorkerProcess:
                     log_level=self.pool.log_level,
                     log_format=self.pool.log_format,
                     sys_path=list(sys.path),
+                    scratch=self.scratch,
                 )
             )
         )
         greeting = await self._greeting
         if greeting is None:
             exitcode = await self.wait()
+            self.remove_scratch()
             raise exceptions.ModelLoadError(
                 f"Worker for model {self.spec.name!r} died while loading it "
                 f"({exceptions.describe_exit(exitcode)})."
             )
         if isinstance(greeting, Failure):
             await self.wait()
+            self.remove_scratch()
             raise greeting.error.to_load_error(self.spec.name)
         self.state = WorkerState.IDLE
+
+    def _make_scratch(self) -> Scratch | None:
+        """This worker's own directories under the pool's scratch roots."""
+        roots = self.pool.scratch
+        if roots is None:
+            return None
+        memory = None
+        if roots.memory is not None:
+            with contextlib.suppress(OSError):  # a full or gone tmpfs: disk only
+                memory = tempfile.mkdtemp(prefix="deepaas-worker-", dir=roots.memory)
+        try:
+            disk = tempfile.mkdtemp(prefix="deepaas-worker-", dir=roots.disk)
+        except OSError:
+            if memory is not None:
+                os.rmdir(memory)
+            raise
+        return Scratch(memory, disk, roots.memory_max)
+
+    def remove_scratch(self) -> None:
+        """Remove what the worker left in its directories (it has ended)."""
+        if self.scratch is not None:
+            for directory in (self.scratch.memory, self.scratch.disk):
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+            self.scratch = None
 
     def run(self, call: PendingCall) -> None:
         """Send ``call`` to this (idle) worker."""
@@ -278,10 +322,27 @@ class WorkerProcess:
         if self._channel is not None:
             self._channel.close()
         if self.pid is None:
+            self.remove_scratch()
             return
         if await self.wait() is None:
             self.kill()
             await self.wait()
+        self.remove_scratch()
+
+
+def take_over(result: SpooledResult) -> OpenResult | exceptions.ModelCallError:
+    """Open a worker's result file and remove its name at once: the data
+    lives while the file is open, and nothing is left behind whatever
+    happens next. A file that cannot be opened is the call's error."""
+    try:
+        opened = open(result.path, "rb")  # noqa: SIM115 - the answer closes it
+    except OSError as exc:
+        return exceptions.ModelCallError(
+            f"The worker's result could not be read: {exc.strerror}"
+        )
+    with contextlib.suppress(OSError):
+        os.unlink(result.path)
+    return OpenResult(opened, result.size, result.is_json)
 
 
 class LocalExecutor(Executor):
@@ -296,9 +357,12 @@ class LocalExecutor(Executor):
         log_level: int = 0,
         log_format: str = "text",
         heartbeat: float | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         """``heartbeat``: seconds between checks that idle workers answer (a
-        worker that misses one is replaced); None for no checks."""
+        worker that misses one is replaced); None for no checks. ``scratch``:
+        the directories under which each worker gets its own for large
+        results; None sends every result through the worker's socket."""
         self.spec = spec
         self.size = size
         self.warm = warm
@@ -315,6 +379,7 @@ class LocalExecutor(Executor):
         self._unresponsive = 0  # workers replaced for missing a heartbeat
         self._closed = False
         self.heartbeat = heartbeat
+        self.scratch = scratch
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -397,11 +462,19 @@ class LocalExecutor(Executor):
     def on_reply(self, worker: WorkerProcess, reply: Answer | Failure) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""
         pending, worker.call = worker.call, None
-        if pending is not None:
-            if isinstance(reply, Answer):
-                pending.settle(reply.value)
+        if isinstance(reply, Answer):
+            value = reply.value
+            if isinstance(value, SpooledResult):
+                value = take_over(value)
+            if pending is None or pending.future.done():
+                if isinstance(value, OpenResult):
+                    value.file.close()  # nobody waits for it any more
+            elif isinstance(value, Exception):
+                pending.settle(error=value)
             else:
-                pending.settle(error=reply.error.to_exception())
+                pending.settle(value)
+        elif pending is not None:
+            pending.settle(error=reply.error.to_exception())
         self._worker_free(worker)
 
     def _worker_free(self, worker: WorkerProcess) -> None:

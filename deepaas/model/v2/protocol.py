@@ -125,7 +125,11 @@ class Start:
     """Load (and with ``warm``, warm) the model of ``spec``.
 
     ``sys_path`` is the server's import path, so that the worker finds the
-    model where the server did.
+    model where the server did. ``scratch`` names the worker's own
+    directories for large results (``SpooledResult``): one in memory for
+    results up to ``Scratch.memory_max`` bytes (or None), one on disk; the
+    server removes both when the worker ends. Without them every result
+    comes back through the socket.
     """
 
     spec: ModelSpec
@@ -133,6 +137,16 @@ class Start:
     log_level: int
     log_format: str
     sys_path: list[str]
+    scratch: Scratch | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scratch:
+    """Where a worker writes large results (see ``Start``)."""
+
+    memory: str | None
+    disk: str
+    memory_max: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -3,13 +3,14 @@
 These are plain, picklable types with no behaviour: the model receives
 ``UploadedFile`` arguments and may return a ``ReturnedFile`` (or an open file,
 which the worker turns into one); a worker hands a finished JSON prediction
-back as ``EncodedJSON``.
+back as ``EncodedJSON``, and a large finished one as a ``SpooledResult``.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import BinaryIO
 
 UploadedFile = collections.namedtuple(
     "UploadedFile", ("name", "filename", "content_type", "original_filename")
@@ -34,4 +35,28 @@ class EncodedJSON:
     data: bytes
 
 
-__all__ = ["EncodedJSON", "ReturnedFile", "UploadedFile"]
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpooledResult:
+    """A large finished prediction (``EncodedJSON`` when ``is_json``, else
+    bytes) that a worker wrote to a file of its scratch directory instead of
+    its socket. The server takes the file over: it opens it, removes it, and
+    sends it from the kernel's page cache, so the bytes never pass through
+    its memory.
+    """
+
+    path: str
+    size: int
+    is_json: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenResult:
+    """A ``SpooledResult`` the server has opened (and already unlinked):
+    whoever holds it sends ``file`` and closes it."""
+
+    file: BinaryIO
+    size: int
+    is_json: bool
+
+
+__all__ = ["EncodedJSON", "OpenResult", "ReturnedFile", "SpooledResult", "UploadedFile"]

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -35,13 +36,16 @@ from deepaas.model.v2.protocol import (
     Ping,
     Pong,
     Ready,
+    Scratch,
     Start,
     WorkerError,
 )
-from deepaas.model.v2.types import ReturnedFile
+from deepaas.model.v2.types import EncodedJSON, ReturnedFile, SpooledResult
 
 LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
+# Finished results from this size on go through a scratch file, not the socket.
+SPOOL_MIN = 64 * 1024
 
 
 def portable(result: Any) -> Any:
@@ -60,6 +64,44 @@ def portable(result: Any) -> Any:
             original_filename=os.path.basename(path),
         )
     return result
+
+
+def spooled(result: Any, scratch: Scratch | None) -> Any:
+    """A large finished result written to a scratch file (a ``SpooledResult``),
+    or ``result`` to send through the socket: small, not bytes, no scratch
+    directory, or no room (a memoryview, which does not pickle, as bytes)."""
+    data: bytes | bytearray | memoryview
+    if isinstance(result, EncodedJSON):
+        data, is_json = result.data, True
+    elif isinstance(result, bytes | bytearray | memoryview):
+        data, is_json = result, False
+    else:
+        return result
+    size = memoryview(data).nbytes
+    if scratch is not None and size >= SPOOL_MIN:
+        fits = scratch.memory is not None and size <= scratch.memory_max
+        for directory in (scratch.memory, scratch.disk) if fits else (scratch.disk,):
+            assert directory is not None
+            written = _write_scratch(directory, data)
+            if written is not None:
+                return SpooledResult(written, size, is_json)
+    return bytes(result) if isinstance(result, memoryview) else result
+
+
+def _write_scratch(directory: str, data: bytes | bytearray | memoryview) -> str | None:
+    """The path of a new file in ``directory`` holding ``data``; None when
+    there is no room."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="result-", dir=directory)
+    except OSError:
+        return None
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+    except OSError:
+        os.unlink(path)
+        return None
+    return path
 
 
 def encode_reply(reply: Answer | Failure) -> bytes:
@@ -115,17 +157,22 @@ def die_with_parent() -> None:
 class LoadedModel:
     """A model object in the process that runs its calls."""
 
-    def __init__(self, name: str, model: Any, *, warm: bool) -> None:
+    def __init__(
+        self, name: str, model: Any, *, warm: bool, scratch: Scratch | None = None
+    ) -> None:
         self.name = name
         self.model = model
+        self.scratch = scratch
         self.response_schema = response_schema_of(name, model)
         if warm and callable(getattr(model, "warm", None)):
             model.warm()
 
     @classmethod
-    def load(cls, spec: ModelSpec, *, warm: bool) -> LoadedModel:
+    def load(
+        cls, spec: ModelSpec, *, warm: bool, scratch: Scratch | None = None
+    ) -> LoadedModel:
         """Import the model from its entry point, then warm it."""
-        return cls(spec.name, spec.load(), warm=warm)
+        return cls(spec.name, spec.load(), warm=warm, scratch=scratch)
 
     def run(self, call: Call) -> Answer | Failure:
         """Run ``call`` (its output to its log file, if it names one)."""
@@ -141,8 +188,14 @@ class LoadedModel:
         try:
             result = portable(function(**call.kwargs))
             if call.finish_prediction:
-                result = finish_prediction(
-                    self.name, self.response_schema, result, call.kwargs.get("accept")
+                result = spooled(
+                    finish_prediction(
+                        self.name,
+                        self.response_schema,
+                        result,
+                        call.kwargs.get("accept"),
+                    ),
+                    self.scratch,
                 )
             return Answer(result)
         except Exception as exc:
@@ -177,16 +230,21 @@ def main() -> None:
         log.configure(
             start.log_level, start.log_format, label=f"{start.spec.name} worker"
         )
-        serve(reader, start.spec, start.warm)
+        serve(reader, start.spec, start.warm, start.scratch)
     except ConnectionError:
         pass  # the server is gone: nobody is left to answer to
 
 
-def serve(reader: protocol.SocketReader, spec: ModelSpec, warm: bool) -> None:
+def serve(
+    reader: protocol.SocketReader,
+    spec: ModelSpec,
+    warm: bool,
+    scratch: Scratch | None = None,
+) -> None:
     """Load and warm the model, then answer calls until the socket closes."""
     sock = reader.sock
     try:
-        model = LoadedModel.load(spec, warm=warm)
+        model = LoadedModel.load(spec, warm=warm, scratch=scratch)
     except BaseException as exc:  # report anything, even SystemExit, then end
         error = WorkerError.from_exception(exc, "warm")
         sock.sendall(protocol.encode(Failure(error)))

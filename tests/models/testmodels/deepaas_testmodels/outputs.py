@@ -1,0 +1,35 @@
+"""A model that answers with ``size`` bytes of a known pattern, as bytes, a
+bytearray, a memoryview or JSON text, to check what reaches the client."""
+
+from webargs import fields, validate
+
+
+def pattern(size):
+    """``size`` bytes that show where a piece went missing or came twice."""
+    block = bytes(range(251))  # a prime length: no alignment hides a slip
+    return (block * (size // len(block) + 1))[:size]
+
+
+def get_predict_args():
+    return {
+        "kind": fields.Str(
+            missing="bytes",
+            validate=validate.OneOf(["bytes", "bytearray", "memoryview", "json"]),
+        ),
+        "size": fields.Int(missing=1000),
+        "accept": fields.Str(
+            missing="application/json",
+            validate=validate.OneOf(["application/json", "image/png"]),
+        ),
+    }
+
+
+def predict(kind, size, accept):
+    data = pattern(size)
+    if kind == "bytearray":
+        return bytearray(data)
+    if kind == "memoryview":
+        return memoryview(bytearray(data))
+    if kind == "json":
+        return {"text": data.hex()[:size], "size": size}
+    return data
