@@ -212,6 +212,25 @@ operations_opts = [
         help="Longest a predict waits for a free worker, in seconds, before it "
         "answers 503 with Retry-After. 0 means wait as long as it takes.",
     ),
+    cfg.IntOpt(
+        "max-batch-size",
+        default=16,
+        min=1,
+        help="Most predictions a worker runs in one predict_batch() call, for "
+        "models that define predict_batch (an optional addition to the model "
+        "API). Waiting predictions are grouped as a worker becomes free. 1 "
+        "turns batching off: every prediction is a predict() call.",
+    ),
+    cfg.FloatOpt(
+        "max-batch-wait-ms",
+        default=2.0,
+        min=0,
+        help="Under load (another worker busy), how long in milliseconds a free "
+        "worker of a batching model waits for more predictions to fill a batch "
+        "before it runs the ones it has. With every worker free a prediction "
+        "runs at once. 0 never waits: batches then form only from predictions "
+        "that queued while every worker was busy.",
+    ),
 ]
 
 logging_opts = [

@@ -76,6 +76,10 @@ def build_executor(
             tempfile.gettempdir(),
             spool.max_request if spool is not None else 0,
         ),
+        batch_size=conf.max_batch_size
+        if "predict_batch" in declaration.implements
+        else 1,
+        batch_wait=conf.max_batch_wait_ms / 1000,
     )
 
 

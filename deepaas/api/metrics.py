@@ -106,8 +106,27 @@ class _StateCollector(Collector):
             "Idle workers replaced because they stopped answering heartbeats.",
             labels=["model"],
         )
+        queued = GaugeMetricFamily(
+            "deepaas_queued_calls",
+            "Calls waiting for a free worker.",
+            labels=["model"],
+        )
+        batches = CounterMetricFamily(
+            "deepaas_prediction_batches",
+            "Batches of more than one prediction run by predict_batch().",
+            labels=["model"],
+        )
+        batched = CounterMetricFamily(
+            "deepaas_batched_predictions",
+            "Predictions run in those batches (divided by the batches: the "
+            "mean batch size).",
+            labels=["model"],
+        )
         for name, executor in sorted(self.executors.items()):
             health = executor.health()
+            queued.add_metric([name], health.queued)
+            batches.add_metric([name], health.batches)
+            batched.add_metric([name], health.batched)
             configured.add_metric([name], health.size)
             alive.add_metric([name], health.alive)
             busy.add_metric([name], health.busy)
@@ -123,6 +142,9 @@ class _StateCollector(Collector):
             missing,
             start_failures,
             unresponsive,
+            queued,
+            batches,
+            batched,
         )
         trainings = GaugeMetricFamily(
             "deepaas_trainings",

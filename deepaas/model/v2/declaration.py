@@ -28,7 +28,7 @@ class ModelDeclaration:
     predict_arguments: Arguments
     train_arguments: Arguments
     response_schema: marshmallow.Schema | None
-    implements: frozenset[str]  # of predict and train, the methods it has
+    implements: frozenset[str]  # of predict, train and predict_batch: what it has
 
     @property
     def name(self) -> str:
@@ -65,7 +65,9 @@ class ModelDeclaration:
             ),
             response_schema=response_schema_of(spec.name, model),
             implements=frozenset(
-                m for m in ("predict", "train") if callable(getattr(model, m, None))
+                m
+                for m in ("predict", "train", "predict_batch")
+                if callable(getattr(model, m, None))
             ),
         )
 

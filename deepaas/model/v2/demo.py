@@ -1,8 +1,9 @@
 """The built-in demo model, served as ``deepaas-test`` when no model is installed.
 
 It exercises the whole contract: arguments of every kind, a file, an ``accept``
-argument with JSON and PNG answers, a response schema, and a training that
-takes a few seconds.
+argument with JSON and PNG answers, a response schema, a training that takes a
+few seconds, and ``predict_batch``, which deepaas calls with the predictions
+that wait together under load (upstream DEEPaaS calls ``predict`` alone).
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ class DemoModel(BaseModel):
             for rank, label in enumerate(dict.fromkeys(labels))
         ][: kwargs["top_k"]]
         return {"status": "OK", "predictions": predictions, "arguments": shown}
+
+    def predict_batch(self, calls: list[dict[str, Any]]) -> list[Any]:
+        """Several predictions at once, as a model on an accelerator would run
+        them: one call, one result per prediction, in order. A prediction
+        that cannot be made gets its exception in its place, and fails alone.
+        """
+        results: list[Any] = []
+        for kwargs in calls:
+            try:
+                results.append(self.predict(**kwargs))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def get_train_args(self) -> dict[str, Any]:
         return {

@@ -23,6 +23,9 @@ class Health:
     restarts: int  # workers replaced after a death, kill or cancel
     start_failures: int = 0  # replacements that could not start (retried)
     unresponsive: int = 0  # idle workers replaced for missing a heartbeat
+    queued: int = 0  # calls waiting for a worker
+    batches: int = 0  # batches of more than one prediction run
+    batched: int = 0  # predictions those batches held
 
     @property
     def missing(self) -> int:

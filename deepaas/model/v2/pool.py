@@ -57,11 +57,13 @@ from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import Executor, Health
 from deepaas.model.v2.protocol import (
     Answer,
+    Batch,
     Call,
     Failure,
     Ping,
     Pong,
     Ready,
+    Replies,
     Scratch,
     Start,
 )
@@ -92,19 +94,26 @@ class WorkerState(enum.Enum):
 
 
 class PendingCall:
-    """One call: its encoded request, its caller's future, where it runs."""
+    """One call: its request, its caller's future, where it runs."""
 
-    __slots__ = ("method", "frame", "future", "time_limit", "worker", "timer", "state")
+    __slots__ = (
+        "method",
+        "message",
+        "future",
+        "time_limit",
+        "worker",
+        "timer",
+        "state",
+    )
 
     def __init__(
         self,
-        method: str,
-        frame: bytes,
+        message: Call,
         future: asyncio.Future[Any],
         time_limit: float | None,
     ) -> None:
-        self.method = method
-        self.frame = frame
+        self.method = message.method
+        self.message = message
         self.future = future
         self.time_limit = time_limit
         self.worker: WorkerProcess | None = None
@@ -165,7 +174,8 @@ class WorkerProcess:
         self.state = WorkerState.STARTING
         self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
-        self.call: PendingCall | None = None  # the call it runs, when BUSY
+        # What it runs, when BUSY: one call, or the predictions of a batch.
+        self.calls: list[PendingCall] = []
         self.pinged_at: float | None = None  # an unanswered ping was sent then
         self._channel: Channel | None = None
         self._greeting: asyncio.Future[Ready | Failure | None] | None = None
@@ -263,13 +273,19 @@ class WorkerProcess:
                     shutil.rmtree(directory, ignore_errors=True)
             self.scratch = None
 
-    def run(self, call: PendingCall) -> None:
-        """Send ``call`` to this (idle) worker."""
+    def run(self, calls: list[PendingCall]) -> None:
+        """Send one call, or several predictions as a batch, to this (idle)
+        worker."""
         assert self._channel is not None
         self.state = WorkerState.BUSY
-        call.worker = self
-        self.call = call
-        self._channel.send(call.frame)
+        for call in calls:
+            call.worker = self
+        self.calls = calls
+        if len(calls) == 1:
+            message: Call | Batch = calls[0].message
+        else:
+            message = Batch(tuple(call.message for call in calls))
+        self._channel.send(protocol.encode(message))
 
     def ping(self) -> None:
         """Ask the worker to show it is alive (answered between calls)."""
@@ -285,7 +301,7 @@ class WorkerProcess:
         if isinstance(message, Pong):
             self.pinged_at = None
             return
-        assert isinstance(message, Answer | Failure)
+        assert isinstance(message, Answer | Failure | Replies)
         self.pool.on_reply(self, message)
 
     def on_closed(self) -> None:
@@ -358,11 +374,16 @@ class LocalExecutor(Executor):
         log_format: str = "text",
         heartbeat: float | None = None,
         scratch: Scratch | None = None,
+        batch_size: int = 1,
+        batch_wait: float = 0.0,
     ) -> None:
         """``heartbeat``: seconds between checks that idle workers answer (a
         worker that misses one is replaced); None for no checks. ``scratch``:
         the directories under which each worker gets its own for large
-        results; None sends every result through the worker's socket."""
+        results; None sends every result through the worker's socket.
+        ``batch_size`` above 1 (for a model with ``predict_batch``): up to
+        that many waiting predictions go to a worker as one batch; a free
+        worker waits up to ``batch_wait`` seconds for a batch to fill."""
         self.spec = spec
         self.size = size
         self.warm = warm
@@ -380,6 +401,11 @@ class LocalExecutor(Executor):
         self._closed = False
         self.heartbeat = heartbeat
         self.scratch = scratch
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._batches = 0  # batches of more than one prediction run
+        self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -427,9 +453,7 @@ class LocalExecutor(Executor):
             request_id=log.REQUEST_ID.get(),
         )
         loop = asyncio.get_running_loop()
-        pending = PendingCall(
-            method, protocol.encode(message), loop.create_future(), timeout
-        )
+        pending = PendingCall(message, loop.create_future(), timeout)
         self._dispatch(pending, queue_timeout)
         try:
             return await pending.future
@@ -437,56 +461,120 @@ class LocalExecutor(Executor):
             self._abandon(pending, "cancelled")
             raise
 
+    def _batchable(self, pending: PendingCall) -> bool:
+        """Whether ``pending`` may run in a batch with others."""
+        return self.batch_size > 1 and pending.method == "predict"
+
     def _dispatch(self, pending: PendingCall, queue_timeout: float | None) -> None:
-        """QUEUED: run it on an idle worker at once, or wait for one."""
-        if self._idle:
-            self._run_on(self._idle.pop(), pending)
+        """QUEUED: run it on an idle worker at once, or wait for one.
+
+        A prediction of a batching model that finds a worker idle while
+        others are busy (under load, then) waits up to ``batch_wait`` for
+        more to batch with it; with every worker idle it runs at once.
+        """
+        forming = self.batch_wait and self._busy and self._batchable(pending)
+        if self._idle and not forming:
+            self._run_on(self._idle.pop(), [pending])
             return
         self._queue.append(pending)
         if queue_timeout is not None:
             pending.timer = asyncio.get_running_loop().call_later(
                 queue_timeout, self._on_queue_timeout, pending, queue_timeout
             )
+        if self._idle:  # a batch is forming
+            if len(self._queue) >= self.batch_size:
+                self._flush()
+            elif self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    self.batch_wait, self._flush
+                )
 
-    def _run_on(self, worker: WorkerProcess, pending: PendingCall) -> None:
-        """QUEUED -> RUNNING: the call goes to ``worker``, its time limit starts."""
-        pending.cancel_timer()  # a wait for a worker, if it had one, is over
-        pending.state = CallState.RUNNING
+    def _flush(self) -> None:
+        """A forming batch is full, or has waited long enough: run what is
+        queued on the idle workers."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        while self._idle and not self._closed:
+            calls = self._take_next()
+            if not calls:
+                return
+            self._run_on(self._idle.pop(), calls)
+
+    def _take_next(self) -> list[PendingCall]:
+        """The next queued call, with as many other queued predictions as fit
+        in its batch when it is one; calls given up while queued are dropped."""
+        queue = self._queue
+        while queue:
+            first = queue.popleft()
+            if first.future.done():
+                continue
+            if not self._batchable(first):
+                return [first]
+            batch, others = [first], list[PendingCall]()
+            while queue and len(batch) < self.batch_size:
+                pending = queue.popleft()
+                if pending.future.done():
+                    continue
+                (batch if self._batchable(pending) else others).append(pending)
+            queue.extendleft(reversed(others))  # they keep their place
+            return batch
+        return []
+
+    def _run_on(self, worker: WorkerProcess, calls: list[PendingCall]) -> None:
+        """QUEUED -> RUNNING: the calls go to ``worker``, their time limits
+        start."""
+        loop = asyncio.get_running_loop()
+        if len(calls) > 1:
+            self._batches += 1
+            self._batched += len(calls)
         self._busy.add(worker)
-        worker.run(pending)
-        if pending.time_limit is not None:
-            pending.timer = asyncio.get_running_loop().call_later(
-                pending.time_limit, self._on_time_limit, pending
-            )
+        for pending in calls:
+            pending.cancel_timer()  # a wait for a worker, if it had one, is over
+            pending.state = CallState.RUNNING
+        worker.run(calls)
+        for pending in calls:
+            if pending.time_limit is not None:
+                pending.timer = loop.call_later(
+                    pending.time_limit, self._on_time_limit, pending
+                )
 
-    def on_reply(self, worker: WorkerProcess, reply: Answer | Failure) -> None:
+    def on_reply(
+        self, worker: WorkerProcess, reply: Answer | Failure | Replies
+    ) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""
-        pending, worker.call = worker.call, None
-        if isinstance(reply, Answer):
-            value = reply.value
-            if isinstance(value, SpooledResult):
-                value = take_over(value)
-            if pending is None or pending.future.done():
-                if isinstance(value, OpenResult):
-                    value.file.close()  # nobody waits for it any more
-            elif isinstance(value, Exception):
-                pending.settle(error=value)
-            else:
-                pending.settle(value)
-        elif pending is not None:
-            pending.settle(error=reply.error.to_exception())
+        calls, worker.calls = worker.calls, []
+        replies = reply.replies if isinstance(reply, Replies) else (reply,)
+        for pending, one in zip(calls, replies, strict=False):
+            self._settle(pending, one)
         self._worker_free(worker)
 
+    @staticmethod
+    def _settle(pending: PendingCall, reply: Answer | Failure) -> None:
+        if isinstance(reply, Failure):
+            pending.settle(error=reply.error.to_exception())
+            return
+        value = reply.value
+        if isinstance(value, SpooledResult):
+            value = take_over(value)
+        if pending.future.done():
+            if isinstance(value, OpenResult):
+                value.file.close()  # nobody waits for it any more
+        elif isinstance(value, Exception):
+            pending.settle(error=value)
+        else:
+            pending.settle(value)
+
     def _worker_free(self, worker: WorkerProcess) -> None:
-        """A worker is ready for a call: give it the next queued one, or idle."""
+        """A worker is ready for a call: give it the next queued one (or
+        batch), or idle."""
         self._busy.discard(worker)
         if self._closed or worker.retired:
             return
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():  # skip calls given up while queued
-                self._run_on(worker, pending)
-                return
+        calls = self._take_next()
+        if calls:
+            self._run_on(worker, calls)
+            return
         worker.state = WorkerState.IDLE
         self._idle.append(worker)
 
@@ -513,11 +601,14 @@ class LocalExecutor(Executor):
         self._abandon(pending, "timed out")
 
     def _abandon(self, pending: PendingCall, why: str) -> None:
-        """The caller gave up on a call: if it runs, its worker is replaced."""
+        """The caller gave up on a call: if it runs, its worker is replaced
+        (unless other predictions of its batch still wait for theirs)."""
         pending.cancel_timer()
         worker = pending.worker
-        if worker is None or worker.call is not pending:
+        if worker is None or pending not in worker.calls:
             return  # still queued (it will be skipped) or already answered
+        if any(not other.future.done() for other in worker.calls):
+            return  # the batch runs on; this answer will be dropped
         LOG.info(
             "Model %r: stopping worker %s: its %s() call was %s",
             self.spec.name,
@@ -525,7 +616,7 @@ class LocalExecutor(Executor):
             pending.method,
             why,
         )
-        worker.call = None
+        worker.calls = []
         self._busy.discard(worker)
         self._replace(worker)
         worker.kill()
@@ -534,29 +625,39 @@ class LocalExecutor(Executor):
         """A worker's socket closed: expected if retired, else it died."""
         if worker.retired:
             return
-        pending, worker.call = worker.call, None
+        calls, worker.calls = worker.calls, []
         self._busy.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
         self._replace(worker)
-        if pending is not None and not pending.future.done():
-            self._track(self._report_death(worker, pending))
+        waiting = [pending for pending in calls if not pending.future.done()]
+        if waiting:
+            self._track(self._report_death(worker, waiting))
         elif not self._closed:
             LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
 
-    async def _report_death(self, worker: WorkerProcess, pending: PendingCall) -> None:
-        """Fail the call its worker died in, naming how the worker ended."""
+    async def _report_death(
+        self, worker: WorkerProcess, calls: list[PendingCall]
+    ) -> None:
+        """Fail the calls their worker died in, naming how the worker ended."""
         try:
             exitcode = await worker.wait()
         except asyncio.CancelledError:  # the pool stops
-            pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            for pending in calls:
+                pending.settle(
+                    error=exceptions.PoolClosed("The server is shutting down.")
+                )
             raise
         if self._closed:
-            pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            for pending in calls:
+                pending.settle(
+                    error=exceptions.PoolClosed("The server is shutting down.")
+                )
             return
-        error = exceptions.WorkerDied(exitcode, pending.method)
+        error = exceptions.WorkerDied(exitcode, calls[0].method)
         LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
-        pending.settle(error=error)
+        for pending in calls:
+            pending.settle(error=error)
 
     # -- replacing workers ---------------------------------------------------
 
@@ -638,11 +739,11 @@ class LocalExecutor(Executor):
         self._unresponsive += 1
         if worker in self._idle:
             self._idle.remove(worker)
-        pending, worker.call = worker.call, None
+        calls, worker.calls = worker.calls, []
         self._busy.discard(worker)
         self._replace(worker)
         worker.kill()
-        if pending is not None:
+        for pending in calls:
             pending.settle(error=exceptions.WorkerDied(None, pending.method))
 
     # -- the pool as a whole -------------------------------------------------
@@ -659,6 +760,9 @@ class LocalExecutor(Executor):
             restarts=self._restarts,
             start_failures=self._start_failures,
             unresponsive=self._unresponsive,
+            queued=sum(1 for pending in self._queue if not pending.future.done()),
+            batches=self._batches,
+            batched=self._batched,
         )
 
     def pids(self) -> list[int]:
@@ -675,9 +779,12 @@ class LocalExecutor(Executor):
         closed = exceptions.PoolClosed("The server is shutting down.")
         while self._queue:
             self._queue.popleft().settle(error=closed)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for worker in list(self._busy):
-            if worker.call is not None:
-                worker.call.settle(error=closed)
+            for pending in worker.calls:
+                pending.settle(error=closed)
             worker.state = WorkerState.RETIRED
             worker.kill()
         await asyncio.gather(

@@ -6,6 +6,9 @@ is, what its answer is and what a failure means is written once:
 - the server sends a ``Call``;
 - a worker answers it with an ``Answer`` (the result) or a ``Failure`` (a
   ``WorkerError`` describing what the model raised);
+- for a model that takes batches, the server may send several predictions as
+  one ``Batch``, answered by ``Replies``: one ``Answer`` or ``Failure`` per
+  prediction, in order;
 - once, at start-up, the server sends ``Start`` (which model, how to log) and
   the worker says ``Ready`` or, when it cannot load and warm the model, sends
   a ``Failure``;
@@ -167,6 +170,21 @@ class Call:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """Run several predictions as one ``model.predict_batch([kwargs, ...])``
+    call; answered by one ``Replies``, in the same order."""
+
+    calls: tuple[Call, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replies:
+    """The answers to a ``Batch``, one per call, in its order."""
+
+    replies: tuple[Answer | Failure, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Answer:
     """A call succeeded with ``value``."""
 
@@ -197,7 +215,7 @@ class Pong:
     """I am (a worker's answer to a ``Ping``)."""
 
 
-Message = Start | Call | Answer | Failure | Ready | Ping | Pong
+Message = Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong
 
 
 def encode(message: Message) -> bytes:

@@ -15,6 +15,7 @@ import ctypes
 import io
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -31,11 +32,13 @@ from deepaas.model.v2 import protocol
 from deepaas.model.v2.encoding import finish_prediction, response_schema_of
 from deepaas.model.v2.protocol import (
     Answer,
+    Batch,
     Call,
     Failure,
     Ping,
     Pong,
     Ready,
+    Replies,
     Scratch,
     Start,
     WorkerError,
@@ -46,6 +49,7 @@ LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
 # Finished results from this size on go through a scratch file, not the socket.
 SPOOL_MIN = 64 * 1024
+BATCH_IDS_SHOWN = 3  # request ids named in the log lines of a batch
 
 
 def portable(result: Any) -> Any:
@@ -104,13 +108,33 @@ def _write_scratch(directory: str, data: bytes | bytearray | memoryview) -> str 
     return path
 
 
-def encode_reply(reply: Answer | Failure) -> bytes:
+def encode_reply(reply: Answer | Failure | Replies) -> bytes:
     """The frame of a reply; a result that does not pickle goes as its str()."""
     try:
         return protocol.encode(reply)
     except Exception:
-        assert isinstance(reply, Answer)  # a WorkerError is plain data
-        return protocol.encode(Answer(str(reply.value)))
+        if isinstance(reply, Replies):
+            return protocol.encode(Replies(tuple(map(_picklable, reply.replies))))
+        return protocol.encode(_picklable(reply))
+
+
+def _picklable(reply: Answer | Failure) -> Answer | Failure:
+    if isinstance(reply, Failure):
+        return reply  # a WorkerError is plain data
+    try:
+        pickle.dumps(reply.value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return Answer(str(reply.value))
+    return reply
+
+
+def batch_request_id(batch: Batch) -> str:
+    """The request ids of a batch, for its log lines (the first few)."""
+    ids = [call.request_id for call in batch.calls]
+    shown = ",".join(ids[:BATCH_IDS_SHOWN])
+    if len(ids) > BATCH_IDS_SHOWN:
+        shown += f",+{len(ids) - BATCH_IDS_SHOWN}"
+    return shown
 
 
 @contextlib.contextmanager
@@ -186,26 +210,60 @@ class LoadedModel:
         if function is None:
             return Failure(WorkerError.missing_method(call.method))
         try:
-            result = portable(function(**call.kwargs))
-            if call.finish_prediction:
-                result = spooled(
-                    finish_prediction(
-                        self.name,
-                        self.response_schema,
-                        result,
-                        call.kwargs.get("accept"),
-                    ),
-                    self.scratch,
-                )
-            return Answer(result)
+            return Answer(self._finish(call, function(**call.kwargs)))
         except Exception as exc:
-            if call.log_path is not None:
-                # The call's own log (a training's) ends with what went wrong.
-                traceback.print_exc(file=sys.stderr)
-            # Whoever receives the failure reports it once; the traceback is
-            # for whoever runs with debug logging.
-            LOG.debug("%s() raised", call.method, exc_info=True)
-            return Failure(WorkerError.from_exception(exc, call.method))
+            return self._failed(call, exc)
+
+    def run_batch(self, batch: Batch) -> Replies:
+        """Run a batch of predictions as one ``predict_batch`` call: each gets
+        its own result or its own error; an exception from ``predict_batch``
+        itself is the error of every one of them."""
+        calls = batch.calls
+        function = getattr(self.model, "predict_batch", None)
+        if function is None:  # not a batching model: one call at a time
+            return Replies(tuple(self.run(call) for call in calls))
+        try:
+            results = list(function([call.kwargs for call in calls]))
+            if len(results) != len(calls):
+                raise ValueError(
+                    f"predict_batch() returned {len(results)} results for "
+                    f"{len(calls)} predictions"
+                )
+        except Exception as exc:
+            failure = self._failed(calls[0], exc)
+            return Replies(tuple(failure for _ in calls))
+        replies: list[Answer | Failure] = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):  # this prediction's own error
+                replies.append(self._failed(call, result))
+                continue
+            try:
+                replies.append(Answer(self._finish(call, result)))
+            except Exception as exc:
+                replies.append(self._failed(call, exc))
+        return Replies(tuple(replies))
+
+    def _finish(self, call: Call, result: Any) -> Any:
+        """A result as it crosses back: finished for the client when the call
+        asks for it, large ones through a scratch file."""
+        result = portable(result)
+        if not call.finish_prediction:
+            return result
+        return spooled(
+            finish_prediction(
+                self.name, self.response_schema, result, call.kwargs.get("accept")
+            ),
+            self.scratch,
+        )
+
+    def _failed(self, call: Call, exc: Exception) -> Failure:
+        if call.log_path is not None:
+            # The call's own log (a training's) ends with what went wrong.
+            traceback.print_exception(exc, file=sys.stderr)
+        # Whoever receives the failure reports it once; the traceback is for
+        # whoever runs with debug logging.
+        LOG.debug("%s() raised", call.method, exc_info=exc)
+        return Failure(WorkerError.from_exception(exc, call.method))
 
 
 def main() -> None:
@@ -256,6 +314,10 @@ def serve(
             return
         if isinstance(call, Ping):
             sock.sendall(PONG_FRAME)
+            continue
+        if isinstance(call, Batch):
+            log.REQUEST_ID.set(batch_request_id(call))
+            sock.sendall(encode_reply(model.run_batch(call)))
             continue
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
