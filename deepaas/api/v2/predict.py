@@ -102,18 +102,30 @@ def make_handler(
     arguments = declaration.predict_arguments
     accept_choices = declaration.accept_choices
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
+    # What ``accept`` is when the worker validates the arguments and the
+    # request left it out.
+    accept_field = arguments.fields.get("accept")
+    default_accept = (
+        accept_field.load_default
+        if accept_field is not None and isinstance(accept_field.load_default, str)
+        else None
+    )
 
     async def predict(request: web.Request) -> web.StreamResponse:
         parser = request.app[keys.PARSER]
-        kwargs, uploads = await parser.parse_arguments(request, arguments)
+        kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
             declaration.require("predict")
             result = await model.predict(
-                kwargs, timeout=timeout, queue_timeout=queue_timeout
+                kwargs,
+                timeout=timeout,
+                queue_timeout=queue_timeout,
+                validate=not validated,
             )
+            accept = kwargs.get("accept", None if validated else default_accept)
             # A returned file is opened here, before the uploads go: the
             # model may answer with one of them.
-            return await prediction_response(request, result, kwargs.get("accept"))
+            return await prediction_response(request, result, accept)
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(

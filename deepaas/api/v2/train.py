@@ -24,7 +24,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
 
     async def start_training(request: web.Request) -> web.Response:
         parser = request.app[keys.PARSER]
-        kwargs, uploads = await parser.parse_arguments(
+        kwargs, uploads, _ = await parser.parse_arguments(
             request, arguments, short_lived=False
         )
         try:

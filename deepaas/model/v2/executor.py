@@ -53,6 +53,7 @@ class Executor(abc.ABC):
         queue_timeout: float | None = None,
         log_path: str | None = None,
         finish_prediction: bool = False,
+        validate: bool = False,
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
 
@@ -63,7 +64,9 @@ class Executor(abc.ABC):
 
         ``queue_timeout`` bounds the wait for a free worker (``NoFreeWorker``),
         ``timeout`` the call itself (``CallTimedOut``, the worker is stopped);
-        with ``log_path`` the call's output is written to that file.
+        with ``log_path`` the call's output is written to that file. With
+        ``validate`` the worker loads ``kwargs`` through the method's argument
+        schema first (``InvalidArguments`` when they fail it).
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.

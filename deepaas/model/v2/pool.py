@@ -442,6 +442,7 @@ class LocalExecutor(Executor):
         queue_timeout: float | None = None,
         log_path: str | None = None,
         finish_prediction: bool = False,
+        validate: bool = False,
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
@@ -450,6 +451,7 @@ class LocalExecutor(Executor):
             kwargs,
             log_path=log_path,
             finish_prediction=finish_prediction,
+            validate=validate,
             request_id=log.REQUEST_ID.get(),
         )
         loop = asyncio.get_running_loop()

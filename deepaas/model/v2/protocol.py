@@ -46,6 +46,7 @@ class ErrorKind(enum.Enum):
     NOT_IMPLEMENTED = "not_implemented"  # NotImplementedError or no such method
     HTTP = "http"  # the model raised one of aiohttp's HTTP exceptions
     INVALID_RESPONSE = "invalid_response"  # the result fails the response schema
+    INVALID_ARGUMENTS = "invalid_arguments"  # the arguments fail their schema
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class WorkerError:
     traceback: str = ""
     status: int | None = None  # HTTP only: the status the model chose
     reason: str | None = None  # HTTP only: its reason phrase
+    errors: dict[str, Any] | None = None  # INVALID_ARGUMENTS only: by field
 
     @classmethod
     def from_exception(cls, exc: BaseException, method: str) -> WorkerError:
@@ -82,6 +84,16 @@ class WorkerError:
         return cls(ErrorKind.RAISED, type_name, str(exc) or type_name, text)
 
     @classmethod
+    def invalid_arguments(cls, errors: dict[str, Any]) -> WorkerError:
+        """Arguments the worker validated and found wrong, by field."""
+        return cls(
+            ErrorKind.INVALID_ARGUMENTS,
+            "ValidationError",
+            "Invalid arguments",
+            errors=errors,
+        )
+
+    @classmethod
     def missing_method(cls, method: str) -> WorkerError:
         """The model has no ``method`` at all."""
         return cls(
@@ -96,8 +108,10 @@ class WorkerError:
             return f"{self.type}: {self.message}"
         return self.message
 
-    def to_exception(self) -> exceptions.ModelCallError:
+    def to_exception(self) -> exceptions.ModelCallError | exceptions.InvalidArguments:
         """The project's exception for this failure of a call."""
+        if self.kind is ErrorKind.INVALID_ARGUMENTS:
+            return exceptions.InvalidArguments(self.errors or {})
         common: dict[str, Any] = {"exc_type": self.type, "traceback": self.traceback}
         if self.kind is ErrorKind.NOT_IMPLEMENTED:
             return exceptions.NotImplementedByModel(self.message, **common)
@@ -158,13 +172,16 @@ class Call:
 
     With ``log_path`` the call's standard output, standard error and logging
     go to that file; with ``finish_prediction`` a JSON prediction comes back
-    validated and encoded (``EncodedJSON``); ``request_id`` labels the
+    validated and encoded (``EncodedJSON``); with ``validate`` the worker
+    loads ``kwargs`` through the method's argument schema first (the server
+    leaves that to the workers for large bodies); ``request_id`` labels the
     model's log lines.
     """
 
     method: str
     kwargs: dict[str, Any]
     log_path: str | None = None
+    validate: bool = False
     finish_prediction: bool = False
     request_id: str = "-"
 

@@ -26,9 +26,12 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import marshmallow
+
 from deepaas import log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
+from deepaas.model.v2.arguments import Arguments, read_declaration
 from deepaas.model.v2.encoding import finish_prediction, response_schema_of
 from deepaas.model.v2.protocol import (
     Answer,
@@ -128,6 +131,11 @@ def _picklable(reply: Answer | Failure) -> Answer | Failure:
     return reply
 
 
+def by_field(messages: Any) -> dict[str, Any]:
+    """A schema's error messages keyed by field, as a 422 reports them."""
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
 def batch_request_id(batch: Batch) -> str:
     """The request ids of a batch, for its log lines (the first few)."""
     ids = [call.request_id for call in batch.calls]
@@ -187,6 +195,7 @@ class LoadedModel:
         self.name = name
         self.model = model
         self.scratch = scratch
+        self._declared: dict[str, Arguments] = {}  # argument schemas, when needed
         self.response_schema = response_schema_of(name, model)
         if warm and callable(getattr(model, "warm", None)):
             model.warm()
@@ -210,38 +219,81 @@ class LoadedModel:
         if function is None:
             return Failure(WorkerError.missing_method(call.method))
         try:
-            return Answer(self._finish(call, function(**call.kwargs)))
+            kwargs = self._arguments(call)
+        except marshmallow.ValidationError as exc:
+            return Failure(WorkerError.invalid_arguments(by_field(exc.messages)))
+        try:
+            return Answer(self._finish(call, function(**kwargs)))
         except Exception as exc:
             return self._failed(call, exc)
+
+    def _arguments(self, call: Call) -> dict[str, Any]:
+        """The call's keyword arguments, loaded through the method's schema
+        when the server left that to the worker."""
+        if not call.validate:
+            return call.kwargs
+        arguments = self._declared.get(call.method)
+        if arguments is None:
+            getter = getattr(self.model, f"get_{call.method}_args", None)
+            if getter is None and call.method == "predict":
+                getter = getattr(self.model, "get_test_args", None)
+            arguments = self._declared[call.method] = read_declaration(
+                self.name,
+                f"get_{call.method}_args",
+                getter,
+                any_media_type=call.method == "predict",
+            )
+        loaded: dict[str, Any] = arguments.schema.load(call.kwargs)
+        return loaded
 
     def run_batch(self, batch: Batch) -> Replies:
         """Run a batch of predictions as one ``predict_batch`` call: each gets
         its own result or its own error; an exception from ``predict_batch``
         itself is the error of every one of them."""
-        calls = batch.calls
         function = getattr(self.model, "predict_batch", None)
         if function is None:  # not a batching model: one call at a time
-            return Replies(tuple(self.run(call) for call in calls))
+            return Replies(tuple(self.run(call) for call in batch.calls))
+        replies: dict[int, Answer | Failure] = {}
+        calls, arguments = [], []
+        for index, call in enumerate(batch.calls):
+            try:
+                arguments.append(self._arguments(call))
+            except marshmallow.ValidationError as exc:
+                errors = by_field(exc.messages)
+                replies[index] = Failure(WorkerError.invalid_arguments(errors))
+                continue
+            calls.append((index, call))
+        if calls:
+            replies.update(self._run_batch(function, calls, arguments))
+        return Replies(tuple(replies[index] for index in range(len(batch.calls))))
+
+    def _run_batch(
+        self,
+        function: Any,
+        calls: list[tuple[int, Call]],
+        arguments: list[dict[str, Any]],
+    ) -> dict[int, Answer | Failure]:
+        """The replies of one predict_batch call, by position in the batch."""
         try:
-            results = list(function([call.kwargs for call in calls]))
+            results = list(function(arguments))
             if len(results) != len(calls):
                 raise ValueError(
                     f"predict_batch() returned {len(results)} results for "
                     f"{len(calls)} predictions"
                 )
         except Exception as exc:
-            failure = self._failed(calls[0], exc)
-            return Replies(tuple(failure for _ in calls))
-        replies: list[Answer | Failure] = []
-        for call, result in zip(calls, results, strict=True):
+            failure = self._failed(calls[0][1], exc)
+            return {index: failure for index, _ in calls}
+        replies: dict[int, Answer | Failure] = {}
+        for (index, call), result in zip(calls, results, strict=True):
             if isinstance(result, Exception):  # this prediction's own error
-                replies.append(self._failed(call, result))
+                replies[index] = self._failed(call, result)
                 continue
             try:
-                replies.append(Answer(self._finish(call, result)))
+                replies[index] = Answer(self._finish(call, result))
             except Exception as exc:
-                replies.append(self._failed(call, exc))
-        return Replies(tuple(replies))
+                replies[index] = self._failed(call, exc)
+        return replies
 
     def _finish(self, call: Call, result: Any) -> Any:
         """A result as it crosses back: finished for the client when the call

@@ -54,15 +54,19 @@ class ModelWrapper:
         *,
         timeout: float | None = None,
         queue_timeout: float | None = None,
+        validate: bool = False,
     ) -> Any:
         """Run ``predict`` in a worker; its result as it goes to the client:
-        ``EncodedJSON``, or a raw file, bytes or text."""
+        ``EncodedJSON``, or a raw file, bytes or text. With ``validate`` the
+        worker validates ``kwargs`` first (arguments parsed, not yet loaded
+        through their schema)."""
         return await self._call(
             "predict",
             kwargs,
             timeout=timeout,
             queue_timeout=queue_timeout,
             finish_prediction=True,
+            validate=validate,
         )
 
     async def train(
