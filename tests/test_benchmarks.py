@@ -61,3 +61,28 @@ def test_predict_load_smoke_run():
     result = run_script("predict_load.py", "--requests", "200", "--concurrency", "4")
     assert result.returncode == 0, result.stderr
     assert "POST predict" in result.stdout
+
+
+def test_payloads_smoke_run_prints_every_figure():
+    result = run_script("payloads.py", "--quick", "--sides", "bare,ours,unbatched")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    for figure in (
+        "upload 64 KiB c=16",
+        "upload 1 MiB c=8",
+        "PNG bytes out c=8",
+        "open file out c=8",
+        "JSON 100k floats in c=8",
+        "JSON 100k floats out c=8",
+        "batch model c=32",
+        "batch model c=1",
+        "1 GiB upload: tree peak RSS growth (MiB)",
+    ):
+        assert figure in rows, result.stdout
+    # the upload memory bound holds
+    growth = float(rows["1 GiB upload: tree peak RSS growth (MiB)"].split("|")[2])
+    assert growth < 64

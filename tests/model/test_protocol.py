@@ -14,13 +14,17 @@ from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.protocol import (
     Answer,
+    Batch,
     Call,
     ErrorKind,
     Failure,
     Ready,
+    Replies,
+    Scratch,
     Start,
     WorkerError,
 )
+from deepaas.model.v2.types import SpooledResult
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -88,6 +92,16 @@ class TestWorkerError:
             "Worker for model 'plants' could not load and warm it: OSError: no weights"
         )
 
+    def test_invalid_arguments_are_the_same_422_as_the_servers(self):
+        errors = {"count": ["Not a valid integer."], "values": {"3": ["Bad."]}}
+        error = WorkerError.invalid_arguments(errors)
+        assert error.kind is ErrorKind.INVALID_ARGUMENTS
+        exc = error.to_exception()
+        assert isinstance(exc, exceptions.InvalidArguments)
+        assert exc.status == 422
+        assert exc.errors == exceptions.InvalidArguments(errors).errors
+        assert exc.message == exceptions.InvalidArguments(errors).message
+
     def test_errors_are_plain_data_that_pickle(self):
         class Unpicklable(Exception):
             def __reduce__(self):
@@ -100,7 +114,19 @@ class TestWorkerError:
 MESSAGES = [
     Start(ModelSpec("m", "pkg.mod:Model"), True, 20, "json", ["/a", "/b"]),
     Call("predict", {"x": 1}, log_path="/tmp/l", finish_prediction=True),
+    Call("predict", {"x": "1"}, validate=True, request_id="r1"),
+    Batch((Call("predict", {"x": 1}), Call("predict", {"x": 2}))),
     Answer({"predictions": [1, 2]}),
+    Replies((Answer(1), Failure(WorkerError.invalid_arguments({"x": ["Bad."]})))),
+    Answer(SpooledResult("/dev/shm/deepaas-worker-x/result-y", 70_000, True)),
+    Start(
+        ModelSpec("m", "pkg.mod:Model"),
+        True,
+        20,
+        "text",
+        [],
+        scratch=Scratch("/dev/shm/w", "/tmp/w", 1024),
+    ),  # fmt: skip
     Failure(WorkerError.missing_method("train")),
     Ready(1234),
 ]
