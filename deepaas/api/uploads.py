@@ -5,14 +5,15 @@ library's push parser): text fields are kept in memory, within a limit, and
 each file part is written to its own temporary file, so a 1 GiB upload costs
 disk, not memory.
 
-Where the files go: a small upload to a prediction (its whole body under
-``--upload-memory-max``) is written to a memory-backed directory (``/dev/shm``
-by default) while the bytes held there by all requests stay under
-``--upload-memory-total``; anything else goes to the temporary directory on
-disk (``TMPDIR``). A memory-backed file that meets a full file system moves
-to disk and carries on. Either way the model gets a path it can open, and
-``Uploads`` removes the files when the request is done with them, whatever
-happened.
+Where the files go: the files of a small prediction (its whole body under
+``INLINE_MAX``) stay in memory and travel inside the call to the worker, which
+writes them; those of a larger one (under ``--upload-memory-max``) are written
+to a memory-backed directory (``/dev/shm`` by default); both count against
+``--upload-memory-total`` for all requests at once. Anything else goes to the
+temporary directory on disk (``TMPDIR``). A memory-backed file that meets a
+full file system moves to disk and carries on. Either way the model gets a
+path it can open, and the files are removed when the request (or the worker
+that wrote them) is done with them, whatever happened.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from deepaas import exceptions
-from deepaas.model.v2.types import UploadedFile
+from deepaas.model.v2.types import InlineUpload, UploadedFile
 
 LOG = logging.getLogger(__name__)
 PREFIX = "deepaas-upload-"
@@ -41,6 +42,10 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # more of them than the three a form part uses.
 PART_HEADER_SIZE = 8190
 PART_HEADER_COUNT = 16
+# The files of a prediction body up to this size travel to the worker inside
+# its call (``InlineUpload``): the worker writes them, the server does no file
+# work at all.
+INLINE_MAX = 256 * 1024
 
 
 def too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
@@ -107,16 +112,19 @@ class Uploads:
         self._expected = expected
         self._reserved = 0
         self._directory: str | None = None
+        self.inline = False  # files kept in memory for the worker to write
 
     @property
     def directory(self) -> str:
-        """Where this request's files go, chosen at its first file."""
+        """Where this request's files go, chosen at its first file: in the
+        call itself (``inline``), the memory directory, or disk."""
         if self._directory is None:
             self._directory = tempfile.gettempdir()
             spool, expected = self._spool, self._expected
             if spool is not None and expected is not None and spool.reserve(expected):
                 self._reserved = expected
                 self._directory = spool.directory
+                self.inline = expected <= INLINE_MAX
         return self._directory
 
     def create(
@@ -179,6 +187,28 @@ class Limits:
     gap: float = 0  # seconds the body may go without sending data
 
 
+class _InlinePart:
+    """A file part of a small prediction, kept in memory for the worker."""
+
+    def __init__(self, uploads: Uploads, segment: multipart.MultipartSegment) -> None:
+        self.uploads = uploads
+        self.segment = segment
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += data
+        self.uploads.received += len(data)
+
+    def close(self) -> InlineUpload:
+        content_type = self.segment.header("Content-Type", "application/octet-stream")
+        return InlineUpload(
+            self.segment.name, self.data, content_type, self.segment.filename or ""
+        )
+
+    def abandon(self) -> None:
+        self.data = bytearray()
+
+
 class _FilePart:
     """A file part being written to its temporary file."""
 
@@ -226,7 +256,7 @@ class _FilePart:
 
 async def read_multipart(
     request: web.Request, uploads: Uploads, limits: Limits
-) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
+) -> tuple[MultiDict[str], dict[str, list[UploadedFile | InlineUpload]]]:
     """Read a multipart body: text fields in memory, files to ``uploads``,
     within ``limits`` (checked while the body streams). A body that is not
     valid multipart is a ``BadRequest``.
@@ -255,9 +285,9 @@ async def read_multipart(
 
 async def _read_parts(
     request: web.Request, boundary: str, uploads: Uploads, limits: Limits
-) -> tuple[MultiDict[str], dict[str, list[UploadedFile]]]:
+) -> tuple[MultiDict[str], dict[str, list[UploadedFile | InlineUpload]]]:
     values: MultiDict[str] = MultiDict()
-    files: dict[str, list[UploadedFile]] = {}
+    files: dict[str, list[UploadedFile | InlineUpload]] = {}
     received = 0  # bytes of the body
     in_memory = 0  # bytes of the text fields
     parts = 0
@@ -266,15 +296,18 @@ async def _read_parts(
     )
     segment: multipart.MultipartSegment | None = None
     text = bytearray()
-    file: _FilePart | None = None
+    file: _FilePart | _InlinePart | None = None
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(None) as gap:
             while True:
                 if limits.gap:
                     gap.reschedule(loop.time() + limits.gap)
-                chunk = await request.content.readany()
+                # One piece as it arrived (readany would join what is buffered).
+                chunk, http_chunk_ended = await request.content.readchunk()
                 if not chunk:
+                    if http_chunk_ended:  # a chunked body goes on
+                        continue
                     break
                 received += len(chunk)
                 if limits.body and received > limits.body:
@@ -299,7 +332,12 @@ async def _read_parts(
                             )
                         segment = event
                         if event.filename is not None:
-                            file = _FilePart(uploads, event)
+                            uploads.directory  # noqa: B018 - decides inline or not
+                            file = (
+                                _InlinePart(uploads, event)
+                                if uploads.inline
+                                else _FilePart(uploads, event)
+                            )
                     elif file is not None:
                         file.write(event)
                     else:

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 
+import aiohttp
 import pytest
 
 from deepaas.api import keys
@@ -109,3 +110,25 @@ async def test_worker_directories_go_with_their_workers(make_client, dirs):
     assert await helpers.eventually(lambda: len(worker_dirs(memory, disk)) == 4)
     await client.close()
     assert worker_dirs(memory, disk) == []
+
+
+async def test_a_model_may_answer_with_its_own_small_upload(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "echo", "--upload-memory-dir", str(memory)
+    )
+    content = bytes(range(256)) * 40
+    for filename, accept, expected_type in [
+        ("picture.png", "image/png", "image/png"),
+        ("picture.png", "application/json", None),
+    ]:
+        form = aiohttp.FormData()
+        form.add_field("image", content, filename=filename)
+        resp = await client.post(f"/v2/models/echo/predict/?accept={accept}", data=form)
+        assert resp.status == 200
+        if expected_type is None:
+            assert (await resp.json())["predictions"]["size"] == len(content)
+        else:
+            assert resp.headers["Content-Type"] == expected_type
+            assert await resp.read() == content
+    assert files_in(*dirs) == []

@@ -44,7 +44,12 @@ async def prediction_response(
         else "application/octet-stream"
     )
     if isinstance(result, OpenResult):
-        content_type = "application/json" if result.is_json else raw_type
+        if result.is_json:
+            content_type = "application/json"
+        elif accept and accept not in JSON_MEDIA_TYPES:
+            content_type = accept
+        else:  # a returned file's type, by its name
+            content_type = result.content_type or "application/octet-stream"
         with result.file:
             return await send_file(request, result.file, result.size, content_type)
     if isinstance(result, ReturnedFile):

@@ -358,7 +358,7 @@ def take_over(result: SpooledResult) -> OpenResult | exceptions.ModelCallError:
         )
     with contextlib.suppress(OSError):
         os.unlink(result.path)
-    return OpenResult(opened, result.size, result.is_json)
+    return OpenResult(opened, result.size, result.is_json, result.content_type)
 
 
 class LocalExecutor(Executor):

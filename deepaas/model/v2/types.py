@@ -36,6 +36,21 @@ class EncodedJSON:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class InlineUpload:
+    """An uploaded file small enough to travel to the worker inside its call.
+
+    The worker writes it to a file of its own and hands the model an
+    ``UploadedFile`` for it, removed after the call, so the server does no
+    file work for small uploads.
+    """
+
+    name: str
+    data: bytes | bytearray
+    content_type: str
+    original_filename: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SpooledResult:
     """A large finished prediction (``EncodedJSON`` when ``is_json``, else
     bytes) that a worker wrote to a file of its scratch directory instead of
@@ -47,6 +62,7 @@ class SpooledResult:
     path: str
     size: int
     is_json: bool
+    content_type: str | None = None  # of a returned file (from its name)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,6 +73,14 @@ class OpenResult:
     file: BinaryIO
     size: int
     is_json: bool
+    content_type: str | None = None
 
 
-__all__ = ["EncodedJSON", "OpenResult", "ReturnedFile", "SpooledResult", "UploadedFile"]
+__all__ = [
+    "EncodedJSON",
+    "InlineUpload",
+    "OpenResult",
+    "ReturnedFile",
+    "SpooledResult",
+    "UploadedFile",
+]

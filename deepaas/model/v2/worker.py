@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import io
 import logging
+import mimetypes
 import os
 import pickle
 import signal
@@ -46,7 +47,13 @@ from deepaas.model.v2.protocol import (
     Start,
     WorkerError,
 )
-from deepaas.model.v2.types import EncodedJSON, ReturnedFile, SpooledResult
+from deepaas.model.v2.types import (
+    EncodedJSON,
+    InlineUpload,
+    ReturnedFile,
+    SpooledResult,
+    UploadedFile,
+)
 
 LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
@@ -129,6 +136,83 @@ def _picklable(reply: Answer | Failure) -> Answer | Failure:
     except Exception:
         return Answer(str(reply.value))
     return reply
+
+
+class InlineFiles:
+    """The files a worker writes for uploads sent inside calls, removed when
+    the block ends (those handed over as results excepted)."""
+
+    def __init__(self, scratch: Scratch | None) -> None:
+        self.scratch = scratch
+        self.paths: set[str] = set()
+
+    def written(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with each ``InlineUpload`` (or list of them) replaced by
+        an ``UploadedFile`` for a file holding it."""
+        if not any(
+            isinstance(v, InlineUpload)
+            or (isinstance(v, list) and any(isinstance(i, InlineUpload) for i in v))
+            for v in kwargs.values()
+        ):
+            return kwargs
+        return {
+            name: [self._write(i) for i in value]
+            if isinstance(value, list)
+            else self._write(value)
+            for name, value in kwargs.items()
+        }
+
+    def _write(self, value: Any) -> Any:
+        if not isinstance(value, InlineUpload):
+            return value
+        suffix = os.path.splitext(os.path.basename(value.original_filename))[1][:16]
+        directories = [tempfile.gettempdir()]
+        if self.scratch is not None:
+            directories = [d for d in (self.scratch.memory, self.scratch.disk) if d]
+        error: OSError | None = None
+        for directory in directories:
+            try:
+                fd, path = tempfile.mkstemp(
+                    prefix="upload-", suffix=suffix, dir=directory
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            self.paths.add(path)
+            try:
+                with open(fd, "wb") as f:
+                    f.write(value.data)
+            except OSError as exc:  # no room here: the next directory
+                error = exc
+                self._remove(path)
+                continue
+            return UploadedFile(
+                value.name, path, value.content_type, value.original_filename
+            )
+        assert error is not None
+        raise error
+
+    def hand_over(self, path: str) -> SpooledResult | None:
+        """A returned upload of this call, given to the server as a result
+        (which removes it); None if ``path`` is not one."""
+        if path not in self.paths:
+            return None
+        self.paths.discard(path)
+        return SpooledResult(
+            path, os.path.getsize(path), False, mimetypes.guess_type(path)[0]
+        )
+
+    def _remove(self, path: str) -> None:
+        self.paths.discard(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def __enter__(self) -> InlineFiles:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for path in list(self.paths):
+            self._remove(path)
 
 
 def by_field(messages: Any) -> dict[str, Any]:
@@ -218,20 +302,24 @@ class LoadedModel:
         function = getattr(self.model, call.method, None)
         if function is None:
             return Failure(WorkerError.missing_method(call.method))
-        try:
-            kwargs = self._arguments(call)
-        except marshmallow.ValidationError as exc:
-            return Failure(WorkerError.invalid_arguments(by_field(exc.messages)))
-        try:
-            return Answer(self._finish(call, function(**kwargs)))
-        except Exception as exc:
-            return self._failed(call, exc)
+        with InlineFiles(self.scratch) as files:
+            try:
+                kwargs = self._arguments(call, files)
+            except marshmallow.ValidationError as exc:
+                errors = by_field(exc.messages)
+                return Failure(WorkerError.invalid_arguments(errors))
+            try:
+                return Answer(self._finish(call, function(**kwargs), files))
+            except Exception as exc:
+                return self._failed(call, exc)
 
-    def _arguments(self, call: Call) -> dict[str, Any]:
-        """The call's keyword arguments, loaded through the method's schema
-        when the server left that to the worker."""
+    def _arguments(self, call: Call, files: InlineFiles) -> dict[str, Any]:
+        """The call's keyword arguments: files sent inline written to files
+        of this worker's, and loaded through the method's schema when the
+        server left that to the worker."""
+        kwargs = files.written(call.kwargs)
         if not call.validate:
-            return call.kwargs
+            return kwargs
         arguments = self._declared.get(call.method)
         if arguments is None:
             getter = getattr(self.model, f"get_{call.method}_args", None)
@@ -243,7 +331,7 @@ class LoadedModel:
                 getter,
                 any_media_type=call.method == "predict",
             )
-        loaded: dict[str, Any] = arguments.schema.load(call.kwargs)
+        loaded: dict[str, Any] = arguments.schema.load(kwargs)
         return loaded
 
     def run_batch(self, batch: Batch) -> Replies:
@@ -255,16 +343,17 @@ class LoadedModel:
             return Replies(tuple(self.run(call) for call in batch.calls))
         replies: dict[int, Answer | Failure] = {}
         calls, arguments = [], []
-        for index, call in enumerate(batch.calls):
-            try:
-                arguments.append(self._arguments(call))
-            except marshmallow.ValidationError as exc:
-                errors = by_field(exc.messages)
-                replies[index] = Failure(WorkerError.invalid_arguments(errors))
-                continue
-            calls.append((index, call))
-        if calls:
-            replies.update(self._run_batch(function, calls, arguments))
+        with InlineFiles(self.scratch) as files:
+            for index, call in enumerate(batch.calls):
+                try:
+                    arguments.append(self._arguments(call, files))
+                except marshmallow.ValidationError as exc:
+                    errors = by_field(exc.messages)
+                    replies[index] = Failure(WorkerError.invalid_arguments(errors))
+                    continue
+                calls.append((index, call))
+            if calls:
+                replies.update(self._run_batch(function, calls, arguments, files))
         return Replies(tuple(replies[index] for index in range(len(batch.calls))))
 
     def _run_batch(
@@ -272,6 +361,7 @@ class LoadedModel:
         function: Any,
         calls: list[tuple[int, Call]],
         arguments: list[dict[str, Any]],
+        files: InlineFiles,
     ) -> dict[int, Answer | Failure]:
         """The replies of one predict_batch call, by position in the batch."""
         try:
@@ -290,17 +380,22 @@ class LoadedModel:
                 replies[index] = self._failed(call, result)
                 continue
             try:
-                replies[index] = Answer(self._finish(call, result))
+                replies[index] = Answer(self._finish(call, result, files))
             except Exception as exc:
                 replies[index] = self._failed(call, exc)
         return replies
 
-    def _finish(self, call: Call, result: Any) -> Any:
+    def _finish(self, call: Call, result: Any, files: InlineFiles) -> Any:
         """A result as it crosses back: finished for the client when the call
-        asks for it, large ones through a scratch file."""
+        asks for it, large ones through a scratch file (one of the call's own
+        uploads, returned, is handed over as it is)."""
         result = portable(result)
         if not call.finish_prediction:
             return result
+        if isinstance(result, ReturnedFile):
+            handed = files.hand_over(result.filename)
+            if handed is not None:
+                return handed
         return spooled(
             finish_prediction(
                 self.name, self.response_schema, result, call.kwargs.get("accept")
