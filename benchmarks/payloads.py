@@ -264,6 +264,22 @@ def run_side(
         )
     figures: dict[str, float] = {}
     try:
+        # Memory first, on a quiet server: the loads leave the tree's RSS
+        # moving for a while after they end.
+        if side == "ours":
+            figures["1 GiB upload: tree peak RSS growth (MiB)"] = upload_peak_growth(
+                server.pid, base + PAYLOAD, Path(bodies["gib"])
+            )
+            size = args.big_answer_mib * MiB
+            figures[
+                f"{args.big_answer_mib} MiB answer: server peak RSS growth (MiB)"
+            ] = peak_server_rss_growth(
+                server.pid,
+                lambda: big_answer(
+                    f"{base}{PAYLOAD}?kind=bytes&count={size}&accept=image/png",
+                    size,
+                ),
+            )
         for load in workloads():
             path = load.paths.get(side)
             if path is None:
@@ -282,20 +298,6 @@ def run_side(
                     content_type=load.content_type,
                 )
             figures[load.name] = p50 if load.figure == "p50 ms" else rps
-        if side == "ours":
-            figures["1 GiB upload: tree peak RSS growth (MiB)"] = upload_peak_growth(
-                server.pid, base + PAYLOAD, Path(bodies["gib"])
-            )
-            size = args.big_answer_mib * MiB
-            figures[
-                f"{args.big_answer_mib} MiB answer: server peak RSS growth (MiB)"
-            ] = peak_server_rss_growth(
-                server.pid,
-                lambda: big_answer(
-                    f"{base}{PAYLOAD}?kind=bytes&count={size}&accept=image/png",
-                    size,
-                ),
-            )
     finally:
         stop(server)
     return figures

@@ -54,6 +54,7 @@ class TestProbes:
         assert body["models"]["failing"]["workers"] == 2
         assert body["models"]["failing"]["alive"] == 2
 
+    @pytest.mark.slow  # waits out real time
     async def test_readyz_is_503_while_warming_and_calls_wait(
         self, make_client, monkeypatch
     ):

@@ -113,6 +113,7 @@ async def test_slow_predict_is_504_and_its_worker_replaced(make_client):
     assert after["predictions"]["pid"] != first["predictions"]["pid"]
 
 
+@pytest.mark.slow  # waits out real time
 async def test_no_free_worker_is_503_with_retry_after(make_client):
     client = await make_client("--model-name", "failing", "--queue-timeout", "0.3")
     busy = asyncio.ensure_future(client.post(PREDICT + "?mode=sleep&seconds=2"))

@@ -222,6 +222,7 @@ async def test_a_replacement_is_ready_at_once_ten_times_in_a_row(pool):
     assert pool.health().restarts == 10
 
 
+@pytest.mark.slow  # waits out real time
 async def test_a_replacement_that_cannot_start_is_retried_until_it_can(
     testmodels_installed,
 ):
@@ -250,6 +251,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow  # waits out real time
 async def test_a_stopped_idle_worker_is_found_and_replaced(testmodels_installed):
     pool = LocalExecutor(FAILING, size=1, heartbeat=0.2)
     await pool.start()
@@ -267,6 +269,7 @@ async def test_a_stopped_idle_worker_is_found_and_replaced(testmodels_installed)
         await pool.stop()
 
 
+@pytest.mark.slow  # waits out real time
 async def test_a_busy_worker_keeps_answering_heartbeats(testmodels_installed):
     pool = LocalExecutor(FAILING, size=1, heartbeat=0.1)
     await pool.start()
