@@ -549,6 +549,12 @@ class LocalExecutor(Executor):
         replies = reply.replies if isinstance(reply, Replies) else (reply,)
         for pending, one in zip(calls, replies, strict=False):
             self._settle(pending, one)
+        for pending in calls[len(replies) :]:  # never, unless a worker errs
+            pending.settle(
+                error=exceptions.ModelCallError(
+                    "The worker answered a batch without this prediction."
+                )
+            )
         self._worker_free(worker)
 
     @staticmethod
