@@ -284,12 +284,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="deepaas-soak-") as scratch:
         root = Path(scratch)
         site = install_model_packages(["testmodels"], root)["testmodels"]
-        server_tmp = root / "tmp"
+        server_tmp, server_memory = root / "tmp", root / "memory"
         server_tmp.mkdir()
+        server_memory.mkdir()  # stands in for /dev/shm, to look for leftovers
         env = {**os.environ, "PYTHONPATH": str(site), "TMPDIR": str(server_tmp)}
         server, base = start_server(
             ["--model-name", "failing", "-p", str(args.workers),
              "--predict-timeout", "1", "--state-dir", str(root / "state"),
+             "--upload-memory-dir", str(server_memory),
              "--log-file", str(root / "server.log"),
              *(HOSTILE_SERVER_ARGS if args.hostile else ())],
             env=env,
@@ -320,7 +322,13 @@ def main() -> int:
                 p for p in descendants(server.pid)
                 if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()
             ]  # fmt: skip
-            leftovers = sorted(os.listdir(server_tmp))
+            # files only: each live worker keeps its (empty) scratch directory
+            leftovers = sorted(
+                os.path.join(top, name)
+                for directory in (server_tmp, server_memory)
+                for top, _, names in os.walk(directory)
+                for name in names
+            )
         finally:
             server.terminate()
             server.wait(timeout=60)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.fuzz
 
 ROOT = Path(__file__).parent.parent.parent
 # Models that fail on purpose (their 5xx are the point) are left out.
-DELIBERATE_FAILURES = "failing|class-model|schema-class"
+DELIBERATE_FAILURES = "failing|class-model|schema-class|batcher"
 
 
 def test_no_server_error_and_every_error_is_json(model_sites, tmp_path):

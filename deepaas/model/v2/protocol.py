@@ -47,6 +47,7 @@ class ErrorKind(enum.Enum):
     HTTP = "http"  # the model raised one of aiohttp's HTTP exceptions
     INVALID_RESPONSE = "invalid_response"  # the result fails the response schema
     INVALID_ARGUMENTS = "invalid_arguments"  # the arguments fail their schema
+    NO_SPACE = "no_space"  # an uploaded file found no room in the worker
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ class WorkerError:
             return cls(ErrorKind.NOT_IMPLEMENTED, type_name, message, text)
         if isinstance(exc, exceptions.InvalidResponse):
             return cls(ErrorKind.INVALID_RESPONSE, type_name, exc.message)
+        if isinstance(exc, exceptions.InsufficientStorage):
+            return cls(ErrorKind.NO_SPACE, type_name, exc.message)
         if _is_http_exception(exc):
             reason = str(getattr(exc, "reason", ""))
             return cls(
@@ -108,10 +111,12 @@ class WorkerError:
             return f"{self.type}: {self.message}"
         return self.message
 
-    def to_exception(self) -> exceptions.ModelCallError | exceptions.InvalidArguments:
+    def to_exception(self) -> exceptions.DeepaasError:
         """The project's exception for this failure of a call."""
         if self.kind is ErrorKind.INVALID_ARGUMENTS:
             return exceptions.InvalidArguments(self.errors or {})
+        if self.kind is ErrorKind.NO_SPACE:
+            return exceptions.InsufficientStorage(self.message)
         common: dict[str, Any] = {"exc_type": self.type, "traceback": self.traceback}
         if self.kind is ErrorKind.NOT_IMPLEMENTED:
             return exceptions.NotImplementedByModel(self.message, **common)

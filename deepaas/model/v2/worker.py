@@ -29,7 +29,7 @@ from typing import Any
 
 import marshmallow
 
-from deepaas import log
+from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.arguments import Arguments, read_declaration
@@ -190,7 +190,10 @@ class InlineFiles:
                 value.name, path, value.content_type, value.original_filename
             )
         assert error is not None
-        raise error
+        raise exceptions.InsufficientStorage(
+            f"No room to store the uploaded file {value.original_filename!r}: "
+            f"{error.strerror}"
+        )
 
     def hand_over(self, path: str) -> SpooledResult | None:
         """A returned upload of this call, given to the server as a result
@@ -308,6 +311,8 @@ class LoadedModel:
             except marshmallow.ValidationError as exc:
                 errors = by_field(exc.messages)
                 return Failure(WorkerError.invalid_arguments(errors))
+            except exceptions.InsufficientStorage as exc:
+                return Failure(WorkerError.from_exception(exc, call.method))
             try:
                 return Answer(self._finish(call, function(**kwargs), files))
             except Exception as exc:
@@ -350,6 +355,9 @@ class LoadedModel:
                 except marshmallow.ValidationError as exc:
                     errors = by_field(exc.messages)
                     replies[index] = Failure(WorkerError.invalid_arguments(errors))
+                    continue
+                except exceptions.InsufficientStorage as exc:
+                    replies[index] = Failure(WorkerError.from_exception(exc, "predict"))
                     continue
                 calls.append((index, call))
             if calls:

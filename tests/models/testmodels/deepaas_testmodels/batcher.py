@@ -30,7 +30,7 @@ def _one(kwargs, batch, size):
     result = {"y": y, "batch": batch, "size": size}
     if kwargs["data"] is not None:
         with open(kwargs["data"].filename, "rb") as f:
-            result["data"] = f.read().decode()
+            result["data"] = f.read().decode(errors="replace")
     result["pid"] = os.getpid()
     return result
 

@@ -16,7 +16,9 @@ def get_predict_args():
             missing="bytes",
             validate=validate.OneOf(["bytes", "bytearray", "memoryview", "json"]),
         ),
-        "size": fields.Int(missing=1000),
+        "size": fields.Int(
+            missing=1000, validate=validate.Range(min=0, max=16_000_000)
+        ),
         "accept": fields.Str(
             missing="application/json",
             validate=validate.OneOf(["application/json", "image/png"]),
