@@ -114,6 +114,12 @@ class Uploads:
         self._directory: str | None = None
         self.inline = False  # files kept in memory for the worker to write
 
+    def travels_inline(self) -> bool:
+        """Whether this request's files go inside the call, as data (decided,
+        with ``directory``, at its first file)."""
+        self.directory  # noqa: B018 - the first use decides
+        return self.inline
+
     @property
     def directory(self) -> str:
         """Where this request's files go, chosen at its first file: in the
@@ -332,10 +338,9 @@ async def _read_parts(
                             )
                         segment = event
                         if event.filename is not None:
-                            uploads.directory  # noqa: B018 - decides inline or not
                             file = (
                                 _InlinePart(uploads, event)
-                                if uploads.inline
+                                if uploads.travels_inline()
                                 else _FilePart(uploads, event)
                             )
                     elif file is not None:

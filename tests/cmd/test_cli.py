@@ -213,9 +213,12 @@ class Interruptible:
     test can wait until it says where it is."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        # As from a terminal: SIGINT is not ignored, even when the tests run
+        # in the background (where the shell ignores it for its children).
         self.proc = subprocess.Popen(
             [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
