@@ -212,6 +212,14 @@ operations_opts = [
         help="Longest a predict waits for a free worker, in seconds, before it "
         "answers 503 with Retry-After. 0 means wait as long as it takes.",
     ),
+    cfg.ListOpt(
+        "worker-gpus",
+        default=[],
+        help="GPU device ids (for example 0,1) given to the workers round robin: "
+        "worker i sees only the i-th (CUDA_VISIBLE_DEVICES, set before the model "
+        "is imported; a replacement sees what the worker it replaces saw). "
+        "Empty leaves the workers' environment as the server's.",
+    ),
     cfg.IntOpt(
         "max-batch-size",
         default=16,

@@ -80,6 +80,7 @@ def build_executor(
         if "predict_batch" in declaration.implements
         else 1,
         batch_wait=conf.max_batch_wait_ms / 1000,
+        devices=[d.strip() for d in conf.worker_gpus if d.strip()],
     )
 
 

@@ -106,6 +106,11 @@ class _StateCollector(Collector):
             "Idle workers replaced because they stopped answering heartbeats.",
             labels=["model"],
         )
+        devices = GaugeMetricFamily(
+            "deepaas_worker_devices",
+            "1 for each worker given GPUs (--worker-gpus), labelled with them.",
+            labels=["model", "slot", "devices"],
+        )
         queued = GaugeMetricFamily(
             "deepaas_queued_calls",
             "Calls waiting for a free worker.",
@@ -125,6 +130,9 @@ class _StateCollector(Collector):
         for name, executor in sorted(self.executors.items()):
             health = executor.health()
             queued.add_metric([name], health.queued)
+            for info in health.workers:
+                if info.devices is not None:
+                    devices.add_metric([name, str(info.slot), info.devices], 1)
             batches.add_metric([name], health.batches)
             batched.add_metric([name], health.batched)
             configured.add_metric([name], health.size)
@@ -145,6 +153,7 @@ class _StateCollector(Collector):
             queued,
             batches,
             batched,
+            devices,
         )
         trainings = GaugeMetricFamily(
             "deepaas_trainings",

@@ -42,6 +42,15 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "missing": health.missing,
             "busy": health.busy,
             "restarts": health.restarts,
+            "processes": [
+                {
+                    "slot": info.slot,
+                    "pid": info.pid,
+                    "state": info.state,
+                    "devices": info.devices,
+                }
+                for info in health.workers
+            ],
         }
         if health.alive == 0:
             dead.append(name)

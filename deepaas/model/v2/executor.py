@@ -14,6 +14,16 @@ from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """One worker, as ``/readyz`` and ``/metrics`` show it."""
+
+    slot: int  # its place in the pool (a replacement takes the same)
+    pid: int | None
+    state: str  # starting, idle, busy
+    devices: str | None = None  # the GPUs it sees (CUDA_VISIBLE_DEVICES)
+
+
+@dataclasses.dataclass(frozen=True)
 class Health:
     """A snapshot of an executor's workers."""
 
@@ -26,6 +36,7 @@ class Health:
     queued: int = 0  # calls waiting for a worker
     batches: int = 0  # batches of more than one prediction run
     batched: int = 0  # predictions those batches held
+    workers: tuple[WorkerInfo, ...] = ()  # each worker, by slot
 
     @property
     def missing(self) -> int:

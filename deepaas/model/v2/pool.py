@@ -54,7 +54,7 @@ from typing import Any, cast
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.executor import Executor, Health
+from deepaas.model.v2.executor import Executor, Health, WorkerInfo
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
@@ -168,9 +168,10 @@ class Channel(asyncio.Protocol):
 class WorkerProcess:
     """One spawned worker and the socket to it."""
 
-    def __init__(self, spec: ModelSpec, pool: LocalExecutor) -> None:
+    def __init__(self, spec: ModelSpec, pool: LocalExecutor, slot: int = 0) -> None:
         self.spec = spec
         self.pool = pool
+        self.slot = slot  # its place in the pool, kept by its replacements
         self.state = WorkerState.STARTING
         self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
@@ -212,6 +213,7 @@ class WorkerProcess:
                     self.spec.name,  # for ps
                     stdin=asyncio.subprocess.DEVNULL,
                     pass_fds=(theirs.fileno(),),
+                    env=self._environment(),
                 )
             self.pid = self.process.pid
             _, self._channel = await loop.create_connection(
@@ -247,6 +249,21 @@ class WorkerProcess:
             self.remove_scratch()
             raise greeting.error.to_load_error(self.spec.name)
         self.state = WorkerState.IDLE
+
+    @property
+    def devices(self) -> str | None:
+        """The GPUs this worker sees (its ``CUDA_VISIBLE_DEVICES``), if the
+        pool assigns them: the pool's devices, round robin by slot."""
+        devices = self.pool.devices
+        return devices[self.slot % len(devices)] if devices else None
+
+    def _environment(self) -> dict[str, str] | None:
+        """The worker's environment: the server's, with its GPUs when the
+        pool assigns them (set before the model is imported)."""
+        devices = self.devices
+        if devices is None:
+            return None
+        return {**os.environ, "CUDA_VISIBLE_DEVICES": devices}
 
     def _make_scratch(self) -> Scratch | None:
         """This worker's own directories under the pool's scratch roots."""
@@ -376,6 +393,7 @@ class LocalExecutor(Executor):
         scratch: Scratch | None = None,
         batch_size: int = 1,
         batch_wait: float = 0.0,
+        devices: list[str] | None = None,
     ) -> None:
         """``heartbeat``: seconds between checks that idle workers answer (a
         worker that misses one is replaced); None for no checks. ``scratch``:
@@ -383,7 +401,9 @@ class LocalExecutor(Executor):
         results; None sends every result through the worker's socket.
         ``batch_size`` above 1 (for a model with ``predict_batch``): up to
         that many waiting predictions go to a worker as one batch; a free
-        worker waits up to ``batch_wait`` seconds for a batch to fill."""
+        worker waits up to ``batch_wait`` seconds for a batch to fill.
+        ``devices``: GPU ids (``CUDA_VISIBLE_DEVICES`` values) given to the
+        workers round robin; None leaves the environment as it is."""
         self.spec = spec
         self.size = size
         self.warm = warm
@@ -403,13 +423,14 @@ class LocalExecutor(Executor):
         self.scratch = scratch
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        self.devices = list(devices or [])
         self._flush_timer: asyncio.TimerHandle | None = None
         self._batches = 0  # batches of more than one prediction run
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        workers = [WorkerProcess(self.spec, self) for _ in range(self.size)]
+        workers = [WorkerProcess(self.spec, self, slot) for slot in range(self.size)]
         self._workers.update(workers)
         results = await asyncio.gather(
             *(w.start() for w in workers), return_exceptions=True
@@ -682,13 +703,13 @@ class LocalExecutor(Executor):
         self._restarts += 1
         self._track(self._reap(retired))
         if not self._closed:
-            self._track(self._start_replacement())
+            self._track(self._start_replacement(retired.slot))
 
     async def _reap(self, retired: WorkerProcess) -> None:
         await retired.stop()
         self._dying.discard(retired)
 
-    async def _start_replacement(self) -> None:
+    async def _start_replacement(self, slot: int) -> None:
         """Start a worker in place of a lost one, trying again (with back-off)
         whatever goes wrong, until one starts or the pool stops."""
         delays = itertools.chain(RESTART_DELAYS, itertools.repeat(RESTART_DELAY_MAX))
@@ -696,7 +717,7 @@ class LocalExecutor(Executor):
             await asyncio.sleep(delay)
             if self._closed:
                 return
-            worker = WorkerProcess(self.spec, self)
+            worker = WorkerProcess(self.spec, self, slot)
             self._workers.add(worker)
             try:
                 await worker.start()
@@ -769,6 +790,10 @@ class LocalExecutor(Executor):
             start_failures=self._start_failures,
             unresponsive=self._unresponsive,
             queued=sum(1 for pending in self._queue if not pending.future.done()),
+            workers=tuple(
+                WorkerInfo(w.slot, w.pid, w.state.value, w.devices)
+                for w in sorted(self._workers, key=lambda w: w.slot)
+            ),
             batches=self._batches,
             batched=self._batched,
         )
