@@ -33,7 +33,13 @@ The life of one worker (a ``WorkerProcess``)::
                               missed a heartbeat (idle)
 
 The workers are spawned as fresh interpreters (``python -c``) that import only
-the worker module, then told what to load with a ``Start`` message.
+the worker module, then told what to load with a ``Start`` message, which also
+names the worker's scratch directories (created here, removed when it ends) and,
+through its environment, the GPUs it may see.
+
+For a model with ``predict_batch``, a worker that frees up takes up to
+``batch_size`` queued predictions at once (one ``Batch``, answered by
+``Replies``); each is still its own ``PendingCall``, settled on its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The code a spawned worker process runs.
 
 A worker is told which model to serve (``Start``), loads the model entry point
-itself, warms it, says ``Ready``, then answers one ``Call`` at a time over its
-socket (``deepaas.model.v2.protocol``).
+itself, warms it, says ``Ready``, then answers one ``Call`` (or one ``Batch``
+of predictions, with ``Replies``) at a time over its socket
+(``deepaas.model.v2.protocol``). It writes the files of uploads sent inside a
+call, and large results, in its own scratch directories.
 A worker ends when its socket closes or its parent process dies. It imports
 the model layer only: the protocol, the value types and the encoding of
 results, never the server (aiohttp included).
