@@ -148,10 +148,14 @@ class NotImplementedByModel(ModelCallError):
 class WorkerDied(DeepaasError):
     """The worker process running a call ended before answering."""
 
-    def __init__(self, exitcode: int | None, method: str) -> None:
+    def __init__(
+        self, exitcode: int | None, method: str, how: str | None = None
+    ) -> None:
+        """``how`` it ended, in words, when more is known than an exit code
+        (a worker on another machine)."""
         self.exitcode = exitcode
         super().__init__(
-            f"The worker running {method}() died ({describe_exit(exitcode)})."
+            f"The worker running {method}() died ({how or describe_exit(exitcode)})."
         )
 
 

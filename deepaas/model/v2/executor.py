@@ -1,8 +1,9 @@
 """The interface every executor offers: where model calls actually run.
 
 The local spawned-process pool (``deepaas.model.v2.pool.LocalExecutor``) is the
-default; a cluster-backed executor implements the same methods and speaks the
-same messages (``deepaas.model.v2.protocol``) to its workers. Cancelling the
+default; ``deepaas.model.v2.ray_executor.RayExecutor`` runs the workers as Ray
+actors across a cluster. Both are ``WorkerPool``-s and speak the same
+messages (``deepaas.model.v2.protocol``) to their workers. Cancelling the
 task that awaits ``call`` cancels the call itself.
 """
 
@@ -21,6 +22,7 @@ class WorkerInfo:
     pid: int | None
     state: str  # starting, idle, busy
     devices: str | None = None  # the GPUs it sees (CUDA_VISIBLE_DEVICES)
+    node: str | None = None  # the address of the machine it runs on
 
 
 @dataclasses.dataclass(frozen=True)

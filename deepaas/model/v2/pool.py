@@ -1,6 +1,11 @@
-"""The local executor: a pool of persistent, spawned worker processes.
+"""Pools of workers, and the local executor: persistent, spawned processes.
 
-Each worker loads the model entry point itself (a new process, not a fork, so CUDA and
+``WorkerPool`` holds what every executor shares (the queue, dispatch,
+batching, time limits, replacements and health) over ``PoolWorker``-s, which
+may run anywhere; ``LocalExecutor`` is the pool of ``WorkerProcess``-es on
+this machine, and ``deepaas.model.v2.ray_executor`` one of Ray actors.
+
+Each local worker loads the model entry point itself (a new process, not a fork, so CUDA and
 TensorFlow start clean), warms it once, then runs calls one at a time. The
 event loop talks to workers over sockets it reads asynchronously, so it never
 blocks on a call, and dispatch happens in callbacks: when a worker's reply
@@ -44,6 +49,7 @@ For a model with ``predict_batch``, a worker that frees up takes up to
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
@@ -122,7 +128,7 @@ class PendingCall:
         self.message = message
         self.future = future
         self.time_limit = time_limit
-        self.worker: WorkerProcess | None = None
+        self.worker: PoolWorker | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.state = CallState.QUEUED
 
@@ -171,28 +177,79 @@ class Channel(asyncio.Protocol):
             self.transport.close()
 
 
-class WorkerProcess:
-    """One spawned worker and the socket to it."""
+class PoolWorker(abc.ABC):
+    """One worker as its pool sees it, wherever it runs: a process here
+    (``WorkerProcess``) or an actor on a cluster. It tells the pool of each
+    reply (``on_reply``) and of its loss (``on_worker_lost``)."""
 
-    def __init__(self, spec: ModelSpec, pool: LocalExecutor, slot: int = 0) -> None:
+    pool: WorkerPool
+
+    def __init__(self, spec: ModelSpec, slot: int = 0) -> None:
         self.spec = spec
-        self.pool = pool
         self.slot = slot  # its place in the pool, kept by its replacements
         self.state = WorkerState.STARTING
-        self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
+        self.node: str | None = None  # the machine it runs on, when not this one
         # What it runs, when BUSY: one call, or the predictions of a batch.
         self.calls: list[PendingCall] = []
         self.pinged_at: float | None = None  # an unanswered ping was sent then
-        self._channel: Channel | None = None
-        self._greeting: asyncio.Future[Ready | Failure | None] | None = None
-        self._ended: asyncio.Future[None] | None = None
-        self.scratch: Scratch | None = None  # its directories for large results
+        self.exitcode: int | None = None  # once it has ended, if known
 
     @property
     def retired(self) -> bool:
-        """Stopped on purpose or dead: its socket closing is expected."""
+        """Stopped on purpose or dead: its end is expected."""
         return self.state is WorkerState.RETIRED
+
+    @property
+    def devices(self) -> str | None:
+        """The GPUs this worker sees (its ``CUDA_VISIBLE_DEVICES``), if any
+        were given to it."""
+        return None
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start the worker; return once it has loaded and warmed the model
+        (``ModelLoadError`` when it cannot)."""
+
+    @abc.abstractmethod
+    def run(self, calls: list[PendingCall]) -> None:
+        """Send one call, or several predictions as a batch, to this (idle)
+        worker; its reply comes back through ``pool.on_reply``."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Ask the worker to show it is alive (answered between calls);
+        clear ``pinged_at`` when it answers."""
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """Whether the worker still runs."""
+
+    @abc.abstractmethod
+    async def how_it_ended(self) -> str:
+        """Once it is lost: in words, how it ended (for ``WorkerDied``)."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """End the worker at once, whatever it is doing."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """End the worker once it is idle, and clean up after it."""
+
+
+class WorkerProcess(PoolWorker):
+    """One spawned worker and the socket to it."""
+
+    pool: LocalExecutor
+
+    def __init__(self, spec: ModelSpec, pool: LocalExecutor, slot: int = 0) -> None:
+        super().__init__(spec, slot)
+        self.pool = pool
+        self.process: asyncio.subprocess.Process | None = None
+        self._channel: Channel | None = None
+        self._greeting: asyncio.Future[Ready | Failure | None] | None = None
+        self.scratch: Scratch | None = None  # its directories for large results
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
@@ -343,6 +400,10 @@ class WorkerProcess:
             await asyncio.wait_for(asyncio.shield(process.wait()), timeout)
         return process.returncode
 
+    async def how_it_ended(self) -> str:
+        self.exitcode = await self.wait()
+        return exceptions.describe_exit(self.exitcode)
+
     def kill(self) -> None:
         """End the process at once (SIGKILL)."""
         if self.process is not None and self.process.returncode is None:
@@ -384,8 +445,10 @@ def take_over(result: SpooledResult) -> OpenResult | exceptions.ModelCallError:
     return OpenResult(opened, result.size, result.is_json, result.content_type)
 
 
-class LocalExecutor(Executor):
-    """``size`` spawned workers for one model, shared by predict and train."""
+class WorkerPool(Executor):
+    """``size`` workers for one model, shared by predict and train: the
+    queue, dispatch, batching, time limits and replacements, whatever the
+    workers are (``_new_worker`` makes one)."""
 
     def __init__(
         self,
@@ -396,47 +459,43 @@ class LocalExecutor(Executor):
         log_level: int = 0,
         log_format: str = "text",
         heartbeat: float | None = None,
-        scratch: Scratch | None = None,
         batch_size: int = 1,
         batch_wait: float = 0.0,
-        devices: list[str] | None = None,
     ) -> None:
         """``heartbeat``: seconds between checks that idle workers answer (a
-        worker that misses one is replaced); None for no checks. ``scratch``:
-        the directories under which each worker gets its own for large
-        results; None sends every result through the worker's socket.
+        worker that misses one is replaced); None for no checks.
         ``batch_size`` above 1 (for a model with ``predict_batch``): up to
         that many waiting predictions go to a worker as one batch; a free
-        worker waits up to ``batch_wait`` seconds for a batch to fill.
-        ``devices``: GPU ids (``CUDA_VISIBLE_DEVICES`` values) given to the
-        workers round robin; None leaves the environment as it is."""
+        worker waits up to ``batch_wait`` seconds for a batch to fill."""
         self.spec = spec
         self.size = size
         self.warm = warm
         self.log_level = log_level or logging.getLogger().getEffectiveLevel()
         self.log_format = log_format
-        self._workers: set[WorkerProcess] = set()  # STARTING, IDLE or BUSY
-        self._idle: list[WorkerProcess] = []
-        self._busy: set[WorkerProcess] = set()
+        self._workers: set[PoolWorker] = set()  # STARTING, IDLE or BUSY
+        self._idle: list[PoolWorker] = []
+        self._busy: set[PoolWorker] = set()
         self._queue: collections.deque[PendingCall] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()  # replacements, reports
-        self._dying: set[WorkerProcess] = set()  # retired, not yet reaped
+        self._dying: set[PoolWorker] = set()  # retired, not yet reaped
         self._restarts = 0
         self._start_failures = 0  # replacements that could not start
         self._unresponsive = 0  # workers replaced for missing a heartbeat
         self._closed = False
         self.heartbeat = heartbeat
-        self.scratch = scratch
         self.batch_size = batch_size
         self.batch_wait = batch_wait
-        self.devices = list(devices or [])
         self._flush_timer: asyncio.TimerHandle | None = None
         self._batches = 0  # batches of more than one prediction run
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
+    def _new_worker(self, slot: int) -> PoolWorker:
+        """A worker (not started) for ``slot``."""
+
     async def start(self) -> None:
-        workers = [WorkerProcess(self.spec, self, slot) for slot in range(self.size)]
+        workers = [self._new_worker(slot) for slot in range(self.size)]
         self._workers.update(workers)
         results = await asyncio.gather(
             *(w.start() for w in workers), return_exceptions=True
@@ -550,7 +609,7 @@ class LocalExecutor(Executor):
             return batch
         return []
 
-    def _run_on(self, worker: WorkerProcess, calls: list[PendingCall]) -> None:
+    def _run_on(self, worker: PoolWorker, calls: list[PendingCall]) -> None:
         """QUEUED -> RUNNING: the calls go to ``worker``, their time limits
         start."""
         loop = asyncio.get_running_loop()
@@ -568,9 +627,7 @@ class LocalExecutor(Executor):
                     pending.time_limit, self._on_time_limit, pending
                 )
 
-    def on_reply(
-        self, worker: WorkerProcess, reply: Answer | Failure | Replies
-    ) -> None:
+    def on_reply(self, worker: PoolWorker, reply: Answer | Failure | Replies) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""
         calls, worker.calls = worker.calls, []
         replies = reply.replies if isinstance(reply, Replies) else (reply,)
@@ -600,7 +657,7 @@ class LocalExecutor(Executor):
         else:
             pending.settle(value)
 
-    def _worker_free(self, worker: WorkerProcess) -> None:
+    def _worker_free(self, worker: PoolWorker) -> None:
         """A worker is ready for a call: give it the next queued one (or
         batch), or idle."""
         self._busy.discard(worker)
@@ -656,7 +713,7 @@ class LocalExecutor(Executor):
         self._replace(worker)
         worker.kill()
 
-    def on_worker_lost(self, worker: WorkerProcess) -> None:
+    def on_worker_lost(self, worker: PoolWorker) -> None:
         """A worker's socket closed: expected if retired, else it died."""
         if worker.retired:
             return
@@ -671,12 +728,10 @@ class LocalExecutor(Executor):
         elif not self._closed:
             LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
 
-    async def _report_death(
-        self, worker: WorkerProcess, calls: list[PendingCall]
-    ) -> None:
+    async def _report_death(self, worker: PoolWorker, calls: list[PendingCall]) -> None:
         """Fail the calls their worker died in, naming how the worker ended."""
         try:
-            exitcode = await worker.wait()
+            how = await worker.how_it_ended()
         except asyncio.CancelledError:  # the pool stops
             for pending in calls:
                 pending.settle(
@@ -689,7 +744,7 @@ class LocalExecutor(Executor):
                     error=exceptions.PoolClosed("The server is shutting down.")
                 )
             return
-        error = exceptions.WorkerDied(exitcode, calls[0].method)
+        error = exceptions.WorkerDied(worker.exitcode, calls[0].method, how)
         LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
         for pending in calls:
             pending.settle(error=error)
@@ -701,7 +756,7 @@ class LocalExecutor(Executor):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _replace(self, retired: WorkerProcess) -> None:
+    def _replace(self, retired: PoolWorker) -> None:
         """Retire a worker and start a fresh one in its place."""
         retired.state = WorkerState.RETIRED
         self._workers.discard(retired)
@@ -711,7 +766,7 @@ class LocalExecutor(Executor):
         if not self._closed:
             self._track(self._start_replacement(retired.slot))
 
-    async def _reap(self, retired: WorkerProcess) -> None:
+    async def _reap(self, retired: PoolWorker) -> None:
         await retired.stop()
         self._dying.discard(retired)
 
@@ -723,7 +778,7 @@ class LocalExecutor(Executor):
             await asyncio.sleep(delay)
             if self._closed:
                 return
-            worker = WorkerProcess(self.spec, self, slot)
+            worker = self._new_worker(slot)
             self._workers.add(worker)
             try:
                 await worker.start()
@@ -764,7 +819,7 @@ class LocalExecutor(Executor):
                 elif worker.state is WorkerState.IDLE:
                     worker.ping()
 
-    def _replace_unresponsive(self, worker: WorkerProcess, interval: float) -> None:
+    def _replace_unresponsive(self, worker: PoolWorker, interval: float) -> None:
         LOG.error(
             "Model %r: idle worker %s did not answer for %gs; replacing it",
             self.spec.name,
@@ -797,7 +852,7 @@ class LocalExecutor(Executor):
             unresponsive=self._unresponsive,
             queued=sum(1 for pending in self._queue if not pending.future.done()),
             workers=tuple(
-                WorkerInfo(w.slot, w.pid, w.state.value, w.devices)
+                WorkerInfo(w.slot, w.pid, w.state.value, w.devices, w.node)
                 for w in sorted(self._workers, key=lambda w: w.slot)
             ),
             batches=self._batches,
@@ -833,3 +888,28 @@ class LocalExecutor(Executor):
         self._dying.clear()
         self._idle.clear()
         self._busy.clear()
+
+
+class LocalExecutor(WorkerPool):
+    """``size`` spawned worker processes on this machine (the default)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        size: int = 1,
+        *,
+        scratch: Scratch | None = None,
+        devices: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        """``scratch``: the directories under which each worker gets its own
+        for large results; None sends every result through the worker's
+        socket. ``devices``: GPU ids (``CUDA_VISIBLE_DEVICES`` values) given
+        to the workers round robin; None leaves the environment as it is.
+        The other ``options`` are ``WorkerPool``'s."""
+        super().__init__(spec, size, **options)
+        self.scratch = scratch
+        self.devices = list(devices or [])
+
+    def _new_worker(self, slot: int) -> WorkerProcess:
+        return WorkerProcess(self.spec, self, slot)
