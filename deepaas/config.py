@@ -239,6 +239,47 @@ operations_opts = [
         "runs at once. 0 never waits: batches then form only from predictions "
         "that queued while every worker was busy.",
     ),
+    cfg.StrOpt(
+        "executor",
+        default="local",
+        choices=[
+            ("local", "worker processes on this machine"),
+            (
+                "ray",
+                "workers as Ray actors, on this machine or across a cluster "
+                "(needs pip install 'deepaas[ray]')",
+            ),
+        ],
+        help="Where the workers run. With ray, the server (HTTP, validation, the "
+        "spec, training records) stays here and each worker is a Ray actor.",
+    ),
+    cfg.StrOpt(
+        "ray-address",
+        default="",
+        help="With --executor ray: the Ray cluster to join, 'auto' or HOST:PORT "
+        "(the head's GCS address). Empty: the cluster the RAY_ADDRESS "
+        "environment variable names, or else a new Ray runtime on this machine.",
+    ),
+    cfg.FloatOpt(
+        "worker-num-cpus",
+        default=1.0,
+        min=0,
+        help="With --executor ray: CPUs each worker asks Ray for (fractions allowed).",
+    ),
+    cfg.FloatOpt(
+        "worker-num-gpus",
+        default=0.0,
+        min=0,
+        help="With --executor ray: GPUs each worker asks Ray for (fractions "
+        "allowed, to share a GPU); Ray sets the worker's CUDA_VISIBLE_DEVICES.",
+    ),
+    cfg.DictOpt(
+        "worker-resources",
+        default={},
+        help="With --executor ray: custom Ray resources each worker asks for, as "
+        "NAME:AMOUNT pairs (for example gpu_a100:1), to place the workers on the "
+        "nodes that declare them (ray start --resources).",
+    ),
 ]
 
 logging_opts = [

@@ -7,11 +7,12 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from oslo_config import cfg
 
-from deepaas import config, log
+from deepaas import config, exceptions, log
 from deepaas.api import access, errors, keys, probes, routing, spec, versions
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
@@ -64,23 +65,68 @@ def build_executor(
     """The executor (not started) that runs one model's calls. Large results
     come back through files: in ``spool``'s memory directory when small
     enough for it, else in the temporary directory."""
+    scratch = Scratch(
+        spool.directory if spool is not None else None,
+        tempfile.gettempdir(),
+        spool.max_request if spool is not None else 0,
+    )
+    options: dict[str, Any] = {
+        "warm": conf.warm,
+        "log_level": logging.getLogger().getEffectiveLevel(),
+        "log_format": log.format_of(conf),
+        "heartbeat": conf.worker_heartbeat or None,
+        "batch_size": conf.max_batch_size
+        if "predict_batch" in declaration.implements
+        else 1,
+        "batch_wait": conf.max_batch_wait_ms / 1000,
+    }
+    if conf.executor == "ray":
+        return build_ray_executor(conf, declaration, scratch, options)
     return LocalExecutor(
         declaration.spec,
         conf.workers,
-        warm=conf.warm,
-        log_level=logging.getLogger().getEffectiveLevel(),
-        log_format=log.format_of(conf),
-        heartbeat=conf.worker_heartbeat or None,
-        scratch=Scratch(
-            spool.directory if spool is not None else None,
-            tempfile.gettempdir(),
-            spool.max_request if spool is not None else 0,
-        ),
-        batch_size=conf.max_batch_size
-        if "predict_batch" in declaration.implements
-        else 1,
-        batch_wait=conf.max_batch_wait_ms / 1000,
+        scratch=scratch,
         devices=[d.strip() for d in conf.worker_gpus if d.strip()],
+        **options,
+    )
+
+
+def build_ray_executor(
+    conf: cfg.ConfigOpts,
+    declaration: ModelDeclaration,
+    scratch: Scratch,
+    options: dict[str, Any],
+) -> Executor:
+    """The Ray executor, from the optional extra."""
+    try:
+        from deepaas.model.v2.ray_executor import RayExecutor
+    except ImportError as exc:
+        raise exceptions.ConfigurationError(
+            "--executor ray needs Ray, which is not installed: "
+            f"pip install 'deepaas[ray]' ({exc})"
+        ) from None
+    try:
+        resources = {k: float(v) for k, v in conf.worker_resources.items()}
+    except ValueError:
+        raise exceptions.ConfigurationError(
+            "--worker-resources takes NAME:AMOUNT pairs with numeric amounts, not "
+            f"{','.join(f'{k}:{v}' for k, v in conf.worker_resources.items())}"
+        ) from None
+    if conf.worker_gpus:
+        LOG.warning(
+            "--worker-gpus is for local workers; with --executor ray, Ray "
+            "assigns GPUs (--worker-num-gpus)"
+        )
+    return RayExecutor(
+        declaration.spec,
+        conf.workers,
+        address=conf.ray_address,
+        num_cpus=conf.worker_num_cpus,
+        num_gpus=conf.worker_num_gpus,
+        resources=resources,
+        scratch=scratch,
+        upload_roots=[d for d in (scratch.memory, scratch.disk) if d],
+        **options,
     )
 
 

@@ -5,12 +5,13 @@ batching, time limits, replacements and health) over ``PoolWorker``-s, which
 may run anywhere; ``LocalExecutor`` is the pool of ``WorkerProcess``-es on
 this machine, and ``deepaas.model.v2.ray_executor`` one of Ray actors.
 
-Each local worker loads the model entry point itself (a new process, not a fork, so CUDA and
-TensorFlow start clean), warms it once, then runs calls one at a time. The
-event loop talks to workers over sockets it reads asynchronously, so it never
-blocks on a call, and dispatch happens in callbacks: when a worker's reply
-arrives, the next queued call is written to it in the same callback, so a busy
-pool's workers never wait for the event loop to come round to them.
+Each local worker loads the model entry point itself (a new process, not a
+fork, so CUDA and TensorFlow start clean), warms it once, then runs calls one
+at a time. The event loop talks to workers over sockets it reads
+asynchronously, so it never blocks on a call, and dispatch happens in
+callbacks: when a worker's reply arrives, the next queued call is written to
+it in the same callback, so a busy pool's workers never wait for the event
+loop to come round to them.
 
 The life of one call (a ``PendingCall``)::
 

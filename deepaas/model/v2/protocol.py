@@ -252,6 +252,11 @@ def decode(payload: bytes | memoryview) -> Message:
     return message
 
 
+def decode_frame(frame: bytes | memoryview) -> Message:
+    """The message of one whole frame, as ``encode`` made it."""
+    return decode(memoryview(frame)[HEADER.size :])
+
+
 class FrameReader:
     """Messages from a byte stream that arrives in arbitrary pieces."""
 

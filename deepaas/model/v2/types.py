@@ -51,6 +51,18 @@ class InlineUpload:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StagedUpload:
+    """An uploaded file already copied to the worker's own machine (at
+    ``path``), as a worker on another machine receives one: the worker hands
+    the model an ``UploadedFile`` for it and removes it after the call."""
+
+    name: str
+    path: str
+    content_type: str
+    original_filename: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SpooledResult:
     """A large finished prediction (``EncodedJSON`` when ``is_json``, else
     bytes) that a worker wrote to a file of its scratch directory instead of
@@ -82,5 +94,6 @@ __all__ = [
     "OpenResult",
     "ReturnedFile",
     "SpooledResult",
+    "StagedUpload",
     "UploadedFile",
 ]

@@ -54,6 +54,7 @@ from deepaas.model.v2.types import (
     InlineUpload,
     ReturnedFile,
     SpooledResult,
+    StagedUpload,
     UploadedFile,
 )
 
@@ -140,9 +141,14 @@ def _picklable(reply: Answer | Failure) -> Answer | Failure:
     return reply
 
 
+# Uploads that reach the worker as something other than a path to read.
+TRAVELLING = (InlineUpload, StagedUpload)
+
+
 class InlineFiles:
-    """The files a worker writes for uploads sent inside calls, removed when
-    the block ends (those handed over as results excepted)."""
+    """The files a worker writes for uploads sent inside calls (and those
+    staged on its machine), removed when the block ends (those handed over
+    as results excepted)."""
 
     def __init__(self, scratch: Scratch | None) -> None:
         self.scratch = scratch
@@ -152,8 +158,8 @@ class InlineFiles:
         """``kwargs`` with each ``InlineUpload`` (or list of them) replaced by
         an ``UploadedFile`` for a file holding it."""
         if not any(
-            isinstance(v, InlineUpload)
-            or (isinstance(v, list) and any(isinstance(i, InlineUpload) for i in v))
+            isinstance(v, TRAVELLING)
+            or (isinstance(v, list) and any(isinstance(i, TRAVELLING) for i in v))
             for v in kwargs.values()
         ):
             return kwargs
@@ -165,6 +171,11 @@ class InlineFiles:
         }
 
     def _write(self, value: Any) -> Any:
+        if isinstance(value, StagedUpload):  # already written: removed with ours
+            self.paths.add(value.path)
+            return UploadedFile(
+                value.name, value.path, value.content_type, value.original_filename
+            )
         if not isinstance(value, InlineUpload):
             return value
         suffix = os.path.splitext(os.path.basename(value.original_filename))[1][:16]
