@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -19,7 +20,19 @@ from tests import helpers
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 # Tiers left out of a plain ``pytest`` run (see the markers in pyproject.toml).
-SLOW_TIERS = ("slow", "browser", "fuzz", "compat")
+SLOW_TIERS = ("slow", "browser", "fuzz", "compat", "ray")
+
+# Ray (imported by the Ray tests only) keeps every node it starts, and every
+# listener, on loopback, in this process and the servers it starts.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+# Tests that exercise the executor run against each: ``@EXECUTORS`` on a test,
+# a class, or as a module's ``pytestmark``.
+EXECUTORS = pytest.mark.parametrize(
+    "executor",
+    ["local", pytest.param("ray", marks=pytest.mark.ray)],
+    indirect=True,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,12 +78,35 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Ray runtime on this machine for the tests of one module: a head
+    node on loopback, its temporary directory under the tests' own."""
+    with helpers.ray_cluster(tmp_path_factory.mktemp("ray")) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def make_client(aiohttp_client, testmodels_installed, state_dir) -> ClientFactory:
-    """Build the real app from command-line style options and serve it."""
+def executor(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The options choosing the executor: the local pool unless a test is
+    parametrized with ``EXECUTORS``."""
+    kind = getattr(request, "param", "local")
+    if kind == "local":
+        return ()
+    cluster = request.getfixturevalue("ray_cluster")
+    return ("--executor", "ray", "--ray-address", cluster.address)
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client, testmodels_installed, state_dir, executor
+) -> ClientFactory:
+    """Build the real app from command-line style options and serve it, on
+    the executor of the ``executor`` fixture."""
 
     async def make(*argv: str, ready: bool = True) -> TestClient:
         """With ``ready``, return once every worker has warmed up."""
+        argv = (*executor, *argv)
         if "--state-dir" not in argv:
             argv = ("--state-dir", str(state_dir), *argv)
         conf = config.build_config(list(argv))

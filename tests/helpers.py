@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -208,3 +209,36 @@ def running_server(
             server.proc.kill()
             server.communicate()
         server.close()
+
+
+@contextlib.contextmanager
+def ray_cluster(root: Path, **nodes: dict[str, Any]) -> Iterator[Any]:
+    """A Ray cluster of this machine's processes: a head node (4 CPUs and 2
+    GPUs declared, whatever the machine has), then one more node per entry
+    of ``nodes`` (its ``ray.cluster_utils.Cluster.add_node`` arguments),
+    all on loopback, with Ray's temporary files under ``root``. The
+    ``nodes`` are the cluster's ``extra_nodes`` attribute, by name."""
+    saved = os.environ.get("RAY_TMPDIR")
+    # Ray's socket paths under it must fit in 107 bytes: a short link to it.
+    link = Path(tempfile.mkdtemp(prefix="ray-")) / "t"
+    link.symlink_to(root)
+    os.environ["RAY_TMPDIR"] = str(link)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 4, "num_gpus": 2, "include_dashboard": False},
+    )
+    try:
+        cluster.extra_nodes = {
+            name: cluster.add_node(**options) for name, options in nodes.items()
+        }
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(link.parent)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved

@@ -11,6 +11,9 @@ import pytest
 
 from deepaas.api import keys
 from tests import helpers
+from tests.conftest import EXECUTORS
+
+pytestmark = EXECUTORS
 
 TRAIN = "/v2/models/failing/train/"
 

@@ -54,8 +54,10 @@ from deepaas.model.v2.protocol import (
     Answer,
     Batch,
     Call,
+    Ended,
     Failure,
     Ping,
+    Ready,
     Replies,
     Scratch,
     Start,
@@ -273,14 +275,30 @@ class ActorWorker(PoolWorker):
             self.kill()
             raise
         self.placement = placement
-        self.pid = placement.pid
         self.node = placement.address
         greeting = protocol.decode_frame(frame)
+        if isinstance(greeting, Ended):
+            self.kill()
+            raise exceptions.ModelLoadError(
+                f"Worker for model {self.spec.name!r} died while loading it "
+                f"({self._ended_how(greeting)})."
+            )
         if isinstance(greeting, Failure):
             self.kill()
             raise greeting.error.to_load_error(self.spec.name)
+        assert isinstance(greeting, Ready)
+        self.pid = greeting.pid  # the model's process
         self.state = WorkerState.IDLE
         self._track(self._watch())
+
+    def _ended_how(self, ended: Ended) -> str:
+        """How the worker process ended, in words (naming its machine when
+        it is not this one)."""
+        self.exitcode = ended.exitcode
+        how = exceptions.describe_exit(ended.exitcode)
+        if self.remote and self.placement is not None:
+            how += f", on {self.placement.address}"
+        return how
 
     async def _placed(self, started: Any) -> Any:
         """The actor's answer to ``start``, with a warning now and then while
@@ -315,24 +333,25 @@ class ActorWorker(PoolWorker):
         task.add_done_callback(self._tasks.discard)
 
     async def _watch(self) -> None:
-        """Learn of the actor's death (or end) as it happens."""
+        """Learn of the worker's death, or the actor's, as it happens."""
         try:
-            await self.actor.watch.options(concurrency_group="watch").remote()
-        except ray.exceptions.RayActorError as exc:
-            self._lost_with(exc)
+            frame = await self.actor.watch.options(concurrency_group="watch").remote()
+        except Exception as exc:  # noqa: BLE001 - the actor died, or Ray failed
+            self._lost_with(describe_death(exc, self.placement))
             return
-        except Exception as exc:  # noqa: BLE001 - any failure of the watch
-            self._lost_with(exc)
+        if frame is None:  # closed on purpose
+            self._lost = True
             return
-        self._lost = True  # closed: ended on purpose
-        if not self.retired:
-            self.pool.on_worker_lost(self)
+        ended = protocol.decode_frame(frame)
+        assert isinstance(ended, Ended)
+        self._lost_with(self._ended_how(ended))
 
-    def _lost_with(self, exc: BaseException) -> None:
+    def _lost_with(self, how: str) -> None:
+        """The worker died (``how``): its calls fail, the pool replaces it."""
         if self._lost or self._killed:
             return
         self._lost = True
-        self._how = describe_death(exc, self.placement)
+        self._how = how
         if not self.retired:
             self.pool.on_worker_lost(self)
 
@@ -362,6 +381,9 @@ class ActorWorker(PoolWorker):
         try:
             frame = await self.actor.handle.remote(protocol.encode(message))
             reply = protocol.decode_frame(frame)
+            if isinstance(reply, Ended):
+                self._lost_with(self._ended_how(reply))
+                return
             assert isinstance(reply, Answer | Failure | Replies)
             if copying is not None:
                 done.set()
@@ -369,7 +391,7 @@ class ActorWorker(PoolWorker):
             if self.remote:
                 reply = await self._bring_back(reply)
         except ray.exceptions.RayActorError as exc:
-            self._lost_with(exc)
+            self._lost_with(describe_death(exc, self.placement))
             return
         except Exception as exc:  # a file that could not be copied here
             method = message.method if isinstance(message, Call) else "predict"

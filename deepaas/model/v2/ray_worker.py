@@ -1,12 +1,17 @@
 """The code a Ray actor runs to be a deepaas worker (``--executor ray``).
 
-An actor is one worker: it loads the model entry point itself, warms it, then
-answers the same messages a local worker answers on its socket
-(``deepaas.model.v2.protocol``), one call at a time, in its default
-concurrency group. Its other groups serve the front end while a call runs:
-``io`` reads files of its machine in chunks (results, a training's log) and
-``watch`` holds a call open for the actor's whole life, so that the front end
-learns of its death at once, busy or idle.
+An actor is one worker. On its machine it starts the same worker process the
+local pool starts (``deepaas.model.v2.worker``), which loads the model entry
+point itself and warms it, and relays the front end's messages
+(``deepaas.model.v2.protocol``) to it over a socket, one call at a time, in
+the actor's default concurrency group. So the model runs in the main thread
+of a process of its own, as with local workers, and when that process dies
+the actor, its parent, says exactly how (``Ended``: the exit code or the
+signal), before the front end replaces the actor. The actor's other groups
+serve the front end while a call runs: ``io`` reads files of its machine in
+chunks (results, a training's log) and ``watch`` holds a call open for the
+worker's whole life, so that the front end learns of a death at once, busy
+or idle.
 
 On another machine than the front end, an uploaded file arrives as a
 ``RemoteUpload``: the actor copies it, chunk by chunk, from the front end's
@@ -16,34 +21,28 @@ named after the actor's process id; an actor removes those of actors of its
 machine that are gone (killed actors cannot clean up after themselves).
 
 This module imports Ray lazily: the front end imports it to name the actor
-classes, a worker to run them.
+classes, a worker to run them. The worker process imports no Ray at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 from typing import Any
 
-from deepaas import log
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.protocol import Batch, Call, Failure, Ping, Ready, Scratch, Start
+from deepaas.model.v2.protocol import Batch, Call, Ended, Ping, Scratch, Start
 from deepaas.model.v2.types import StagedUpload
-from deepaas.model.v2.worker import (
-    PONG_FRAME,
-    LoadedModel,
-    WorkerError,
-    batch_request_id,
-    encode_reply,
-)
+
+WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # bytes per piece of a file copied between machines
@@ -103,30 +102,23 @@ class WorkerActor:
     """One deepaas worker as a Ray actor (see the module's docstring)."""
 
     def __init__(self) -> None:
-        self.model: LoadedModel | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.reader: protocol.SocketReader | None = None
         self.scratch: Scratch | None = None
         self.source: Any = None
-        self._ended = threading.Event()
+        self._closing = False
 
     # -- the default group: start, then one call at a time -------------------
 
     def start(
         self, start: Start, source: Any, memory_root: str | None
     ) -> tuple[bytes, Placement]:
-        """Load and warm the model; say ``Ready`` (or the ``Failure``) and
-        where this actor runs."""
+        """Start the worker process and have it load and warm the model;
+        its ``Ready`` or ``Failure`` (``Ended`` if it died), and where this
+        actor runs."""
         import ray
 
-        # The front end's import path, where it exists here too: the model
-        # may be installed in a directory the server was told about.
-        sys.path.extend(
-            p for p in start.sys_path if p not in sys.path and os.path.isdir(p)
-        )
-        if isinstance(sys.stdout, io.TextIOWrapper):
-            sys.stdout.reconfigure(line_buffering=True)
-        log.configure(
-            start.log_level, start.log_format, label=f"{start.spec.name} worker"
-        )
         self.source = source
         memory_max = start.scratch.memory_max if start.scratch else 0
         self.scratch = make_scratch(memory_root, memory_max)
@@ -138,40 +130,81 @@ class WorkerActor:
             os.environ.get("CUDA_VISIBLE_DEVICES"),
             self.scratch,
         )
-        try:
-            self.model = LoadedModel.load(
-                start.spec, warm=start.warm, scratch=self.scratch
-            )
-        except BaseException as exc:  # report anything, even SystemExit
-            error = WorkerError.from_exception(exc, "warm")
-            return protocol.encode(Failure(error)), placement
-        return protocol.encode(Ready(os.getpid())), placement
+        # This machine's import path, and the front end's where it exists
+        # here too: the model may be installed in a directory the server was
+        # told about.
+        sys_path = [*sys.path]
+        sys_path += [
+            p for p in start.sys_path if p not in sys_path and os.path.isdir(p)
+        ]
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_COMMAND, str(theirs.fileno()),
+                 start.spec.name],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        self.sock = ours
+        self.reader = protocol.SocketReader(ours)
+        start = dataclasses.replace(start, sys_path=sys_path, scratch=self.scratch)
+        return self._exchange(protocol.encode(start)), placement
 
     def handle(self, frame: bytes) -> bytes:
-        """Answer one message: a ``Call``, a ``Batch`` or a ``Ping``."""
+        """Relay one message (a ``Call``, a ``Batch`` or a ``Ping``) to the
+        worker process; its reply, or ``Ended``."""
         message = protocol.decode_frame(frame)
         if isinstance(message, Ping):
-            return PONG_FRAME
-        assert self.model is not None, "a worker starts before it takes calls"
+            return self._exchange(frame)
+        assert isinstance(message, Call | Batch), f"not a call: {message!r}"
+        staged: list[str] = []
         if isinstance(message, Batch):
-            log.REQUEST_ID.set(batch_request_id(message))
-            calls = tuple(self._staged(call) for call in message.calls)
-            return encode_reply(self.model.run_batch(Batch(calls)))
-        assert isinstance(message, Call), f"a worker receives calls, not {message!r}"
-        # The model's log lines during this call name the request it serves.
-        log.REQUEST_ID.set(message.request_id)
-        return encode_reply(self.model.run(self._staged(message)))
+            calls = tuple(self._staged(call, staged) for call in message.calls)
+            if staged:
+                frame = protocol.encode(Batch(calls))
+        else:
+            call = self._staged(message, staged)
+            if staged:
+                frame = protocol.encode(call)
+        try:
+            return self._exchange(frame)
+        finally:
+            # The worker removes them after the call; not if it died in it.
+            for path in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    if self.process is not None and self.process.poll() is not None:
+                        os.unlink(path)
 
-    def _staged(self, call: Call) -> Call:
+    def _exchange(self, frame: bytes) -> bytes:
+        """Send ``frame`` to the worker process and return its reply's frame,
+        or ``Ended`` when it dies first."""
+        assert self.sock is not None and self.reader is not None
+        with contextlib.suppress(OSError):  # a dead worker: seen below
+            self.sock.sendall(frame)
+            reply = self.reader.receive()
+            if reply is not None:
+                return protocol.encode(reply)
+        return protocol.encode(Ended(self._wait()))
+
+    def _wait(self) -> int | None:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _staged(self, call: Call, staged: list[str]) -> Call:
         """``call`` with each ``RemoteUpload`` copied to this machine (a
-        ``StagedUpload``); the model's run removes the copies."""
+        ``StagedUpload``, its path added to ``staged``)."""
 
         def stage(value: Any) -> Any:
             if isinstance(value, list):
                 return [stage(item) for item in value]
             if not isinstance(value, RemoteUpload):
                 return value
-            return self._copy(value)
+            copy = self._copy(value)
+            staged.append(copy.path)
+            return copy
 
         if not any(
             isinstance(v, RemoteUpload)
@@ -179,7 +212,12 @@ class WorkerActor:
             for v in call.kwargs.values()
         ):
             return call
-        kwargs = {name: stage(value) for name, value in call.kwargs.items()}
+        try:
+            kwargs = {name: stage(value) for name, value in call.kwargs.items()}
+        except BaseException:
+            for path in staged:
+                os.unlink(path)
+            raise
         return dataclasses.replace(call, kwargs=kwargs)
 
     def _copy(self, upload: RemoteUpload) -> StagedUpload:
@@ -235,17 +273,28 @@ class WorkerActor:
             os.unlink(path)
 
     def close(self) -> None:
-        """Remove this actor's scratch directories (it is about to end)."""
+        """End the worker process (it exits when its socket closes, and is
+        killed if it lingers), then remove this actor's scratch directories:
+        the actor is about to end."""
+        self._closing = True
+        if self.sock is not None:
+            self.sock.close()
+        if self.process is not None and self._wait() is None:
+            self.process.kill()
+            self.process.wait()
         remove_scratch(self.scratch)
         self.scratch = None
-        self._ended.set()
 
     # -- the watch group ------------------------------------------------------
 
-    def watch(self) -> None:
-        """Return only when the actor is closed: a front end awaiting this
-        learns of the actor's death as it happens."""
-        self._ended.wait()
+    def watch(self) -> bytes | None:
+        """Return when the worker process ends: ``Ended`` if it died, None
+        if the front end closed it. A front end awaiting this learns of a
+        death as it happens, busy or idle (and of the actor's own, as Ray
+        fails the call)."""
+        assert self.process is not None
+        exitcode = self.process.wait()
+        return None if self._closing else protocol.encode(Ended(exitcode))
 
 
 def _take(iterator: Any, count: int) -> list[Any]:
