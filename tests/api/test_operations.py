@@ -13,6 +13,7 @@ import pytest
 from deepaas.api import keys
 from tests import helpers
 from tests.api.test_train import wait_status
+from tests.conftest import EXECUTORS
 
 TRAIN = "/v2/models/failing/train/"
 PREDICT = "/v2/models/failing/predict/"
@@ -23,6 +24,7 @@ async def client(make_client):
     return await make_client("--model-name", "failing")
 
 
+@EXECUTORS
 class TestTrainingLog:
     async def test_log_holds_prints_logging_and_raw_stderr(self, client, state_dir):
         body = await (await client.post(TRAIN + "?mode=chatty")).json()
@@ -103,6 +105,7 @@ class TestTrainingLog:
         assert not (state_dir / "logs" / f"{body['uuid']}.log").exists()
 
 
+@EXECUTORS
 async def test_slow_predict_is_504_and_its_worker_replaced(make_client):
     client = await make_client("--model-name", "failing", "--predict-timeout", "0.5")
     first = await (await client.post(PREDICT)).json()
@@ -113,6 +116,7 @@ async def test_slow_predict_is_504_and_its_worker_replaced(make_client):
     assert after["predictions"]["pid"] != first["predictions"]["pid"]
 
 
+@EXECUTORS
 @pytest.mark.slow  # waits out real time
 async def test_no_free_worker_is_503_with_retry_after(make_client):
     client = await make_client("--model-name", "failing", "--queue-timeout", "0.3")
@@ -126,6 +130,7 @@ async def test_no_free_worker_is_503_with_retry_after(make_client):
     assert (await busy).status == 200
 
 
+@EXECUTORS
 @pytest.mark.slow  # seven failures, each replacing a worker
 async def test_nothing_left_behind_after_any_failure(
     make_client, monkeypatch, tmp_path

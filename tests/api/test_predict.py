@@ -9,6 +9,8 @@ import tempfile
 import aiohttp
 import pytest
 
+from tests.conftest import EXECUTORS
+
 PREDICT = "/v2/models/module-model/predict/"
 
 
@@ -71,6 +73,7 @@ async def test_query_wins_over_a_json_body(client):
     assert (args["count"], args["ratio"]) == (2, 0.7)
 
 
+@EXECUTORS
 async def test_file_reaches_model_as_uploaded_file_and_is_deleted(client):
     form = aiohttp.FormData()
     form.add_field("text", "bar")
@@ -189,6 +192,7 @@ class TestResponseSchema:
         assert resp.status == 200
 
 
+@EXECUTORS
 class TestAccept:
     @pytest.fixture
     async def client(self, make_client):
@@ -232,6 +236,7 @@ class TestAccept:
         assert resp.status == 422
 
 
+@EXECUTORS
 class TestModelFailures:
     @pytest.fixture
     async def client(self, make_client):
