@@ -14,8 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 MODELS_DIR = Path(__file__).parent / "models"
 TEST_DATA_HOME = os.path.join(

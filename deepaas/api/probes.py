@@ -48,6 +48,7 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
                     "pid": info.pid,
                     "state": info.state,
                     "devices": info.devices,
+                    "node": info.node,
                 }
                 for info in health.workers
             ],

@@ -1,0 +1,306 @@
+"""The Ray executor on its own: what the tests run on both executors do not
+show. Workers on another node of a real (single-machine) Ray cluster, GPUs
+assigned by Ray, shutdown, and Ray being optional."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import aiohttp
+import pytest
+
+from deepaas import exceptions
+from deepaas.api import keys
+from deepaas.model.loading import ModelSpec
+from tests import helpers
+from tests.api.test_train import wait_status
+
+FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+# -- Ray stays optional ------------------------------------------------------
+
+
+def test_the_local_pool_never_imports_ray(testmodels_installed):
+    """The default install serves without Ray: building and starting the
+    local executor imports none of it."""
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from deepaas import config
+        from deepaas.api import get_app, keys
+
+        async def main():
+            conf = config.build_config(["--model-name", "minimal"])
+            app = get_app(conf)
+            for model in app[keys.MODELS].values():
+                await model.executor.start()
+                await model.executor.stop()
+
+        asyncio.run(main())
+        print("ray" in sys.modules, "deepaas.model.v2.ray_executor" in sys.modules)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(testmodels_installed)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_without_ray_the_ray_executor_names_the_extra(tmp_path):
+    """deepaas-run --executor ray, where Ray cannot be imported, stops at
+    once and says what to install."""
+    blocked = tmp_path / "blocked" / "ray"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocked.parent)}
+    done = subprocess.run(
+        [
+            str(helpers.BIN_DIR / "deepaas-run"),
+            "--executor",
+            "ray",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "pip install 'deepaas[ray]'" in done.stderr
+
+
+def test_bad_worker_resources_are_refused(tmp_path):
+    done = subprocess.run(
+        [str(helpers.BIN_DIR / "deepaas-run"), "--executor", "ray",
+         "--worker-resources", "far:lots", "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--worker-resources takes NAME:AMOUNT pairs" in done.stderr
+
+
+# -- on a Ray runtime of this machine ------------------------------------------
+
+
+@pytest.mark.ray
+async def test_ray_gives_each_worker_its_gpu(make_client, ray_cluster):
+    """The head node declares 2 GPUs (there are none): Ray gives each of two
+    workers one, which its model process sees, and /readyz and /metrics
+    show."""
+    client = await make_client(
+        "--executor", "ray", "--ray-address", ray_cluster.address,
+        "--model-name", "introspect", "-p", "2", "--worker-num-gpus", "1",
+    )  # fmt: skip
+    ready = await (await client.get("/readyz")).json()
+    processes = ready["models"]["introspect"]["processes"]
+    assert sorted(p["devices"] for p in processes) == ["0", "1"]
+    assert all(p["node"] == "127.0.0.1" for p in processes)
+    body = await (await client.post("/v2/models/introspect/predict/")).json()
+    seen = body["predictions"]
+    assert seen["cuda_visible_devices"] in ("0", "1")
+    assert seen["pid"] in [p["pid"] for p in processes]
+    assert seen["server_modules"] == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'deepaas_worker_devices{devices="0",model="introspect",slot=' in metrics
+
+
+@pytest.mark.ray
+async def test_stop_ends_every_worker_and_fails_what_waits(
+    testmodels_installed, ray_cluster
+):
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    pool = RayExecutor(FAILING, size=1, address=ray_cluster.address)
+    await pool.start()
+    (pid,) = pool.pids()
+    args = {"mode": "sleep", "seconds": 60.0, "data": None}
+    busy = asyncio.ensure_future(pool.call("predict", args))
+    waiting = asyncio.ensure_future(pool.call("predict", {**args, "seconds": 0}))
+    assert await helpers.eventually(lambda: pool.health().busy == 1)
+    await pool.stop()
+    with pytest.raises(exceptions.PoolClosed):
+        await waiting
+    with pytest.raises((exceptions.PoolClosed, exceptions.WorkerDied)):
+        await busy
+    with pytest.raises(exceptions.PoolClosed):
+        await pool.call("predict", {**args, "seconds": 0})
+    assert await helpers.eventually(lambda: not helpers.pid_alive(pid))
+
+
+@pytest.mark.ray
+async def test_a_model_that_cannot_load_stops_the_start(model_sites, ray_cluster):
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    sys.path.insert(0, str(model_sites["broken"]))
+    try:
+        spec = ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm")
+        pool = RayExecutor(spec, size=1, address=ray_cluster.address)
+        with pytest.raises(exceptions.ModelLoadError) as info:
+            await pool.start()
+    finally:
+        sys.path.remove(str(model_sites["broken"]))
+    assert "weights file missing" in info.value.message
+    assert pool.pids() == []
+
+
+# -- workers on another node ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head node, and a second node, "far", which alone has the "far"
+    resource the workers ask for: every worker runs there."""
+    far = {"num_cpus": 4, "resources": {"far": 8}}
+    root = tmp_path_factory.mktemp("ray-two-nodes")
+    with helpers.ray_cluster(root, far=far) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def far_client(make_client, two_nodes):
+    async def make(*argv: str):
+        return await make_client(
+            "--executor", "ray", "--ray-address", two_nodes.address,
+            "--worker-resources", "far:1", *argv,
+        )  # fmt: skip
+
+    return make
+
+
+def raylet_pid(node) -> int:
+    return node.all_processes["raylet"][0].process.pid
+
+
+async def worker_pids(client, model: str) -> list[int]:
+    ready = await (await client.get("/readyz")).json()
+    return [p["pid"] for p in ready["models"][model]["processes"]]
+
+
+@pytest.mark.ray
+async def test_a_file_reaches_a_worker_on_another_node_and_comes_back(
+    far_client, two_nodes
+):
+    client = await far_client("--model-name", "files")
+    (pid,) = await worker_pids(client, "files")
+    # the model's process is the child of an actor of the far node's raylet
+    assert parent_of(parent_of(pid)) == raylet_pid(two_nodes.extra_nodes["far"])
+    data = os.urandom(3 * 1024 * 1024 + 17)  # several chunks, and a piece
+    form = aiohttp.FormData()
+    form.add_field("image", data, filename="big.png", content_type="image/png")
+    resp = await client.post("/v2/models/files/predict/?accept=image/*", data=form)
+    assert resp.status == 200
+    assert hashlib.sha256(await resp.read()).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.ray
+async def test_an_upload_is_a_local_file_there_removed_after_the_call(
+    far_client, tmp_path
+):
+    client = await far_client("--model-name", "module-model")
+    form = aiohttp.FormData()
+    form.add_field("data", b"far away" * 40_000, filename="photo.jpg")
+    body = await (
+        await client.post("/v2/models/module-model/predict/", data=form)
+    ).json()
+    info = body["predictions"]["file"]
+    assert (info["size"], info["head"]) == (320_000, "far away" * 4)
+    assert info["exists_during_call"] is True
+    assert "deepaas-ray-" in info["path"]  # the far worker's own copy
+    assert info["path"].endswith(".jpg")
+    assert not os.path.exists(info["path"])
+
+
+@pytest.mark.ray
+async def test_large_results_come_back_from_another_node(far_client):
+    client = await far_client("--model-name", "outputs")
+    size = 2_500_000
+    resp = await client.post(f"/v2/models/outputs/predict/?kind=bytes&size={size}")
+    assert resp.status == 200
+    data = await resp.read()
+    block = bytes(range(251))
+    assert data == (block * (size // 251 + 1))[:size]
+
+
+@pytest.mark.ray
+async def test_a_training_log_on_another_node_is_live_here(far_client, state_dir):
+    client = await far_client("--model-name", "failing")
+    train = "/v2/models/failing/train/"
+    body = await (await client.post(train + "?mode=chatty&seconds=30")).json()
+    log = train + body["uuid"] + "/log"
+
+    deadline = time.monotonic() + 30
+    while "line 3" not in await (await client.get(log)).text():
+        assert time.monotonic() < deadline, "the log did not show line 3"
+        await asyncio.sleep(0.1)
+    status = await (await client.get(train + body["uuid"])).json()
+    assert status["status"] == "running"
+    await client.delete(train + body["uuid"])
+    # a training that ends: its whole log is here, the request id in it
+    body = await (await client.post(train + "?mode=chatty")).json()
+    done = await wait_status(client, train + body["uuid"])
+    assert done["status"] == "done"
+    text = (state_dir / "logs" / f"{body['uuid']}.log").read_text()
+    assert "line 1" in text and "raw stderr bytes" in text
+    assert text.endswith("last line\n")
+
+
+@pytest.mark.ray
+async def test_a_worker_killed_on_another_node_fails_one_call_and_recovers(
+    far_client,
+):
+    client = await far_client("--model-name", "failing")
+    predict = "/v2/models/failing/predict/"
+    (pid,) = await worker_pids(client, "failing")
+    running = asyncio.ensure_future(client.post(predict + "?mode=sleep&seconds=60"))
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert await helpers.eventually(lambda: executor.health().busy == 1)
+    queued = asyncio.ensure_future(client.post(predict + "?mode=ok"))
+    assert await helpers.eventually(lambda: executor.health().queued == 1)
+    os.kill(pid, signal.SIGKILL)
+    failed = await running
+    assert failed.status == 500
+    message = (await failed.json())["message"]
+    assert "died (killed by SIGKILL" in message and "on 127.0.0.1" in message
+    answered = await queued  # waited for the replacement, and ran there
+    assert answered.status == 200
+    new_pid = (await answered.json())["predictions"]["pid"]
+    assert new_pid != pid
+    assert executor.health().restarts == 1
+
+
+@pytest.mark.ray
+async def test_a_lost_node_fails_its_call_and_a_new_node_takes_over(
+    far_client, two_nodes
+):
+    client = await far_client("--model-name", "failing", "--queue-timeout", "0")
+    predict = "/v2/models/failing/predict/"
+    running = asyncio.ensure_future(client.post(predict + "?mode=sleep&seconds=60"))
+    executor = client.app[keys.MODELS]["failing"].executor
+    assert await helpers.eventually(lambda: executor.health().busy == 1)
+    two_nodes.remove_node(two_nodes.extra_nodes.pop("far"))
+    failed = await running
+    assert failed.status == 500
+    assert "its node was lost" in (await failed.json())["message"]
+    # no node has the resource now: the replacement waits until one comes
+    two_nodes.extra_nodes["far"] = two_nodes.add_node(num_cpus=4, resources={"far": 8})
+    deadline = time.monotonic() + 60
+    while executor.health().alive < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    resp = await client.post(predict + "?mode=ok")
+    assert resp.status == 200
