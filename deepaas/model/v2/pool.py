@@ -177,6 +177,11 @@ class Channel(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once (its peer is known to be gone)."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class PoolWorker(abc.ABC):
     """One worker as its pool sees it, wherever it runs: a process here
@@ -256,7 +261,38 @@ class WorkerProcess(PoolWorker):
         return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
-        """Spawn the process and wait until it has loaded and warmed the model.
+        """Launch the worker and wait until it has loaded and warmed the model."""
+        self._greeting = asyncio.get_running_loop().create_future()
+        sys_path = await self._launch()
+        assert self._channel is not None
+        self._channel.send(
+            protocol.encode(
+                Start(
+                    spec=self.spec,
+                    warm=self.pool.warm,
+                    log_level=self.pool.log_level,
+                    log_format=self.pool.log_format,
+                    sys_path=sys_path,
+                    scratch=self.scratch,
+                )
+            )
+        )
+        greeting = await self._greeting
+        if greeting is None:
+            how = await self.how_it_ended()
+            await self.stop()
+            raise exceptions.ModelLoadError(
+                f"Worker for model {self.spec.name!r} died while loading it ({how})."
+            )
+        if isinstance(greeting, Failure):
+            await self.stop()
+            raise greeting.error.to_load_error(self.spec.name)
+        self.pid = greeting.pid
+        self.state = WorkerState.IDLE
+
+    async def _launch(self) -> list[str]:
+        """Spawn the process, connected to this one by a socket pair; the
+        import path it is to use.
 
         The worker is a fresh interpreter that imports only the worker module
         (not the server's main module, as multiprocessing's spawn would), so
@@ -264,7 +300,6 @@ class WorkerProcess(PoolWorker):
         whatever script built the server.
         """
         loop = asyncio.get_running_loop()
-        self._greeting = loop.create_future()
         self.scratch = self._make_scratch()
         ours, theirs = socket.socketpair()
         try:
@@ -288,31 +323,7 @@ class WorkerProcess(PoolWorker):
             self.kill()
             self.remove_scratch()
             raise
-        self._channel.send(
-            protocol.encode(
-                Start(
-                    spec=self.spec,
-                    warm=self.pool.warm,
-                    log_level=self.pool.log_level,
-                    log_format=self.pool.log_format,
-                    sys_path=list(sys.path),
-                    scratch=self.scratch,
-                )
-            )
-        )
-        greeting = await self._greeting
-        if greeting is None:
-            exitcode = await self.wait()
-            self.remove_scratch()
-            raise exceptions.ModelLoadError(
-                f"Worker for model {self.spec.name!r} died while loading it "
-                f"({exceptions.describe_exit(exitcode)})."
-            )
-        if isinstance(greeting, Failure):
-            await self.wait()
-            self.remove_scratch()
-            raise greeting.error.to_load_error(self.spec.name)
-        self.state = WorkerState.IDLE
+        return list(sys.path)
 
     @property
     def devices(self) -> str | None:
@@ -357,15 +368,20 @@ class WorkerProcess(PoolWorker):
     def run(self, calls: list[PendingCall]) -> None:
         """Send one call, or several predictions as a batch, to this (idle)
         worker."""
-        assert self._channel is not None
+        self._send(self._take(calls))
+
+    def _take(self, calls: list[PendingCall]) -> Call | Batch:
+        """BUSY with ``calls``: the message that runs them."""
         self.state = WorkerState.BUSY
         for call in calls:
             call.worker = self
         self.calls = calls
         if len(calls) == 1:
-            message: Call | Batch = calls[0].message
-        else:
-            message = Batch(tuple(call.message for call in calls))
+            return calls[0].message
+        return Batch(tuple(call.message for call in calls))
+
+    def _send(self, message: protocol.Message) -> None:
+        assert self._channel is not None
         self._channel.send(protocol.encode(message))
 
     def ping(self) -> None:

@@ -13,9 +13,10 @@ is, what its answer is and what a failure means is written once:
   the worker says ``Ready`` or, when it cannot load and warm the model, sends
   a ``Failure``;
 - between calls, the server may send ``Ping``, which the worker answers with
-  ``Pong`` (a worker that does not is stopped or wedged);
-- a worker on another machine is relayed by a supervisor there, which
-  answers ``Ended`` when the worker process dies.
+  ``Pong`` (a worker that does not is stopped or wedged).
+
+A local worker's socket is one end of a socket pair; a worker on a Ray node
+is connected to the server by TCP.
 
 On a socket each message is one frame: an 8-byte big-endian length, then the
 message pickled. A failure travels as data (a ``WorkerError``), never as a
@@ -239,18 +240,7 @@ class Pong:
     """I am (a worker's answer to a ``Ping``)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Ended:
-    """The worker process ended (instead of a reply, or of ``Ready``): sent
-    by whoever supervises it on its own machine (a Ray actor), for the
-    server to say how, by its ``exitcode``."""
-
-    exitcode: int | None
-
-
-Message = (
-    Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong | Ended
-)
+Message = Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong
 
 
 def encode(message: Message) -> bytes:

@@ -1,16 +1,19 @@
-"""The Ray executor (``--executor ray``): a model's workers as Ray actors.
+"""The Ray executor (``--executor ray``): a model's workers on a Ray cluster.
 
 The front end (this process: HTTP, validation, the spec, training records)
 keeps the pool of ``deepaas.model.v2.pool.WorkerPool``, so queueing, batching,
 time limits, cancellation and replacement behave exactly as with local
-workers; only where a worker runs changes. Each worker is an ``ActorWorker``:
-the front end's handle on one ``WorkerActor`` (``ray_worker``), placed by Ray
-wherever the resources it asks for (``--worker-num-cpus``,
-``--worker-num-gpus``, ``--worker-resources``) are free.
+workers; only where a worker runs changes. Ray places each worker where the
+resources it asks for are free (``--worker-num-cpus``, ``--worker-num-gpus``,
+``--worker-resources``) as a ``WorkerActor`` (``ray_worker``), which starts
+the worker process there. That process connects straight back to this one
+over TCP and speaks the protocol a local worker speaks over its socket pair,
+so an ``ActorWorker`` here is a ``WorkerProcess`` whose process runs
+elsewhere, and a call costs no Ray round trip.
 
 A worker on the front end's own machine reads uploads where the server wrote
 them and writes results and logs where the server reads them, as a local
-worker does. For a worker on another machine:
+worker does. For a worker on another machine, through its actor:
 
 - an uploaded file travels as a ``RemoteUpload``, which the actor copies in
   chunks from the ``UploadSource`` actor that runs beside the front end
@@ -33,11 +36,12 @@ import dataclasses
 import logging
 import mimetypes
 import os
+import secrets
 import sys
 import tempfile
 import threading
 import uuid
-from typing import Any
+from typing import Any, cast
 
 # Ray folds log lines of workers that differ only in numbers into one; each
 # of a model's lines names its own request, and every one must reach the log.
@@ -49,18 +53,20 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.pool import PendingCall, PoolWorker, WorkerPool, WorkerState
+from deepaas.model.v2.pool import (
+    Channel,
+    PendingCall,
+    WorkerPool,
+    WorkerProcess,
+    WorkerState,
+)
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
     Call,
-    Ended,
     Failure,
-    Ping,
-    Ready,
     Replies,
     Scratch,
-    Start,
     WorkerError,
 )
 from deepaas.model.v2.ray_worker import (
@@ -76,10 +82,13 @@ from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "deepaas"
-STOP_GRACE = 5.0  # seconds an idle actor gets to clean up before it is killed
+STOP_GRACE = 5.0  # seconds a worker gets to exit, and its actor to clean up
 LOG_INTERVAL = 0.5  # seconds between copies of a remote call's log
 PLACEMENT_WARNING = 30.0  # seconds between warnings about a worker not ready
-PING_FRAME = protocol.encode(Ping())
+TOKEN_SIZE = 32  # bytes of the token a worker's connection opens with
+HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send it
+CONNECT_TIMEOUT = 60.0  # seconds a started worker has to connect
+ENDED_WAIT = 10.0  # seconds to learn from Ray how a lost worker ended
 
 RemoteWorker = ray.remote(  # type: ignore[call-overload]
     concurrency_groups={"io": 2, "watch": 1}
@@ -161,6 +170,10 @@ class RayExecutor(WorkerPool):
         self.node_id: str | None = None  # the front end's node
         self.source: Any = None  # the UploadSource actor
         self._connected = False
+        self._server: asyncio.Server | None = None  # where workers connect
+        self.listening: tuple[str, int] | None = None
+        # The workers expected to connect, by the token each will send.
+        self._expected: dict[bytes, tuple[ActorWorker, asyncio.Future[Channel]]] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,6 +181,11 @@ class RayExecutor(WorkerPool):
         self._connected = True
         try:
             self.node_id = ray.get_runtime_context().get_node_id()
+            host = ray.util.get_node_ip_address()
+            self._server = await loop.create_server(
+                lambda: Handshake(self), host=host, port=0
+            )
+            self.listening = self._server.sockets[0].getsockname()[:2]
             self.source = RemoteSource.options(
                 num_cpus=0,
                 max_concurrency=8,
@@ -177,14 +195,45 @@ class RayExecutor(WorkerPool):
             ).remote(self.upload_roots)
             await super().start()
         except BaseException:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
             await self._disconnect()
             raise
 
     def _new_worker(self, slot: int) -> ActorWorker:
         return ActorWorker(self.spec, self, slot)
 
+    def expect(self, worker: ActorWorker) -> tuple[bytes, asyncio.Future[Channel]]:
+        """A token for ``worker`` to open its connection with, and the
+        future of that connection's channel."""
+        token = secrets.token_bytes(TOKEN_SIZE)
+        future = asyncio.get_running_loop().create_future()
+        self._expected[token] = (worker, future)
+        return token, future
+
+    def forget(self, token: bytes) -> None:
+        self._expected.pop(token, None)
+
+    def connected(self, token: bytes, transport: asyncio.Transport) -> Channel | None:
+        """A connection proved to be the worker of ``token``: its channel
+        (None, for a token nobody expects)."""
+        expected = self._expected.pop(token, None)
+        if expected is None or expected[1].done():
+            return None
+        worker, future = expected
+        channel = Channel(worker)
+        transport.set_protocol(channel)
+        channel.connection_made(transport)
+        future.set_result(channel)
+        return channel
+
     async def stop(self) -> None:
         await super().stop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
         await self._disconnect()
 
     async def _disconnect(self) -> None:
@@ -213,20 +262,59 @@ def describe_death(exc: BaseException, placement: Placement | None) -> str:
     return f"Ray actor pid {placement.pid} on {placement.address}: {why}"
 
 
-class ActorWorker(PoolWorker):
-    """The front end's handle on one worker actor."""
+class Handshake(asyncio.Protocol):
+    """A new connection to the front end: it must open with the token of a
+    worker that is expected, and then is that worker's channel; anything
+    else is dropped."""
 
-    pool: RayExecutor
+    def __init__(self, executor: RayExecutor) -> None:
+        self.executor = executor
+        self.transport: asyncio.Transport | None = None
+        self.received = bytearray()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self.transport.abort
+        )
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.received += data
+        if len(self.received) < TOKEN_SIZE:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        token, rest = bytes(self.received[:TOKEN_SIZE]), self.received[TOKEN_SIZE:]
+        channel = self.executor.connected(token, self.transport)
+        if channel is None:
+            LOG.warning("A connection without a worker's token was dropped")
+            self.transport.abort()
+        elif rest:
+            channel.data_received(bytes(rest))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class ActorWorker(WorkerProcess):
+    """A worker process on a Ray node, started by its actor there, and the
+    connection to it."""
+
+    pool: RayExecutor  # type: ignore[assignment]
 
     def __init__(self, spec: ModelSpec, pool: RayExecutor, slot: int = 0) -> None:
-        super().__init__(spec, slot)
-        self.pool = pool
+        super().__init__(spec, cast(Any, pool), slot)
         self.actor: Any = None
         self.placement: Placement | None = None
-        self._how = "Ray actor: ended"  # how it ended, once it has
+        self._token: bytes | None = None
+        self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._killed = False
-        self._lost = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # While a remote call's log is copied here: the copy and its end.
+        self._log_copy: tuple[asyncio.Task[None], asyncio.Event] | None = None
 
     @property
     def devices(self) -> str | None:
@@ -234,15 +322,24 @@ class ActorWorker(PoolWorker):
 
     @property
     def remote(self) -> bool:
-        """Whether the actor runs on another machine than the front end."""
+        """Whether the worker runs on another machine than the front end."""
         return (
             self.placement is not None and self.placement.node_id != self.pool.node_id
         )
 
     def is_alive(self) -> bool:
-        return self.actor is not None and not (self._killed or self._lost)
+        return self.actor is not None and not (self._killed or self._ended.done())
 
-    async def start(self) -> None:
+    def _track(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- start -------------------------------------------------------------------
+
+    async def _launch(self) -> list[str]:
+        """Have Ray place an actor, which starts the worker process; return
+        once the process has connected here."""
         pool = self.pool
         options: dict[str, Any] = {
             "num_cpus": pool.num_cpus,
@@ -252,71 +349,65 @@ class ActorWorker(PoolWorker):
         }
         if pool.resources:
             options["resources"] = pool.resources
-        self.actor = RemoteWorker.options(**options).remote()
-        start = Start(
-            spec=self.spec,
-            warm=pool.warm,
-            log_level=pool.log_level,
-            log_format=pool.log_format,
-            sys_path=list(sys.path),
-            scratch=pool.scratch,
-        )
+        self._token, connection = pool.expect(self)
         try:
-            frame, placement = await self._placed(
-                self.actor.start.remote(start, pool.source, pool.scratch.memory)
+            self.actor = RemoteWorker.options(**options).remote()
+            self.placement = await self._placed(
+                self.actor.start.remote(
+                    self.spec.name,
+                    pool.listening,
+                    self._token,
+                    list(sys.path),
+                    pool.source,
+                    pool.scratch.memory,
+                    pool.scratch.memory_max,
+                )
             )
+            self.pid = self.placement.pid
+            self.node = self.placement.address
+            self.scratch = self.placement.scratch
+            self._track(self._watch())
+            self._channel = await asyncio.wait_for(connection, CONNECT_TIMEOUT)
         except ray.exceptions.RayActorError as exc:
-            self.kill()
+            self._abandon_start()
             raise exceptions.ModelLoadError(
-                f"Worker for model {self.spec.name!r} died while loading it "
-                f"({describe_death(exc, None)})."
+                f"Worker for model {self.spec.name!r} died while starting "
+                f"({describe_death(exc, self.placement)})."
+            ) from None
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            self._abandon_start()
+            raise exceptions.ModelLoadError(
+                f"Worker for model {self.spec.name!r} could not start: "
+                f"{getattr(exc, 'cause', None) or exc or 'it did not connect'}"
             ) from None
         except BaseException:
-            self.kill()
+            self._abandon_start()
             raise
-        self.placement = placement
-        self.node = placement.address
-        greeting = protocol.decode_frame(frame)
-        if isinstance(greeting, Ended):
-            self.kill()
-            raise exceptions.ModelLoadError(
-                f"Worker for model {self.spec.name!r} died while loading it "
-                f"({self._ended_how(greeting)})."
-            )
-        if isinstance(greeting, Failure):
-            self.kill()
-            raise greeting.error.to_load_error(self.spec.name)
-        assert isinstance(greeting, Ready)
-        self.pid = greeting.pid  # the model's process
-        self.state = WorkerState.IDLE
-        self._track(self._watch())
+        return self.placement.sys_path
 
-    def _ended_how(self, ended: Ended) -> str:
-        """How the worker process ended, in words (naming its machine when
-        it is not this one)."""
-        self.exitcode = ended.exitcode
-        how = exceptions.describe_exit(ended.exitcode)
-        if self.remote and self.placement is not None:
-            how += f", on {self.placement.address}"
-        return how
+    def _abandon_start(self) -> None:
+        if self._token is not None:
+            self.pool.forget(self._token)
+        self.kill()
 
-    async def _placed(self, started: Any) -> Any:
+    async def _placed(self, started: Any) -> Placement:
         """The actor's answer to ``start``, with a warning now and then while
-        Ray has not placed it or the model still loads."""
+        Ray has not placed it."""
         future = asyncio.ensure_future(started)
         waited = 0.0
         try:
             while True:
                 try:
-                    return await asyncio.wait_for(
+                    placement: Placement = await asyncio.wait_for(
                         asyncio.shield(future), PLACEMENT_WARNING
                     )
+                    return placement
                 except TimeoutError:
                     waited += PLACEMENT_WARNING
                     LOG.warning(
-                        "Model %r: worker %d is not ready after %gs: Ray has not "
-                        "placed it yet (it asks for num_cpus=%g, num_gpus=%g%s) or "
-                        "the model is still loading",
+                        "Model %r: worker %d is not placed after %gs: no Ray node "
+                        "has the resources it asks for free (num_cpus=%g, "
+                        "num_gpus=%g%s)",
                         self.spec.name,
                         self.slot,
                         waited,
@@ -327,132 +418,144 @@ class ActorWorker(PoolWorker):
         finally:
             future.cancel()
 
-    def _track(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # -- its end -----------------------------------------------------------------
 
     async def _watch(self) -> None:
-        """Learn of the worker's death, or the actor's, as it happens."""
+        """Learn how the worker process ends (or its actor, or its node) as
+        it happens; drop its connection then, in case its machine did not."""
         try:
-            frame = await self.actor.watch.options(concurrency_group="watch").remote()
+            exitcode = await self.actor.watch.options(
+                concurrency_group="watch"
+            ).remote()
         except Exception as exc:  # noqa: BLE001 - the actor died, or Ray failed
-            self._lost_with(describe_death(exc, self.placement))
-            return
-        if frame is None:  # closed on purpose
-            self._lost = True
-            return
-        ended = protocol.decode_frame(frame)
-        assert isinstance(ended, Ended)
-        self._lost_with(self._ended_how(ended))
+            how = describe_death(exc, self.placement)
+        else:
+            self.exitcode = exitcode
+            how = exceptions.describe_exit(exitcode)
+            if self.remote and self.placement is not None:
+                how += f", on {self.placement.address}"
+        if not self._ended.done():
+            self._ended.set_result(how)
+        if self._channel is not None:
+            self._channel.abort()
 
-    def _lost_with(self, how: str) -> None:
-        """The worker died (``how``): its calls fail, the pool replaces it."""
-        if self._lost or self._killed:
-            return
-        self._lost = True
-        self._how = how
-        if not self.retired:
-            self.pool.on_worker_lost(self)
+    async def how_it_ended(self) -> str:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ended), ENDED_WAIT)
+        except TimeoutError:
+            where = f" on {self.placement.address}" if self.placement else ""
+            return f"its connection{where} closed; Ray said no more"
 
-    # -- calls -----------------------------------------------------------------
+    async def wait(self, timeout: float = STOP_GRACE) -> int | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        return self.exitcode if self._ended.done() else None
+
+    def kill(self) -> None:
+        if self.actor is not None and not self._killed:
+            self._killed = True
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(self.actor, no_restart=True)
+
+    async def stop(self) -> None:
+        """Close the connection (the worker process exits when idle), let the
+        actor remove its scratch directories, then end it."""
+        if self.state is WorkerState.STARTING:
+            self.kill()
+        self.state = WorkerState.RETIRED
+        if self._channel is not None:
+            self._channel.close()
+        if self.actor is not None and not self._killed:
+            await self.wait()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.actor.close.remote(), STOP_GRACE)
+        self.kill()
+        if self._token is not None:
+            self.pool.forget(self._token)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.placement is not None and not self.remote:
+            remove_scratch(self.placement.scratch)  # on this machine: gone now
+
+    def remove_scratch(self) -> None:
+        """The actor's directories are its own to remove (``stop``)."""
+
+    # -- calls -------------------------------------------------------------------
 
     def run(self, calls: list[PendingCall]) -> None:
-        self.state = WorkerState.BUSY
-        for call in calls:
-            call.worker = self
-        self.calls = calls
-        if len(calls) == 1:
-            message: Call | Batch = calls[0].message
-        else:
-            message = Batch(tuple(call.message for call in calls))
-        self._track(self._exchange(message))
-
-    async def _exchange(self, message: Call | Batch) -> None:
-        """Send one message, wait for its reply (copying a remote log as it
-        grows), bring remote result files here, and give the pool the reply."""
-        log = None
-        if self.remote:
-            message, log = self._for_remote(message)
-        copying: asyncio.Task[None] | None = None
-        done = asyncio.Event()
-        if log is not None:
-            copying = asyncio.get_running_loop().create_task(self._copy_log(*log, done))
-        try:
-            frame = await self.actor.handle.remote(protocol.encode(message))
-            reply = protocol.decode_frame(frame)
-            if isinstance(reply, Ended):
-                self._lost_with(self._ended_how(reply))
-                return
-            assert isinstance(reply, Answer | Failure | Replies)
-            if copying is not None:
-                done.set()
-                await copying
-            if self.remote:
-                reply = await self._bring_back(reply)
-        except ray.exceptions.RayActorError as exc:
-            self._lost_with(describe_death(exc, self.placement))
+        message = self._take(calls)
+        if not self.remote:
+            self._send(message)
             return
-        except Exception as exc:  # a file that could not be copied here
-            method = message.method if isinstance(message, Call) else "predict"
-            error = Failure(WorkerError.from_exception(exc, method))
-            reply = (
-                Replies(tuple(error for _ in message.calls))
-                if isinstance(message, Batch)
-                else error
+        self._track(self._send_remote(message))
+
+    async def _send_remote(self, message: Call | Batch) -> None:
+        """Send a call to a worker on another machine: its uploads copied
+        there first, its log written there and copied here as it grows."""
+        try:
+            if _has_uploads(message):
+                staged = await self.actor.stage.remote(_with_remote_uploads(message))
+                message = cast(Call | Batch, staged)
+        except ray.exceptions.RayActorError:
+            return  # its death is being reported
+        except Exception as exc:  # noqa: BLE001 - a file that could not be copied
+            self._deliver(_failed(message, exc))
+            return
+        if isinstance(message, Call) and message.log_path is not None:
+            assert self.placement is not None and self.placement.scratch is not None
+            there = os.path.join(self.placement.scratch.disk, f"log-{uuid.uuid4().hex}")
+            done = asyncio.Event()
+            copy = asyncio.get_running_loop().create_task(
+                self._copy_log(there, message.log_path, done)
             )
-        finally:
-            if copying is not None and not copying.done():
-                copying.cancel()
+            self._log_copy = (copy, done)
+            message = dataclasses.replace(message, log_path=there)
+        if not self.retired:
+            self._send(message)
+
+    def on_message(self, message: protocol.Message) -> None:
+        if (
+            not self.remote
+            or self._greeting is None
+            or not self._greeting.done()
+            or not isinstance(message, Answer | Failure | Replies)
+        ):
+            super().on_message(message)
+            return
+        self._track(self._finish_remote(message))
+
+    async def _finish_remote(self, reply: Answer | Failure | Replies) -> None:
+        """A remote call's reply, once its log is all here and its result
+        files copied here."""
+        if self._log_copy is not None:
+            copy, done = self._log_copy
+            self._log_copy = None
+            done.set()
+            with contextlib.suppress(Exception):
+                await copy
+        try:
+            reply = await self._bring_back(reply)
+        except ray.exceptions.RayActorError:
+            return  # its death is being reported
+        except Exception as exc:  # noqa: BLE001 - no room here, for one
+            reply = Failure(WorkerError.from_exception(exc, "predict"))
+        self._deliver(reply)
+
+    def _deliver(self, reply: Answer | Failure | Replies) -> None:
         if not self.retired:
             self.pool.on_reply(self, reply)
-
-    def _for_remote(
-        self, message: Call | Batch
-    ) -> tuple[Call | Batch, tuple[str, str] | None]:
-        """``message`` as a worker on another machine needs it: its uploads
-        to be copied there, its log written there (and the two log paths:
-        there, here)."""
-        if isinstance(message, Batch):
-            return Batch(
-                tuple(self._with_remote_uploads(c) for c in message.calls)
-            ), None
-        call = self._with_remote_uploads(message)
-        if call.log_path is None:
-            return call, None
-        assert self.placement is not None and self.placement.scratch is not None
-        there = os.path.join(self.placement.scratch.disk, f"log-{uuid.uuid4().hex}")
-        return dataclasses.replace(call, log_path=there), (there, call.log_path)
-
-    @staticmethod
-    def _with_remote_uploads(call: Call) -> Call:
-        def remote(value: Any) -> Any:
-            if isinstance(value, list):
-                return [remote(item) for item in value]
-            if not isinstance(value, UploadedFile):
-                return value
-            return RemoteUpload(
-                value.name,
-                value.filename,
-                os.path.getsize(value.filename),
-                value.content_type,
-                value.original_filename,
-            )
-
-        kwargs = {name: remote(value) for name, value in call.kwargs.items()}
-        return dataclasses.replace(call, kwargs=kwargs)
 
     async def _copy_log(self, there: str, here: str, done: asyncio.Event) -> None:
         """Append what the call writes to its log there to the log here,
         every ``LOG_INTERVAL`` seconds, and once more when it has ended."""
         offset = 0
+        read = self.actor.read.options(concurrency_group="io")
         with open(here, "ab") as log:
             while True:
                 finished = done.is_set()
                 while True:
-                    data = await self.actor.read.options(concurrency_group="io").remote(
-                        there, offset, CHUNK, True
-                    )
+                    data = await read.remote(there, offset, CHUNK, True)
                     if data:
                         log.write(data)
                         log.flush()
@@ -468,7 +571,7 @@ class ActorWorker(PoolWorker):
     async def _bring_back(
         self, reply: Answer | Failure | Replies
     ) -> Answer | Failure | Replies:
-        """``reply`` with each result file of the actor's machine copied to
+        """``reply`` with each result file of the worker's machine copied to
         a file of this one."""
         if isinstance(reply, Replies):
             return Replies(
@@ -482,9 +585,7 @@ class ActorWorker(PoolWorker):
         value = reply.value
         if isinstance(value, SpooledResult):
             here = await self._copy_file(value.path, value.size)
-            self.actor.discard.options(concurrency_group="io").remote(
-                value.path
-            )  # ours to remove
+            self.actor.discard.options(concurrency_group="io").remote(value.path)
             return Answer(dataclasses.replace(value, path=here))
         if isinstance(value, ReturnedFile):  # the model's: left where it is
             here = await self._copy_file(value.filename, None)
@@ -495,24 +596,21 @@ class ActorWorker(PoolWorker):
         return reply
 
     async def _copy_file(self, there: str, size: int | None) -> str:
-        """Copy a file of the actor's machine to a new file here (in memory
+        """Copy a file of the worker's machine to a new file here (in memory
         when its ``size`` is known to fit), a few chunks in flight; its path."""
         scratch = self.pool.scratch
         directory = scratch.disk
         if scratch.memory and size is not None and size <= scratch.memory_max:
             directory = scratch.memory
         fd, here = tempfile.mkstemp(prefix="deepaas-result-", dir=directory)
+        read = self.actor.read.options(concurrency_group="io")
         pending: collections.deque[Any] = collections.deque()
         try:
             with open(fd, "wb") as f:
                 offset = 0
                 while True:
                     while len(pending) < READ_AHEAD:
-                        pending.append(
-                            self.actor.read.options(concurrency_group="io").remote(
-                                there, offset, CHUNK
-                            )
-                        )
+                        pending.append(read.remote(there, offset, CHUNK))
                         offset += CHUNK
                     data = await pending.popleft()
                     f.write(data)
@@ -523,37 +621,45 @@ class ActorWorker(PoolWorker):
             raise
         return here
 
-    # -- the worker's life -----------------------------------------------------
 
-    def ping(self) -> None:
-        self.pinged_at = asyncio.get_running_loop().time()
-        self._track(self._answer_ping())
+def _has_uploads(message: Call | Batch) -> bool:
+    calls = message.calls if isinstance(message, Batch) else (message,)
+    return any(
+        isinstance(value, UploadedFile)
+        or (isinstance(value, list) and any(isinstance(i, UploadedFile) for i in value))
+        for call in calls
+        for value in call.kwargs.values()
+    )
 
-    async def _answer_ping(self) -> None:
-        with contextlib.suppress(ray.exceptions.RayError):
-            await self.actor.handle.remote(PING_FRAME)
-            self.pinged_at = None
 
-    async def how_it_ended(self) -> str:
-        return self._how
+def _with_remote_uploads(message: Call | Batch) -> Call | Batch:
+    """``message`` with each ``UploadedFile`` (a path here) a ``RemoteUpload``."""
+    if isinstance(message, Batch):
+        return Batch(tuple(_call_with_remote_uploads(c) for c in message.calls))
+    return _call_with_remote_uploads(message)
 
-    def kill(self) -> None:
-        if self.actor is not None and not self._killed:
-            self._killed = True
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(self.actor, no_restart=True)
 
-    async def stop(self) -> None:
-        """Let an idle actor remove its scratch directories, then end it."""
-        if self.state is WorkerState.STARTING:
-            self.kill()
-        self.state = WorkerState.RETIRED
-        if self.actor is not None and not (self._killed or self._lost):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.actor.close.remote(), STOP_GRACE)
-        self.kill()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.placement is not None and not self.remote:
-            remove_scratch(self.placement.scratch)  # on this machine: gone now
+def _call_with_remote_uploads(call: Call) -> Call:
+    def remote(value: Any) -> Any:
+        if isinstance(value, list):
+            return [remote(item) for item in value]
+        if not isinstance(value, UploadedFile):
+            return value
+        return RemoteUpload(
+            value.name,
+            value.filename,
+            os.path.getsize(value.filename),
+            value.content_type,
+            value.original_filename,
+        )
+
+    kwargs = {name: remote(value) for name, value in call.kwargs.items()}
+    return dataclasses.replace(call, kwargs=kwargs)
+
+
+def _failed(message: Call | Batch, exc: Exception) -> Failure | Replies:
+    """The reply that fails every call of ``message`` with ``exc``."""
+    if isinstance(message, Batch):
+        failure = Failure(WorkerError.from_exception(exc, "predict"))
+        return Replies(tuple(failure for _ in message.calls))
+    return Failure(WorkerError.from_exception(exc, message.method))

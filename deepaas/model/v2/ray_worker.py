@@ -1,24 +1,26 @@
-"""The code a Ray actor runs to be a deepaas worker (``--executor ray``).
+"""The code a Ray actor runs to host a deepaas worker (``--executor ray``).
 
-An actor is one worker. On its machine it starts the same worker process the
-local pool starts (``deepaas.model.v2.worker``), which loads the model entry
-point itself and warms it, and relays the front end's messages
-(``deepaas.model.v2.protocol``) to it over a socket, one call at a time, in
-the actor's default concurrency group. So the model runs in the main thread
-of a process of its own, as with local workers, and when that process dies
-the actor, its parent, says exactly how (``Ended``: the exit code or the
-signal), before the front end replaces the actor. The actor's other groups
-serve the front end while a call runs: ``io`` reads files of its machine in
-chunks (results, a training's log) and ``watch`` holds a call open for the
-worker's whole life, so that the front end learns of a death at once, busy
-or idle.
+An actor is one worker's home on its machine. It starts the same worker
+process the local pool starts (``deepaas.model.v2.worker``), connected by TCP
+straight to the front end, which talks to it as to a local worker
+(``deepaas.model.v2.protocol``): calls do not pass through Ray, so a call
+costs what it costs locally. The worker process loads the model entry point
+itself, warms it and runs it in its main thread. The actor, its parent,
+stays to:
 
-On another machine than the front end, an uploaded file arrives as a
-``RemoteUpload``: the actor copies it, chunk by chunk, from the front end's
-``UploadSource`` actor into its scratch directory, and the model gets an
-``UploadedFile`` there, removed after the call. The scratch directories are
-named after the actor's process id; an actor removes those of actors of its
-machine that are gone (killed actors cannot clean up after themselves).
+- say how the worker process ended (``watch``: its exit code or signal),
+  and learn the front end of the actor's own death as Ray reports it;
+- copy uploaded files from the front end's machine (``stage``: a
+  ``RemoteUpload`` becomes a ``StagedUpload``, read in chunks from the
+  ``UploadSource`` actor that runs beside the front end);
+- serve files of its machine in chunks (``read``: large results, returned
+  files, a training's log) and remove them (``discard``);
+- remove its scratch directories (``close``). They are named after the
+  actor's process id, and an actor removes those of gone actors of its
+  machine at start (a killed actor cannot clean up after itself).
+
+The connection is opened by the actor and proven by a one-time random token
+the front end gave it through Ray, so that nobody else can pose as a worker.
 
 This module imports Ray lazily: the front end imports it to name the actor
 classes, a worker to run them. The worker process imports no Ray at all.
@@ -38,8 +40,7 @@ import sys
 import tempfile
 from typing import Any
 
-from deepaas.model.v2 import protocol
-from deepaas.model.v2.protocol import Batch, Call, Ended, Ping, Scratch, Start
+from deepaas.model.v2.protocol import Batch, Call, Scratch
 from deepaas.model.v2.types import StagedUpload
 
 WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
@@ -65,14 +66,15 @@ class RemoteUpload:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Placement:
-    """Where an actor runs: its process, its machine, the GPUs it sees and
-    its scratch directories there."""
+    """Where a worker runs: its process, its machine, the GPUs it sees, its
+    scratch directories there and its import path."""
 
-    pid: int
+    pid: int  # the worker process
     node_id: str
     address: str
     devices: str | None
     scratch: Scratch | None
+    sys_path: list[str]  # the worker's import path
 
 
 def read_chunk(path: str, offset: int, size: int) -> bytes:
@@ -99,103 +101,64 @@ class UploadSource:
 
 
 class WorkerActor:
-    """One deepaas worker as a Ray actor (see the module's docstring)."""
+    """One deepaas worker's home, as a Ray actor (see the module's docstring)."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-        self.reader: protocol.SocketReader | None = None
         self.scratch: Scratch | None = None
         self.source: Any = None
-        self._closing = False
 
-    # -- the default group: start, then one call at a time -------------------
+    # -- the default group ---------------------------------------------------
 
     def start(
-        self, start: Start, source: Any, memory_root: str | None
-    ) -> tuple[bytes, Placement]:
-        """Start the worker process and have it load and warm the model;
-        its ``Ready`` or ``Failure`` (``Ended`` if it died), and where this
-        actor runs."""
+        self,
+        name: str,
+        address: tuple[str, int],
+        token: bytes,
+        sys_path: list[str],
+        source: Any,
+        memory_root: str | None,
+        memory_max: int,
+    ) -> Placement:
+        """Start the worker process of model ``name``, connected to the front
+        end at ``address`` (proven with ``token``); where it runs."""
         import ray
 
         self.source = source
-        memory_max = start.scratch.memory_max if start.scratch else 0
         self.scratch = make_scratch(memory_root, memory_max)
-        context = ray.get_runtime_context()
-        placement = Placement(
-            os.getpid(),
-            context.get_node_id(),
-            ray.util.get_node_ip_address(),
-            os.environ.get("CUDA_VISIBLE_DEVICES"),
-            self.scratch,
-        )
         # This machine's import path, and the front end's where it exists
         # here too: the model may be installed in a directory the server was
         # told about.
-        sys_path = [*sys.path]
-        sys_path += [
-            p for p in start.sys_path if p not in sys_path and os.path.isdir(p)
-        ]
-        ours, theirs = socket.socketpair()
-        with theirs:
+        path = [*sys.path]
+        path += [p for p in sys_path if p not in path and os.path.isdir(p)]
+        sock = socket.create_connection(address, timeout=30)
+        with sock:
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(token)
             self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_COMMAND, str(theirs.fileno()),
-                 start.spec.name],
+                [sys.executable, "-c", WORKER_COMMAND, str(sock.fileno()), name],
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-            )  # fmt: skip
-        self.sock = ours
-        self.reader = protocol.SocketReader(ours)
-        start = dataclasses.replace(start, sys_path=sys_path, scratch=self.scratch)
-        return self._exchange(protocol.encode(start)), placement
+                pass_fds=(sock.fileno(),),
+            )
+        return Placement(
+            self.process.pid,
+            ray.get_runtime_context().get_node_id(),
+            ray.util.get_node_ip_address(),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            self.scratch,
+            path,
+        )
 
-    def handle(self, frame: bytes) -> bytes:
-        """Relay one message (a ``Call``, a ``Batch`` or a ``Ping``) to the
-        worker process; its reply, or ``Ended``."""
-        message = protocol.decode_frame(frame)
-        if isinstance(message, Ping):
-            return self._exchange(frame)
-        assert isinstance(message, Call | Batch), f"not a call: {message!r}"
-        staged: list[str] = []
+    def stage(self, message: Call | Batch) -> Call | Batch:
+        """``message`` with each ``RemoteUpload`` copied to this machine (a
+        ``StagedUpload``, which the worker removes after the call)."""
         if isinstance(message, Batch):
-            calls = tuple(self._staged(call, staged) for call in message.calls)
-            if staged:
-                frame = protocol.encode(Batch(calls))
-        else:
-            call = self._staged(message, staged)
-            if staged:
-                frame = protocol.encode(call)
-        try:
-            return self._exchange(frame)
-        finally:
-            # The worker removes them after the call; not if it died in it.
-            for path in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    if self.process is not None and self.process.poll() is not None:
-                        os.unlink(path)
+            return Batch(tuple(self._staged(call) for call in message.calls))
+        return self._staged(message)
 
-    def _exchange(self, frame: bytes) -> bytes:
-        """Send ``frame`` to the worker process and return its reply's frame,
-        or ``Ended`` when it dies first."""
-        assert self.sock is not None and self.reader is not None
-        with contextlib.suppress(OSError):  # a dead worker: seen below
-            self.sock.sendall(frame)
-            reply = self.reader.receive()
-            if reply is not None:
-                return protocol.encode(reply)
-        return protocol.encode(Ended(self._wait()))
-
-    def _wait(self) -> int | None:
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _staged(self, call: Call, staged: list[str]) -> Call:
-        """``call`` with each ``RemoteUpload`` copied to this machine (a
-        ``StagedUpload``, its path added to ``staged``)."""
+    def _staged(self, call: Call) -> Call:
+        staged: list[str] = []
 
         def stage(value: Any) -> Any:
             if isinstance(value, list):
@@ -206,12 +169,6 @@ class WorkerActor:
             staged.append(copy.path)
             return copy
 
-        if not any(
-            isinstance(v, RemoteUpload)
-            or (isinstance(v, list) and any(isinstance(i, RemoteUpload) for i in v))
-            for v in call.kwargs.values()
-        ):
-            return call
         try:
             kwargs = {name: stage(value) for name, value in call.kwargs.items()}
         except BaseException:
@@ -273,13 +230,9 @@ class WorkerActor:
             os.unlink(path)
 
     def close(self) -> None:
-        """End the worker process (it exits when its socket closes, and is
-        killed if it lingers), then remove this actor's scratch directories:
-        the actor is about to end."""
-        self._closing = True
-        if self.sock is not None:
-            self.sock.close()
-        if self.process is not None and self._wait() is None:
+        """End the worker process if it still runs, then remove this actor's
+        scratch directories: the actor is about to end."""
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         remove_scratch(self.scratch)
@@ -287,14 +240,13 @@ class WorkerActor:
 
     # -- the watch group ------------------------------------------------------
 
-    def watch(self) -> bytes | None:
-        """Return when the worker process ends: ``Ended`` if it died, None
-        if the front end closed it. A front end awaiting this learns of a
-        death as it happens, busy or idle (and of the actor's own, as Ray
-        fails the call)."""
+    def watch(self) -> int | None:
+        """Return when the worker process ends: its exit code (negative: the
+        signal that killed it). A front end awaiting this learns of the
+        worker's end as it happens, busy or idle, and of the actor's own as
+        Ray fails the call."""
         assert self.process is not None
-        exitcode = self.process.wait()
-        return None if self._closing else protocol.encode(Ended(exitcode))
+        return self.process.wait()
 
 
 def _take(iterator: Any, count: int) -> list[Any]:
