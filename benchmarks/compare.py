@@ -13,10 +13,16 @@ and measures:
 - predict requests/s at concurrency 32, and p50 latency at concurrency 1;
 - peak RSS growth of the tree while a file is uploaded to predict.
 
-It prints, for each figure, ours, upstream's and the ratio (medians over
-rounds). Every load is bounded in count and time; nothing leaves loopback.
+With ``--ray`` a third side runs ours with ``--executor ray`` (the server
+starts a Ray runtime on this machine; its workers are Ray actors), and the
+summary adds the per-call overhead Ray adds (its p50 at concurrency 1 less
+the local pool's).
+
+It prints, for each figure, each side's median over rounds and the ratio to
+upstream. Every load is bounded in count and time; nothing leaves loopback.
 
     python benchmarks/compare.py                  # the full comparison
+    python benchmarks/compare.py --ray            # and the Ray executor
     python benchmarks/compare.py --ours-only --quick
 """
 
@@ -120,10 +126,14 @@ def upload_peak_growth(pid: int, url: str, path: Path) -> float:
 
 
 def measure(
-    executable: str | None, env: dict[str, str], args: argparse.Namespace, big: Path
+    executable: str | None,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    big: Path,
+    extra_args: str = "",
 ) -> dict[str, float]:
     started = time.monotonic()
-    extra = [] if executable else shlex.split(args.ours_args)
+    extra = [] if executable else shlex.split(f"{args.ours_args} {extra_args}")
     server, base = start_server(
         ["--model-name", "bench", "--workers", str(args.workers), *extra],
         env=env,
@@ -185,6 +195,9 @@ def main() -> int:
     parser.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
     parser.add_argument("--ours-only", action="store_true")
     parser.add_argument(
+        "--ray", action="store_true", help="also ours with --executor ray"
+    )
+    parser.add_argument(
         "--ours-args",
         default="",
         help="extra deepaas-run options for ours, e.g. '--noaccess-log' "
@@ -212,32 +225,46 @@ def main() -> int:
         big = sparse_file(root / "upload.bin", args.upload_mib)
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
         env.pop("DEEPAAS_V2_MODEL", None)
-        sides: dict[str, str | None] = {"ours": None}
+        # name: (deepaas-run of upstream, or None for ours; extra options)
+        sides: dict[str, tuple[str | None, str]] = {"ours": (None, "")}
+        if args.ray:
+            sides["ours-ray"] = (None, "--executor ray")
         if not args.ours_only:
-            sides["upstream"] = ensure_upstream(args.upstream_venv)
+            sides["upstream"] = (ensure_upstream(args.upstream_venv), "")
         results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
         for round_ in range(args.rounds):
-            for name, executable in sides.items():
+            for name, (executable, extra) in sides.items():
                 env["XDG_DATA_HOME"] = str(root / f"state-{name}-{round_}")
-                figures = measure(executable, env, args, big)
+                figures = measure(executable, env, args, big, extra)
                 results[name].append(figures)
                 shown = ", ".join(f"{k} {v:.2f}" for k, v in figures.items())
                 print(f"round {round_ + 1} {name:8} {shown}", flush=True)
 
     print()
-    header = f"{'figure':32} {'ours':>10}"
+    ours_sides = [name for name in results if name != "upstream"]
+    header = f"{'figure':32}" + "".join(f" {name:>10}" for name in results)
     if not args.ours_only:
-        header += f" {'upstream':>10} {'ratio':>8}"
+        header += "".join(f" {name + '/up':>12}" for name in ours_sides)
     print(header)
     for key in results["ours"][0]:
-        ours = statistics.median(r[key] for r in results["ours"])
-        line = f"{key:32} {ours:10.2f}"
+        medians = {
+            name: statistics.median(r[key] for r in rounds)
+            for name, rounds in results.items()
+        }
+        line = f"{key:32}" + "".join(f" {v:10.2f}" for v in medians.values())
         if not args.ours_only:
-            theirs = statistics.median(r[key] for r in results["upstream"])
-            ratio = ours / theirs if theirs else float("inf")
-            line += f" {theirs:10.2f} {ratio:7.2f}x"
+            theirs = medians["upstream"]
+            for name in ours_sides:
+                ratio = medians[name] / theirs if theirs else float("inf")
+                line += f" {ratio:11.2f}x"
             line += "  (lower is better)" if key in BETTER_LOWER else ""
         print(line)
+    if args.ray:
+        p50 = "predict c=1 p50 (ms)"
+        extra = statistics.median(r[p50] for r in results["ours-ray"]) - (
+            statistics.median(r[p50] for r in results["ours"])
+        )
+        print(f"per-call overhead of the Ray executor (p50 at c=1): {extra:+.2f} ms")
     ratio_key = ("predict c=32 (req/s)", "GET /v2/models/ c=32 (req/s)")
     for name, rounds in results.items():
         shares = [r[ratio_key[0]] / r[ratio_key[1]] for r in rounds]
