@@ -86,3 +86,21 @@ def test_payloads_smoke_run_prints_every_figure():
     # the upload memory bound holds
     growth = float(rows["1 GiB upload: tree peak RSS growth (MiB)"].split("|")[2])
     assert growth < 64
+
+
+@pytest.mark.ray
+def test_compare_smoke_run_with_the_ray_executor():
+    result = run_script(
+        "compare.py", "--ours-only", "--ray", "--quick", "--client", "aiohttp"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ours-ray" in result.stdout
+    assert "per-call overhead of the Ray executor" in result.stdout
+
+
+@pytest.mark.ray
+def test_ray_upload_smoke_run_reaches_the_far_node():
+    result = run_script("ray_upload.py", "--mib", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "size the model saw: 8388608 bytes" in result.stdout
+    assert "peak growth" in result.stdout
