@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 import sys
@@ -137,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     base = normalize_base_path(conf.base_path)
     lines = [f"deepaas serving {', '.join(declarations)} with {conf.workers} worker(s)"]
+    if conf.executor == "ray":
+        cluster = conf.ray_address or os.environ.get("RAY_ADDRESS")
+        lines[0] += " on Ray: " + (
+            f"the cluster at {cluster}" if cluster else "a Ray runtime of this machine"
+        )
     lines += _addresses(conf.listen_ip, conf.listen_port, base)
     if not conf.doc_endpoint:
         lines.pop()

@@ -144,6 +144,27 @@ async def test_stop_ends_every_worker_and_fails_what_waits(
 
 
 @pytest.mark.ray
+async def test_a_connection_without_a_workers_token_is_dropped(
+    testmodels_installed, ray_cluster
+):
+    """Only the worker processes the front end started may connect to it."""
+    from deepaas.model.v2.ray_executor import TOKEN_SIZE, RayExecutor
+
+    pool = RayExecutor(FAILING, size=1, address=ray_cluster.address)
+    await pool.start()
+    try:
+        assert pool.listening is not None
+        reader, writer = await asyncio.open_connection(*pool.listening)
+        writer.write(os.urandom(TOKEN_SIZE) + b"and a pickle to run")
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed on us
+        writer.close()
+        args = {"mode": "ok", "seconds": 0.0, "data": None}
+        assert (await pool.call("predict", args))["mode"] == "ok"
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.ray
 async def test_a_model_that_cannot_load_stops_the_start(model_sites, ray_cluster):
     from deepaas.model.v2.ray_executor import RayExecutor
 

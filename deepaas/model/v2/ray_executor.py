@@ -509,6 +509,8 @@ class ActorWorker(WorkerProcess):
             copy = asyncio.get_running_loop().create_task(
                 self._copy_log(there, message.log_path, done)
             )
+            self._tasks.add(copy)  # cancelled if the worker stops first
+            copy.add_done_callback(self._tasks.discard)
             self._log_copy = (copy, done)
             message = dataclasses.replace(message, log_path=there)
         if not self.retired:
@@ -555,7 +557,10 @@ class ActorWorker(WorkerProcess):
             while True:
                 finished = done.is_set()
                 while True:
-                    data = await read.remote(there, offset, CHUNK, True)
+                    try:
+                        data = await read.remote(there, offset, CHUNK, True)
+                    except ray.exceptions.RayError:
+                        return  # the worker is gone: what was copied stays
                     if data:
                         log.write(data)
                         log.flush()
