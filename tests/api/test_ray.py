@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -93,6 +94,22 @@ def test_bad_worker_resources_are_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "--worker-resources takes NAME:AMOUNT pairs" in done.stderr
+
+
+def test_an_unreachable_cluster_stops_the_start_at_once(tmp_path):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(helpers.BIN_DIR / "deepaas-run"), "--executor", "ray",
+         "--ray-address", address, "--listen-port", str(helpers.free_port()),
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"Cannot reach the Ray cluster at {address}" in done.stderr
+    assert time.monotonic() - started < 60
 
 
 # -- on a Ray runtime of this machine ------------------------------------------

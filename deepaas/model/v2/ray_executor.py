@@ -37,6 +37,7 @@ import logging
 import mimetypes
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -89,6 +90,7 @@ TOKEN_SIZE = 32  # bytes of the token a worker's connection opens with
 HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send it
 CONNECT_TIMEOUT = 60.0  # seconds a started worker has to connect
 ENDED_WAIT = 10.0  # seconds to learn from Ray how a lost worker ended
+CONNECT_CHECK = 10.0  # seconds a cluster's address has to answer
 
 RemoteWorker = ray.remote(  # type: ignore[call-overload]
     concurrency_groups={"io": 2, "watch": 1}
@@ -120,12 +122,27 @@ class Connection:
                 "configure_logging": False,
                 "log_to_driver": True,
             }
-            if address:
-                LOG.info("Joining the Ray cluster at %s", address)
-                ray.init(address=address, **options)
-            else:
-                LOG.info("Starting a Ray runtime on this machine")
-                ray.init(address="local", include_dashboard=False, **options)
+            try:
+                if address:
+                    LOG.info("Joining the Ray cluster at %s", address)
+                    check_reachable(address)
+                    ray.init(address=address, **options)
+                else:
+                    LOG.info("Starting a Ray runtime on this machine")
+                    ray.init(address="local", include_dashboard=False, **options)
+            except exceptions.DeepaasError:
+                cls.users -= 1
+                raise
+            except Exception as exc:
+                cls.users -= 1
+                where = (
+                    f"join the Ray cluster at {address}"
+                    if address
+                    else ("start a Ray runtime")
+                )
+                raise exceptions.ConfigurationError(
+                    f"Could not {where}: {type(exc).__name__}: {exc}"
+                ) from None
             cls.ours = True
 
     @classmethod
@@ -135,6 +152,50 @@ class Connection:
             if cls.users == 0 and cls.ours:
                 cls.ours = False
                 ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once when a ``HOST:PORT`` address does not answer (Ray itself
+    would try to connect for ever)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # auto, or another form Ray reads itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK).close()
+    except OSError as exc:
+        raise exceptions.ConfigurationError(
+            f"Cannot reach the Ray cluster at {address} (--ray-address or "
+            f"RAY_ADDRESS): {exc.strerror or exc}"
+        ) from None
+
+
+async def in_daemon_thread(function: Any, *args: Any) -> Any:
+    """``function(*args)`` in a thread of its own that does not keep the
+    process alive: a server told to stop while Ray still connects stops."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=run, name="ray-connect", daemon=True).start()
+    return await future
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any, error: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class RayExecutor(WorkerPool):
@@ -177,7 +238,7 @@ class RayExecutor(WorkerPool):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, Connection.open, self.address)
+        await in_daemon_thread(Connection.open, self.address)
         self._connected = True
         try:
             self.node_id = ray.get_runtime_context().get_node_id()
