@@ -11,6 +11,7 @@ import pytest
 
 from deepaas.api import keys
 from tests import helpers
+from tests.conftest import EXECUTORS
 
 PREDICT = "/v2/models/batcher/predict/"
 
@@ -34,6 +35,7 @@ async def queued_behind_a_busy_worker(client, executor, queries: list[str]):
     return await first.json(), list(await asyncio.gather(*calls))
 
 
+@EXECUTORS
 async def test_queued_predictions_run_as_batches_each_with_its_own_answer(
     make_client,
 ):
@@ -54,6 +56,7 @@ async def test_queued_predictions_run_as_batches_each_with_its_own_answer(
     assert 'deepaas_batched_predictions_total{model="batcher"} 6.0' in metrics
 
 
+@EXECUTORS
 async def test_one_failing_prediction_fails_alone(make_client):
     client, executor = await start(make_client, "--max-batch-size", "8")
     _, responses = await queued_behind_a_busy_worker(
@@ -84,6 +87,7 @@ async def test_a_failing_batch_fails_each_of_its_predictions(make_client, bad, m
     assert executor.health().restarts == 0
 
 
+@EXECUTORS
 async def test_each_prediction_in_a_batch_reads_its_own_upload(make_client):
     client, executor = await start(make_client, "--max-batch-size", "8")
     blocker = asyncio.ensure_future(client.post(f"{PREDICT}?seconds=0.5"))
@@ -159,6 +163,7 @@ async def test_a_batch_past_its_time_limit_is_504_for_all(make_client):
     assert executor.health().restarts == 1
 
 
+@EXECUTORS
 @pytest.mark.slow  # waits for a replacement worker
 async def test_a_worker_that_dies_in_a_batch_fails_each_prediction(make_client):
     client, executor = await start(make_client, "--max-batch-size", "8")

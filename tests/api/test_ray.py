@@ -112,6 +112,23 @@ def test_an_unreachable_cluster_stops_the_start_at_once(tmp_path):
     assert time.monotonic() - started < 60
 
 
+def test_the_upload_source_reads_only_under_its_roots(tmp_path):
+    """The actor that serves uploads to other nodes reads nothing else."""
+    from deepaas.model.v2.ray_worker import UploadSource
+
+    root = tmp_path / "uploads"
+    root.mkdir()
+    (root / "mine.bin").write_bytes(b"0123456789")
+    (tmp_path / "uploads-not").mkdir()
+    (tmp_path / "uploads-not" / "other.bin").write_bytes(b"secret")
+    source = UploadSource([str(root)])
+    assert source.read(str(root / "mine.bin"), 2, 4) == b"2345"
+    for path in ("/etc/passwd", tmp_path / "uploads-not" / "other.bin",
+                 root / ".." / "uploads-not" / "other.bin"):  # fmt: skip
+        with pytest.raises(PermissionError):
+            source.read(str(path), 0, 10)
+
+
 # -- on a Ray runtime of this machine ------------------------------------------
 
 

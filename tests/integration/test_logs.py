@@ -35,6 +35,21 @@ def lines_when(server: helpers.Server, *needles: str) -> list[str]:
     return server.output()[1].splitlines()
 
 
+@pytest.mark.ray
+def test_a_ray_workers_lines_name_the_request(model_sites, tmp_path, ray_cluster):
+    """With --executor ray the model's lines reach the server's log through
+    Ray, still naming the request."""
+    env = helpers.env_with(model_sites["testmodels"])
+    args = ["--model-name", "failing", "--state-dir", str(tmp_path),
+            "--executor", "ray", "--ray-address", ray_cluster.address]  # fmt: skip
+    with helpers.running_server(args, env) as server:
+        assert post(server.url + CHATTY, "trace-ray") == (200, "trace-ray")
+        lines = lines_when(server, "a logged warning")
+    worker = [line for line in lines if "a logged warning" in line]
+    assert len(worker) == 1 and "[trace-ray]" in worker[0], lines
+    assert "[failing worker]" in worker[0]
+
+
 def test_text_logs_name_the_request_everywhere(model_sites, tmp_path):
     env = helpers.env_with(model_sites["testmodels"])
     args = ["--model-name", "failing", "--state-dir", str(tmp_path)]

@@ -95,7 +95,7 @@ class UploadSource:
 
     def read(self, path: str, offset: int, size: int) -> bytes:
         real = os.path.realpath(path)
-        if not any(os.path.dirname(real).startswith(root) for root in self.roots):
+        if not any(os.path.commonpath([real, root]) == root for root in self.roots):
             raise PermissionError(f"not an upload of this server: {path}")
         return read_chunk(real, offset, size)
 
