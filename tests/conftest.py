@@ -46,7 +46,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """A plain run is the fast tier; ``--all-tiers`` or any ``-m`` chooses."""
+    """A plain run is the fast tier; ``--all-tiers`` or any ``-m`` chooses.
+
+    The Ray tests run last: a Ray driver leaves threads and descriptors in
+    this process after it disconnects, which the tests that count
+    descriptors must not see."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
     if config.getoption("--all-tiers") or config.getoption("markexpr"):
         return
     slow = [i for i in items if any(i.get_closest_marker(t) for t in SLOW_TIERS)]

@@ -169,35 +169,6 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
-async def in_daemon_thread(function: Any, *args: Any) -> Any:
-    """``function(*args)`` in a thread of its own that does not keep the
-    process alive: a server told to stop while Ray still connects stops."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def run() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=run, name="ray-connect", daemon=True).start()
-    return await future
-
-
-def _settle(
-    future: asyncio.Future[Any], result: Any, error: BaseException | None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
 class RayExecutor(WorkerPool):
     """``size`` workers for one model, each a Ray actor."""
 
@@ -238,7 +209,7 @@ class RayExecutor(WorkerPool):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await in_daemon_thread(Connection.open, self.address)
+        await loop.run_in_executor(None, Connection.open, self.address)
         self._connected = True
         try:
             self.node_id = ray.get_runtime_context().get_node_id()
