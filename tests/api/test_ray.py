@@ -199,19 +199,30 @@ async def test_a_connection_without_a_workers_token_is_dropped(
 
 
 @pytest.mark.ray
-async def test_a_model_that_cannot_load_stops_the_start(model_sites, ray_cluster):
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("deepaas_broken.bad:BadWarm", "weights file missing"),
+        ("deepaas_broken.bad:DiesWarming", "died while loading it (exit code 7)"),
+    ],
+)
+async def test_a_model_that_cannot_load_stops_the_start(
+    model_sites, ray_cluster, target, message
+):
     from deepaas.model.v2.ray_executor import RayExecutor
 
     sys.path.insert(0, str(model_sites["broken"]))
     try:
-        spec = ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm")
-        pool = RayExecutor(spec, size=1, address=ray_cluster.address)
+        pool = RayExecutor(
+            ModelSpec("bad", target), size=1, address=ray_cluster.address
+        )
         with pytest.raises(exceptions.ModelLoadError) as info:
             await pool.start()
     finally:
         sys.path.remove(str(model_sites["broken"]))
-    assert "weights file missing" in info.value.message
+    assert message in info.value.message
     assert pool.pids() == []
+    assert pool.health().alive == 0
 
 
 # -- workers on another node ---------------------------------------------------

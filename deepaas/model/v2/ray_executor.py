@@ -135,13 +135,9 @@ class Connection:
                 raise
             except Exception as exc:
                 cls.users -= 1
-                where = (
-                    f"join the Ray cluster at {address}"
-                    if address
-                    else ("start a Ray runtime")
-                )
+                what = f"join the Ray cluster at {address}" if address else "start Ray"
                 raise exceptions.ConfigurationError(
-                    f"Could not {where}: {type(exc).__name__}: {exc}"
+                    f"Could not {what}: {type(exc).__name__}: {exc}"
                 ) from None
             cls.ours = True
 
@@ -399,18 +395,33 @@ class ActorWorker(WorkerProcess):
             self.node = self.placement.address
             self.scratch = self.placement.scratch
             self._track(self._watch())
-            self._channel = await asyncio.wait_for(connection, CONNECT_TIMEOUT)
+            await asyncio.wait(
+                (connection, self._ended),
+                timeout=CONNECT_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not connection.done():
+                self._abandon_start()
+                raise exceptions.ModelLoadError(
+                    f"Worker for model {self.spec.name!r} "
+                    + (
+                        f"died while starting ({self._ended.result()})."
+                        if self._ended.done()
+                        else f"did not connect within {CONNECT_TIMEOUT:g}s."
+                    )
+                )
+            self._channel = connection.result()
         except ray.exceptions.RayActorError as exc:
             self._abandon_start()
             raise exceptions.ModelLoadError(
                 f"Worker for model {self.spec.name!r} died while starting "
                 f"({describe_death(exc, self.placement)})."
             ) from None
-        except (ray.exceptions.RayError, TimeoutError) as exc:
+        except ray.exceptions.RayError as exc:  # start() raised in the actor
             self._abandon_start()
             raise exceptions.ModelLoadError(
                 f"Worker for model {self.spec.name!r} could not start: "
-                f"{getattr(exc, 'cause', None) or exc or 'it did not connect'}"
+                f"{getattr(exc, 'cause', None) or exc}"
             ) from None
         except BaseException:
             self._abandon_start()

@@ -24,3 +24,10 @@ class BadArgs(Base):
 class BadWarm(Base):
     def warm(self):
         raise RuntimeError("weights file missing")
+
+
+class DiesWarming(Base):
+    def warm(self):
+        import os
+
+        os._exit(7)  # as a crash in a native library would end it
