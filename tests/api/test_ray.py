@@ -178,6 +178,29 @@ async def test_stop_ends_every_worker_and_fails_what_waits(
 
 
 @pytest.mark.ray
+async def test_ray_address_in_the_environment_is_joined(
+    testmodels_installed, ray_cluster, monkeypatch
+):
+    """Without --ray-address, RAY_ADDRESS names the cluster to join (no Ray
+    runtime of the server's own)."""
+    import ray
+
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    pool = RayExecutor(FAILING, size=1)
+    await pool.start()
+    try:
+        assert ray.get_runtime_context().gcs_address == ray_cluster.address
+        assert pool.node_id == ray_cluster.head_node.node_id
+        args = {"mode": "ok", "seconds": 0.0, "data": None}
+        assert (await pool.call("predict", args))["mode"] == "ok"
+    finally:
+        await pool.stop()
+    assert not ray.is_initialized()  # the last executor to stop disconnects
+
+
+@pytest.mark.ray
 async def test_a_connection_without_a_workers_token_is_dropped(
     testmodels_installed, ray_cluster
 ):
