@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
@@ -199,6 +199,17 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
         routing.add_route(app, method, prefix + suffix, unknown_model)
 
 
+# What every answer says in its Server header, aiohttp's own error pages (for
+# requests that never reach the application) included: the product, not the
+# Python and aiohttp versions, which tell a stranger which flaws to try.
+SERVER_NAME = "deepaas"
+
+
+def hide_server_versions() -> None:
+    """Make aiohttp name the server ``SERVER_NAME`` in every response."""
+    web_response.SERVER_SOFTWARE = SERVER_NAME
+
+
 def get_app(
     conf: cfg.ConfigOpts | None = None,
     *,
@@ -211,6 +222,7 @@ def get_app(
     anything listens).
     """
     conf = conf if conf is not None else config.build_config([])
+    hide_server_versions()
     if declarations is None:
         declarations = load_declarations(conf)
     base = normalize_base_path(conf.base_path)

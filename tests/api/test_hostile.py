@@ -228,3 +228,28 @@ async def test_expect_continue_within_the_limit_continues(make_client):
 async def still_serving_module_model(client) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.post(PREDICT + "?count=2")).status == 200
+
+
+async def test_no_answer_names_the_python_and_aiohttp_versions(make_client):
+    """Not the application's answers, nor aiohttp's own error pages for
+    requests that never reach it."""
+    client = await make_client("--model-name", "minimal")
+    for resp in (
+        await client.get("/healthz"),
+        await client.get("/no/such/path"),
+        await client.post(
+            "/v2/models/minimal/predict/",
+            data=b"{",
+            headers={"Content-Type": "application/json"},
+        ),
+    ):
+        assert resp.headers["Server"] == "deepaas", resp.status
+    reader, writer = await asyncio.open_connection(
+        client.server.host, client.server.port
+    )
+    writer.write(b"NOT A REQUEST LINE\r\n\r\n")
+    head = (await asyncio.wait_for(reader.read(4096), 10)).decode("latin-1")
+    writer.close()
+    assert head.split(" ", 2)[1] == "400"
+    assert "\r\nServer: deepaas\r\n" in head
+    assert "Python" not in head and "aiohttp" not in head
