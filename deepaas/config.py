@@ -27,6 +27,15 @@ server_opts = [
         default=5000,
         help="Port the API server listens on.",
     ),
+    cfg.MultiStrOpt(
+        "cors-origin",
+        default=[],
+        help="An origin (for example https://app.example.org) whose web pages "
+        "may call this server from the browser: its requests get CORS headers "
+        "and their preflights are answered. Repeat for several. Pages of any "
+        "other site may not POST or DELETE here (checked with Sec-Fetch-Site "
+        "and Origin); clients that are not browsers are not affected.",
+    ),
     cfg.StrOpt(
         "base-path",
         default="",

@@ -13,7 +13,16 @@ from aiohttp import web, web_response
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
-from deepaas.api import access, errors, keys, probes, routing, spec, versions
+from deepaas.api import (
+    access,
+    crosssite,
+    errors,
+    keys,
+    probes,
+    routing,
+    spec,
+    versions,
+)
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
 from deepaas.api.connections import Connections
@@ -238,6 +247,7 @@ def get_app(
             errors.error_middleware,
             # //v2//models/ is a 308 to /v2/models/, as upstream answers
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
+            crosssite.cross_site_middleware(conf.cors_origin),
         ],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
@@ -294,6 +304,8 @@ def get_app(
     v2_api.setup_routes(app, base)
     _unknown_model_routes(app, base)
     spec.setup(app, base, conf.doc_endpoint)
+    if conf.cors_origin:
+        crosssite.setup_cors(app, conf.cors_origin)
     return app
 
 
