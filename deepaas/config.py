@@ -221,6 +221,22 @@ operations_opts = [
         help="Longest a predict waits for a free worker, in seconds, before it "
         "answers 503 with Retry-After. 0 means wait as long as it takes.",
     ),
+    cfg.IntOpt(
+        "max-queued-predictions",
+        default=0,
+        min=0,
+        help="Most predictions of a model that may wait for a free worker; one "
+        "more is answered 503 with Retry-After at once, before its body is read. "
+        "0 means no limit (--queue-timeout still bounds each wait).",
+    ),
+    cfg.IntOpt(
+        "max-trainings",
+        default=0,
+        min=0,
+        help="Most trainings running at once on this server, all models "
+        "together; one more is answered 429 with Retry-After and nothing is "
+        "started. 0 means no limit.",
+    ),
     cfg.ListOpt(
         "worker-gpus",
         default=[],

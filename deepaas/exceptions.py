@@ -184,6 +184,32 @@ class NoFreeWorker(DeepaasError):
         )
 
 
+class TooManyQueued(DeepaasError):
+    """As many predictions as allowed already wait for a worker."""
+
+    status = 503
+    retry_after = 1
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} predictions already wait for a free worker "
+            "(--max-queued-predictions); try again later."
+        )
+
+
+class TooManyTrainings(DeepaasError):
+    """As many trainings as allowed already run."""
+
+    status = 429
+    retry_after = 30
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} trainings already run on this server (--max-trainings); "
+            "try again when one has ended."
+        )
+
+
 class PoolClosed(DeepaasError):
     """The worker pool is shutting down and takes no more calls."""
 

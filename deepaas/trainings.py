@@ -104,9 +104,13 @@ class TrainingRunner:
     Each training's output goes to ``<log_dir>/<uuid>.log``.
     """
 
-    def __init__(self, store: TrainingStore, log_dir: str) -> None:
+    def __init__(
+        self, store: TrainingStore, log_dir: str, max_running: int = 0
+    ) -> None:
+        """``max_running``: most trainings running at once (0: no limit)."""
         self.store = store
         self.log_dir = log_dir
+        self.max_running = max_running
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Training] = {}
         # Ended trainings whose final state the store refused (a full disk):
@@ -129,8 +133,14 @@ class TrainingRunner:
     ) -> Training:
         """Record a new training and run ``run(log_path)`` in the background.
 
-        ``cleanup`` runs once the training has ended, however it ended.
+        ``cleanup`` runs once the training has ended, however it ended (or
+        at once, when the training cannot start: ``TooManyTrainings``).
         """
+        try:
+            self.check_room()
+        except BaseException:
+            cleanup()
+            raise
         training = Training(model=model, args=jsonable(args))
         try:
             self.store.add(training)
@@ -144,6 +154,11 @@ class TrainingRunner:
         self._tasks[training.uuid] = task
         task.add_done_callback(lambda _: self._forget_task(training.uuid))
         return training
+
+    def check_room(self) -> None:
+        """Raise ``TooManyTrainings`` when no other training may start."""
+        if self.max_running and len(self._tasks) >= self.max_running:
+            raise exceptions.TooManyTrainings(self.max_running)
 
     def _forget_task(self, training_id: str) -> None:
         self._tasks.pop(training_id, None)

@@ -273,7 +273,9 @@ def get_app(
         spool=spool,
     )
     trainings = app[keys.TRAININGS] = TrainingRunner(
-        open_store(conf.state_dir), os.path.join(conf.state_dir, "logs")
+        open_store(conf.state_dir),
+        os.path.join(conf.state_dir, "logs"),
+        max_running=conf.max_trainings,
     )
     executors = {
         name: build_executor(conf, declaration, spool)

@@ -82,8 +82,9 @@ async def error_middleware(
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
         response = error_response(exc.status, exc.message)
-        if isinstance(exc, exceptions.NoFreeWorker):
-            response.headers["Retry-After"] = str(exc.retry_after)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         return response
     except Exception as exc:
         LOG.exception("%s %s failed", request.method, request.path)

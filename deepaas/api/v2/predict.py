@@ -26,7 +26,11 @@ ERRORS = {
         "description": "The model does not implement predict",
         "schema": responses.Failure,
     },
-    503: {"description": "No worker became free in time", "schema": responses.Failure},
+    503: {
+        "description": "No worker became free in time, or too many predictions "
+        "wait (--max-queued-predictions); see Retry-After",
+        "schema": responses.Failure,
+    },
     504: {"description": "The prediction ran out of time", "schema": responses.Failure},
 }
 
@@ -101,7 +105,10 @@ async def send_file(
 
 
 def make_handler(
-    model: ModelWrapper, timeout: float | None, queue_timeout: float | None
+    model: ModelWrapper,
+    timeout: float | None,
+    queue_timeout: float | None,
+    max_queued: int = 0,
 ) -> Any:
     declaration = model.declaration
     arguments = declaration.predict_arguments
@@ -117,6 +124,8 @@ def make_handler(
     )
 
     async def predict(request: web.Request) -> web.StreamResponse:
+        if max_queued and model.executor.queued() >= max_queued:
+            raise exceptions.TooManyQueued(max_queued)  # before any work
         parser = request.app[keys.PARSER]
         kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
@@ -160,6 +169,9 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
     # Options are read once here: an oslo.config lookup is slow for a hot path.
     conf = app[keys.CONFIG]
     handler = make_handler(
-        model, conf.predict_timeout or None, conf.queue_timeout or None
+        model,
+        conf.predict_timeout or None,
+        conf.queue_timeout or None,
+        conf.max_queued_predictions,
     )
     routing.add_route(app, "POST", f"{base}/v2/models/{model.name}/predict/", handler)

@@ -24,6 +24,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
 
     async def start_training(request: web.Request) -> web.Response:
         parser = request.app[keys.PARSER]
+        request.app[keys.TRAININGS].check_room()  # before any work
         kwargs, uploads, _ = await parser.parse_arguments(
             request, arguments, short_lived=False
         )
@@ -55,6 +56,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         consumes=["multipart/form-data"] if arguments.file_names else None,
         responses={
             422: {"description": "Invalid arguments", "schema": responses.Failure},
+            429: {
+                "description": "As many trainings as allowed already run "
+                "(--max-trainings); see Retry-After",
+                "schema": responses.Failure,
+            },
             501: {
                 "description": "The model does not implement train",
                 "schema": responses.Failure,

@@ -86,6 +86,10 @@ class Executor(abc.ABC):
         """
 
     @abc.abstractmethod
+    def queued(self) -> int:
+        """How many calls wait for a free worker (cheap: asked per request)."""
+
+    @abc.abstractmethod
     def health(self) -> Health:
         """How many workers there are, alive and busy."""
 

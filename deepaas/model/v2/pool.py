@@ -855,6 +855,10 @@ class WorkerPool(Executor):
 
     # -- the pool as a whole -------------------------------------------------
 
+    def queued(self) -> int:
+        # Calls given up while queued stay until dequeued: counted out here.
+        return sum(1 for pending in self._queue if not pending.future.done())
+
     def health(self) -> Health:
         return Health(
             size=self.size,
@@ -867,7 +871,7 @@ class WorkerPool(Executor):
             restarts=self._restarts,
             start_failures=self._start_failures,
             unresponsive=self._unresponsive,
-            queued=sum(1 for pending in self._queue if not pending.future.done()),
+            queued=self.queued(),
             workers=tuple(
                 WorkerInfo(w.slot, w.pid, w.state.value, w.devices, w.node)
                 for w in sorted(self._workers, key=lambda w: w.slot)
