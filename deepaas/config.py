@@ -237,6 +237,14 @@ operations_opts = [
         "together; one more is answered 429 with Retry-After and nothing is "
         "started. 0 means no limit.",
     ),
+    cfg.FloatOpt(
+        "training-retention",
+        default=0.0,
+        min=0,
+        help="Seconds a finished training is kept (record and log) after it "
+        "ended, for example 604800 for a week; older ones are removed. 0 keeps "
+        "them until deleted.",
+    ),
     cfg.ListOpt(
         "worker-gpus",
         default=[],

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from deepaas import exceptions
@@ -214,6 +215,19 @@ class SQLiteTrainingStore(TrainingStore):
         self._db.execute(
             "DELETE FROM trainings WHERE model = ? AND uuid = ?", (model, training_id)
         )
+
+    def finished_before(self, cutoff: datetime.datetime) -> Sequence[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT model, uuid, finish_date FROM trainings "
+            "WHERE status != ? AND finish_date IS NOT NULL",
+            (RUNNING,),
+        ).fetchall()
+        # Compared as dates: stored dates are written in two ISO forms.
+        return [
+            (model, uuid)
+            for model, uuid, finished in rows
+            if (date := _date(finished)) is not None and date < cutoff
+        ]
 
     def counts(self) -> dict[tuple[str, str], int]:
         rows = self._db.execute(

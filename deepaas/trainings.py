@@ -16,7 +16,7 @@ import itertools
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from deepaas import exceptions
@@ -89,6 +89,10 @@ class TrainingStore(abc.ABC):
     @abc.abstractmethod
     def remove(self, model: str, training_id: str) -> None:
         """Forget a record (no error if unknown)."""
+
+    @abc.abstractmethod
+    def finished_before(self, cutoff: datetime.datetime) -> Sequence[tuple[str, str]]:
+        """(model, uuid) of each training that ended before ``cutoff``."""
 
     @abc.abstractmethod
     def counts(self) -> dict[tuple[str, str], int]:
@@ -274,6 +278,34 @@ class TrainingRunner:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.log_path(training_id))
         return training
+
+    def purge(self, retention: float) -> int:
+        """Forget the trainings that ended more than ``retention`` seconds ago,
+        and remove their logs; how many."""
+        cutoff = _now() - datetime.timedelta(seconds=retention)
+        purged = 0
+        for model, training_id in self.store.finished_before(cutoff):
+            if training_id in self._live or training_id in self._unsaved:
+                continue
+            self.store.remove(model, training_id)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.log_path(training_id))
+            purged += 1
+        return purged
+
+    async def keep_for(self, retention: float) -> None:
+        """Purge old trainings now, then every tenth of ``retention`` (at
+        most hourly) until cancelled."""
+        interval = min(max(retention / 10, 0.5), 3600.0)
+        while True:
+            try:
+                purged = self.purge(retention)
+            except exceptions.StoreError as exc:
+                LOG.error("Old trainings could not be removed: %s", exc.message)
+            else:
+                if purged:
+                    LOG.info("Removed %d training(s) past --training-retention", purged)
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         """Interrupt every running training (at shutdown), recording why."""

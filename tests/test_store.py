@@ -130,3 +130,25 @@ def test_one_unreadable_row_fails_alone(tmp_path):
     assert "cannot be read" in damaged.message
     assert listed[bad.uuid].status == ERROR
     assert damaged.to_dict()["uuid"] == bad.uuid
+
+
+def test_finished_before_finds_only_trainings_that_ended_before(tmp_path):
+    store = SQLiteTrainingStore(str(tmp_path))
+    now = datetime.datetime.now()
+    old, recent, running = make_training(), make_training(), make_training()
+    for training, ended in ((old, now - datetime.timedelta(days=2)), (recent, now)):
+        store.add(training)
+        training.status, training.finish_date = DONE, ended
+        store.update(training)
+    store.add(running)
+    cutoff = now - datetime.timedelta(days=1)
+    assert list(store.finished_before(cutoff)) == [("m", old.uuid)]
+    # one cut by a restart (its finish date is written in the other ISO form)
+    cut = make_training()
+    store.add(cut)
+    gone = f"{os.uname().nodename}:{os.getpid()}:0"  # our pid, another start
+    store._db.execute("UPDATE trainings SET owner = ? WHERE uuid = ?", (gone, cut.uuid))
+    assert store.mark_interrupted() == 1
+    later = now + datetime.timedelta(minutes=1)
+    assert ("m", cut.uuid) in store.finished_before(later)
+    assert ("m", running.uuid) not in store.finished_before(later)

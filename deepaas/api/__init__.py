@@ -154,10 +154,20 @@ def open_store(state_dir: str) -> SQLiteTrainingStore:
 
 
 async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start every model's executor in the background; stop them on shutdown."""
+    """Start every model's executor in the background; stop them on shutdown.
+    Meanwhile, trainings past ``--training-retention`` are removed."""
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
+    retention = app[keys.CONFIG].training_retention
+    keeper = (
+        asyncio.get_running_loop().create_task(app[keys.TRAININGS].keep_for(retention))
+        if retention
+        else None
+    )
     yield
+    if keeper is not None:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
     await stop_work(app)
     app[keys.TRAININGS].store.close()
 

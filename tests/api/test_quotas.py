@@ -51,3 +51,26 @@ async def test_max_queued_predictions_answers_503_at_once(make_client):
     assert (await busy).status == 200
     assert [r.status for r in await asyncio.gather(*queued)] == [200, 200]
     assert (await client.post(PREDICT)).status == 200  # room again
+
+
+async def test_trainings_past_their_retention_are_removed_with_their_logs(
+    make_client, state_dir
+):
+    client = await make_client("--model-name", "failing", "--training-retention", "1")
+    done = await (await client.post(TRAIN + "?mode=chatty")).json()
+    running = await (await client.post(TRAIN + "?mode=sleep&seconds=30")).json()
+    log = state_dir / "logs" / f"{done['uuid']}.log"
+
+    async def status(uuid: str) -> int:
+        return (await client.get(TRAIN + uuid)).status
+
+    assert await helpers.eventually(lambda: log.exists())
+    deadline = asyncio.get_running_loop().time() + 20
+    while await status(done["uuid"]) != 404:
+        assert asyncio.get_running_loop().time() < deadline, "never removed"
+        await asyncio.sleep(0.1)
+    assert not log.exists()
+    assert await status(running["uuid"]) == 200  # running: kept
+    listed = await (await client.get(TRAIN)).json()
+    assert [t["uuid"] for t in listed] == [running["uuid"]]
+    await client.delete(TRAIN + running["uuid"])
