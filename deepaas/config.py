@@ -315,6 +315,83 @@ operations_opts = [
     ),
 ]
 
+security_opts = [
+    cfg.StrOpt(
+        "api-keys-file",
+        default="",
+        help="Turns authentication on with API keys: a file with one key per "
+        "line, 'KEY ROLES [NAME]', where KEY is the key itself or sha256:<hex "
+        "digest of it> (deepaas-api-key makes both), ROLES a comma-separated "
+        "list of predict, train and admin, and NAME who owns what the key "
+        "starts. Clients send the key as 'Authorization: Bearer KEY' or "
+        "'X-API-Key: KEY'. Read again on SIGHUP.",
+    ),
+    cfg.StrOpt(
+        "oidc-issuer",
+        default="",
+        help="Turns authentication on with OpenID Connect access tokens (JWT) "
+        "of this issuer (for example https://aai.egi.eu/auth/realms/egi), sent "
+        "as 'Authorization: Bearer TOKEN'. Its signing keys come from "
+        "--oidc-jwks or else from the issuer's discovery document.",
+    ),
+    cfg.StrOpt(
+        "oidc-audience",
+        default="",
+        help="With --oidc-issuer: the audience (aud) a token must name. Empty "
+        "accepts any audience of the issuer's tokens.",
+    ),
+    cfg.StrOpt(
+        "oidc-jwks",
+        default="",
+        help="With --oidc-issuer: the issuer's keys (a JWKS), as an https URL or "
+        "a file. Kept for an hour and fetched again at once for a token signed "
+        "with an unknown key. Empty: the jwks_uri of the issuer's "
+        "/.well-known/openid-configuration.",
+    ),
+    cfg.StrOpt(
+        "oidc-roles-claim",
+        default="groups",
+        help="With --oidc-issuer: the token claim that lists the user's roles or "
+        "groups, a dotted path for nested claims (realm_access.roles, "
+        "eduperson_entitlement).",
+    ),
+    cfg.MultiStrOpt(
+        "oidc-role",
+        default=[],
+        help="With --oidc-issuer: ROLE=VALUE gives role ROLE (predict, train or "
+        "admin) to users whose roles claim holds VALUE, for example "
+        "admin=urn:mace:egi.eu:group:vo.example.org:role=manager#aai.egi.eu. "
+        "Repeat for several. None given: claim values named predict, train and "
+        "admin are the roles.",
+    ),
+    cfg.StrOpt(
+        "oidc-user-claim",
+        default="sub",
+        help="With --oidc-issuer: the claim naming the user, who owns the "
+        "trainings they start.",
+    ),
+    cfg.BoolOpt(
+        "public-docs",
+        default=False,
+        help="With authentication on: serve the spec (/swagger.json, "
+        "/openapi.json) and Swagger UI without credentials. Swagger UI's "
+        "Authorize button then takes a key or token for the calls it makes.",
+    ),
+    cfg.BoolOpt(
+        "public-metrics",
+        default=False,
+        help="With authentication on: serve /metrics without credentials (for a "
+        "Prometheus on a private network); otherwise it needs the admin role.",
+    ),
+    cfg.IntOpt(
+        "max-trainings-per-user",
+        default=0,
+        min=0,
+        help="With authentication on: most trainings one user may have running "
+        "at once; one more is answered 429 with Retry-After. 0 means no limit.",
+    ),
+]
+
 logging_opts = [
     cfg.BoolOpt(
         "debug",
@@ -405,7 +482,7 @@ logging_opts = [
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """All options by group, for registration and the sample generator."""
-    return [(None, server_opts + operations_opts + logging_opts)]
+    return [(None, server_opts + operations_opts + security_opts + logging_opts)]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -210,6 +210,35 @@ class TooManyTrainings(DeepaasError):
         )
 
 
+class TooManyTrainingsOfUser(TooManyTrainings):
+    """As many trainings as one user may have already run."""
+
+    def __init__(self, limit: int) -> None:
+        DeepaasError.__init__(
+            self,
+            f"You already have {limit} trainings running "
+            "(--max-trainings-per-user); try again when one has ended.",
+        )
+
+
+class Unauthenticated(DeepaasError):
+    """No credentials, or credentials that do not prove who sends them."""
+
+    status = 401
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        """``invalid``: credentials were sent but are not accepted (as
+        opposed to none sent)."""
+        super().__init__(message)
+        self.invalid = invalid
+
+
+class Forbidden(DeepaasError):
+    """Who sends the request is known, and may not do this."""
+
+    status = 403
+
+
 class PoolClosed(DeepaasError):
     """The worker pool is shutting down and takes no more calls."""
 

@@ -20,15 +20,17 @@ from typing import Any
 from deepaas import exceptions
 from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILENAME = "trainings.sqlite3"
 INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
 )
 
+# "owner" is the server process running a training; "started_by" who
+# started it (with authentication on).
 COLUMNS = (
     "model", "uuid", "date", "args", "status", "output", "finish_date", "message",
-    "owner",
+    "owner", "started_by",
 )  # fmt: skip
 UNREADABLE_DATE = datetime.datetime(1970, 1, 1)
 
@@ -43,6 +45,7 @@ CREATE TABLE IF NOT EXISTS trainings (
     finish_date TEXT,
     message     TEXT,
     owner       TEXT,
+    started_by  TEXT,
     PRIMARY KEY (model, uuid)
 )
 """
@@ -110,6 +113,8 @@ class SQLiteTrainingStore(TrainingStore):
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")  # proves the file is writable
             self._db.execute(_SCHEMA)
+            if version == 1:  # trainings had no recorded starter
+                self._db.execute("ALTER TABLE trainings ADD COLUMN started_by TEXT")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         columns = [r[1] for r in self._db.execute("PRAGMA table_info(trainings)")]
         if columns != list(COLUMNS):
@@ -147,6 +152,7 @@ class SQLiteTrainingStore(TrainingStore):
             else None,
             "message": training.message,
             "owner": self.owner,
+            "started_by": training.owner,
         }
         try:
             self._db.execute(sql, values)
@@ -158,7 +164,7 @@ class SQLiteTrainingStore(TrainingStore):
     def add(self, training: Training) -> None:
         self._write(
             "INSERT INTO trainings VALUES (:model, :uuid, :date, :args, :status, "
-            ":output, :finish_date, :message, :owner)",
+            ":output, :finish_date, :message, :owner, :started_by)",
             training,
         )
 
@@ -172,7 +178,7 @@ class SQLiteTrainingStore(TrainingStore):
 
     @staticmethod
     def _training(row: tuple[Any, ...]) -> Training:
-        model, uuid, date, args, status, output, finish_date, message = row
+        model, uuid, date, args, status, output, finish_date, message, owner = row
         try:
             return Training(
                 model=model,
@@ -183,6 +189,7 @@ class SQLiteTrainingStore(TrainingStore):
                 output=json.loads(output) if output is not None else None,
                 finish_date=_date(finish_date),
                 message=message,
+                owner=owner,
             )
         except (TypeError, ValueError) as exc:
             # One damaged record must not hide the others: it reads as failed.
@@ -193,9 +200,10 @@ class SQLiteTrainingStore(TrainingStore):
                 args={},
                 status=ERROR,
                 message=f"This training's record cannot be read: {exc}",
+                owner=owner,
             )
 
-    _COLUMNS = ", ".join(COLUMNS[:-1])  # all but the owner
+    _COLUMNS = ", ".join(c for c in COLUMNS if c != "owner")  # not the process
 
     def get(self, model: str, training_id: str) -> Training | None:
         row = self._db.execute(

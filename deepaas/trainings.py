@@ -47,6 +47,7 @@ class Training:
     output: Any = None
     finish_date: datetime.datetime | None = None
     message: str | None = None
+    owner: str | None = None  # who started it, when authentication is on
 
     def to_dict(self) -> dict[str, Any]:
         """The training object of the HTTP API."""
@@ -64,6 +65,8 @@ class Training:
             }
         if self.message is not None:
             body["message"] = self.message
+        if self.owner is not None:
+            body["owner"] = self.owner
         return body
 
 
@@ -109,12 +112,18 @@ class TrainingRunner:
     """
 
     def __init__(
-        self, store: TrainingStore, log_dir: str, max_running: int = 0
+        self,
+        store: TrainingStore,
+        log_dir: str,
+        max_running: int = 0,
+        max_per_owner: int = 0,
     ) -> None:
-        """``max_running``: most trainings running at once (0: no limit)."""
+        """``max_running``: most trainings running at once; ``max_per_owner``:
+        most of one owner's (0: no limit)."""
         self.store = store
         self.log_dir = log_dir
         self.max_running = max_running
+        self.max_per_owner = max_per_owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Training] = {}
         # Ended trainings whose final state the store refused (a full disk):
@@ -134,18 +143,20 @@ class TrainingRunner:
         args: dict[str, Any],
         run: Callable[[str], Awaitable[Any]],
         cleanup: Callable[[], None] = lambda: None,
+        owner: str | None = None,
     ) -> Training:
-        """Record a new training and run ``run(log_path)`` in the background.
+        """Record a new training of ``owner`` and run ``run(log_path)`` in
+        the background.
 
         ``cleanup`` runs once the training has ended, however it ended (or
         at once, when the training cannot start: ``TooManyTrainings``).
         """
         try:
-            self.check_room()
+            self.check_room(owner)
         except BaseException:
             cleanup()
             raise
-        training = Training(model=model, args=jsonable(args))
+        training = Training(model=model, args=jsonable(args), owner=owner)
         try:
             self.store.add(training)
         except BaseException:
@@ -159,10 +170,15 @@ class TrainingRunner:
         task.add_done_callback(lambda _: self._forget_task(training.uuid))
         return training
 
-    def check_room(self) -> None:
-        """Raise ``TooManyTrainings`` when no other training may start."""
+    def check_room(self, owner: str | None = None) -> None:
+        """Raise ``TooManyTrainings`` when no other training (of ``owner``)
+        may start."""
         if self.max_running and len(self._tasks) >= self.max_running:
             raise exceptions.TooManyTrainings(self.max_running)
+        if self.max_per_owner and owner is not None:
+            running = sum(1 for t in self._live.values() if t.owner == owner)
+            if running >= self.max_per_owner:
+                raise exceptions.TooManyTrainingsOfUser(self.max_per_owner)
 
     def _forget_task(self, training_id: str) -> None:
         self._tasks.pop(training_id, None)
@@ -248,27 +264,33 @@ class TrainingRunner:
         """How many ended trainings the store has not taken yet."""
         return len(self._unsaved)
 
-    def get(self, model: str, training_id: str) -> Training:
-        """The record; raises ``TrainingNotFound``."""
+    def get(self, model: str, training_id: str, owner: str | None = None) -> Training:
+        """The record (if ``owner``'s, when given); raises ``TrainingNotFound``
+        (for another owner's too: its existence is not theirs to know)."""
         training = self._live.get(training_id) or self._unsaved.get(training_id)
         if training is None or training.model != model:
             training = self.store.get(model, training_id)
-        if training is None:
+        if training is None or (owner is not None and training.owner != owner):
             raise exceptions.TrainingNotFound(
                 f"No training {training_id!r} for model {model!r}."
             )
         return training
 
-    def list(self, model: str) -> list[Training]:
-        """Every training of a model, oldest first, running ones as they are now."""
+    def list(self, model: str, owner: str | None = None) -> list[Training]:
+        """Every training of a model (of ``owner``, when given), oldest
+        first, running ones as they are now."""
         return [
             self._live.get(t.uuid) or self._unsaved.get(t.uuid) or t
             for t in self.store.list(model)
+            if owner is None or t.owner == owner
         ]
 
-    async def cancel(self, model: str, training_id: str) -> Training:
-        """Stop the training if it runs, forget it and its log; its last state."""
-        training = self.get(model, training_id)
+    async def cancel(
+        self, model: str, training_id: str, owner: str | None = None
+    ) -> Training:
+        """Stop the training if it runs, forget it and its log; its last
+        state. ``owner``: as for ``get``."""
+        training = self.get(model, training_id, owner)
         task = self._tasks.get(training_id)
         if task is not None and not task.done():
             task.cancel()

@@ -152,3 +152,30 @@ def test_finished_before_finds_only_trainings_that_ended_before(tmp_path):
     later = now + datetime.timedelta(minutes=1)
     assert ("m", cut.uuid) in store.finished_before(later)
     assert ("m", running.uuid) not in store.finished_before(later)
+
+
+def test_a_database_of_schema_1_gains_the_starter_column(tmp_path):
+    db = sqlite3.connect(tmp_path / store_mod.FILENAME)
+    db.execute(
+        "CREATE TABLE trainings (model TEXT NOT NULL, uuid TEXT NOT NULL, "
+        "date TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL, output TEXT, "
+        "finish_date TEXT, message TEXT, owner TEXT, PRIMARY KEY (model, uuid))"
+    )
+    db.execute(
+        "INSERT INTO trainings VALUES ('m', 'u1', '2026-01-02T03:04:05', '{}', "
+        "'done', '1', '2026-01-02T03:05:05', NULL, 'gone:1:1')"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = SQLiteTrainingStore(str(tmp_path))
+    old = store.get("m", "u1")
+    assert old is not None and old.status == DONE and old.owner is None
+    assert "owner" not in old.to_dict()
+    new = make_training(owner="key:alice")
+    store.add(new)
+    store.close()
+    again = SQLiteTrainingStore(str(tmp_path))
+    kept = again.get("m", new.uuid)
+    assert kept is not None and kept.to_dict()["owner"] == "key:alice"
+    assert again._db.execute("PRAGMA user_version").fetchone()[0] == 2

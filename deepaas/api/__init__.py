@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web, web_response
+from aiohttp.typedefs import Middleware
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
 from deepaas.api import (
     access,
+    auth,
     crosssite,
     errors,
     keys,
@@ -215,7 +217,7 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
         ("*", "/train"),
         ("*", "/train/{uuid}"),
     ):
-        routing.add_route(app, method, prefix + suffix, unknown_model)
+        routing.add_route(app, method, prefix + suffix, unknown_model, access=auth.READ)
 
 
 # What every answer says in its Server header, aiohttp's own error pages (for
@@ -242,6 +244,7 @@ def get_app(
     """
     conf = conf if conf is not None else config.build_config([])
     hide_server_versions()
+    authenticator = auth.Authenticator.from_config(conf)
     if declarations is None:
         declarations = load_declarations(conf)
     base = normalize_base_path(conf.base_path)
@@ -257,7 +260,7 @@ def get_app(
             errors.error_middleware,
             # //v2//models/ is a 308 to /v2/models/, as upstream answers
             web.normalize_path_middleware(append_slash=False, merge_slashes=True),
-            crosssite.cross_site_middleware(conf.cors_origin),
+            access_middleware(conf, authenticator),
         ],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
@@ -269,6 +272,8 @@ def get_app(
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
+    app[keys.AUTH] = authenticator
+    app[keys.ROUTE_ACCESS] = {}
     app[keys.INFLIGHT] = inflight
     app[keys.CONNECTIONS] = connections
     spool = MemorySpool.from_options(
@@ -286,6 +291,7 @@ def get_app(
         open_store(conf.state_dir),
         os.path.join(conf.state_dir, "logs"),
         max_running=conf.max_trainings,
+        max_per_owner=conf.max_trainings_per_user,
     )
     executors = {
         name: build_executor(conf, declaration, spool)
@@ -310,6 +316,8 @@ def get_app(
         app.cleanup_ctx.append(_debug_capture)
     app[keys.STARTUP] = Startup()
     app.cleanup_ctx.append(_executors_ctx)
+    if authenticator is not None:
+        app.cleanup_ctx.append(_authenticator_ctx)
 
     probes.setup_routes(app, base)
     versions.setup_routes(app, base)
@@ -318,7 +326,39 @@ def get_app(
     spec.setup(app, base, conf.doc_endpoint)
     if conf.cors_origin:
         crosssite.setup_cors(app, conf.cors_origin)
+    auth.classify_routes(app, base)
     return app
+
+
+def access_middleware(
+    conf: cfg.ConfigOpts, authenticator: auth.Authenticator | None
+) -> Middleware:
+    """Who may do what: with authentication on, the credentials a request
+    carries in its headers (which a browser never adds by itself to a
+    request from another site's page); with it off, browsers' requests from
+    pages of other sites are refused."""
+    if authenticator is None:
+        return crosssite.cross_site_middleware(conf.cors_origin)
+    return auth.auth_middleware(
+        authenticator,
+        public_docs=conf.public_docs,
+        public_metrics=conf.public_metrics,
+    )
+
+
+async def _authenticator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Fetch an OIDC issuer's keys at start (in the background: a slow
+    issuer delays nothing); close what the authenticator holds at the end."""
+    authenticator = app[keys.AUTH]
+    assert authenticator is not None
+    fetching = None
+    if authenticator.oidc is not None:
+        fetching = asyncio.get_running_loop().create_task(authenticator.oidc.refresh())
+    yield
+    if fetching is not None:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
+    await authenticator.close()
 
 
 __all__ = [

@@ -12,9 +12,11 @@ import typing
 from aiohttp import web
 
 if typing.TYPE_CHECKING:
+    from aiohttp.web_urldispatcher import AbstractRoute
     from oslo_config import cfg
 
     from deepaas.api.access import InFlight
+    from deepaas.api.auth import Authenticator, Principal
     from deepaas.api.capture import DebugCapture
     from deepaas.api.connections import Connections
     from deepaas.api.metrics import Metrics
@@ -36,8 +38,12 @@ METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
 OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
 INFLIGHT: web.AppKey[InFlight] = web.AppKey("deepaas_inflight")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("deepaas_connections")
+# The access each route needs (deepaas.api.auth); None: authentication is off
+ROUTE_ACCESS: web.AppKey[dict[AbstractRoute, str]] = web.AppKey("deepaas_access")
+AUTH: web.AppKey[Authenticator | None] = web.AppKey("deepaas_auth")
 
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
 UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")
 IGNORED_ARGUMENTS: web.RequestKey[list[str]] = web.RequestKey("deepaas_ignored")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("deepaas_principal")

@@ -2,7 +2,8 @@
 
 Every path answers with and without its trailing slash, and HEAD wherever GET;
 only the canonical form (the one given) carries the handler's spec, so the spec
-lists each path once.
+lists each path once. Each route is recorded with the access it needs
+(``deepaas.api.auth``).
 """
 
 from __future__ import annotations
@@ -41,16 +42,23 @@ async def expect_continue(request: web.Request) -> None:
     request.writer.output_size = 0  # the answer itself is still to come
 
 
-def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Serve ``handler`` at ``path`` and at ``path`` with the slash toggled."""
-    _add(app, method, path, handler)
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, *, access: str
+) -> None:
+    """Serve ``handler`` at ``path`` and at ``path`` with the slash toggled,
+    to requests with ``access`` (one of ``deepaas.api.auth``'s)."""
+    _add(app, method, path, handler, access)
     if path.endswith("/") and len(path) > 1:
-        _add(app, method, path.rstrip("/"), _undocumented(handler))
+        _add(app, method, path.rstrip("/"), _undocumented(handler), access)
     elif not path.endswith("/"):
-        _add(app, method, path + "/", _undocumented(handler))
+        _add(app, method, path + "/", _undocumented(handler), access)
 
 
-def _add(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    app.router.add_route(method, path, handler, expect_handler=expect_continue)
+def _add(
+    app: web.Application, method: str, path: str, handler: Handler, access: str
+) -> None:
+    table = app[keys.ROUTE_ACCESS]
+    route = app.router.add_route(method, path, handler, expect_handler=expect_continue)
+    table[route] = access
     if method == "GET":  # HEAD too, out of the spec
-        app.router.add_route("HEAD", path, _undocumented(handler))
+        table[app.router.add_route("HEAD", path, _undocumented(handler))] = access

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas.api import keys, routing
+from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 
 V2_VERSION = {"version": "stable", "id": "v2"}
@@ -36,4 +36,4 @@ async def get_versions(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application, base: str) -> None:
-    routing.add_route(app, "GET", f"{base}/", get_versions)
+    routing.add_route(app, "GET", f"{base}/", get_versions, access=auth.READ)

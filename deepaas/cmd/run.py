@@ -17,6 +17,7 @@ from oslo_config import cfg
 from deepaas import config, exceptions, log
 from deepaas.api import (
     access,
+    auth,
     get_app,
     keys,
     load_declarations,
@@ -38,6 +39,20 @@ def _addresses(host: str, port: int, base: str) -> list[str]:
         f"  API:   {root}/",
         f"  Spec:  {root}/swagger.json",
         f"  UI:    {root}/api",
+    ]
+
+
+def _access_lines(app: web.Application, conf: cfg.ConfigOpts, base: str) -> list[str]:
+    """What the banner says about who may do what."""
+    authenticator = app[keys.AUTH]
+    if authenticator is None:
+        return [
+            "  Auth:  off: whoever reaches this port may predict, train and "
+            "cancel (--api-keys-file, --oidc-issuer turn it on)"
+        ]
+    return [
+        f"  Auth:  on: {'; '.join(authenticator.schemes())}",
+        f"  Open without credentials: {', '.join(auth.describe_access(conf, base))}",
     ]
 
 
@@ -74,6 +89,9 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        authenticator = app[keys.AUTH]
+        if authenticator is not None and authenticator.api_keys is not None:
+            loop.add_signal_handler(signal.SIGHUP, authenticator.api_keys.reload)
         stopping = loop.create_task(stop.wait())
         starting = loop.create_task(app[keys.STARTUP].wait())
         try:
@@ -86,7 +104,7 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         finally:
             starting.cancel()
             stopping.cancel()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
     finally:
         watching.cancel()
@@ -146,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += _addresses(conf.listen_ip, conf.listen_port, base)
     if not conf.doc_endpoint:
         lines.pop()
+    lines += _access_lines(app, conf, base)
     try:
         asyncio.run(serve(app, conf, "\n".join(lines)))
     except exceptions.DeepaasError as exc:

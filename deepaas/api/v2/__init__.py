@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas.api import keys, routing, versions
+from deepaas.api import auth, keys, routing, versions
 from deepaas.api.v2 import debug, models, predict, responses, train
 
 
@@ -18,7 +18,7 @@ async def get_version(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application, base: str) -> None:
     """Add every V2 route the configuration enables."""
     conf = app[keys.CONFIG]
-    routing.add_route(app, "GET", f"{base}/v2/", get_version)
+    routing.add_route(app, "GET", f"{base}/v2/", get_version, access=auth.READ)
     models.setup_routes(app, base)
     for wrapper in app[keys.MODELS].values():
         if conf.predict_endpoint:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas.api import keys, routing
+from deepaas.api import auth, keys, routing
 
 
 @aiohttp_apigami.docs(
@@ -21,4 +21,4 @@ async def get_debug(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application, base: str) -> None:
-    routing.add_route(app, "GET", f"{base}/v2/debug/", get_debug)
+    routing.add_route(app, "GET", f"{base}/v2/debug/", get_debug, access=auth.ADMIN)

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas.api import keys, routing
+from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
 
@@ -46,8 +46,12 @@ def _get_model_handler(model: ModelWrapper) -> Any:
 
 
 def setup_routes(app: web.Application, base: str) -> None:
-    routing.add_route(app, "GET", f"{base}/v2/models/", list_models)
+    routing.add_route(app, "GET", f"{base}/v2/models/", list_models, access=auth.READ)
     for model in app[keys.MODELS].values():
         routing.add_route(
-            app, "GET", f"{base}/v2/models/{model.name}/", _get_model_handler(model)
+            app,
+            "GET",
+            f"{base}/v2/models/{model.name}/",
+            _get_model_handler(model),
+            access=auth.READ,
         )

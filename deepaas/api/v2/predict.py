@@ -12,7 +12,7 @@ import aiohttp_apigami
 from aiohttp import web
 
 from deepaas import exceptions
-from deepaas.api import keys, routing
+from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
 from deepaas.model.v2.types import EncodedJSON, OpenResult, ReturnedFile
@@ -174,4 +174,10 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
         conf.queue_timeout or None,
         conf.max_queued_predictions,
     )
-    routing.add_route(app, "POST", f"{base}/v2/models/{model.name}/predict/", handler)
+    routing.add_route(
+        app,
+        "POST",
+        f"{base}/v2/models/{model.name}/predict/",
+        handler,
+        access=auth.PREDICT,
+    )

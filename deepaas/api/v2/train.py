@@ -10,7 +10,7 @@ import aiohttp_apigami
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from deepaas.api import keys, routing
+from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
 
@@ -24,7 +24,8 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
 
     async def start_training(request: web.Request) -> web.Response:
         parser = request.app[keys.PARSER]
-        request.app[keys.TRAININGS].check_room()  # before any work
+        owner = auth.owner_of(request)
+        request.app[keys.TRAININGS].check_room(owner)  # before any work
         kwargs, uploads, _ = await parser.parse_arguments(
             request, arguments, short_lived=False
         )
@@ -39,6 +40,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             kwargs,
             lambda log_path: model.train(kwargs, log_path=log_path),
             cleanup=uploads.cleanup,
+            owner=owner,
         )
         return web.json_response(training.to_dict())
 
@@ -58,7 +60,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             422: {"description": "Invalid arguments", "schema": responses.Failure},
             429: {
                 "description": "As many trainings as allowed already run "
-                "(--max-trainings); see Retry-After",
+                "(--max-trainings, --max-trainings-per-user); see Retry-After",
                 "schema": responses.Failure,
             },
             501: {
@@ -73,7 +75,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     @aiohttp_apigami.response_schema(responses.Training(many=True), 200)
     async def list_trainings(request: web.Request) -> web.Response:
-        trainings = request.app[keys.TRAININGS].list(model.name)
+        trainings = request.app[keys.TRAININGS].list(
+            model.name, auth.owner_filter(request)
+        )
         return web.json_response([t.to_dict() for t in trainings])
 
     @aiohttp_apigami.docs(
@@ -84,7 +88,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.response_schema(responses.Training(), 200)
     async def get_training(request: web.Request) -> web.Response:
         training = request.app[keys.TRAININGS].get(
-            model.name, request.match_info["uuid"]
+            model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
         return web.json_response(training.to_dict())
 
@@ -96,7 +100,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.response_schema(responses.Training(), 200)
     async def cancel_training(request: web.Request) -> web.Response:
         training = await request.app[keys.TRAININGS].cancel(
-            model.name, request.match_info["uuid"]
+            model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
         return web.json_response(training.to_dict())
 
@@ -115,7 +119,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.querystring_schema(LogQuery())
     async def get_training_log(request: web.Request) -> web.StreamResponse:
         runner = request.app[keys.TRAININGS]
-        training = runner.get(model.name, request.match_info["uuid"])
+        training = runner.get(
+            model.name, request.match_info["uuid"], auth.owner_filter(request)
+        )
         query = await request.app[keys.PARSER].parse(
             LogQuery(), request, location="querystring"
         )
@@ -183,8 +189,12 @@ def last_lines(
 def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
     handlers = make_handlers(model)
     path = f"{base}/v2/models/{model.name}/train/"
-    routing.add_route(app, "POST", path, handlers["start"])
-    routing.add_route(app, "GET", path, handlers["list"])
-    routing.add_route(app, "GET", path + "{uuid}", handlers["get"])
-    routing.add_route(app, "DELETE", path + "{uuid}", handlers["cancel"])
-    routing.add_route(app, "GET", path + "{uuid}/log", handlers["log"])
+    routing.add_route(app, "POST", path, handlers["start"], access=auth.TRAIN)
+    routing.add_route(app, "GET", path, handlers["list"], access=auth.TRAIN)
+    routing.add_route(app, "GET", path + "{uuid}", handlers["get"], access=auth.TRAIN)
+    routing.add_route(
+        app, "DELETE", path + "{uuid}", handlers["cancel"], access=auth.TRAIN
+    )
+    routing.add_route(
+        app, "GET", path + "{uuid}/log", handlers["log"], access=auth.TRAIN
+    )
