@@ -78,7 +78,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     | {"ES256", "ES384", "ES512", "EdDSA"}
 )
 JWKS_MAX_AGE = 3600.0  # seconds the issuer's keys are used before a refresh
-JWKS_MIN_INTERVAL = 10.0  # fewest seconds between fetches for unknown keys
+JWKS_MIN_INTERVAL = 2.0  # fewest seconds between fetches for unknown keys
 JWKS_MAX_BYTES = 1 << 20
 CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf, iat
 
