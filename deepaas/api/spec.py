@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp_apigami
 from aiohttp import web
@@ -27,6 +27,9 @@ from marshmallow import fields
 from deepaas import __version__
 from deepaas.api import keys
 from deepaas.api.v2 import responses
+
+if TYPE_CHECKING:
+    from deepaas.api.auth import Authenticator
 
 TITLE = "DEEP as a Service API endpoint"
 DESCRIPTION = (
@@ -224,6 +227,66 @@ def _document(
     return document
 
 
+UNAUTHORIZED = "No credentials, or credentials not accepted (see WWW-Authenticate)"
+FORBIDDEN = "The credentials' role does not allow this"
+
+
+def declare_security(
+    swagger2: dict[str, Any], openapi3: dict[str, Any], authenticator: Authenticator
+) -> None:
+    """Declare how to authenticate in both documents (in place), and the
+    401 and 403 answers of every operation they describe (none of which is
+    open without credentials)."""
+    ways = []
+    if authenticator.api_keys is not None:
+        ways.append("an API key")
+    if authenticator.oidc is not None:
+        ways.append(f"an access token of {authenticator.oidc.issuer}")
+    bearer = " or ".join(ways)
+    bearer = bearer[0].upper() + bearer[1:]
+    definitions2: dict[str, Any] = {
+        "bearer": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": f"{bearer}, as 'Bearer <credentials>'.",
+        }
+    }
+    schemes3: dict[str, Any] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": f"{bearer}."}
+    }
+    if authenticator.api_keys is not None:
+        api_key = {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "An API key, as it is.",
+        }
+        definitions2["apiKey"] = api_key
+        schemes3["apiKey"] = dict(api_key)
+    if authenticator.oidc is not None:
+        schemes3["oidc"] = {
+            "type": "openIdConnect",
+            "openIdConnectUrl": authenticator.oidc.discovery_url,
+        }
+    swagger2["securityDefinitions"] = definitions2
+    swagger2["security"] = [{name: []} for name in definitions2]
+    openapi3.setdefault("components", {})["securitySchemes"] = schemes3
+    openapi3["security"] = [{name: []} for name in schemes3]
+    failure2 = {"$ref": "#/definitions/Failure"}
+    failure3 = {"content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/Failure"
+    }}}}  # fmt: skip
+    for document, failure in ((swagger2, {"schema": failure2}), (openapi3, failure3)):
+        for path in document.get("paths", {}).values():
+            for method, operation in path.items():
+                if method == "parameters":
+                    continue
+                answers = operation.setdefault("responses", {})
+                answers.setdefault("401", {"description": UNAUTHORIZED, **failure})
+                answers.setdefault("403", {"description": FORBIDDEN, **failure})
+
+
 def setup(app: web.Application, base: str, with_ui: bool) -> None:
     """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
     owners = {
@@ -251,6 +314,9 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
     )
     swagger2.register(app, in_place=True)
     fix_swagger2(app[SWAGGER_DICT])
+    authenticator = app[keys.AUTH]
+    if authenticator is not None:
+        declare_security(app[SWAGGER_DICT], app[keys.OPENAPI3], authenticator)
     if with_ui:
         ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")
         for path in (f"{base}/api/", f"{base}/ui", f"{base}/ui/"):

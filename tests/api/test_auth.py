@@ -315,3 +315,42 @@ def test_the_key_maker_makes_a_line_the_file_takes(capsys):
         "key:erin", frozenset({"predict", "train"})
     )
     assert apikey.main(["root"]) == 2
+
+
+async def test_the_spec_declares_how_to_authenticate_and_stays_valid(serve):
+    from openapi_spec_validator import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
+
+    client = await serve(
+        "--oidc-issuer", "https://issuer.example/realms/lab", "--public-docs"
+    )
+    swagger = await (await client.get("/swagger.json")).json()
+    openapi = await (await client.get("/openapi.json")).json()
+    OpenAPIV2SpecValidator(swagger).validate()
+    OpenAPIV30SpecValidator(openapi).validate()
+    assert swagger["securityDefinitions"]["bearer"]["name"] == "Authorization"
+    assert swagger["securityDefinitions"]["apiKey"]["name"] == "X-API-Key"
+    assert swagger["security"] == [{"bearer": []}, {"apiKey": []}]
+    schemes = openapi["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key or an access token of "
+        "https://issuer.example/realms/lab.",
+    }
+    assert schemes["oidc"]["openIdConnectUrl"] == (
+        "https://issuer.example/realms/lab/.well-known/openid-configuration"
+    )
+    assert {"oidc": []} in openapi["security"]
+    predict = swagger["paths"]["/v2/models/failing/predict/"]["post"]["responses"]
+    assert predict["401"]["schema"] == {"$ref": "#/definitions/Failure"}
+    assert "403" in openapi["paths"]["/v2/models/failing/train/"]["post"]["responses"]
+
+
+async def test_without_auth_the_spec_declares_none(make_client):
+    client = await make_client("--model-name", "failing")
+    swagger = await (await client.get("/swagger.json")).json()
+    openapi = await (await client.get("/openapi.json")).json()
+    assert "securityDefinitions" not in swagger and "security" not in swagger
+    assert "securitySchemes" not in openapi["components"]
+    predict = swagger["paths"]["/v2/models/failing/predict/"]["post"]["responses"]
+    assert "401" not in predict
