@@ -249,7 +249,7 @@ def declare_security(
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": f"{bearer}, as 'Bearer <credentials>'.",
+            "description": f"{bearer}, as `Bearer <credentials>`.",
         }
     }
     schemes3: dict[str, Any] = {
