@@ -253,3 +253,28 @@ async def test_no_answer_names_the_python_and_aiohttp_versions(make_client):
     assert head.split(" ", 2)[1] == "400"
     assert "\r\nServer: deepaas\r\n" in head
     assert "Python" not in head and "aiohttp" not in head
+
+
+@pytest.mark.parametrize("debug", [(), ("--debug",)])
+async def test_a_model_exception_answers_its_message_never_its_traceback(
+    make_client, debug
+):
+    client = await make_client("--model-name", "failing", *debug)
+    resp = await client.post("/v2/models/failing/predict/?mode=raise")
+    assert resp.status == 500
+    body = await resp.json()
+    assert "the model is unhappy" in body["message"]
+    text = await resp.text()
+    for leak in ("Traceback", "failing.py", 'File "', "line "):
+        assert leak not in text, leak
+    started = await client.post("/v2/models/failing/train/?mode=raise")
+    uuid = (await started.json())["uuid"]
+    for _ in range(600):
+        training = await (await client.get(f"/v2/models/failing/train/{uuid}")).json()
+        if training["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert training["status"] == "error"
+    assert "the model is unhappy" in training["message"]
+    assert "Traceback" not in training["message"]
+    assert "failing.py" not in training["message"]
