@@ -107,7 +107,12 @@ def start_server(
 
 
 async def drive(
-    method: str, url: str, requests: int, concurrency: int, max_seconds: float
+    method: str,
+    url: str,
+    requests: int,
+    concurrency: int,
+    max_seconds: float,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """A bounded load by ``concurrency`` clients: at most ``requests`` calls and
     ``max_seconds``. Requests/s, latency percentiles and the non-200 count."""
@@ -121,7 +126,7 @@ async def drive(
         while remaining > 0 and time.monotonic() < deadline:
             remaining -= 1
             start = time.perf_counter()
-            async with session.request(method, url) as resp:
+            async with session.request(method, url, headers=headers) as resp:
                 await resp.read()
                 statuses[resp.status] = statuses.get(resp.status, 0) + 1
             latencies.append(time.perf_counter() - start)
@@ -157,6 +162,7 @@ def wrk_load(
     *,
     body_file: str | None = None,
     content_type: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """(requests/s, p50 latency in ms) measured by wrk for ``seconds``; the
     body, if any, is the content of ``body_file``. Anything but 2xx stops the
@@ -164,12 +170,12 @@ def wrk_load(
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
                "--latency", url]  # fmt: skip
     env = dict(os.environ)
-    if method != "GET":
-        script = os.path.join(
-            scratch,
-            f"wrk-{zlib.crc32(repr((method, body_file, content_type)).encode())}.lua",
-        )
+    if method != "GET" or headers:
+        key = repr((method, body_file, content_type, headers)).encode()
+        script = os.path.join(scratch, f"wrk-{zlib.crc32(key)}.lua")
         lines = [f'wrk.method = "{method}"']
+        for name, value in (headers or {}).items():
+            lines.append(f'wrk.headers["{name}"] = "{value}"')
         if body_file:
             lines.append(WRK_BODY)
             env["WRK_BODY_FILE"] = body_file

@@ -104,3 +104,11 @@ def test_ray_upload_smoke_run_reaches_the_far_node():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "size the model saw: 8388608 bytes" in result.stdout
     assert "peak growth" in result.stdout
+
+
+def test_auth_cost_smoke_run_compares_the_three_sides():
+    result = run_script("auth_cost.py", "--quick", "--client", "aiohttp")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for side in ("off", "api-key", "oidc", "api-key/off", "oidc/off"):
+        assert side in result.stdout
+    assert "predict c=32 (req/s)" in result.stdout

@@ -21,6 +21,7 @@ a role grants a set of accesses:
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -81,6 +82,7 @@ JWKS_MAX_AGE = 3600.0  # seconds the issuer's keys are used before a refresh
 JWKS_MIN_INTERVAL = 2.0  # fewest seconds between fetches for unknown keys
 JWKS_MAX_BYTES = 1 << 20
 CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf, iat
+VERIFIED_TOKENS_KEPT = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +286,10 @@ class OIDC:
         self._fetched: float | None = None  # time.monotonic() of the last fetch
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        # token -> (principal, expiry as a time.time()), least recently used first
+        self._verified: collections.OrderedDict[str, tuple[Principal, float]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def discovery_url(self) -> str:
@@ -295,7 +301,25 @@ class OIDC:
             self._session = None
 
     async def principal(self, token: str) -> Principal:
-        """Who the token says its bearer is; raises ``Unauthenticated``."""
+        """Who the token says its bearer is; raises ``Unauthenticated``.
+
+        A token once verified is taken again without checking its signature
+        until it expires (clients send the same token for many calls)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() < expires:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        self._verified[token] = (principal, expires)
+        if len(self._verified) > VERIFIED_TOKENS_KEPT:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and until when it holds."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -329,7 +353,8 @@ class OIDC:
         user = claims.get(self.user_claim)
         if not isinstance(user, str | int) or user == "":
             raise _invalid(f"the token has no {self.user_claim!r} claim")
-        return Principal(f"oidc:{user}", self.roles(claims))
+        principal = Principal(f"oidc:{user}", self.roles(claims))
+        return principal, float(claims["exp"]) + CLOCK_LEEWAY
 
     def roles(self, claims: dict[str, Any]) -> frozenset[str]:
         values = claim_values(claims, self.roles_claim)

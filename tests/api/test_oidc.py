@@ -277,3 +277,18 @@ async def test_api_keys_and_tokens_together(serve, issuer, tmp_path):
     assert (await client.post(PREDICT, headers=bearer(token))).status == 200
     # a token is no API key
     assert (await client.post(PREDICT, headers={"X-API-Key": token})).status == 401
+
+
+async def test_a_token_taken_again_from_the_cache_still_expires(serve, issuer):
+    client = await serve()
+    # within the 30 s clock leeway for about one more second
+    token = issuer.token(exp=int(time.time()) - 29)
+    assert (await client.post(PREDICT, headers=bearer(token))).status == 200
+    assert (await client.post(PREDICT, headers=bearer(token))).status == 200
+    deadline = time.monotonic() + 15
+    while (await client.post(PREDICT, headers=bearer(token))).status == 200:
+        assert time.monotonic() < deadline, "an expired token is still accepted"
+        await asyncio.sleep(0.1)
+    resp = await client.post(PREDICT, headers=bearer(token))
+    assert resp.status == 401
+    assert "expired" in (await resp.json())["message"]
