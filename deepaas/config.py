@@ -245,6 +245,14 @@ operations_opts = [
         "ended, for example 604800 for a week; older ones are removed. 0 keeps "
         "them until deleted.",
     ),
+    cfg.IntOpt(
+        "training-log-max-bytes",
+        default=0,
+        min=0,
+        help="Most bytes a training's log keeps: beyond it the oldest output is "
+        "dropped (checked every second), and the log, when read, starts with a "
+        "line saying how much was cut. 0 means no limit.",
+    ),
     cfg.ListOpt(
         "worker-gpus",
         default=[],

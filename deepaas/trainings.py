@@ -21,11 +21,13 @@ from typing import Any
 
 from deepaas import exceptions
 from deepaas.model.v2.encoding import jsonable
+from deepaas.training_logs import LogCap
 
 LOG = logging.getLogger(__name__)
 
 RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
 SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
+LOG_CAP_INTERVAL = 1.0  # seconds between checks of a running training's log size
 INTERRUPTED_BY_SHUTDOWN = (
     "Interrupted: the server shut down while this training was running."
 )
@@ -117,11 +119,14 @@ class TrainingRunner:
         log_dir: str,
         max_running: int = 0,
         max_per_owner: int = 0,
+        log_max_bytes: int = 0,
     ) -> None:
         """``max_running``: most trainings running at once; ``max_per_owner``:
-        most of one owner's (0: no limit)."""
+        most of one owner's; ``log_max_bytes``: most bytes a log keeps (0: no
+        limit)."""
         self.store = store
         self.log_dir = log_dir
+        self.log_max_bytes = log_max_bytes
         self.max_running = max_running
         self.max_per_owner = max_per_owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -190,6 +195,10 @@ class TrainingRunner:
         run: Callable[[str], Awaitable[Any]],
         cleanup: Callable[[], None],
     ) -> None:
+        cap = capping = None
+        if self.log_max_bytes:
+            cap = LogCap(self.log_path(training.uuid), self.log_max_bytes)
+            capping = asyncio.get_running_loop().create_task(self._keep_capped(cap))
         try:
             os.makedirs(self.log_dir, exist_ok=True)
             output = await run(self.log_path(training.uuid))
@@ -207,7 +216,24 @@ class TrainingRunner:
         else:
             self._finish(training, DONE, output=jsonable(output))
         finally:
+            if capping is not None and cap is not None:
+                capping.cancel()
+                self._enforce(cap)  # what was written last
             cleanup()
+
+    async def _keep_capped(self, cap: LogCap) -> None:
+        """Hold a running training's log to its cap until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(LOG_CAP_INTERVAL)
+            await loop.run_in_executor(None, self._enforce, cap)
+
+    @staticmethod
+    def _enforce(cap: LogCap) -> None:
+        try:
+            cap.enforce()
+        except OSError as exc:
+            LOG.warning("Cannot hold %s to its size cap: %s", cap.path, exc)
 
     def _finish(
         self, training: Training, status: str, *, output: Any = None, message: str = ""

@@ -292,6 +292,7 @@ def get_app(
         os.path.join(conf.state_dir, "logs"),
         max_running=conf.max_trainings,
         max_per_owner=conf.max_trainings_per_user,
+        log_max_bytes=conf.training_log_max_bytes,
     )
     executors = {
         name: build_executor(conf, declaration, spool)

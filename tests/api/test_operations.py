@@ -65,6 +65,29 @@ class TestTrainingLog:
         assert len(await resp.read()) == 4 << 20
         assert (await client.get("/healthz")).status == 200
 
+    async def test_a_log_over_its_cap_keeps_its_end_and_says_it_was_cut(
+        self, make_client, state_dir
+    ):
+        client = await make_client(
+            "--model-name", "failing", "--training-log-max-bytes", "65536"
+        )
+        # 4,000 lines of 50 bytes over 3 s: cut while it runs, and at the end
+        body = await (await client.post(TRAIN + "?mode=flood&seconds=3")).json()
+        done = await wait_status(client, TRAIN + body["uuid"])
+        assert done["status"] == "done", done
+        text = await (await client.get(TRAIN + body["uuid"] + "/log")).text()
+        notice, *lines = text.splitlines()
+        assert notice.startswith("[deepaas: the first ") and "cut" in notice
+        numbers = [int(line.split()[1]) for line in lines]
+        assert numbers == list(range(numbers[0], 4001))  # the end, whole lines
+        assert len(lines) * 50 <= 65536 + 50 * 100  # (one burst may follow a cut)
+        tail = await (await client.get(TRAIN + body["uuid"] + "/log?tail=2")).text()
+        assert tail == lines[-2] + "\n" + lines[-1] + "\n"
+        everything = TRAIN + body["uuid"] + "/log?tail=100000"
+        assert await (await client.get(everything)).text() == text
+        log = state_dir / "logs" / f"{body['uuid']}.log"
+        assert log.stat().st_blocks * 512 <= 65536 + 100 * 50 + 2 * 4096
+
     async def test_tail(self, client):
         body = await (await client.post(TRAIN + "?mode=chatty")).json()
         await wait_status(client, TRAIN + body["uuid"])

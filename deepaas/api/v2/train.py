@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any, BinaryIO
 
@@ -13,10 +14,12 @@ from marshmallow import Schema, fields, validate
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.training_logs import OpenLog, open_log
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 TEXT = "text/plain; charset=utf-8"
 TAIL_MAX_BYTES = 4 << 20  # the most of a log that ?tail= reads
+STREAM_CHUNK = 256 * 1024
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
@@ -127,12 +130,22 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         path = runner.log_path(training.uuid)
         tail = query.get("tail")
-        if tail is None and os.path.exists(path):
-            # Streamed from the file: a log of any size costs no memory.
-            return web.FileResponse(path, headers={"Content-Type": TEXT})
         loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(None, read_log, path, tail)
-        return web.Response(text=text, content_type="text/plain")
+        if tail is not None:
+            text = await loop.run_in_executor(None, read_log, path, tail)
+            return web.Response(text=text, content_type="text/plain")
+        try:
+            log = await loop.run_in_executor(None, open_log, path)
+        except FileNotFoundError:
+            return web.Response(text="", content_type="text/plain")
+        # Streamed from the file: a log of any size costs no memory.
+        if not log.notice:
+            log.close()
+            return web.FileResponse(path, headers={"Content-Type": TEXT})
+        try:
+            return await stream_log(request, log)
+        finally:
+            log.close()
 
     return {
         "start": start,
@@ -150,20 +163,42 @@ class LogQuery(Schema):
     )
 
 
-def read_log(path: str, tail: int | None) -> str:
-    """The text of a log file (its last ``tail`` lines); empty if there is none."""
+async def stream_log(request: web.Request, log: OpenLog) -> web.StreamResponse:
+    """Answer a log whose head was cut: the notice, then what is kept."""
+    response = web.StreamResponse(headers={"Content-Type": TEXT})
+    await response.prepare(request)
+    await response.write(log.notice)
+    loop = asyncio.get_running_loop()
+    while chunk := await loop.run_in_executor(None, log.file.read, STREAM_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def read_log(path: str, tail: int) -> str:
+    """The last ``tail`` lines of a log (after the notice of a cut, when they
+    reach it); empty if there is no log."""
     try:
-        with open(path, "rb") as f:
-            data = f.read() if tail is None else last_lines(f, tail)
+        log = open_log(path)
     except FileNotFoundError:
         return ""
+    with contextlib.closing(log):
+        data, whole = last_lines(log.file, tail, floor=log.start)
+    if whole:
+        data = log.notice + data
     return data.decode("utf-8", errors="replace")
 
 
 def last_lines(
-    f: BinaryIO, count: int, block: int = 64 * 1024, limit: int = TAIL_MAX_BYTES
-) -> bytes:
-    r"""The last ``count`` lines of a file, read backwards a block at a time.
+    f: BinaryIO,
+    count: int,
+    block: int = 64 * 1024,
+    limit: int = TAIL_MAX_BYTES,
+    floor: int = 0,
+) -> tuple[bytes, bool]:
+    r"""The last ``count`` lines of a file, read backwards a block at a time
+    down to offset ``floor`` at most; and whether they are all it holds
+    from ``floor``.
 
     A line ends at ``\n``, ``\r\n`` or a lone ``\r`` (progress bars redraw
     with ``\r`` alone). At most ``limit`` bytes are read: a file without line
@@ -174,8 +209,8 @@ def last_lines(
     ends = 0
     taken = 0
     # one more line end than lines wanted, unless the file ends without one
-    while position > 0 and ends <= count and taken < limit:
-        step = min(block, position, limit - taken)
+    while position > floor and ends <= count and taken < limit:
+        step = min(block, position - floor, limit - taken)
         position -= step
         f.seek(position)
         chunk = f.read(step)
@@ -183,7 +218,7 @@ def last_lines(
         taken += step
         ends += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
     lines = b"".join(reversed(blocks)).splitlines(keepends=True)
-    return b"".join(lines[-count:])
+    return b"".join(lines[-count:]), position <= floor and len(lines) <= count
 
 
 def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:

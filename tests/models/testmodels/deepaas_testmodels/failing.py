@@ -35,6 +35,11 @@ def _fail(mode, seconds=0.0):
         return {"mode": mode, "blob": "x" * 200_000}
     if mode == "unencodable":
         return {"value": object()}
+    if mode == "flood":  # 4,000 numbered lines of 50 bytes over `seconds`
+        for burst in range(40):
+            for line in range(burst * 100 + 1, burst * 100 + 101):
+                print(f"line {line:06d} " + "x" * 37, flush=True)
+            time.sleep(seconds / 40)
     if mode == "chatty":
         for line in range(1, 4):
             print(f"line {line}")
