@@ -176,14 +176,14 @@ BAD_TOKENS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
-async def test_a_bad_token_is_401(serve, issuer, kind):
+async def test_every_bad_token_is_401(serve, issuer):
     client = await serve()
-    resp = await client.post(PREDICT, headers=bearer(BAD_TOKENS[kind](issuer)))
-    assert resp.status == 401, kind
-    challenge = resp.headers["WWW-Authenticate"]
-    assert challenge.startswith('Bearer realm="deepaas", error="invalid_token"')
-    assert (await resp.json())["message"].startswith("Invalid")
+    for kind, make in BAD_TOKENS.items():
+        resp = await client.post(PREDICT, headers=bearer(make(issuer)))
+        assert resp.status == 401, kind
+        challenge = resp.headers["WWW-Authenticate"]
+        assert challenge.startswith('Bearer realm="deepaas", error="invalid_token"')
+        assert (await resp.json())["message"].startswith("Invalid"), kind
 
 
 async def test_roles_come_from_the_claim_named(serve, issuer):
