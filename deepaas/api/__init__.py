@@ -340,11 +340,7 @@ def access_middleware(
     pages of other sites are refused."""
     if authenticator is None:
         return crosssite.cross_site_middleware(conf.cors_origin)
-    return auth.auth_middleware(
-        authenticator,
-        public_docs=conf.public_docs,
-        public_metrics=conf.public_metrics,
-    )
+    return auth.auth_middleware(authenticator)
 
 
 async def _authenticator_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -470,10 +470,22 @@ def _invalid(why: str) -> exceptions.Unauthenticated:
 class Authenticator:
     """Tells who sent a request, from its API key or OIDC token."""
 
-    def __init__(self, api_keys: APIKeys | None, oidc: OIDC | None) -> None:
+    def __init__(
+        self,
+        api_keys: APIKeys | None,
+        oidc: OIDC | None,
+        *,
+        public_docs: bool = False,
+        public_metrics: bool = False,
+    ) -> None:
         assert api_keys is not None or oidc is not None
         self.api_keys = api_keys
         self.oidc = oidc
+        self.open_accesses = {PUBLIC}
+        if public_docs:
+            self.open_accesses.add(DOCS)
+        if public_metrics:
+            self.open_accesses.add(METRICS)
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Authenticator | None:
@@ -491,7 +503,12 @@ class Authenticator:
             )
         if api_keys is None and oidc is None:
             return None
-        return cls(api_keys, oidc)
+        return cls(
+            api_keys,
+            oidc,
+            public_docs=conf.public_docs,
+            public_metrics=conf.public_metrics,
+        )
 
     def schemes(self) -> list[str]:
         """The ways to authenticate, in words (for the banner)."""
@@ -501,6 +518,36 @@ class Authenticator:
         if self.oidc is not None:
             ways.append(f"OIDC tokens of {self.oidc.issuer}")
         return ways
+
+    async def refusal(self, request: web.Request) -> web.Response | None:
+        """The answer refusing ``request`` (401, 403); None when it may go
+        on, with its sender recorded as ``request[keys.PRINCIPAL]``."""
+        if keys.PRINCIPAL in request:
+            return None  # checked already (before a 100 Continue)
+        # A path without a route (404, 405) needs credentials like any other.
+        access = request.app[keys.ROUTE_ACCESS].get(request.match_info.route, READ)
+        if access in self.open_accesses:
+            return None
+        try:
+            principal = await self.principal(request)
+        except exceptions.Unauthenticated as exc:
+            return unauthorized(exc)
+        if principal is None:
+            return unauthorized(
+                exceptions.Unauthenticated(
+                    "Authentication required: send an API key or token as "
+                    "'Authorization: Bearer <credentials>'."
+                )
+            )
+        if not principal.may(access):
+            roles = ", ".join(sorted(principal.roles)) or "none"
+            return error_response(
+                403,
+                f"{request.method} {request.path} needs {NEEDED_ROLES[access]}; "
+                f"the credentials sent have role(s): {roles}.",
+            )
+        request[keys.PRINCIPAL] = principal
+        return None
 
     async def principal(self, request: web.Request) -> Principal | None:
         """Who sent ``request``; None when it carries no credentials. Raises
@@ -555,44 +602,17 @@ def unauthorized(exc: exceptions.Unauthenticated) -> web.Response:
     return response
 
 
-def auth_middleware(
-    authenticator: Authenticator, *, public_docs: bool, public_metrics: bool
-) -> Middleware:
+def auth_middleware(authenticator: Authenticator) -> Middleware:
     """The middleware that lets a request through only with the access its
     route needs (the access is recorded by ``routing`` for every route)."""
-    open_accesses = {PUBLIC}
-    if public_docs:
-        open_accesses.add(DOCS)
-    if public_metrics:
-        open_accesses.add(METRICS)
 
     @web.middleware
     async def check_access(
         request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        # A path without a route (404, 405) needs credentials like any other.
-        access = request.app[keys.ROUTE_ACCESS].get(request.match_info.route, READ)
-        if access in open_accesses:
-            return await handler(request)
-        try:
-            principal = await authenticator.principal(request)
-        except exceptions.Unauthenticated as exc:
-            return unauthorized(exc)
-        if principal is None:
-            return unauthorized(
-                exceptions.Unauthenticated(
-                    "Authentication required: send an API key or token as "
-                    "'Authorization: Bearer <credentials>'."
-                )
-            )
-        if not principal.may(access):
-            roles = ", ".join(sorted(principal.roles)) or "none"
-            return error_response(
-                403,
-                f"{request.method} {request.path} needs {NEEDED_ROLES[access]}; "
-                f"the credentials sent have role(s): {roles}.",
-            )
-        request[keys.PRINCIPAL] = principal
+        refused = await authenticator.refusal(request)
+        if refused is not None:
+            return refused
         return await handler(request)
 
     return check_access

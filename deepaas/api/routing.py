@@ -21,14 +21,20 @@ def _undocumented(handler: Handler) -> Handler:
     return alias
 
 
-async def expect_continue(request: web.Request) -> None:
-    """``Expect: 100-continue``: a body declared over its size limit gets the
-    413 at once, before the client sends it; any other, "100 Continue"."""
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: a request without the credentials it needs
+    gets its 401 or 403, and a body declared over its size limit its 413, at
+    once, before the client sends the body; any other, "100 Continue"."""
     expect = request.headers.get(hdrs.EXPECT, "")
     if request.version != HttpVersion11:
-        return
+        return None
     if expect.lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    authenticator = request.app[keys.AUTH]
+    if authenticator is not None:
+        refused = await authenticator.refusal(request)
+        if refused is not None:
+            return refused
     # Files stream to disk (bounded by --client-max-size); other bodies are
     # held in memory (bounded by aiohttp's limit, the smaller one).
     if request.content_type.startswith("multipart/"):
@@ -40,6 +46,7 @@ async def expect_continue(request: web.Request) -> None:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer itself is still to come
+    return None
 
 
 def add_route(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from deepaas import config, exceptions
@@ -353,3 +355,29 @@ async def test_without_auth_the_spec_declares_none(make_client):
     assert "securitySchemes" not in openapi["components"]
     predict = swagger["paths"]["/v2/models/failing/predict/"]["post"]["responses"]
     assert "401" not in predict
+
+
+async def expect_continue_status(client, headers: str) -> bytes:
+    """The first status line answering a POST with Expect: 100-continue."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"{headers}Content-Type: application/json\r\n"
+            "Content-Length: 100000\r\n\r\n".encode()
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_expect_continue_without_credentials_is_refused_before_the_body(
+    serve,
+):
+    client = await serve()
+    assert (await expect_continue_status(client, "")).startswith(b"HTTP/1.1 401")
+    line = await expect_continue_status(client, f"X-API-Key: {ALICE}\r\n")
+    assert line.startswith(b"HTTP/1.1 403")  # alice may not predict
+    line = await expect_continue_status(client, f"X-API-Key: {BOB}\r\n")
+    assert line == b"HTTP/1.1 100 Continue\r\n"
