@@ -47,6 +47,42 @@ def oidc_files(root: Path) -> tuple[Path, str]:
     return jwks, token
 
 
+def check_costs(keys: Path, jwks: Path, token: str) -> dict[str, float]:
+    """Microseconds one credentials check takes in the server's code, alone:
+    an API key, a token seen before (cached), a token's first use (its
+    RS256 signature checked)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from deepaas.api.auth import OIDC, APIKeys, Authenticator
+
+    oidc = OIDC(ISSUER, audience="deepaas", jwks=str(jwks))
+    authenticator = Authenticator(APIKeys(str(keys)), oidc)
+    key_request = make_mocked_request(
+        "POST", "/", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    token_request = make_mocked_request(
+        "POST", "/", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    async def timed(call, count: int = 2000) -> float:
+        await call()
+        started = time.perf_counter()
+        for _ in range(count):
+            await call()
+        return (time.perf_counter() - started) / count * 1e6
+
+    async def run() -> dict[str, float]:
+        return {
+            "api-key": await timed(lambda: authenticator.principal(key_request)),
+            "oidc, token seen before": await timed(
+                lambda: authenticator.principal(token_request)
+            ),
+            "oidc, first use of a token": await timed(lambda: oidc._verify(token)),
+        }
+
+    return asyncio.run(run())
+
+
 def measure(
     args: argparse.Namespace,
     env: dict[str, str],
@@ -105,6 +141,7 @@ def main() -> int:
         keys = root / "api-keys"
         keys.write_text(f"{API_KEY} predict bench\n")
         jwks, token = oidc_files(root)
+        costs = check_costs(keys, jwks, token)
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
         env.pop("DEEPAAS_V2_MODEL", None)
         sides = {
@@ -140,6 +177,9 @@ def main() -> int:
         for name in list(results)[1:]:
             line += f" {medians[name] / medians['off']:11.3f}x"
         print(line)
+    print("\none credentials check, alone (microseconds):")
+    for name, micros in costs.items():
+        print(f"  {name:28} {micros:8.1f}")
     print(
         f"\n{args.rounds} round(s), {args.workers} workers, {os.cpu_count()} CPUs, "
         f"load by {args.client} ({args.seconds:g} s per load), access log off"

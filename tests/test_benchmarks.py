@@ -112,3 +112,4 @@ def test_auth_cost_smoke_run_compares_the_three_sides():
     for side in ("off", "api-key", "oidc", "api-key/off", "oidc/off"):
         assert side in result.stdout
     assert "predict c=32 (req/s)" in result.stdout
+    assert "oidc, first use of a token" in result.stdout
