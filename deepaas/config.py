@@ -245,6 +245,14 @@ operations_opts = [
         "ended, for example 604800 for a week; older ones are removed. 0 keeps "
         "them until deleted.",
     ),
+    cfg.FloatOpt(
+        "job-retention",
+        default=86400.0,
+        min=0,
+        help="Seconds an asynchronous prediction (sent with Prefer: "
+        "respond-async) and its result are kept after it ended; older ones are "
+        "removed. 0 keeps them until deleted.",
+    ),
     cfg.IntOpt(
         "training-log-max-bytes",
         default=0,

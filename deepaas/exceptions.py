@@ -42,6 +42,34 @@ class TrainingNotFound(DeepaasError):
     status = 404
 
 
+class JobNotFound(DeepaasError):
+    """No asynchronous prediction with that id is known for that model."""
+
+    status = 404
+
+
+class JobHasNoResult(DeepaasError):
+    """The result of a job that is running, or ended without one."""
+
+    status = 409
+
+    def __init__(self, status: str, message: str | None) -> None:
+        why = f": {message}" if message else ""
+        super().__init__(f"This prediction has no result: it is {status}{why}.")
+
+
+class IdempotencyKeyReused(DeepaasError):
+    """An Idempotency-Key sent again with other arguments."""
+
+    status = 422
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for a prediction with other "
+            "arguments; use a new key for a new prediction."
+        )
+
+
 class BadRequest(DeepaasError):
     """The request body cannot be read at all (malformed JSON or multipart)."""
 

@@ -18,12 +18,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepaas import exceptions
+from deepaas.jobs import ERROR as JOB_ERROR
+from deepaas.jobs import INTERRUPTED, Job
+from deepaas.jobs import RUNNING as JOB_RUNNING
 from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: trainings.started_by; 3: the jobs table
 FILENAME = "trainings.sqlite3"
 INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
+)
+JOB_INTERRUPTED_BY_RESTART = (
+    "Interrupted by a restart: the server stopped while this prediction was running; "
+    "send it again."
 )
 
 # "owner" is the server process running a training; "started_by" who
@@ -33,6 +40,11 @@ COLUMNS = (
     "owner", "started_by",
 )  # fmt: skip
 UNREADABLE_DATE = datetime.datetime(1970, 1, 1)
+JOB_COLUMNS = (
+    "model", "id", "date", "args", "status", "finish_date", "message",
+    "error_status", "result_type", "result_size", "owner", "started_by",
+    "idempotency_key",
+)  # fmt: skip
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trainings (
@@ -48,6 +60,31 @@ CREATE TABLE IF NOT EXISTS trainings (
     started_by  TEXT,
     PRIMARY KEY (model, uuid)
 )
+"""
+
+# Asynchronous predictions (deepaas.jobs); their results are files.
+_JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    model           TEXT NOT NULL,
+    id              TEXT NOT NULL,
+    date            TEXT NOT NULL,
+    args            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    finish_date     TEXT,
+    message         TEXT,
+    error_status    INTEGER,
+    result_type     TEXT,
+    result_size     INTEGER,
+    owner           TEXT,
+    started_by      TEXT,
+    idempotency_key TEXT,
+    PRIMARY KEY (model, id)
+)
+"""
+_JOBS_INDEX = """
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+ON jobs (model, COALESCE(started_by, ''), idempotency_key)
+WHERE idempotency_key IS NOT NULL
 """
 
 
@@ -115,13 +152,16 @@ class SQLiteTrainingStore(TrainingStore):
             self._db.execute(_SCHEMA)
             if version == 1:  # trainings had no recorded starter
                 self._db.execute("ALTER TABLE trainings ADD COLUMN started_by TEXT")
+            self._db.execute(_JOBS_SCHEMA)
+            self._db.execute(_JOBS_INDEX)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        columns = [r[1] for r in self._db.execute("PRAGMA table_info(trainings)")]
-        if columns != list(COLUMNS):
-            raise sqlite3.DatabaseError(
-                f"its trainings table has other columns ({', '.join(columns)}) "
-                "than deepaas writes"
-            )
+        for table, expected in (("trainings", COLUMNS), ("jobs", JOB_COLUMNS)):
+            columns = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
+            if columns != list(expected):
+                raise sqlite3.DatabaseError(
+                    f"its {table} table has other columns ({', '.join(columns)}) "
+                    "than deepaas writes"
+                )
 
     def mark_interrupted(self) -> int:
         """Record as failed every running training whose server is gone."""
@@ -245,3 +285,139 @@ class SQLiteTrainingStore(TrainingStore):
 
     def close(self) -> None:
         self._db.close()
+
+
+class SQLiteJobStore:
+    """Asynchronous prediction records, in the trainings' database file
+    (its ``jobs`` table), through the training store's connection."""
+
+    def __init__(self, store: SQLiteTrainingStore) -> None:
+        self._db = store._db
+        self.owner = store.owner
+
+    @staticmethod
+    def _job(row: tuple[Any, ...]) -> Job:
+        (model, job_id, date, args, status, finish_date, message, error_status,
+         result_type, result_size, started_by, key) = row  # fmt: skip
+        try:
+            return Job(
+                model=model,
+                id=job_id,
+                date=datetime.datetime.fromisoformat(date),
+                args=json.loads(args),
+                status=status,
+                finish_date=_date(finish_date),
+                message=message,
+                error_status=error_status,
+                result_type=result_type,
+                result_size=result_size,
+                owner=started_by,
+                idempotency_key=key,
+            )
+        except (TypeError, ValueError) as exc:
+            return Job(
+                model=str(model),
+                id=str(job_id),
+                date=UNREADABLE_DATE,
+                args={},
+                status=JOB_ERROR,
+                message=f"This job's record cannot be read: {exc}",
+                owner=started_by,
+            )
+
+    _COLUMNS = ", ".join(c for c in JOB_COLUMNS if c != "owner")
+
+    def _write(self, sql: str, job: Job) -> None:
+        values = {
+            "model": job.model,
+            "id": job.id,
+            "date": job.date.isoformat(),
+            "args": json.dumps(job.args),
+            "status": job.status,
+            "finish_date": job.finish_date.isoformat() if job.finish_date else None,
+            "message": job.message,
+            "error_status": job.error_status,
+            "result_type": job.result_type,
+            "result_size": job.result_size,
+            "owner": self.owner,
+            "started_by": job.owner,
+            "idempotency_key": job.idempotency_key,
+        }
+        try:
+            self._db.execute(sql, values)
+        except sqlite3.Error as exc:
+            raise exceptions.StoreError(f"Cannot save job {job.id}: {exc}") from exc
+
+    def add(self, job: Job) -> None:
+        names = ", ".join(f":{c}" for c in JOB_COLUMNS)
+        self._write(f"INSERT INTO jobs VALUES ({names})", job)
+
+    def update(self, job: Job) -> None:
+        self._write(
+            "UPDATE jobs SET status = :status, finish_date = :finish_date, "
+            "message = :message, error_status = :error_status, "
+            "result_type = :result_type, result_size = :result_size "
+            "WHERE model = :model AND id = :id",
+            job,
+        )
+
+    def get(self, model: str, job_id: str) -> Job | None:
+        row = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM jobs WHERE model = ? AND id = ?",
+            (model, job_id),
+        ).fetchone()
+        return self._job(row) if row else None
+
+    def by_key(self, model: str, owner: str | None, key: str) -> Job | None:
+        """The job an ``Idempotency-Key`` of ``owner`` created, if any."""
+        row = self._db.execute(
+            f"SELECT {self._COLUMNS} FROM jobs WHERE model = ? AND "
+            "COALESCE(started_by, '') = ? AND idempotency_key = ?",
+            (model, owner or "", key),
+        ).fetchone()
+        return self._job(row) if row else None
+
+    def list(self, model: str, owner: str | None = None) -> list[Job]:
+        """A model's jobs (``owner``'s only, when given), oldest first."""
+        sql = f"SELECT {self._COLUMNS} FROM jobs WHERE model = ?"
+        params: tuple[Any, ...] = (model,)
+        if owner is not None:
+            sql += " AND started_by = ?"
+            params += (owner,)
+        rows = self._db.execute(sql + " ORDER BY date", params).fetchall()
+        return [self._job(r) for r in rows]
+
+    def remove(self, model: str, job_id: str) -> None:
+        self._db.execute("DELETE FROM jobs WHERE model = ? AND id = ?", (model, job_id))
+
+    def mark_interrupted(self) -> Sequence[str]:
+        """Record as interrupted every running job whose server is gone; their ids."""
+        rows = self._db.execute(
+            "SELECT model, id, owner FROM jobs WHERE status = ?", (JOB_RUNNING,)
+        ).fetchall()
+        stale = [(m, i) for m, i, owner in rows if not _owner_is_alive(owner)]
+        now = datetime.datetime.now().isoformat()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE jobs SET status = ?, message = ?, finish_date = ? "
+                "WHERE model = ? AND id = ? AND status = ?",
+                [
+                    (INTERRUPTED, JOB_INTERRUPTED_BY_RESTART, now, m, i, JOB_RUNNING)
+                    for m, i in stale
+                ],
+            )
+        return [i for _, i in stale]
+
+    def finished_before(self, cutoff: datetime.datetime) -> Sequence[tuple[str, str]]:
+        """(model, id) of each job that ended before ``cutoff``."""
+        rows = self._db.execute(
+            "SELECT model, id, finish_date FROM jobs "
+            "WHERE status != ? AND finish_date IS NOT NULL",
+            (JOB_RUNNING,),
+        ).fetchall()
+        return [
+            (model, job_id)
+            for model, job_id, finished in rows
+            if (date := _date(finished)) is not None and date < cutoff
+        ]

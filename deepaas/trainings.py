@@ -342,18 +342,8 @@ class TrainingRunner:
         return purged
 
     async def keep_for(self, retention: float) -> None:
-        """Purge old trainings now, then every tenth of ``retention`` (at
-        most hourly) until cancelled."""
-        interval = min(max(retention / 10, 0.5), 3600.0)
-        while True:
-            try:
-                purged = self.purge(retention)
-            except exceptions.StoreError as exc:
-                LOG.error("Old trainings could not be removed: %s", exc.message)
-            else:
-                if purged:
-                    LOG.info("Removed %d training(s) past --training-retention", purged)
-            await asyncio.sleep(interval)
+        """Purge old trainings now, then regularly, until cancelled."""
+        await keep_for(self.purge, retention, "training(s)", "--training-retention")
 
     async def stop(self) -> None:
         """Interrupt every running training (at shutdown), recording why."""
@@ -373,3 +363,20 @@ class TrainingRunner:
                 training.status,
                 training.to_dict(),
             )
+
+
+async def keep_for(
+    purge: Callable[[float], int], retention: float, what: str, option: str
+) -> None:
+    """Call ``purge(retention)`` now, then every tenth of ``retention`` (at
+    most hourly), until cancelled."""
+    interval = min(max(retention / 10, 0.5), 3600.0)
+    while True:
+        try:
+            purged = purge(retention)
+        except exceptions.StoreError as exc:
+            LOG.error("Old %s could not be removed: %s", what, exc.message)
+        else:
+            if purged:
+                LOG.info("Removed %d %s past %s", purged, what, option)
+        await asyncio.sleep(interval)

@@ -33,14 +33,15 @@ from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.api.uploads import MemorySpool
 from deepaas.exceptions import ModelNotFound
+from deepaas.jobs import JobRunner
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.model.v2.executor import Executor
 from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.store import SQLiteTrainingStore
-from deepaas.trainings import TrainingRunner
+from deepaas.store import SQLiteJobStore, SQLiteTrainingStore
+from deepaas.trainings import TrainingRunner, keep_for
 
 LOG = logging.getLogger(__name__)
 
@@ -160,16 +161,24 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     Meanwhile, trainings past ``--training-retention`` are removed."""
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
-    retention = app[keys.CONFIG].training_retention
-    keeper = (
-        asyncio.get_running_loop().create_task(app[keys.TRAININGS].keep_for(retention))
-        if retention
-        else None
-    )
+    conf = app[keys.CONFIG]
+    loop = asyncio.get_running_loop()
+    keepers = []
+    if conf.training_retention:
+        keepers.append(
+            loop.create_task(app[keys.TRAININGS].keep_for(conf.training_retention))
+        )
+    if conf.job_retention:
+        jobs = app[keys.JOBS]
+        keepers.append(
+            loop.create_task(
+                keep_for(jobs.purge, conf.job_retention, "job(s)", "--job-retention")
+            )
+        )
     yield
-    if keeper is not None:
+    for keeper in keepers:
         keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+    await asyncio.gather(*keepers, return_exceptions=True)
     await stop_work(app)
     app[keys.TRAININGS].store.close()
 
@@ -179,6 +188,7 @@ async def stop_work(app: web.Application) -> None:
     stop every executor: calls still running end with a 503 (PoolClosed)."""
     await app[keys.STARTUP].cancel()
     await app[keys.TRAININGS].stop()
+    await app[keys.JOBS].stop()
     await asyncio.gather(*(m.executor.stop() for m in app[keys.MODELS].values()))
 
 
@@ -287,8 +297,19 @@ def get_app(
         body_timeout=conf.body_timeout,
         spool=spool,
     )
+    store = open_store(conf.state_dir)
+    jobs = app[keys.JOBS] = JobRunner(
+        SQLiteJobStore(store), os.path.join(conf.state_dir, "jobs")
+    )
+    interrupted = jobs.interrupted_at_start()
+    if interrupted:
+        LOG.warning(
+            "%d asynchronous prediction(s) were running when the server last "
+            "stopped; recorded as interrupted.",
+            interrupted,
+        )
     trainings = app[keys.TRAININGS] = TrainingRunner(
-        open_store(conf.state_dir),
+        store,
         os.path.join(conf.state_dir, "logs"),
         max_running=conf.max_trainings,
         max_per_owner=conf.max_trainings_per_user,

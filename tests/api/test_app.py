@@ -112,6 +112,8 @@ class TestSpec:
             "/v2/models/",
             "/v2/models/module-model/",
             "/v2/models/module-model/predict/",
+            "/v2/models/module-model/predict/{id}",
+            "/v2/models/module-model/predict/{id}/result",
             "/v2/models/module-model/train/",
             "/v2/models/module-model/train/{uuid}",
             "/v2/models/module-model/train/{uuid}/log",

@@ -144,8 +144,11 @@ async def test_unknown_model_is_404_listing_models(client):
     assert "nope" in message and "module-model" in message
 
 
-async def test_get_on_predict_is_405(client):
+async def test_get_on_predict_lists_the_asynchronous_ones(client):
     resp = await client.get(PREDICT)
+    assert resp.status == 200
+    assert await resp.json() == []
+    resp = await client.put(PREDICT)
     assert resp.status == 405
     assert "message" in await resp.json()
 

@@ -277,7 +277,14 @@ MODULE_MODEL = [
         "//v2/models/module-model/predict/",
         "count=2",
     ),
-    Probe("predict with GET", "GET", PREDICT, deliberate=JSON_ERRORS),
+    Probe(
+        "predict with GET",
+        "GET",
+        PREDICT,
+        deliberate="GET on a predict path lists its asynchronous predictions here "
+        "(Prefer: respond-async, a deepaas addition); upstream answers 405",
+    ),
+    Probe("predict with PUT", "PUT", PREDICT, deliberate=JSON_ERRORS),
 ]
 
 

@@ -6,7 +6,7 @@ import aiohttp_apigami
 from aiohttp import web
 
 from deepaas.api import auth, keys, routing, versions
-from deepaas.api.v2 import debug, models, predict, responses, train
+from deepaas.api.v2 import debug, jobs, models, predict, responses, train
 
 
 @aiohttp_apigami.docs(tags=["versions"], summary="Describe API version 2")
@@ -23,6 +23,7 @@ def setup_routes(app: web.Application, base: str) -> None:
     for wrapper in app[keys.MODELS].values():
         if conf.predict_endpoint:
             predict.setup_routes(app, base, wrapper)
+            jobs.setup_routes(app, base, wrapper)
         if conf.train_endpoint:
             train.setup_routes(app, base, wrapper)
     if conf.debug_endpoint:

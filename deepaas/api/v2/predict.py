@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
+import shutil
 import stat
 from typing import Any, BinaryIO
 
@@ -13,10 +14,12 @@ from aiohttp import web
 
 from deepaas import exceptions
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import responses
+from deepaas.api.v2 import jobs, responses
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
 from deepaas.model.v2.types import EncodedJSON, OpenResult, ReturnedFile
 from deepaas.model.v2.wrapper import ModelWrapper
+
+COPY_CHUNK = 1 << 20
 
 ERRORS = {
     413: {"description": "Request body too large", "schema": responses.Failure},
@@ -35,42 +38,78 @@ ERRORS = {
 }
 
 
+def result_media_type(result: Any, accept: str | None) -> str:
+    """The media type a finished prediction is answered with."""
+    if isinstance(result, EncodedJSON):
+        return "application/json"
+    asked = accept if accept and accept not in JSON_MEDIA_TYPES else None
+    if isinstance(result, OpenResult):
+        if result.is_json:
+            return "application/json"
+        # else the type asked for, or a returned file's type, by its name
+        return asked or result.content_type or "application/octet-stream"
+    if isinstance(result, ReturnedFile):
+        return (
+            asked
+            or result.content_type
+            or mimetypes.guess_type(result.filename)[0]
+            or "application/octet-stream"
+        )
+    if isinstance(result, bytes | bytearray | memoryview):
+        return asked or "application/octet-stream"
+    if not isinstance(result, str):
+        raise TypeError(f"unfinished prediction: a {type(result).__name__}")
+    return str(accept)  # text answering a non-JSON accept (encoding.is_raw_result)
+
+
+def open_returned_file(result: ReturnedFile) -> BinaryIO:
+    """The file a prediction returned, opened; ``ModelCallError`` if it
+    cannot be."""
+    try:
+        return open(result.filename, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise exceptions.ModelCallError(
+            f"predict() returned a file that cannot be read: "
+            f"{result.filename}: {exc.strerror}"
+        ) from None
+
+
+def keep_result(result: Any, path: str, accept: str | None) -> tuple[str, int]:
+    """Write a finished prediction's answer to ``path`` (an asynchronous
+    job's result); its media type and size."""
+    media_type = result_media_type(result, accept)
+    partial = path + ".part"
+    with open(partial, "wb") as out:
+        if isinstance(result, EncodedJSON):
+            out.write(result.data)
+        elif isinstance(result, OpenResult):
+            with result.file:
+                shutil.copyfileobj(result.file, out, COPY_CHUNK)
+        elif isinstance(result, ReturnedFile):
+            with open_returned_file(result) as returned:
+                shutil.copyfileobj(returned, out, COPY_CHUNK)
+        elif isinstance(result, str):
+            out.write(result.encode())
+        else:
+            out.write(result)
+        size = out.tell()
+    os.replace(partial, path)
+    return media_type, size
+
+
 async def prediction_response(
     request: web.Request, result: Any, accept: str | None
 ) -> web.StreamResponse:
     """The answer for a finished prediction: JSON the worker encoded, or a
     file, bytes or text sent as they are."""
+    content_type = result_media_type(result, accept)
     if isinstance(result, EncodedJSON):
-        return web.Response(body=result.data, content_type="application/json")
-    raw_type = (
-        accept
-        if accept and accept not in JSON_MEDIA_TYPES
-        else "application/octet-stream"
-    )
+        return web.Response(body=result.data, content_type=content_type)
     if isinstance(result, OpenResult):
-        if result.is_json:
-            content_type = "application/json"
-        elif accept and accept not in JSON_MEDIA_TYPES:
-            content_type = accept
-        else:  # a returned file's type, by its name
-            content_type = result.content_type or "application/octet-stream"
         with result.file:
             return await send_file(request, result.file, result.size, content_type)
     if isinstance(result, ReturnedFile):
-        content_type = (
-            accept
-            if accept and accept not in JSON_MEDIA_TYPES
-            else result.content_type
-            or mimetypes.guess_type(result.filename)[0]
-            or "application/octet-stream"
-        )
-        try:
-            opened = open(result.filename, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise exceptions.ModelCallError(
-                f"predict() returned a file that cannot be read: "
-                f"{result.filename}: {exc.strerror}"
-            ) from None
+        opened = open_returned_file(result)
         status = os.fstat(opened.fileno())
         if not stat.S_ISREG(status.st_mode):
             # A pipe or a device: streamed in chunks; the answer closes it.
@@ -78,11 +117,8 @@ async def prediction_response(
         with opened:
             return await send_file(request, opened, status.st_size, content_type)
     if isinstance(result, bytes | bytearray | memoryview):
-        return web.Response(body=result, headers={"Content-Type": raw_type})
-    if not isinstance(result, str):
-        raise TypeError(f"unfinished prediction: a {type(result).__name__}")
-    # text answering a non-JSON accept (encoding.is_raw_result says so)
-    return web.Response(text=result, headers={"Content-Type": str(accept)})
+        return web.Response(body=result, headers={"Content-Type": content_type})
+    return web.Response(text=result, headers={"Content-Type": content_type})
 
 
 async def send_file(
@@ -127,6 +163,21 @@ def make_handler(
         if max_queued and model.executor.queued() >= max_queued:
             raise exceptions.TooManyQueued(max_queued)  # before any work
         parser = request.app[keys.PARSER]
+        if jobs.prefers_async(request):
+            key = jobs.idempotency_key(request)  # checked before any work
+            kwargs, uploads, validated = await parser.parse_arguments(
+                request, arguments, short_lived=False
+            )
+            accept = kwargs.get("accept", None if validated else default_accept)
+            return jobs.submit(
+                request,
+                model,
+                kwargs,
+                lambda: model.predict(kwargs, timeout=timeout, validate=not validated),
+                lambda result, path: keep_result(result, path, accept),
+                key=key,
+                cleanup=uploads.cleanup,
+            )
         kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
             declaration.require("predict")

@@ -77,6 +77,37 @@ class TrainingList(Schema):
     trainings = fields.List(fields.Nested(Training))
 
 
+class JobLinks(Schema):
+    self = fields.Str(required=True, metadata={"description": "This job"})
+    result = fields.Str(metadata={"description": "Its result, once done"})
+
+
+class Job(Schema):
+    """An asynchronous prediction (sent with ``Prefer: respond-async``)."""
+
+    id = fields.Str(required=True, metadata={"description": "Job identifier"})
+    model = fields.Str(required=True)
+    status = fields.Str(
+        required=True,
+        metadata={"enum": ["running", "done", "error", "cancelled", "interrupted"]},
+    )
+    date = fields.Str(required=True, metadata={"description": "When it was sent"})
+    args = fields.Dict(required=True)
+    finish_date = fields.Str()
+    duration = fields.Str(metadata={"description": "H:MM:SS.ffffff"})
+    message = fields.Str(metadata={"description": "Why it failed or stopped"})
+    error_status = fields.Int(
+        metadata={"description": "The status a synchronous call would have had"}
+    )
+    owner = fields.Str(metadata={"description": "Who sent it (authentication on)"})
+    result_type = fields.Str(metadata={"description": "The result's media type"})
+    result_size = fields.Int(metadata={"description": "The result's size in bytes"})
+    result = fields.Raw(
+        metadata={"description": "The result, when JSON of at most 4 MiB"}
+    )
+    links = fields.Nested(JobLinks, required=True)
+
+
 class Failure(Schema):
     message = fields.Str(required=True, metadata={"description": "Failure message"})
     errors = fields.Dict(metadata={"description": "Per-argument messages"})

@@ -1,0 +1,202 @@
+"""Asynchronous predictions over HTTP.
+
+``POST .../predict/`` with ``Prefer: respond-async`` (RFC 7240) answers 202
+with the job and its ``Location``; ``GET .../predict/`` lists the jobs,
+``GET .../predict/<id>`` tells how one goes (with its result once done, in
+the form a synchronous call would have had it when that is JSON),
+``GET .../predict/<id>/result`` serves the result as such, and
+``DELETE .../predict/<id>`` cancels a running job or removes an ended one.
+Without the header, predictions are answered as they always were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp_apigami
+from aiohttp import web
+
+from deepaas import exceptions
+from deepaas.api import auth, keys, routing
+from deepaas.api.v2 import responses
+from deepaas.jobs import DONE, Job, Keeper
+from deepaas.model.v2.wrapper import ModelWrapper
+
+INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+NOT_FOUND = {404: {"description": "Unknown job", "schema": responses.Failure}}
+
+
+def prefers_async(request: web.Request) -> bool:
+    """Whether the request asks to be answered before the work is done."""
+    for header in request.headers.getall("Prefer", ()):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].split("=", 1)[0]
+            if token.strip().lower() == "respond-async":
+                return True
+    return False
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key``; ``BadRequest`` if it is not one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip().strip('"')
+    if not KEY_PATTERN.fullmatch(key):
+        raise exceptions.BadRequest(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters, "
+            "without spaces."
+        )
+    return key
+
+
+def submit(
+    request: web.Request,
+    model: ModelWrapper,
+    kwargs: dict[str, Any],
+    run: Callable[[], Awaitable[Any]],
+    keep: Keeper,
+    *,
+    key: str | None,
+    cleanup: Callable[[], None],
+) -> web.Response:
+    """Start a job of ``model`` and answer 202 with it (or, for an
+    ``Idempotency-Key`` seen before, with the job it started)."""
+    try:
+        model.declaration.require("predict")
+    except BaseException:
+        cleanup()
+        raise
+    job, created = request.app[keys.JOBS].submit(
+        model.name,
+        kwargs,
+        run,
+        keep,
+        owner=auth.owner_of(request),
+        key=key,
+        cleanup=cleanup,
+    )
+    base = request.app[keys.BASE_PATH]
+    response = web.json_response(
+        job.to_dict(base),
+        status=202,
+        headers={"Location": job.url(base), "Preference-Applied": "respond-async"},
+    )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def read_inline(job: Job, path: str) -> bytes | None:
+    """A JSON result small enough to show inside its job object."""
+    if job.status != DONE or job.result_type != "application/json":
+        return None
+    if job.result_size is None or job.result_size > INLINE_MAX:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read(INLINE_MAX + 1)
+    except FileNotFoundError:
+        return None
+
+
+def make_handlers(model: ModelWrapper) -> dict[str, Any]:
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"List the asynchronous predictions of {model.name}",
+    )
+    @aiohttp_apigami.response_schema(responses.Job(many=True), 200)
+    async def list_jobs(request: web.Request) -> web.Response:
+        runner = request.app[keys.JOBS]
+        base = request.app[keys.BASE_PATH]
+        jobs = runner.list(model.name, auth.owner_filter(request))
+        return web.json_response([job.to_dict(base) for job in jobs])
+
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Get an asynchronous prediction of {model.name}",
+        description="Its status, and its result once done: inline when the "
+        "prediction answers JSON (up to 4 MiB), else at links.result.",
+        responses=NOT_FOUND,
+    )
+    @aiohttp_apigami.response_schema(responses.Job(), 200)
+    async def get_job(request: web.Request) -> web.Response:
+        runner = request.app[keys.JOBS]
+        job = runner.get(
+            model.name, request.match_info["id"], auth.owner_filter(request)
+        )
+        loop = asyncio.get_running_loop()
+        inline = await loop.run_in_executor(
+            None, read_inline, job, runner.result_path(job.id)
+        )
+        body = json.dumps(job.to_dict(request.app[keys.BASE_PATH])).encode()
+        if inline is not None:
+            body = body[:-1] + b', "result": ' + inline + b"}"
+        return web.Response(body=body, content_type="application/json")
+
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Get the result of an asynchronous prediction of {model.name}",
+        description="The answer a synchronous call would have had: JSON, or the "
+        "file, bytes or text the model returned.",
+        produces=["application/json", "*/*"],
+        responses={
+            200: {"description": "The result"},
+            **NOT_FOUND,
+            409: {
+                "description": "The job is running, or ended without a result",
+                "schema": responses.Failure,
+            },
+        },
+    )
+    async def get_result(request: web.Request) -> web.StreamResponse:
+        runner = request.app[keys.JOBS]
+        job = runner.get(
+            model.name, request.match_info["id"], auth.owner_filter(request)
+        )
+        if job.status != DONE:
+            raise exceptions.JobHasNoResult(job.status, job.message)
+        return web.FileResponse(
+            runner.result_path(job.id),
+            headers={"Content-Type": job.result_type or "application/octet-stream"},
+        )
+
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Cancel an asynchronous prediction of {model.name}, or remove an "
+        "ended one",
+        description="A running prediction is stopped (its worker is replaced) and "
+        "kept as cancelled; an ended one is removed with its result.",
+        responses=NOT_FOUND,
+    )
+    @aiohttp_apigami.response_schema(responses.Job(), 200)
+    async def cancel_job(request: web.Request) -> web.Response:
+        runner = request.app[keys.JOBS]
+        job = await runner.cancel(
+            model.name, request.match_info["id"], auth.owner_filter(request)
+        )
+        return web.json_response(job.to_dict(request.app[keys.BASE_PATH]))
+
+    return {
+        "list": list_jobs,
+        "get": get_job,
+        "result": get_result,
+        "cancel": cancel_job,
+    }
+
+
+def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
+    handlers = make_handlers(model)
+    path = f"{base}/v2/models/{model.name}/predict/"
+    predict = auth.PREDICT
+    routing.add_route(app, "GET", path, handlers["list"], access=predict)
+    routing.add_route(app, "GET", path + "{id}", handlers["get"], access=predict)
+    routing.add_route(
+        app, "GET", path + "{id}/result", handlers["result"], access=predict
+    )
+    routing.add_route(app, "DELETE", path + "{id}", handlers["cancel"], access=predict)
