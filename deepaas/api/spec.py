@@ -138,12 +138,35 @@ def fix_swagger2(spec: dict[str, Any]) -> None:
                         del parameter["default"]
 
 
+def _typed_parameter_3(parameter: dict[str, Any]) -> None:
+    """A parameter declared the Swagger 2.0 way (``type`` beside ``in``) gets
+    its type in a ``schema``, as OpenAPI 3 has it."""
+    if parameter.get("in") == "formData" or "schema" in parameter:
+        return
+    schema = {
+        key: parameter.pop(key)
+        for key in ("type", "format", "enum", "default", "items")
+        if key in parameter
+    }
+    if schema:
+        parameter["schema"] = schema
+
+
+def _response_headers_3(response: dict[str, Any]) -> None:
+    for header in response.get("headers", {}).values():
+        if "schema" not in header and "type" in header:
+            header["schema"] = {"type": header.pop("type")}
+
+
 def _operation_to_openapi3(operation: dict[str, Any]) -> None:
     produces = operation.pop("produces", None)
     operation.pop("consumes", None)
     parameters = operation.get("parameters", [])
     for parameter in parameters:
         _object_parameter_3(parameter)
+        _typed_parameter_3(parameter)
+    for response in operation.get("responses", {}).values():
+        _response_headers_3(response)
     form = [p for p in parameters if p.get("in") == "formData"]
     if form:
         operation["parameters"] = [p for p in parameters if p.get("in") != "formData"]
@@ -151,8 +174,8 @@ def _operation_to_openapi3(operation: dict[str, Any]) -> None:
     if not produces:
         return
     for status, response in operation.get("responses", {}).items():
-        if not str(status).startswith("2"):
-            continue  # errors are always JSON
+        if str(status) != "200":
+            continue  # errors and accepted jobs are always JSON
         content = response.get("content") or {}
         schema = next(
             (c["schema"] for t, c in content.items() if _is_json(t) and "schema" in c),

@@ -248,3 +248,24 @@ async def test_a_user_sees_only_their_own_jobs(make_client, tmp_path):
     _, a = await submit(client, FAILING, headers={"X-API-Key": alice, **key})
     _, b = await submit(client, FAILING, headers={"X-API-Key": bob, **key})
     assert a["id"] != b["id"]
+
+
+async def test_the_spec_tells_of_prefer_idempotency_key_and_202(make_client):
+    from openapi_spec_validator import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
+
+    client = await make_client("--model-name", "outputs")
+    swagger = await (await client.get("/swagger.json")).json()
+    openapi = await (await client.get("/openapi.json")).json()
+    OpenAPIV2SpecValidator(swagger).validate()
+    OpenAPIV30SpecValidator(openapi).validate()
+    post = swagger["paths"][OUTPUTS]["post"]
+    headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+    assert headers == {"Prefer", "Idempotency-Key"}
+    assert post["responses"]["202"]["schema"] == {"$ref": "#/definitions/Job"}
+    accepted = openapi["paths"][OUTPUTS]["post"]["responses"]["202"]
+    assert list(accepted["content"]) == ["application/json"]
+    assert accepted["headers"]["Location"]["schema"] == {"type": "string"}
+    paths = set(swagger["paths"])
+    assert {OUTPUTS + "{id}", OUTPUTS + "{id}/result"} <= paths
+    assert set(swagger["paths"][OUTPUTS]) == {"get", "post"}
+    assert set(swagger["paths"][OUTPUTS + "{id}"]) == {"get", "delete"}

@@ -31,6 +31,41 @@ KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 NOT_FOUND = {404: {"description": "Unknown job", "schema": responses.Failure}}
 
 
+# The documentation of the predict operation's additions (Swagger 2.0 form;
+# deepaas.api.spec rewrites them for OpenAPI 3)
+HEADER_PARAMETERS = [
+    {
+        "in": "header",
+        "name": "Prefer",
+        "type": "string",
+        "enum": ["respond-async"],
+        "required": False,
+        "description": "respond-async: answer 202 at once and run the prediction "
+        "in the background (RFC 7240)",
+    },
+    {
+        "in": "header",
+        "name": "Idempotency-Key",
+        "type": "string",
+        "required": False,
+        "description": "With Prefer: respond-async, a key of the client's choice "
+        "(1 to 255 printable characters): sending it again returns the job it "
+        "started instead of predicting twice",
+    },
+]
+ACCEPTED = {
+    202: {
+        "description": "Prefer: respond-async: the prediction runs in the "
+        "background; Location is the job",
+        "schema": responses.Job,
+        "headers": {
+            "Location": {"type": "string", "description": "The job's URL"},
+            "Preference-Applied": {"type": "string"},
+        },
+    }
+}
+
+
 def prefers_async(request: web.Request) -> bool:
     """Whether the request asks to be answered before the work is done."""
     for header in request.headers.getall("Prefer", ()):

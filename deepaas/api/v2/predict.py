@@ -209,10 +209,13 @@ def make_handler(
         tags=["models"],
         summary=f"Make a prediction with model {model.name}",
         description="Arguments may be sent in the query string, a form or a JSON "
-        "object body; files as multipart parts.",
+        "object body; files as multipart parts. With `Prefer: respond-async` the "
+        "prediction runs in the background: the answer is 202 with the job, "
+        "whose `Location` tells how it goes and, once done, its result.",
         produces=produces,
         consumes=["multipart/form-data"] if arguments.file_names else None,
-        responses=ERRORS,
+        parameters=jobs.HEADER_PARAMETERS,
+        responses={**ERRORS, **jobs.ACCEPTED},
     )(handler)
 
 
