@@ -12,6 +12,7 @@ import pytest
 
 from deepaas.api import keys
 from tests import helpers
+from tests.conftest import EXECUTORS
 
 ASYNC = {"Prefer": "respond-async"}
 FAILING = "/v2/models/failing/predict/"
@@ -45,6 +46,7 @@ async def test_without_prefer_nothing_changes(make_client):
     assert await (await client.get(FAILING)).json() == []  # no job recorded
 
 
+@EXECUTORS
 async def test_a_json_prediction_runs_in_the_background_and_keeps_its_result(
     make_client,
 ):
@@ -114,6 +116,7 @@ async def test_an_upload_lives_until_the_job_ends_then_goes(
     assert await helpers.eventually(lambda: files() == [])
 
 
+@EXECUTORS
 async def test_a_returned_upload_is_kept_as_the_result(make_client):
     client = await make_client("--model-name", "echo")
     image = os.urandom(200_000)
@@ -148,6 +151,7 @@ async def test_invalid_arguments_are_422_at_once_and_no_job(make_client):
     assert await (await client.get(OUTPUTS)).json() == []
 
 
+@EXECUTORS
 async def test_cancel_stops_the_worker_and_keeps_the_job_as_cancelled(make_client):
     client = await make_client("--model-name", "failing")
     executor = client.app[keys.MODELS]["failing"].executor
