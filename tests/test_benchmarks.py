@@ -113,3 +113,10 @@ def test_auth_cost_smoke_run_compares_the_three_sides():
         assert side in result.stdout
     assert "predict c=32 (req/s)" in result.stdout
     assert "oidc, first use of a token" in result.stdout
+
+
+def test_jobs_smoke_run_completes_every_job():
+    result = run_script("jobs.py", "--jobs", "200", "--max-seconds", "20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"not done\s+0\.00", result.stdout)
+    assert "completed/s" in result.stdout and "sync predict/s" in result.stdout
