@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from deepaas import exceptions
 from deepaas.model.v2.encoding import jsonable
+from deepaas.model.v2.executor import ProgressCallback
 
 if TYPE_CHECKING:
     from deepaas.store import SQLiteJobStore
@@ -58,6 +59,15 @@ class Job:
     result_size: int | None = None
     owner: str | None = None
     idempotency_key: str | None = None
+    progress: float | None = None  # as the model last said, while it runs
+    progress_message: str | None = None
+
+    def report(self, fraction: float | None, message: str | None) -> None:
+        """Keep a progress report (a missing part keeps its last value)."""
+        if fraction is not None:
+            self.progress = fraction
+        if message is not None:
+            self.progress_message = message
 
     def url(self, base: str) -> str:
         return f"{base}/v2/models/{self.model}/predict/{self.id}"
@@ -81,6 +91,11 @@ class Job:
             body["error_status"] = self.error_status
         if self.owner is not None:
             body["owner"] = self.owner
+        if self.status == RUNNING:
+            if self.progress is not None:
+                body["progress"] = self.progress
+            if self.progress_message is not None:
+                body["progress_message"] = self.progress_message
         body["links"] = {"self": url}
         if self.status == DONE:
             body["result_type"] = self.result_type
@@ -115,14 +130,14 @@ class JobRunner:
         self,
         model: str,
         args: dict[str, Any],
-        run: Callable[[], Awaitable[Any]],
+        run: Callable[[ProgressCallback], Awaitable[Any]],
         keep: Keeper,
         *,
         owner: str | None = None,
         key: str | None = None,
         cleanup: Callable[[], None] = lambda: None,
     ) -> tuple[Job, bool]:
-        """Record a job and run ``run()`` in the background, its result kept
+        """Record a job and run ``run(on_progress)`` in the background, its result kept
         by ``keep(result, path)``; ``cleanup`` once it has ended. With an
         ``Idempotency-Key`` already used by ``owner``: that job, and False
         (nothing runs; ``cleanup`` at once)."""
@@ -155,12 +170,12 @@ class JobRunner:
     async def _run(
         self,
         job: Job,
-        run: Callable[[], Awaitable[Any]],
+        run: Callable[[ProgressCallback], Awaitable[Any]],
         keep: Keeper,
         cleanup: Callable[[], None],
     ) -> None:
         try:
-            result = await run()
+            result = await run(job.report)
             os.makedirs(self.result_dir, exist_ok=True)
             loop = asyncio.get_running_loop()
             media_type, size = await loop.run_in_executor(

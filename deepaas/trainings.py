@@ -21,6 +21,7 @@ from typing import Any
 
 from deepaas import exceptions
 from deepaas.model.v2.encoding import jsonable
+from deepaas.model.v2.executor import ProgressCallback
 from deepaas.training_logs import LogCap
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ class Training:
     finish_date: datetime.datetime | None = None
     message: str | None = None
     owner: str | None = None  # who started it, when authentication is on
+    # What the model last said of how far it has got (deepaas.progress),
+    # while it runs
+    progress: float | None = None
+    progress_message: str | None = None
+
+    def report(self, fraction: float | None, message: str | None) -> None:
+        """Keep a progress report (a missing part keeps its last value)."""
+        if fraction is not None:
+            self.progress = fraction
+        if message is not None:
+            self.progress_message = message
 
     def to_dict(self) -> dict[str, Any]:
         """The training object of the HTTP API."""
@@ -69,6 +81,11 @@ class Training:
             body["message"] = self.message
         if self.owner is not None:
             body["owner"] = self.owner
+        if self.status == RUNNING:
+            if self.progress is not None:
+                body["progress"] = self.progress
+            if self.progress_message is not None:
+                body["progress_message"] = self.progress_message
         return body
 
 
@@ -146,12 +163,12 @@ class TrainingRunner:
         self,
         model: str,
         args: dict[str, Any],
-        run: Callable[[str], Awaitable[Any]],
+        run: Callable[[str, ProgressCallback], Awaitable[Any]],
         cleanup: Callable[[], None] = lambda: None,
         owner: str | None = None,
     ) -> Training:
-        """Record a new training of ``owner`` and run ``run(log_path)`` in
-        the background.
+        """Record a new training of ``owner`` and run ``run(log_path,
+        on_progress)`` in the background.
 
         ``cleanup`` runs once the training has ended, however it ended (or
         at once, when the training cannot start: ``TooManyTrainings``).
@@ -192,7 +209,7 @@ class TrainingRunner:
     async def _run(
         self,
         training: Training,
-        run: Callable[[str], Awaitable[Any]],
+        run: Callable[[str, ProgressCallback], Awaitable[Any]],
         cleanup: Callable[[], None],
     ) -> None:
         cap = capping = None
@@ -201,7 +218,7 @@ class TrainingRunner:
             capping = asyncio.get_running_loop().create_task(self._keep_capped(cap))
         try:
             os.makedirs(self.log_dir, exist_ok=True)
-            output = await run(self.log_path(training.uuid))
+            output = await run(self.log_path(training.uuid), training.report)
         except asyncio.CancelledError:
             if self._stopping:
                 self._finish(training, ERROR, message=INTERRUPTED_BY_SHUTDOWN)

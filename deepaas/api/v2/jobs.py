@@ -24,6 +24,7 @@ from deepaas import exceptions
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
 from deepaas.jobs import DONE, Job, Keeper
+from deepaas.model.v2.executor import ProgressCallback
 from deepaas.model.v2.wrapper import ModelWrapper
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
@@ -94,7 +95,7 @@ def submit(
     request: web.Request,
     model: ModelWrapper,
     kwargs: dict[str, Any],
-    run: Callable[[], Awaitable[Any]],
+    run: Callable[[ProgressCallback], Awaitable[Any]],
     keep: Keeper,
     *,
     key: str | None,

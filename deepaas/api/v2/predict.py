@@ -173,7 +173,12 @@ def make_handler(
                 request,
                 model,
                 kwargs,
-                lambda: model.predict(kwargs, timeout=timeout, validate=not validated),
+                lambda on_progress: model.predict(
+                    kwargs,
+                    timeout=timeout,
+                    validate=not validated,
+                    on_progress=on_progress,
+                ),
                 lambda result, path: keep_result(result, path, accept),
                 key=key,
                 cleanup=uploads.cleanup,

@@ -68,6 +68,13 @@ class Training(Schema):
     )
     result = fields.Nested(TrainingResult)
     message = fields.Str(metadata={"description": "Why it failed"})
+    owner = fields.Str(metadata={"description": "Who started it (authentication on)"})
+    progress = fields.Float(
+        metadata={"description": "While it runs: the fraction done, as the model said"}
+    )
+    progress_message = fields.Str(
+        metadata={"description": "While it runs: what the model last said of it"}
+    )
 
 
 class TrainingList(Schema):
@@ -102,6 +109,12 @@ class Job(Schema):
     owner = fields.Str(metadata={"description": "Who sent it (authentication on)"})
     result_type = fields.Str(metadata={"description": "The result's media type"})
     result_size = fields.Int(metadata={"description": "The result's size in bytes"})
+    progress = fields.Float(
+        metadata={"description": "While it runs: the fraction done, as the model said"}
+    )
+    progress_message = fields.Str(
+        metadata={"description": "While it runs: what the model last said of it"}
+    )
     result = fields.Raw(
         metadata={"description": "The result, when JSON of at most 4 MiB"}
     )

@@ -41,7 +41,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         training = request.app[keys.TRAININGS].start(
             model.name,
             kwargs,
-            lambda log_path: model.train(kwargs, log_path=log_path),
+            lambda log_path, on_progress: model.train(
+                kwargs, log_path=log_path, on_progress=on_progress
+            ),
             cleanup=uploads.cleanup,
             owner=owner,
         )

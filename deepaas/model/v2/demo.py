@@ -18,6 +18,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from deepaas.model.v2.base import BaseModel
+from deepaas.reports import progress
 
 LOG = logging.getLogger(__name__)
 
@@ -154,9 +155,14 @@ class DemoModel(BaseModel):
     def train(self, **kwargs: Any) -> dict[str, Any]:
         losses = []
         loss = 1.0
-        for epoch in range(kwargs["epochs"]):
+        epochs = kwargs["epochs"]
+        for epoch in range(epochs):
             time.sleep(1)
             loss *= 1 - min(0.9, kwargs["learning_rate"] * 10)
             losses.append(round(loss, 6))
             LOG.info("epoch %d: loss %.6f", epoch + 1, loss)
+            # what the training JSON shows while it runs
+            progress(
+                (epoch + 1) / epochs, f"epoch {epoch + 1} of {epochs}: loss {loss:.6f}"
+            )
         return {"epochs": kwargs["epochs"], "final_loss": losses[-1], "losses": losses}

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from typing import Any
+
+ProgressCallback = Callable[[float | None, str | None], None]
+"""Told (fraction from 0 to 1 or None, message or None) when a running call
+reports how far it has got (``deepaas.progress``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Executor(abc.ABC):
         log_path: str | None = None,
         finish_prediction: bool = False,
         validate: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
 
@@ -79,7 +85,8 @@ class Executor(abc.ABC):
         ``timeout`` the call itself (``CallTimedOut``, the worker is stopped);
         with ``log_path`` the call's output is written to that file. With
         ``validate`` the worker loads ``kwargs`` through the method's argument
-        schema first (``InvalidArguments`` when they fail it).
+        schema first (``InvalidArguments`` when they fail it). ``on_progress``
+        is told of the call's progress reports as they come.
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.

@@ -67,7 +67,7 @@ from typing import Any, cast
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.executor import Executor, Health, WorkerInfo
+from deepaas.model.v2.executor import Executor, Health, ProgressCallback, WorkerInfo
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
@@ -75,6 +75,7 @@ from deepaas.model.v2.protocol import (
     Failure,
     Ping,
     Pong,
+    Progress,
     Ready,
     Replies,
     Scratch,
@@ -117,6 +118,7 @@ class PendingCall:
         "worker",
         "timer",
         "state",
+        "on_progress",
     )
 
     def __init__(
@@ -124,11 +126,13 @@ class PendingCall:
         message: Call,
         future: asyncio.Future[Any],
         time_limit: float | None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.method = message.method
         self.message = message
         self.future = future
         self.time_limit = time_limit
+        self.on_progress = on_progress
         self.worker: PoolWorker | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.state = CallState.QUEUED
@@ -398,6 +402,9 @@ class WorkerProcess(PoolWorker):
         if isinstance(message, Pong):
             self.pinged_at = None
             return
+        if isinstance(message, Progress):
+            self.pool.on_progress(self, message)
+            return
         assert isinstance(message, Answer | Failure | Replies)
         self.pool.on_reply(self, message)
 
@@ -546,6 +553,7 @@ class WorkerPool(Executor):
         log_path: str | None = None,
         finish_prediction: bool = False,
         validate: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
@@ -558,7 +566,7 @@ class WorkerPool(Executor):
             request_id=log.REQUEST_ID.get(),
         )
         loop = asyncio.get_running_loop()
-        pending = PendingCall(message, loop.create_future(), timeout)
+        pending = PendingCall(message, loop.create_future(), timeout, on_progress)
         self._dispatch(pending, queue_timeout)
         try:
             return await pending.future
@@ -643,6 +651,18 @@ class WorkerPool(Executor):
                 pending.timer = loop.call_later(
                     pending.time_limit, self._on_time_limit, pending
                 )
+
+    def on_progress(self, worker: PoolWorker, progress: Progress) -> None:
+        """The call a worker runs says how far it has got (a batch's are not
+        told: they are not one caller's)."""
+        if len(worker.calls) != 1:
+            return
+        callback = worker.calls[0].on_progress
+        if callback is not None:
+            try:
+                callback(progress.fraction, progress.message)
+            except Exception:  # noqa: BLE001 - a report must not stop the call
+                LOG.exception("A progress report could not be recorded")
 
     def on_reply(self, worker: PoolWorker, reply: Answer | Failure | Replies) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""

@@ -240,7 +240,18 @@ class Pong:
     """I am (a worker's answer to a ``Ping``)."""
 
 
-Message = Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the running call has got (``deepaas.progress``): a fraction
+    from 0 to 1 and a message, either of which may be missing."""
+
+    fraction: float | None
+    message: str | None
+
+
+Message = (
+    Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong | Progress
+)
 
 
 def encode(message: Message) -> bytes:

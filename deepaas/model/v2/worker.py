@@ -31,7 +31,7 @@ from typing import Any
 
 import marshmallow
 
-from deepaas import exceptions, log
+from deepaas import exceptions, log, reports
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.arguments import Arguments, read_declaration
@@ -63,6 +63,7 @@ PONG_FRAME = protocol.encode(Pong())
 # Finished results from this size on go through a scratch file, not the socket.
 SPOOL_MIN = 64 * 1024
 BATCH_IDS_SHOWN = 3  # request ids named in the log lines of a batch
+PROGRESS_INTERVAL = 0.1  # fewest seconds between progress reports sent
 
 
 def portable(result: Any) -> Any:
@@ -461,6 +462,75 @@ def main() -> None:
         pass  # the server is gone: nobody is left to answer to
 
 
+class ProgressSender:
+    """Sends a call's progress reports to the server, a few a second at most
+    (the last one always, before the reply); from any of the model's
+    threads, never after the call has ended."""
+
+    def __init__(self, sock: socket.socket, interval: float = PROGRESS_INTERVAL):
+        self.sock = sock
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._sent_at = -interval
+        self._pending: protocol.Progress | None = None
+        self._timer: threading.Timer | None = None
+        self._ended = False
+
+    def __call__(self, fraction: float | None, message: str | None) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            previous = self._pending
+            self._pending = protocol.Progress(
+                fraction
+                if fraction is not None or previous is None
+                else previous.fraction,
+                message
+                if message is not None or previous is None
+                else previous.message,
+            )
+            wait = self._sent_at + self.interval - time.monotonic()
+            if wait <= 0:
+                self._send()
+            elif self._timer is None:  # the last report goes out in time too
+                self._timer = threading.Timer(wait, self._send_late)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _send(self) -> None:
+        if self._pending is not None:
+            self.sock.sendall(protocol.encode(self._pending))
+            self._pending = None
+            self._sent_at = time.monotonic()
+
+    def _send_late(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._ended:
+                self._send()
+
+    def end(self) -> None:
+        """Send the last report not sent yet; send none after."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._send()
+            self._ended = True
+
+
+def run_reporting(model: LoadedModel, call: Call, sock: socket.socket) -> bytes:
+    """Run ``call``, its progress reports going to the server; the reply."""
+    sender = ProgressSender(sock)
+    reports.install(sender)
+    try:
+        reply = model.run(call)
+    finally:
+        reports.install(None)
+        sender.end()
+    return encode_reply(reply)
+
+
 def serve(
     reader: protocol.SocketReader,
     spec: ModelSpec,
@@ -490,4 +560,4 @@ def serve(
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
         log.REQUEST_ID.set(call.request_id)
-        sock.sendall(encode_reply(model.run(call)))
+        sock.sendall(run_reporting(model, call, sock))

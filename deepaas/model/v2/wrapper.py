@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deepaas.model.v2.declaration import ModelDeclaration
-from deepaas.model.v2.executor import Executor
+from deepaas.model.v2.executor import Executor, ProgressCallback
 from deepaas.model.v2.types import ReturnedFile, UploadedFile
 
 CallObserver = Callable[[str, str, float, BaseException | None], None]
@@ -55,6 +55,7 @@ class ModelWrapper:
         timeout: float | None = None,
         queue_timeout: float | None = None,
         validate: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         """Run ``predict`` in a worker; its result as it goes to the client:
         ``EncodedJSON``, or a raw file, bytes or text. With ``validate`` the
@@ -67,13 +68,20 @@ class ModelWrapper:
             queue_timeout=queue_timeout,
             finish_prediction=True,
             validate=validate,
+            on_progress=on_progress,
         )
 
     async def train(
-        self, kwargs: dict[str, Any], *, log_path: str | None = None
+        self,
+        kwargs: dict[str, Any],
+        *,
+        log_path: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         """Run ``train`` in a worker (output to ``log_path``); its raw result."""
-        return await self._call("train", kwargs, log_path=log_path)
+        return await self._call(
+            "train", kwargs, log_path=log_path, on_progress=on_progress
+        )
 
 
 __all__ = ["CallObserver", "ModelWrapper", "ReturnedFile", "UploadedFile"]

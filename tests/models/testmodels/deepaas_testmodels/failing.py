@@ -35,6 +35,14 @@ def _fail(mode, seconds=0.0):
         return {"mode": mode, "blob": "x" * 200_000}
     if mode == "unencodable":
         return {"value": object()}
+    if mode == "progress":  # many reports at once, then the last one holds
+        from deepaas import progress
+
+        for step in range(10_000):
+            progress(step / 20_000)
+        progress(0.5, "half way")
+        time.sleep(seconds)
+        progress(1.0, "all done")
     if mode == "flood":  # 4,000 numbered lines of 50 bytes over `seconds`
         for burst in range(40):
             for line in range(burst * 100 + 1, burst * 100 + 101):
