@@ -10,10 +10,13 @@ import mimetypes
 import os
 import shutil
 import sys
-from typing import Any
+from typing import Any, TextIO
 
-from deepaas import exceptions
+import tqdm
+
+from deepaas import exceptions, reports
 from deepaas.model import loading
+from deepaas.model.v2.executor import ProgressCallback
 from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.protocol import Answer, Call
 from deepaas.model.v2.types import UploadedFile
@@ -51,8 +54,65 @@ def uploaded_copy(name: str, path: str, workdir: str) -> UploadedFile:
     return UploadedFile(name, copy, content_type, os.path.basename(path))
 
 
+class ProgressDisplay:
+    """Shows a call's progress reports (``deepaas.progress``) on standard
+    error: a progress bar on a terminal, else a plain line whenever the
+    percentage or the message changes."""
+
+    def __init__(self, what: str, stream: TextIO | None = None) -> None:
+        self.what = what
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar: tqdm.tqdm[Any] | None = None
+        self._shown: tuple[int | None, str | None] = (None, None)
+        self._message: str | None = None
+        self._percent: int | None = None
+
+    def __call__(self, fraction: float | None, message: str | None) -> None:
+        if fraction is not None:
+            self._percent = round(fraction * 100)
+        if message is not None:
+            self._message = message
+        if self.stream.isatty():
+            self._draw()
+        elif (self._percent, self._message) != self._shown:
+            self._shown = (self._percent, self._message)
+            done = f"{self._percent}%" if self._percent is not None else "..."
+            words = f" {self._message}" if self._message else ""
+            print(f"{self.what}: {done}{words}", file=self.stream, flush=True)
+
+    def _draw(self) -> None:
+        if self.bar is None:
+            try:
+                columns, lines = os.get_terminal_size(self.stream.fileno())
+            except (OSError, ValueError):
+                columns = lines = 0
+            self.bar = tqdm.tqdm(
+                total=100,
+                file=self.stream,
+                # a terminal that does not tell its size (0 x 0) shows no
+                # bar at all unless told one
+                ncols=columns or 80,
+                nrows=lines or 24,
+                desc=self.what,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}",
+            )
+        if self._percent is not None:
+            self.bar.update(self._percent - self.bar.n)
+        if self._message is not None:
+            self.bar.set_postfix_str(self._message, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 async def run_in_worker(
-    spec: loading.ModelSpec, method: str | None, kwargs: dict[str, Any]
+    spec: loading.ModelSpec,
+    method: str | None,
+    kwargs: dict[str, Any],
+    on_progress: ProgressCallback | None = None,
 ) -> Any:
     """Warm the model in a spawned worker (as the server does), then call it.
 
@@ -62,19 +122,29 @@ async def run_in_worker(
     executor = LocalExecutor(spec, 1, warm=True)
     try:
         await executor.start()
-        return None if method is None else await executor.call(method, kwargs)
+        if method is None:
+            return None
+        return await executor.call(method, kwargs, on_progress=on_progress)
     finally:
         await executor.stop()
 
 
 def run_in_process(
-    spec: loading.ModelSpec, model: Any, method: str | None, kwargs: dict[str, Any]
+    spec: loading.ModelSpec,
+    model: Any,
+    method: str | None,
+    kwargs: dict[str, Any],
+    on_progress: ProgressCallback | None = None,
 ) -> Any:
     """Warm the model and call it right here, as a worker would."""
     loaded = LoadedModel(spec.name, model, warm=True)
     if method is None:
         return None
-    reply = loaded.run(Call(method, kwargs))
+    reports.install(on_progress)
+    try:
+        reply = loaded.run(Call(method, kwargs))
+    finally:
+        reports.install(None)
     if isinstance(reply, Answer):
         return reply.value
     raise reply.error.to_exception()
@@ -88,10 +158,15 @@ def run(
     *,
     in_worker: bool = True,
 ) -> Any:
-    """The result of ``method`` (None: only warm the model)."""
-    if in_worker:
-        return asyncio.run(run_in_worker(spec, method, kwargs))
-    return run_in_process(spec, model, method, kwargs)
+    """The result of ``method`` (None: only warm the model), its progress
+    shown on standard error."""
+    display = ProgressDisplay(method or "warm")
+    try:
+        if in_worker:
+            return asyncio.run(run_in_worker(spec, method, kwargs, display))
+        return run_in_process(spec, model, method, kwargs, display)
+    finally:
+        display.close()
 
 
 def report(prog: str, what: str, exc: BaseException, *, debug: bool) -> int:

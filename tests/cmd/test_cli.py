@@ -319,3 +319,47 @@ def test_dict_literal_argument(run):
     )
     assert bad.returncode == 2
     assert "--options: Not a valid mapping type." in bad.stderr
+
+
+def test_train_says_how_far_it_got_in_plain_lines_off_a_terminal():
+    result = subprocess.run(
+        [CLI, "train", "--epochs", "2"],
+        env=helpers.env_with(None),  # the demo model: one second an epoch
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train:")]
+    assert lines[0].startswith("train: 50% epoch 1 of 2: loss ")
+    assert lines[-1].startswith("train: 100% epoch 2 of 2: loss ")
+    assert json.loads(result.stdout)["epochs"] == 2  # the result is untouched
+
+
+def test_train_draws_a_progress_bar_on_a_terminal():
+    import pty
+
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [CLI, "train", "--epochs", "2"],
+        env=helpers.env_with(None),
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal is closed: the process has ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "train: 100%|" in text and "epoch 2 of 2" in text
+    assert "\r" in text  # redrawn in place, not line after line
+    assert json.loads(stdout)["epochs"] == 2
