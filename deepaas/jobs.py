@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from deepaas import exceptions
+from deepaas.events import JOB as JOB_EVENTS
+from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
 from deepaas.model.v2.executor import ProgressCallback
 
@@ -107,9 +109,19 @@ class Job:
 class JobRunner:
     """Runs jobs in the background and records how they end."""
 
-    def __init__(self, store: SQLiteJobStore, result_dir: str) -> None:
+    def __init__(
+        self,
+        store: SQLiteJobStore,
+        result_dir: str,
+        events: EventJournal | None = None,
+        base: str = "",
+    ) -> None:
+        """``base``: the server's base path, for the links of the jobs'
+        final events."""
         self.store = store
         self.result_dir = result_dir
+        self.events = events
+        self.base = base
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
         self._stopping = False
@@ -156,6 +168,7 @@ class JobRunner:
             cleanup()
             raise
         self._live[job.id] = job
+        self._publish(job, "status", {"status": RUNNING})
         task = asyncio.get_running_loop().create_task(
             self._run(job, run, keep, cleanup), name=f"job-{job.id}"
         )
@@ -175,7 +188,9 @@ class JobRunner:
         cleanup: Callable[[], None],
     ) -> None:
         try:
-            result = await run(job.report)
+            result = await run(
+                lambda fraction, message: self._progress(job, fraction, message)
+            )
             os.makedirs(self.result_dir, exist_ok=True)
             loop = asyncio.get_running_loop()
             media_type, size = await loop.run_in_executor(
@@ -199,6 +214,16 @@ class JobRunner:
         finally:
             cleanup()
 
+    def _publish(self, job: Job, name: str, data: dict[str, Any], **how: bool) -> None:
+        if self.events is not None:
+            self.events.publish(JOB_EVENTS, job.id, name, data, **how)
+
+    def _progress(self, job: Job, fraction: float | None, message: str | None) -> None:
+        job.report(fraction, message)
+        self._publish(
+            job, "progress", {"progress": job.progress, "message": job.progress_message}
+        )
+
     def _finish(
         self,
         job: Job,
@@ -216,6 +241,8 @@ class JobRunner:
             self.store.update(job)
         except exceptions.StoreError as exc:
             LOG.error("Cannot record how job %s ended: %s", job.id, exc.message)
+        self._publish(job, "status", {"status": status})
+        self._publish(job, "result", job.to_dict(self.base), final=True)
 
     def get(self, model: str, job_id: str, owner: str | None = None) -> Job:
         """The job (if ``owner``'s, when given); raises ``JobNotFound``."""
@@ -247,6 +274,8 @@ class JobRunner:
 
     def remove(self, model: str, job_id: str) -> None:
         self.store.remove(model, job_id)
+        if self.events is not None:
+            self.events.forget(JOB_EVENTS, job_id)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.result_path(job_id))
 

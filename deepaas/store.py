@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepaas import exceptions
+from deepaas.events import Event
 from deepaas.jobs import ERROR as JOB_ERROR
 from deepaas.jobs import INTERRUPTED, Job
 from deepaas.jobs import RUNNING as JOB_RUNNING
 from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
 
-SCHEMA_VERSION = 3  # 2: trainings.started_by; 3: the jobs table
+SCHEMA_VERSION = 4  # 2: trainings.started_by; 3: the jobs table; 4: events
 FILENAME = "trainings.sqlite3"
 INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
@@ -79,6 +80,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_by      TEXT,
     idempotency_key TEXT,
     PRIMARY KEY (model, id)
+)
+"""
+# What a training or job went through, for its event stream (deepaas.events)
+EVENT_COLUMNS = ("kind", "record", "seq", "name", "data", "final")
+_EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    kind   TEXT NOT NULL,
+    record TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    name   TEXT NOT NULL,
+    data   TEXT NOT NULL,
+    final  INTEGER NOT NULL,
+    PRIMARY KEY (kind, record, seq)
 )
 """
 _JOBS_INDEX = """
@@ -154,8 +168,13 @@ class SQLiteTrainingStore(TrainingStore):
                 self._db.execute("ALTER TABLE trainings ADD COLUMN started_by TEXT")
             self._db.execute(_JOBS_SCHEMA)
             self._db.execute(_JOBS_INDEX)
+            self._db.execute(_EVENTS_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        for table, expected in (("trainings", COLUMNS), ("jobs", JOB_COLUMNS)):
+        for table, expected in (
+            ("trainings", COLUMNS),
+            ("jobs", JOB_COLUMNS),
+            ("events", EVENT_COLUMNS),
+        ):
             columns = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
             if columns != list(expected):
                 raise sqlite3.DatabaseError(
@@ -421,3 +440,39 @@ class SQLiteJobStore:
             for model, job_id, finished in rows
             if (date := _date(finished)) is not None and date < cutoff
         ]
+
+
+class SQLiteEventStore:
+    """The events of trainings and jobs, in the trainings' database file."""
+
+    def __init__(self, store: SQLiteTrainingStore) -> None:
+        self._db = store._db
+
+    def add(self, kind: str, record: str, event: Event) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, record, event.seq, event.name, event.data, int(event.final)),
+            )
+        except sqlite3.Error as exc:
+            raise exceptions.StoreError(f"Cannot save an event: {exc}") from exc
+
+    def after(self, kind: str, record: str, seq: int) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT seq, name, data, final FROM events "
+            "WHERE kind = ? AND record = ? AND seq > ? ORDER BY seq",
+            (kind, record, seq),
+        ).fetchall()
+        return [Event(s, name, data, bool(final)) for s, name, data, final in rows]
+
+    def last_seq(self, kind: str, record: str) -> int:
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM events WHERE kind = ? AND record = ?",
+            (kind, record),
+        ).fetchone()
+        return row[0] or 0
+
+    def remove(self, kind: str, record: str) -> None:
+        self._db.execute(
+            "DELETE FROM events WHERE kind = ? AND record = ?", (kind, record)
+        )

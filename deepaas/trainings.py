@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from deepaas import exceptions
+from deepaas.events import TRAINING as TRAINING_EVENTS
+from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
 from deepaas.model.v2.executor import ProgressCallback
 from deepaas.training_logs import LogCap
@@ -29,6 +31,8 @@ LOG = logging.getLogger(__name__)
 RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
 SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
 LOG_CAP_INTERVAL = 1.0  # seconds between checks of a running training's log size
+LOG_EVENT_INTERVAL = 0.25  # seconds between reads of a log for its event stream
+LOG_EVENT_MAX = 256 * 1024  # most bytes of log in one event
 INTERRUPTED_BY_SHUTDOWN = (
     "Interrupted: the server shut down while this training was running."
 )
@@ -137,6 +141,7 @@ class TrainingRunner:
         max_running: int = 0,
         max_per_owner: int = 0,
         log_max_bytes: int = 0,
+        events: EventJournal | None = None,
     ) -> None:
         """``max_running``: most trainings running at once; ``max_per_owner``:
         most of one owner's; ``log_max_bytes``: most bytes a log keeps (0: no
@@ -144,6 +149,8 @@ class TrainingRunner:
         self.store = store
         self.log_dir = log_dir
         self.log_max_bytes = log_max_bytes
+        self.events = events
+        self._log_read: dict[str, int] = {}  # bytes of each log published
         self.max_running = max_running
         self.max_per_owner = max_per_owner
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -185,6 +192,7 @@ class TrainingRunner:
             cleanup()
             raise
         self._live[training.uuid] = training
+        self._publish(training, "status", {"status": RUNNING})
         task = asyncio.get_running_loop().create_task(
             self._run(training, run, cleanup), name=f"training-{training.uuid}"
         )
@@ -212,13 +220,21 @@ class TrainingRunner:
         run: Callable[[str, ProgressCallback], Awaitable[Any]],
         cleanup: Callable[[], None],
     ) -> None:
+        following = None
+        if self.events is not None:
+            following = asyncio.get_running_loop().create_task(
+                self._follow_log(training)
+            )
         cap = capping = None
         if self.log_max_bytes:
             cap = LogCap(self.log_path(training.uuid), self.log_max_bytes)
             capping = asyncio.get_running_loop().create_task(self._keep_capped(cap))
         try:
             os.makedirs(self.log_dir, exist_ok=True)
-            output = await run(self.log_path(training.uuid), training.report)
+            output = await run(
+                self.log_path(training.uuid),
+                lambda fraction, message: self._progress(training, fraction, message),
+            )
         except asyncio.CancelledError:
             if self._stopping:
                 self._finish(training, ERROR, message=INTERRUPTED_BY_SHUTDOWN)
@@ -233,6 +249,9 @@ class TrainingRunner:
         else:
             self._finish(training, DONE, output=jsonable(output))
         finally:
+            if following is not None:
+                following.cancel()
+            self._log_read.pop(training.uuid, None)
             if capping is not None and cap is not None:
                 capping.cancel()
                 self._enforce(cap)  # what was written last
@@ -252,9 +271,55 @@ class TrainingRunner:
         except OSError as exc:
             LOG.warning("Cannot hold %s to its size cap: %s", cap.path, exc)
 
+    def _publish(
+        self, training: Training, name: str, data: dict[str, Any] | str, **how: bool
+    ) -> None:
+        if self.events is not None:
+            self.events.publish(TRAINING_EVENTS, training.uuid, name, data, **how)
+
+    def _progress(
+        self, training: Training, fraction: float | None, message: str | None
+    ) -> None:
+        training.report(fraction, message)
+        self._publish(
+            training,
+            "progress",
+            {"progress": training.progress, "message": training.progress_message},
+        )
+
+    async def _follow_log(self, training: Training) -> None:
+        """Publish a running training's new log lines, a few times a second."""
+        while True:
+            await asyncio.sleep(LOG_EVENT_INTERVAL)
+            self._publish_log(training, whole=False)
+
+    def _publish_log(self, training: Training, *, whole: bool) -> None:
+        """Publish the log lines written since the last time (with
+        ``whole``, a last line without its end too)."""
+        offset = self._log_read.get(training.uuid, 0)
+        try:
+            with open(self.log_path(training.uuid), "rb") as f:
+                f.seek(offset)
+                data = f.read(LOG_EVENT_MAX)
+        except OSError:
+            return
+        if not whole:
+            end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            if end == 0 and len(data) < LOG_EVENT_MAX:
+                return  # no whole line yet
+            data = data[: end or len(data)]
+        if not data:
+            return
+        self._log_read[training.uuid] = offset + len(data)
+        text = data.replace(b"\0", b"").decode("utf-8", errors="replace")
+        if text:
+            self._publish(training, "log", text)
+
     def _finish(
         self, training: Training, status: str, *, output: Any = None, message: str = ""
     ) -> None:
+        if self.events is not None:
+            self._publish_log(training, whole=True)
         training.status = status
         training.output = output
         training.message = message or None
@@ -269,6 +334,8 @@ class TrainingRunner:
             self.store.update(training)
         except exceptions.DeepaasError as exc:
             self._keep_unsaved(training, exc.message)
+        self._publish(training, "status", {"status": status})
+        self._publish(training, "result", training.to_dict(), final=True)
 
     def _keep_unsaved(self, training: Training, why: str) -> None:
         """Answer ``training`` from memory and keep trying to save it."""
@@ -340,6 +407,8 @@ class TrainingRunner:
             await asyncio.gather(task, return_exceptions=True)
         self._unsaved.pop(training_id, None)
         self.store.remove(model, training_id)
+        if self.events is not None:
+            self.events.forget(TRAINING_EVENTS, training_id)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.log_path(training_id))
         return training
@@ -353,6 +422,8 @@ class TrainingRunner:
             if training_id in self._live or training_id in self._unsaved:
                 continue
             self.store.remove(model, training_id)
+            if self.events is not None:
+                self.events.forget(TRAINING_EVENTS, training_id)
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.log_path(training_id))
             purged += 1

@@ -178,4 +178,7 @@ def test_a_database_of_schema_1_gains_the_starter_column(tmp_path):
     again = SQLiteTrainingStore(str(tmp_path))
     kept = again.get("m", new.uuid)
     assert kept is not None and kept.to_dict()["owner"] == "key:alice"
-    assert again._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert (
+        again._db.execute("PRAGMA user_version").fetchone()[0]
+        == store_mod.SCHEMA_VERSION
+    )

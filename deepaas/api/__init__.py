@@ -32,6 +32,7 @@ from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.api.uploads import MemorySpool
+from deepaas.events import EventJournal
 from deepaas.exceptions import ModelNotFound
 from deepaas.jobs import JobRunner
 from deepaas.model import loading
@@ -40,7 +41,7 @@ from deepaas.model.v2.executor import Executor
 from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.store import SQLiteJobStore, SQLiteTrainingStore
+from deepaas.store import SQLiteEventStore, SQLiteJobStore, SQLiteTrainingStore
 from deepaas.trainings import TrainingRunner, keep_for
 
 LOG = logging.getLogger(__name__)
@@ -298,8 +299,12 @@ def get_app(
         spool=spool,
     )
     store = open_store(conf.state_dir)
+    events = app[keys.EVENTS] = EventJournal(SQLiteEventStore(store))
     jobs = app[keys.JOBS] = JobRunner(
-        SQLiteJobStore(store), os.path.join(conf.state_dir, "jobs")
+        SQLiteJobStore(store),
+        os.path.join(conf.state_dir, "jobs"),
+        events=events,
+        base=base,
     )
     interrupted = jobs.interrupted_at_start()
     if interrupted:
@@ -314,6 +319,7 @@ def get_app(
         max_running=conf.max_trainings,
         max_per_owner=conf.max_trainings_per_user,
         log_max_bytes=conf.training_log_max_bytes,
+        events=events,
     )
     executors = {
         name: build_executor(conf, declaration, spool)

@@ -23,6 +23,7 @@ if typing.TYPE_CHECKING:
     from deepaas.api.parser import ArgumentParser
     from deepaas.api.startup import Startup
     from deepaas.api.uploads import Uploads
+    from deepaas.events import EventJournal
     from deepaas.jobs import JobRunner
     from deepaas.model.v2.wrapper import ModelWrapper
     from deepaas.trainings import TrainingRunner
@@ -34,6 +35,7 @@ MODELS: web.AppKey[dict[str, ModelWrapper]] = web.AppKey("deepaas_models")
 PARSER: web.AppKey[ArgumentParser] = web.AppKey("deepaas_parser")
 TRAININGS: web.AppKey[TrainingRunner] = web.AppKey("deepaas_trainings")
 JOBS: web.AppKey[JobRunner] = web.AppKey("deepaas_jobs")
+EVENTS: web.AppKey[EventJournal] = web.AppKey("deepaas_events")
 DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")
 STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
 METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")

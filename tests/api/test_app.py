@@ -114,9 +114,11 @@ class TestSpec:
             "/v2/models/module-model/predict/",
             "/v2/models/module-model/predict/{id}",
             "/v2/models/module-model/predict/{id}/result",
+            "/v2/models/module-model/predict/{id}/events",
             "/v2/models/module-model/train/",
             "/v2/models/module-model/train/{uuid}",
             "/v2/models/module-model/train/{uuid}/log",
+            "/v2/models/module-model/train/{uuid}/events",
         }
         train = paths["/v2/models/module-model/train/"]
         assert set(train) == {"get", "post"}

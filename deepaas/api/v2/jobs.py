@@ -22,8 +22,9 @@ from aiohttp import web
 
 from deepaas import exceptions
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import responses
-from deepaas.jobs import DONE, Job, Keeper
+from deepaas.api.v2 import events, responses
+from deepaas.events import JOB
+from deepaas.jobs import DONE, RUNNING, Job, Keeper
 from deepaas.model.v2.executor import ProgressCallback
 from deepaas.model.v2.wrapper import ModelWrapper
 
@@ -218,7 +219,29 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         return web.json_response(job.to_dict(request.app[keys.BASE_PATH]))
 
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Follow an asynchronous prediction of {model.name} as it goes",
+        description="Server-sent events: status, progress and, last, result (the "
+        "job). Reconnect with Last-Event-ID to get only what was missed.",
+        produces=["text/event-stream"],
+        responses={200: {"description": "The event stream"}, **NOT_FOUND},
+    )
+    async def job_events(request: web.Request) -> web.StreamResponse:
+        runner = request.app[keys.JOBS]
+        owner = auth.owner_filter(request)
+        job_id = request.match_info["id"]
+        runner.get(model.name, job_id, owner)  # 404 before the stream starts
+        base = request.app[keys.BASE_PATH]
+
+        def snapshot() -> tuple[bool, dict[str, Any]]:
+            job = runner.get(model.name, job_id, owner)
+            return job.status != RUNNING, job.to_dict(base)
+
+        return await events.stream(request, JOB, job_id, snapshot)
+
     return {
+        "events": job_events,
         "list": list_jobs,
         "get": get_job,
         "result": get_result,
@@ -236,3 +259,6 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
         app, "GET", path + "{id}/result", handlers["result"], access=predict
     )
     routing.add_route(app, "DELETE", path + "{id}", handlers["cancel"], access=predict)
+    routing.add_route(
+        app, "GET", path + "{id}/events", handlers["events"], access=predict
+    )

@@ -12,9 +12,11 @@ from aiohttp import web
 from marshmallow import Schema, fields, validate
 
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import responses
+from deepaas.api.v2 import events, responses
+from deepaas.events import TRAINING
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.training_logs import OpenLog, open_log
+from deepaas.trainings import RUNNING
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 TEXT = "text/plain; charset=utf-8"
@@ -149,7 +151,29 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         finally:
             log.close()
 
+    @aiohttp_apigami.docs(
+        tags=["models"],
+        summary=f"Follow a training of {model.name} as it goes",
+        description="Server-sent events: status, progress, log (new lines) and, "
+        "last, result (the training). Reconnect with Last-Event-ID to get only "
+        "what was missed.",
+        produces=["text/event-stream"],
+        responses={200: {"description": "The event stream"}, **NOT_FOUND},
+    )
+    async def training_events(request: web.Request) -> web.StreamResponse:
+        runner = request.app[keys.TRAININGS]
+        owner = auth.owner_filter(request)
+        uuid = request.match_info["uuid"]
+        runner.get(model.name, uuid, owner)  # 404 before the stream starts
+
+        def snapshot() -> tuple[bool, dict[str, Any]]:
+            training = runner.get(model.name, uuid, owner)
+            return training.status != RUNNING, training.to_dict()
+
+        return await events.stream(request, TRAINING, uuid, snapshot)
+
     return {
+        "events": training_events,
         "start": start,
         "list": list_trainings,
         "get": get_training,
@@ -234,4 +258,7 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
     )
     routing.add_route(
         app, "GET", path + "{uuid}/log", handlers["log"], access=auth.TRAIN
+    )
+    routing.add_route(
+        app, "GET", path + "{uuid}/events", handlers["events"], access=auth.TRAIN
     )

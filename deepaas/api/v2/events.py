@@ -1,0 +1,92 @@
+"""Event streams of trainings and jobs (``text/event-stream``, aiohttp-sse).
+
+``GET .../train/<uuid>/events`` and ``GET .../predict/<id>/events`` send what
+their record has gone through and then what it goes through, as it happens:
+``status``, ``progress``, ``log`` (trainings' new lines) and, last, ``result``
+(the whole record), after which the stream ends. Each event has the number
+``id`` of its record's events; a client reconnecting with ``Last-Event-ID``
+gets only those after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from deepaas import exceptions
+from deepaas.api import keys
+from deepaas.events import Event, Lagging
+
+RETRY_MS = 2000  # how soon a client reconnects after the stream breaks
+PING_SECONDS = 15.0  # a comment line this often keeps proxies from timing out
+
+Snapshot = Callable[[], tuple[bool, dict[str, Any]]]
+"""The record now: whether it has ended, and its JSON object."""
+
+
+def last_event_id(request: web.Request) -> int:
+    """The number of the last event the client has (0: none);
+    ``BadRequest`` when the header holds no event number of ours."""
+    value = request.headers.get("Last-Event-ID", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise exceptions.BadRequest(
+            f"Last-Event-ID must be the id of an event of this stream, not {value!r}."
+        )
+    return int(value)
+
+
+async def stream(
+    request: web.Request, kind: str, record: str, snapshot: Snapshot
+) -> web.StreamResponse:
+    """Answer with the record's event stream until its final event."""
+    after = last_event_id(request)
+    journal = request.app[keys.EVENTS]
+    with journal.subscribe(kind, record) as live:
+        past = journal.after(kind, record, after)
+        ended, body = snapshot()
+        if ended and after and not past:
+            # The client has every event (a browser's EventSource reconnects
+            # by itself after the end): 204 tells it to stop.
+            return web.Response(status=204)
+        async with sse_response(request, ping_interval=PING_SECONDS) as response:
+            last = after
+            for event in past:
+                await send(response, event, first=last == after)
+                last = event.seq
+                if event.final:
+                    return response
+            if ended:
+                # Its final event may have come meanwhile; else (a record
+                # ended by a restart, say) the record itself ends the stream.
+                final = next((e for e in live.pending() if e.final), None)
+                await send(
+                    response, final or Event(last + 1, "result", json.dumps(body), True)
+                )
+                return response
+            try:
+                while True:
+                    event = await live.next()
+                    if event.seq <= last:
+                        continue
+                    await send(response, event, first=last == after)
+                    last = event.seq
+                    if event.final:
+                        return response
+            except Lagging:
+                return response  # the client reconnects and catches up
+    return response
+
+
+async def send(response: Any, event: Event, first: bool = False) -> None:
+    await response.send(
+        event.data,
+        id=str(event.seq),
+        event=event.name,
+        retry=RETRY_MS if first else None,
+    )

@@ -1,0 +1,145 @@
+"""What trainings and jobs go through, as numbered events for their streams.
+
+The runners publish each status change, progress report, batch of new log
+lines and the final record of a training or job here. Every event gets the
+next number of its record and is kept in the state database, so that a
+client reconnecting with ``Last-Event-ID`` gets what it missed, even after a
+restart; and it is handed to the live subscribers of its record through
+in-memory queues, so that any number of them costs the worker nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from deepaas import exceptions
+
+if TYPE_CHECKING:
+    from deepaas.store import SQLiteEventStore
+
+LOG = logging.getLogger(__name__)
+
+TRAINING, JOB = "training", "job"
+SUBSCRIBER_BACKLOG = 1000  # events a subscriber may lag behind before it is cut
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event: its number within its record, name, data (text; JSON
+    for all but log lines) and whether it is the record's last."""
+
+    seq: int
+    name: str
+    data: str
+    final: bool = False
+
+
+class Lagging(Exception):
+    """A subscriber fell too far behind; it may reconnect and catch up."""
+
+
+class Subscription:
+    """Live events of one record, as they are published."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+
+    def put(self, event: Event) -> bool:
+        """Hand over ``event``; False when the subscriber lags too far."""
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def cut(self) -> None:
+        """Tell the subscriber it has been dropped for lagging."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def next(self) -> Event:
+        event = await self.queue.get()
+        if event is None:
+            raise Lagging()
+        return event
+
+    def pending(self) -> list[Event]:
+        """The events already handed over and not taken yet."""
+        events = []
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event is not None:
+                events.append(event)
+        return events
+
+
+class EventJournal:
+    """Numbers, keeps and hands out the events of every training and job."""
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        self.store = store
+        self._last: dict[tuple[str, str], int] = {}
+        self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
+
+    def publish(
+        self,
+        kind: str,
+        record: str,
+        name: str,
+        data: dict[str, Any] | str,
+        *,
+        final: bool = False,
+    ) -> Event:
+        key = (kind, record)
+        seq = self._last.get(key)
+        if seq is None:
+            seq = self.store.last_seq(kind, record)
+        text = data if isinstance(data, str) else json.dumps(data)
+        event = Event(seq + 1, name, text, final)
+        if final:
+            self._last.pop(key, None)
+        else:
+            self._last[key] = event.seq
+        try:
+            self.store.add(kind, record, event)
+        except exceptions.StoreError as exc:
+            LOG.error("Event %s of %s %s not kept: %s", name, kind, record, exc.message)
+        for subscription in list(self._subscribers.get(key, ())):
+            if not subscription.put(event):
+                subscription.cut()
+                self._subscribers[key].discard(subscription)
+        return event
+
+    @contextlib.contextmanager
+    def subscribe(self, kind: str, record: str) -> Iterator[Subscription]:
+        """Live events of a record while the block runs."""
+        subscription = Subscription()
+        key = (kind, record)
+        self._subscribers.setdefault(key, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(key)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[key]
+
+    def after(self, kind: str, record: str, seq: int) -> list[Event]:
+        """The kept events of a record after number ``seq``."""
+        return self.store.after(kind, record, seq)
+
+    def forget(self, kind: str, record: str) -> None:
+        """Remove a record's events (with the record)."""
+        self._last.pop((kind, record), None)
+        self.store.remove(kind, record)
+
+    def subscribers(self, kind: str, record: str) -> int:
+        return len(self._subscribers.get((kind, record), ()))
