@@ -312,6 +312,8 @@ class TrainingRunner:
             return
         self._log_read[training.uuid] = offset + len(data)
         text = data.replace(b"\0", b"").decode("utf-8", errors="replace")
+        # one event's lines, without the end of the last (SSE data lines)
+        text = text.removesuffix("\n").removesuffix("\r")
         if text:
             self._publish(training, "log", text)
 
