@@ -253,6 +253,29 @@ operations_opts = [
         "respond-async) and its result are kept after it ended; older ones are "
         "removed. 0 keeps them until deleted.",
     ),
+    cfg.StrOpt(
+        "webhook-secret",
+        default="",
+        secret=True,
+        help="The key that signs webhook deliveries as the Standard Webhooks "
+        "specification says (webhook-id, webhook-timestamp, webhook-signature "
+        "headers): whsec_ and the key in base64. Empty: deliveries go unsigned.",
+    ),
+    cfg.ListOpt(
+        "webhook-allow",
+        default=[],
+        help="Hosts that a Webhook-URL may name, as patterns (hooks.example.org, "
+        "*.example.org, 10.0.0.7:8080). None (the default): webhooks are refused "
+        "with a 422, so that the server cannot be made to call any address.",
+    ),
+    cfg.IntOpt(
+        "webhook-attempts",
+        default=8,
+        min=1,
+        help="Most attempts to deliver one webhook; between them the wait "
+        "doubles from one second (at most ten minutes). Pending deliveries "
+        "survive a restart.",
+    ),
     cfg.IntOpt(
         "training-log-max-bytes",
         default=0,

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from deepaas import exceptions
@@ -87,6 +87,8 @@ class EventJournal:
         self.store = store
         self._last: dict[tuple[str, str], int] = {}
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
+        # told of every event as it is published (webhooks)
+        self.listeners: list[Callable[[str, str, Event], None]] = []
 
     def publish(
         self,
@@ -111,6 +113,11 @@ class EventJournal:
             self.store.add(kind, record, event)
         except exceptions.StoreError as exc:
             LOG.error("Event %s of %s %s not kept: %s", name, kind, record, exc.message)
+        for listener in self.listeners:
+            try:
+                listener(kind, record, event)
+            except Exception:  # noqa: BLE001 - a listener must not stop the rest
+                LOG.exception("An event listener failed")
         for subscription in list(self._subscribers.get(key, ())):
             if not subscription.put(event):
                 subscription.cut()

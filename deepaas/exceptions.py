@@ -48,6 +48,12 @@ class JobNotFound(DeepaasError):
     status = 404
 
 
+class InvalidWebhook(DeepaasError):
+    """A Webhook-URL or Webhook-Events that cannot be used."""
+
+    status = 422
+
+
 class JobHasNoResult(DeepaasError):
     """The result of a job that is running, or ended without one."""
 

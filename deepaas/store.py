@@ -9,6 +9,7 @@ cut by a stop or crash (their owner is gone) from ones another live server runs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -23,8 +24,9 @@ from deepaas.jobs import ERROR as JOB_ERROR
 from deepaas.jobs import INTERRUPTED, Job
 from deepaas.jobs import RUNNING as JOB_RUNNING
 from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
+from deepaas.webhooks import Delivery
 
-SCHEMA_VERSION = 4  # 2: trainings.started_by; 3: the jobs table; 4: events
+SCHEMA_VERSION = 5  # 2: trainings.started_by; 3: jobs; 4: events; 5: webhooks
 FILENAME = "trainings.sqlite3"
 INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
@@ -93,6 +95,30 @@ CREATE TABLE IF NOT EXISTS events (
     data   TEXT NOT NULL,
     final  INTEGER NOT NULL,
     PRIMARY KEY (kind, record, seq)
+)
+"""
+# Webhooks asked for by trainings and jobs, and deliveries not made yet
+HOOK_COLUMNS = ("kind", "record", "url", "events")
+_HOOKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    kind   TEXT NOT NULL,
+    record TEXT NOT NULL,
+    url    TEXT NOT NULL,
+    events TEXT NOT NULL,
+    PRIMARY KEY (kind, record)
+)
+"""
+DELIVERY_COLUMNS = ("id", "url", "type", "body", "attempts", "due", "kind", "record")
+_DELIVERIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id       TEXT PRIMARY KEY,
+    url      TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    due      REAL NOT NULL,
+    kind     TEXT NOT NULL,
+    record   TEXT NOT NULL
 )
 """
 _JOBS_INDEX = """
@@ -169,11 +195,15 @@ class SQLiteTrainingStore(TrainingStore):
             self._db.execute(_JOBS_SCHEMA)
             self._db.execute(_JOBS_INDEX)
             self._db.execute(_EVENTS_SCHEMA)
+            self._db.execute(_HOOKS_SCHEMA)
+            self._db.execute(_DELIVERIES_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for table, expected in (
             ("trainings", COLUMNS),
             ("jobs", JOB_COLUMNS),
             ("events", EVENT_COLUMNS),
+            ("webhooks", HOOK_COLUMNS),
+            ("deliveries", DELIVERY_COLUMNS),
         ):
             columns = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
             if columns != list(expected):
@@ -476,3 +506,64 @@ class SQLiteEventStore:
         self._db.execute(
             "DELETE FROM events WHERE kind = ? AND record = ?", (kind, record)
         )
+
+
+class SQLiteWebhookStore:
+    """Webhooks and their pending deliveries, in the trainings' database."""
+
+    def __init__(self, store: SQLiteTrainingStore) -> None:
+        self._db = store._db
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise exceptions.StoreError(f"Cannot save a webhook: {exc}") from exc
+
+    def add_hook(self, kind: str, record: str, url: str, events: Sequence[str]) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?, ?)",
+            (kind, record, url, ",".join(events)),
+        )
+
+    def hook(self, kind: str, record: str) -> tuple[str, list[str]] | None:
+        row = self._db.execute(
+            "SELECT url, events FROM webhooks WHERE kind = ? AND record = ?",
+            (kind, record),
+        ).fetchone()
+        return (row[0], row[1].split(",")) if row else None
+
+    def remove_hook(self, kind: str, record: str) -> None:
+        self._run("DELETE FROM webhooks WHERE kind = ? AND record = ?", (kind, record))
+
+    def add_delivery(self, delivery: Delivery) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            dataclasses.astuple(delivery),
+        )
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        rows = self._db.execute(
+            "SELECT * FROM deliveries WHERE due <= ? ORDER BY due LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def next_due(self) -> float | None:
+        row = self._db.execute("SELECT MIN(due) FROM deliveries").fetchone()
+        return row[0]
+
+    def pending_progress(self, kind: str, record: str) -> Delivery | None:
+        """A progress delivery of the record not yet tried, if any."""
+        row = self._db.execute(
+            "SELECT * FROM deliveries WHERE kind = ? AND record = ? AND "
+            "type LIKE '%.progress' AND attempts = 0",
+            (kind, record),
+        ).fetchone()
+        return Delivery(*row) if row else None
+
+    def remove_delivery(self, delivery_id: str) -> None:
+        self._run("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]

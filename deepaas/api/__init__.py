@@ -41,8 +41,14 @@ from deepaas.model.v2.executor import Executor
 from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.store import SQLiteEventStore, SQLiteJobStore, SQLiteTrainingStore
+from deepaas.store import (
+    SQLiteEventStore,
+    SQLiteJobStore,
+    SQLiteTrainingStore,
+    SQLiteWebhookStore,
+)
 from deepaas.trainings import TrainingRunner, keep_for
+from deepaas.webhooks import WebhookSender
 
 LOG = logging.getLogger(__name__)
 
@@ -176,6 +182,7 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
                 keep_for(jobs.purge, conf.job_retention, "job(s)", "--job-retention")
             )
         )
+    keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
     yield
     for keeper in keepers:
         keeper.cancel()
@@ -300,6 +307,12 @@ def get_app(
     )
     store = open_store(conf.state_dir)
     events = app[keys.EVENTS] = EventJournal(SQLiteEventStore(store))
+    sender = app[keys.WEBHOOKS] = WebhookSender(
+        SQLiteWebhookStore(store),
+        secret=conf.webhook_secret,
+        attempts=conf.webhook_attempts,
+    )
+    events.listeners.append(sender.on_event)
     jobs = app[keys.JOBS] = JobRunner(
         SQLiteJobStore(store),
         os.path.join(conf.state_dir, "jobs"),

@@ -27,6 +27,7 @@ if typing.TYPE_CHECKING:
     from deepaas.jobs import JobRunner
     from deepaas.model.v2.wrapper import ModelWrapper
     from deepaas.trainings import TrainingRunner
+    from deepaas.webhooks import WebhookSender
 
 # The application's
 CONFIG: web.AppKey[cfg.ConfigOpts] = web.AppKey("deepaas_config")
@@ -36,6 +37,7 @@ PARSER: web.AppKey[ArgumentParser] = web.AppKey("deepaas_parser")
 TRAININGS: web.AppKey[TrainingRunner] = web.AppKey("deepaas_trainings")
 JOBS: web.AppKey[JobRunner] = web.AppKey("deepaas_jobs")
 EVENTS: web.AppKey[EventJournal] = web.AppKey("deepaas_events")
+WEBHOOKS: web.AppKey[WebhookSender] = web.AppKey("deepaas_webhooks")
 DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")
 STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
 METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")

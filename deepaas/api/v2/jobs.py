@@ -27,6 +27,7 @@ from deepaas.events import JOB
 from deepaas.jobs import DONE, RUNNING, Job, Keeper
 from deepaas.model.v2.executor import ProgressCallback
 from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.webhooks import Hook
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -100,6 +101,7 @@ def submit(
     keep: Keeper,
     *,
     key: str | None,
+    hook: Hook | None = None,
     cleanup: Callable[[], None],
 ) -> web.Response:
     """Start a job of ``model`` and answer 202 with it (or, for an
@@ -119,6 +121,8 @@ def submit(
         cleanup=cleanup,
     )
     base = request.app[keys.BASE_PATH]
+    if created and hook is not None:
+        request.app[keys.WEBHOOKS].watch(JOB, job.id, hook, job.to_dict(base))
     response = web.json_response(
         job.to_dict(base),
         status=202,

@@ -7,12 +7,13 @@ import mimetypes
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas import exceptions
+from deepaas import exceptions, webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import jobs, responses
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
@@ -145,6 +146,7 @@ def make_handler(
     timeout: float | None,
     queue_timeout: float | None,
     max_queued: int = 0,
+    webhook_allow: Sequence[str] = (),
 ) -> Any:
     declaration = model.declaration
     arguments = declaration.predict_arguments
@@ -165,6 +167,7 @@ def make_handler(
         parser = request.app[keys.PARSER]
         if jobs.prefers_async(request):
             key = jobs.idempotency_key(request)  # checked before any work
+            hook = webhooks.hook_from(request.headers, webhook_allow)
             kwargs, uploads, validated = await parser.parse_arguments(
                 request, arguments, short_lived=False
             )
@@ -181,7 +184,13 @@ def make_handler(
                 ),
                 lambda result, path: keep_result(result, path, accept),
                 key=key,
+                hook=hook,
                 cleanup=uploads.cleanup,
+            )
+        if "Webhook-URL" in request.headers:
+            raise exceptions.InvalidWebhook(
+                "A Webhook-URL needs Prefer: respond-async (a prediction answered "
+                "at once calls nobody back)."
             )
         kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
@@ -232,6 +241,7 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
         conf.predict_timeout or None,
         conf.queue_timeout or None,
         conf.max_queued_predictions,
+        conf.webhook_allow,
     )
     routing.add_route(
         app,

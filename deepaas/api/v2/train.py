@@ -11,6 +11,7 @@ import aiohttp_apigami
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from deepaas import webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import events, responses
 from deepaas.events import TRAINING
@@ -31,6 +32,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         parser = request.app[keys.PARSER]
         owner = auth.owner_of(request)
         request.app[keys.TRAININGS].check_room(owner)  # before any work
+        hook = webhooks.hook_from(
+            request.headers, request.app[keys.CONFIG].webhook_allow
+        )
         kwargs, uploads, _ = await parser.parse_arguments(
             request, arguments, short_lived=False
         )
@@ -49,6 +53,10 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             cleanup=uploads.cleanup,
             owner=owner,
         )
+        if hook is not None:
+            request.app[keys.WEBHOOKS].watch(
+                TRAINING, training.uuid, hook, training.to_dict()
+            )
         return web.json_response(training.to_dict())
 
     start: Any = aiohttp_apigami.request_schema(
