@@ -140,3 +140,27 @@ def test_start_a_training_and_read_it(page, artifacts: Path):
     assert body["uuid"] == training_id
     assert body["status"] == "done", body
     assert body["result"]["output"]["epochs"] == 1
+
+
+def test_an_asynchronous_prediction_through_to_its_result(page, artifacts: Path):
+    block = operation(page, "post_v2_models_deepaas_test_predict_")
+    param(block, "Prefer").locator("select").select_option("respond-async")
+    param(block, "top_k").locator("input").fill("2")
+    status, job = execute(block)
+    assert status == 202, job
+    assert job["status"] == "running" and job["args"]["top_k"] == 2
+    curl = block.locator(".curl-command").inner_text()
+    assert "Prefer: respond-async" in curl
+
+    block = operation(page, "get_v2_models_deepaas_test_predict__id_")
+    param(block, "id").locator("input").fill(job["id"])
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = execute(block)
+        assert status == 200, body
+        if body["status"] != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    screenshot(page, block, artifacts / "swagger-ui-async-prediction.png")
+    assert body["status"] == "done", body
+    assert [p["label"] for p in body["result"]["predictions"]] == ["cat", "dog"]
