@@ -31,7 +31,7 @@ LOG = logging.getLogger(__name__)
 RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
 SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
 LOG_CAP_INTERVAL = 1.0  # seconds between checks of a running training's log size
-LOG_EVENT_INTERVAL = 0.25  # seconds between reads of a log for its event stream
+LOG_EVENT_INTERVAL = 0.1  # seconds between reads of a log for its event stream
 LOG_EVENT_MAX = 256 * 1024  # most bytes of log in one event
 INTERRUPTED_BY_SHUTDOWN = (
     "Interrupted: the server shut down while this training was running."

@@ -120,3 +120,10 @@ def test_jobs_smoke_run_completes_every_job():
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"not done\s+0\.00", result.stdout)
     assert "completed/s" in result.stdout and "sync predict/s" in result.stdout
+
+
+def test_long_jobs_smoke_run_measures_events_and_delivers_every_webhook():
+    result = run_script("long_jobs.py", "--lines", "20", "--jobs", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "log line to event stream client: 20 lines" in result.stdout
+    assert re.search(r"delivered\s+4\.00", result.stdout)

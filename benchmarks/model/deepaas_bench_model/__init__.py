@@ -3,6 +3,7 @@ argument of which it reads only the size. Written against the documented model
 API so that upstream DEEPaaS and deepaas serve it alike."""
 
 import os
+import time
 
 from webargs import fields
 
@@ -31,8 +32,15 @@ def predict(**kwargs):
 
 
 def get_train_args():
-    return {}
+    return {
+        "lines": fields.Int(missing=0, description="Lines to print"),
+        "interval": fields.Float(missing=0.05, description="Seconds between lines"),
+    }
 
 
 def train(**kwargs):
+    """Print ``lines`` lines, each the time it was printed at."""
+    for _ in range(kwargs.get("lines", 0)):
+        print(f"at {time.time():.6f}", flush=True)
+        time.sleep(kwargs.get("interval", 0.05))
     return {}
