@@ -3,9 +3,11 @@
 Sends --requests requests at --concurrency to a server on 127.0.0.1 serving the
 test model ``failing`` (installed from tests/models into a temporary directory):
 good predicts (some with a file upload), bad arguments, model exceptions,
-worker deaths, slow predicts cut by --predict-timeout, and trainings. Then it
-prints counts by kind and status, requests lost (no answer or an unexpected
-status: must be 0), trainings not done, upload temp files left behind (must be
+worker deaths, slow predicts cut by --predict-timeout, trainings,
+asynchronous predictions (Prefer: respond-async) and clients following a
+job's event stream to its end. Then it prints counts by kind and status,
+requests lost (no answer or an unexpected status: must be 0), trainings and
+asynchronous jobs not done, upload temp files left behind (must be
 0), the worker count, and the server's process-tree RSS at start and end.
 
 With --hostile, hostile clients run beside that load until it ends: headers
@@ -42,7 +44,9 @@ from tests.helpers import install_model_packages  # noqa: E402
 
 # kind: (share of requests, expected status)
 MIX = {
-    "predict": (0.70, 200),
+    "predict": (0.65, 200),
+    "async_job": (0.03, 202),  # Prefer: respond-async, half with a file
+    "subscriber": (0.02, 200),  # follows a job's event stream to its end
     "predict_file": (0.10, 200),
     "bad_args": (0.08, 422),
     "model_error": (0.08, 500),
@@ -68,7 +72,27 @@ def request_for(kind: str, base: str) -> tuple[str, str, aiohttp.FormData | None
         return "POST", predict + "?mode=sleep&seconds=30", None
     if kind == "worker_death":
         return "POST", predict + "?mode=exit", None
+    if kind == "async_job":
+        form = None
+        if random.random() < 0.5:
+            form = aiohttp.FormData()
+            form.add_field("data", os.urandom(4096), filename="sample.bin")
+        return "POST", predict + "?mode=sleep&seconds=0.05", form
     return "POST", f"{base}/v2/models/failing/train/?mode=ok", None
+
+
+async def follow(session: aiohttp.ClientSession, url: str) -> int | str:
+    """Read a job's event stream to its end: 200 when it ended with the
+    job's result, else what went wrong."""
+    async with session.get(url) as resp:
+        if resp.status != 200:
+            return resp.status
+        last = ""
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            if line.startswith("event: "):
+                last = line
+        return 200 if last == "event: result" else f"ended at {last or 'nothing'}"
 
 
 async def soak(
@@ -78,6 +102,7 @@ async def soak(
     kinds = rng.choices(list(MIX), weights=[w for w, _ in MIX.values()], k=requests)
     counts: collections.Counter[tuple[str, int | str]] = collections.Counter()
     trainings: list[str] = []
+    jobs: list[str] = []  # job URLs
     lost = 0
     queue = iter(kinds)
 
@@ -86,13 +111,22 @@ async def soak(
         for kind in queue:
             if time.monotonic() > deadline:
                 return
-            method, url, data = request_for(kind, base)
+            method, url, data = request_for(
+                "async_job" if kind == "subscriber" else kind, base
+            )
+            headers = {"Prefer": "respond-async"} if kind in ASYNC_KINDS else {}
             try:
-                async with session.request(method, url, data=data) as resp:
+                async with session.request(
+                    method, url, data=data, headers=headers
+                ) as resp:
                     body = await resp.json()
                     status: int | str = resp.status
                     if kind == "train" and resp.status == 200:
                         trainings.append(body["uuid"])
+                    if kind in ASYNC_KINDS and resp.status == 202:
+                        jobs.append(base + resp.headers["Location"])
+                if kind == "subscriber" and status == 202:
+                    status = await follow(session, jobs[-1] + "/events")
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 status = type(exc).__name__
             counts[(kind, status)] += 1
@@ -103,7 +137,32 @@ async def soak(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    return counts, lost, trainings
+    return counts, lost, trainings, jobs
+
+
+ASYNC_KINDS = ("async_job", "subscriber")
+
+
+async def jobs_not_done(jobs: list[str], timeout: float) -> int:
+    """How many asynchronous predictions have not ended "done" in time."""
+    deadline = time.monotonic() + timeout
+    left = list(jobs)
+    async with aiohttp.ClientSession() as session:
+        while left and time.monotonic() < deadline:
+            still = []
+            for url in left:
+                async with session.get(url) as resp:
+                    if (await resp.json()).get("status") == "running":
+                        still.append(url)
+            left = still
+            if left:
+                await asyncio.sleep(0.5)
+        bad = len(left)
+        for url in jobs:
+            if url not in left:
+                async with session.get(url) as resp:
+                    bad += (await resp.json()).get("status") != "done"
+    return bad
 
 
 HOSTILE_SERVER_ARGS = (
@@ -303,16 +362,17 @@ def main() -> int:
             fds_start = open_fds(server.pid)
             started = time.monotonic()
             if args.hostile:
-                (counts, lost, trainings), hostile_got, healthz = asyncio.run(
+                (counts, lost, trainings, jobs), hostile_got, healthz = asyncio.run(
                     soak_with_hostile_clients(base, args, started + args.max_seconds)
                 )
             else:
-                counts, lost, trainings = asyncio.run(
+                counts, lost, trainings, jobs = asyncio.run(
                     soak(base, args.requests, args.concurrency,
                          started + args.max_seconds, args.seed)
                 )  # fmt: skip
             elapsed = time.monotonic() - started
             not_done = asyncio.run(trainings_not_done(base, trainings, 120))
+            jobs_left = asyncio.run(jobs_not_done(jobs, 120))
             # let replacements of the last dead workers start, and the
             # server drop what hostile clients left open
             time.sleep(8 if args.hostile else 2)
@@ -343,6 +403,7 @@ def main() -> int:
         print(f"  {kind:14} {status!s:>22}  {n:7d}{mark}")
     print(f"lost requests          {lost}")
     print(f"trainings started      {len(trainings)}, not done {not_done}")
+    print(f"async jobs started     {len(jobs)}, not done {jobs_left}")
     print(f"upload temp files left {len(leftovers)}")
     print(f"worker processes       {len(workers)} (wanted {args.workers})")
     print(
@@ -358,7 +419,13 @@ def main() -> int:
             f"p99 {percentile(healthz, 0.99):.1f} ms, max {max(healthz, default=0):.1f}"
             f" ms ({len(healthz)} probes)"
         )
-    ok = lost == 0 and not leftovers and not_done == 0 and sent == args.requests
+    ok = (
+        lost == 0
+        and not leftovers
+        and not_done == 0
+        and jobs_left == 0
+        and sent == args.requests
+    )
     return 0 if ok else 1
 
 

@@ -40,6 +40,7 @@ def test_soak_smoke_run_loses_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "lost requests          0" in result.stdout
     assert "upload temp files left 0" in result.stdout
+    assert re.search(r"async jobs started\s+[1-9]\d*, not done 0", result.stdout)
 
 
 def test_hostile_soak_smoke_run_loses_nothing_and_leaks_no_descriptor():
