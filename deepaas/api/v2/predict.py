@@ -15,7 +15,7 @@ from aiohttp import web
 
 from deepaas import exceptions, webhooks
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import jobs, responses
+from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
 from deepaas.model.v2.types import EncodedJSON, OpenResult, ReturnedFile
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -195,6 +195,21 @@ def make_handler(
         kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
             declaration.require("predict")
+            stream_type = streams.requested(request)
+            if stream_type is not None:
+                accept = kwargs.get("accept", None if validated else default_accept)
+                return await streams.respond(
+                    request,
+                    stream_type,
+                    lambda items: model.predict(
+                        kwargs,
+                        timeout=timeout,
+                        queue_timeout=queue_timeout,
+                        validate=not validated,
+                        items=items,
+                    ),
+                    lambda result: prediction_response(request, result, accept),
+                )
             result = await model.predict(
                 kwargs,
                 timeout=timeout,

@@ -10,9 +10,47 @@ task that awaits ``call`` cancels the call itself.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
+
+
+class ItemStream:
+    """The items of a streamed prediction as they arrive, with flow control:
+    past ``high`` items waiting, the worker is not read from (so it blocks
+    sending the next, and the model waits) until half of them are taken."""
+
+    def __init__(self, high: int = 64) -> None:
+        self.high = high
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._resume: Callable[[], None] | None = None
+
+    def put(
+        self, data: bytes, pause: Callable[[], None], resume: Callable[[], None]
+    ) -> None:
+        self.queue.put_nowait(data)
+        if self._resume is None and self.queue.qsize() >= self.high:
+            pause()
+            self._resume = resume
+
+    async def get(self) -> bytes:
+        """The next item, once it is here."""
+        data = await self.queue.get()
+        self._taken()
+        return data
+
+    def take(self) -> bytes:
+        """An item already here (``queue.empty()`` is False)."""
+        data = self.queue.get_nowait()
+        self._taken()
+        return data
+
+    def _taken(self) -> None:
+        if self._resume is not None and self.queue.qsize() <= self.high // 2:
+            resume, self._resume = self._resume, None
+            resume()
+
 
 ProgressCallback = Callable[[float | None, str | None], None]
 """Told (fraction from 0 to 1 or None, message or None) when a running call
@@ -73,6 +111,7 @@ class Executor(abc.ABC):
         finish_prediction: bool = False,
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
+        items: ItemStream | None = None,
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
 
@@ -86,7 +125,9 @@ class Executor(abc.ABC):
         with ``log_path`` the call's output is written to that file. With
         ``validate`` the worker loads ``kwargs`` through the method's argument
         schema first (``InvalidArguments`` when they fail it). ``on_progress``
-        is told of the call's progress reports as they come.
+        is told of the call's progress reports as they come. With ``items``, a
+        prediction that makes its items one by one sends them there as they
+        come, and returns ``Streamed``.
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.

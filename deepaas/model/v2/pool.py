@@ -67,12 +67,19 @@ from typing import Any, cast
 from deepaas import exceptions, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.executor import Executor, Health, ProgressCallback, WorkerInfo
+from deepaas.model.v2.executor import (
+    Executor,
+    Health,
+    ItemStream,
+    ProgressCallback,
+    WorkerInfo,
+)
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
     Call,
     Failure,
+    Item,
     Ping,
     Pong,
     Progress,
@@ -119,6 +126,7 @@ class PendingCall:
         "timer",
         "state",
         "on_progress",
+        "items",
     )
 
     def __init__(
@@ -127,8 +135,10 @@ class PendingCall:
         future: asyncio.Future[Any],
         time_limit: float | None,
         on_progress: ProgressCallback | None = None,
+        items: ItemStream | None = None,
     ) -> None:
         self.method = message.method
+        self.items = items
         self.message = message
         self.future = future
         self.time_limit = time_limit
@@ -161,14 +171,37 @@ class Channel(asyncio.Protocol):
         self.worker = worker
         self.transport: asyncio.Transport | None = None
         self._frames = protocol.FrameReader()
+        # Messages read but held back while paused (flow control)
+        self._held: collections.deque[protocol.Message] = collections.deque()
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses)
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        for message in self._frames.feed(data):
-            self.worker.on_message(message)
+        messages = self._frames.feed(data)
+        if not self.paused and not self._held:
+            for index, message in enumerate(messages):
+                self.worker.on_message(message)
+                if self.paused:  # that message paused us: hold the rest
+                    self._held.extend(messages[index + 1 :])
+                    return
+            return
+        self._held.extend(messages)
+
+    def pause(self) -> None:
+        """Take no more messages (nor bytes) until ``resume()``."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        self.paused = False
+        while self._held and not self.paused:
+            self.worker.on_message(self._held.popleft())
+        if not self.paused and self.transport is not None:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.on_closed()
@@ -242,6 +275,13 @@ class PoolWorker(abc.ABC):
     @abc.abstractmethod
     def kill(self) -> None:
         """End the worker at once, whatever it is doing."""
+
+    def pause_reading(self) -> None:  # noqa: B027 - optional flow control
+        """Stop taking the worker's messages for a while (it then blocks
+        sending)."""
+
+    def resume_reading(self) -> None:  # noqa: B027 - optional flow control
+        """Take the worker's messages again."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -388,6 +428,14 @@ class WorkerProcess(PoolWorker):
         assert self._channel is not None
         self._channel.send(protocol.encode(message))
 
+    def pause_reading(self) -> None:
+        if self._channel is not None:
+            self._channel.pause()
+
+    def resume_reading(self) -> None:
+        if self._channel is not None:
+            self._channel.resume()
+
     def ping(self) -> None:
         """Ask the worker to show it is alive (answered between calls)."""
         assert self._channel is not None
@@ -404,6 +452,9 @@ class WorkerProcess(PoolWorker):
             return
         if isinstance(message, Progress):
             self.pool.on_progress(self, message)
+            return
+        if isinstance(message, Item):
+            self.pool.on_item(self, message)
             return
         assert isinstance(message, Answer | Failure | Replies)
         self.pool.on_reply(self, message)
@@ -554,6 +605,7 @@ class WorkerPool(Executor):
         finish_prediction: bool = False,
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
+        items: ItemStream | None = None,
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
@@ -564,9 +616,12 @@ class WorkerPool(Executor):
             finish_prediction=finish_prediction,
             validate=validate,
             request_id=log.REQUEST_ID.get(),
+            stream=items is not None,
         )
         loop = asyncio.get_running_loop()
-        pending = PendingCall(message, loop.create_future(), timeout, on_progress)
+        pending = PendingCall(
+            message, loop.create_future(), timeout, on_progress, items
+        )
         self._dispatch(pending, queue_timeout)
         try:
             return await pending.future
@@ -576,7 +631,11 @@ class WorkerPool(Executor):
 
     def _batchable(self, pending: PendingCall) -> bool:
         """Whether ``pending`` may run in a batch with others."""
-        return self.batch_size > 1 and pending.method == "predict"
+        return (
+            self.batch_size > 1
+            and pending.method == "predict"
+            and pending.items is None
+        )
 
     def _dispatch(self, pending: PendingCall, queue_timeout: float | None) -> None:
         """QUEUED: run it on an idle worker at once, or wait for one.
@@ -663,6 +722,13 @@ class WorkerPool(Executor):
                 callback(progress.fraction, progress.message)
             except Exception:  # noqa: BLE001 - a report must not stop the call
                 LOG.exception("A progress report could not be recorded")
+
+    def on_item(self, worker: PoolWorker, item: Item) -> None:
+        """An item of the streamed prediction a worker runs."""
+        if len(worker.calls) == 1 and worker.calls[0].items is not None:
+            worker.calls[0].items.put(
+                item.data, worker.pause_reading, worker.resume_reading
+            )
 
     def on_reply(self, worker: PoolWorker, reply: Answer | Failure | Replies) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""

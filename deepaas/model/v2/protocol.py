@@ -192,6 +192,9 @@ class Call:
     validate: bool = False
     finish_prediction: bool = False
     request_id: str = "-"
+    # a prediction that returns an iterator sends its items one by one
+    # (``Item``) instead of as one list
+    stream: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,8 +252,32 @@ class Progress:
     message: str | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Item:
+    """One item of a streamed prediction, as JSON, sent as it is made."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Streamed:
+    """A streamed prediction's answer: every item has been sent."""
+
+    items: int
+
+
 Message = (
-    Start | Call | Batch | Answer | Failure | Replies | Ready | Ping | Pong | Progress
+    Start
+    | Call
+    | Batch
+    | Answer
+    | Failure
+    | Replies
+    | Ready
+    | Ping
+    | Pong
+    | Progress
+    | Item
 )
 
 

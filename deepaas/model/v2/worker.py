@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import logging
 import mimetypes
 import os
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import marshmallow
@@ -35,18 +36,25 @@ from deepaas import exceptions, log, reports
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.arguments import Arguments, read_declaration
-from deepaas.model.v2.encoding import finish_prediction, response_schema_of
+from deepaas.model.v2.encoding import (
+    finish_prediction,
+    jsonable,
+    prediction_body,
+    response_schema_of,
+)
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
     Call,
     Failure,
+    Item,
     Ping,
     Pong,
     Ready,
     Replies,
     Scratch,
     Start,
+    Streamed,
     WorkerError,
 )
 from deepaas.model.v2.types import (
@@ -64,6 +72,12 @@ PONG_FRAME = protocol.encode(Pong())
 SPOOL_MIN = 64 * 1024
 BATCH_IDS_SHOWN = 3  # request ids named in the log lines of a batch
 PROGRESS_INTERVAL = 0.1  # fewest seconds between progress reports sent
+
+
+def is_stream(result: Any) -> bool:
+    """Whether a prediction made its items one by one: a generator or an
+    iterator (not a file, which is answered as one)."""
+    return isinstance(result, Iterator) and not isinstance(result, io.IOBase)
 
 
 def portable(result: Any) -> Any:
@@ -308,14 +322,19 @@ class LoadedModel:
         """Import the model from its entry point, then warm it."""
         return cls(spec.name, spec.load(), warm=warm, scratch=scratch)
 
-    def run(self, call: Call) -> Answer | Failure:
-        """Run ``call`` (its output to its log file, if it names one)."""
+    def run(
+        self, call: Call, emit: Callable[[bytes], None] | None = None
+    ) -> Answer | Failure:
+        """Run ``call`` (its output to its log file, if it names one); a
+        streamed prediction's items go to ``emit`` as they are made."""
         if call.log_path is None:
-            return self._run(call)
+            return self._run(call, emit)
         with output_to(call.log_path):
-            return self._run(call)
+            return self._run(call, emit)
 
-    def _run(self, call: Call) -> Answer | Failure:
+    def _run(
+        self, call: Call, emit: Callable[[bytes], None] | None = None
+    ) -> Answer | Failure:
         function = getattr(self.model, call.method, None)
         if function is None:
             return Failure(WorkerError.missing_method(call.method))
@@ -328,9 +347,42 @@ class LoadedModel:
             except exceptions.InsufficientStorage as exc:
                 return Failure(WorkerError.from_exception(exc, call.method))
             try:
-                return Answer(self._finish(call, function(**kwargs), files))
+                result = function(**kwargs)
+                if is_stream(result):
+                    if call.stream and emit is not None:
+                        return Answer(self._stream(result, emit))
+                    return Answer(self._collected(call, result, files))
+                return Answer(self._finish(call, result, files))
             except Exception as exc:
                 return self._failed(call, exc)
+
+    def _item(self, item: Any) -> bytes:
+        """One streamed item as JSON: checked against the response schema,
+        which describes one item, when the model has one."""
+        if self.response_schema is not None:
+            item = prediction_body(self.name, self.response_schema, item)
+        try:
+            return json.dumps(item).encode()
+        except (TypeError, ValueError):
+            return json.dumps(jsonable(item)).encode()
+
+    def _stream(self, items: Iterator[Any], emit: Callable[[bytes], None]) -> Streamed:
+        """Send each item as JSON as the model makes it (``emit`` blocks
+        while the server does not take more: the model waits)."""
+        count = 0
+        for item in items:
+            emit(self._item(item))
+            count += 1
+        return Streamed(count)
+
+    def _collected(self, call: Call, items: Iterator[Any], files: InlineFiles) -> Any:
+        """Items answered as one list, for a client that did not ask for a
+        stream: a JSON array of the items when the response schema
+        describes one item, else the list as any prediction."""
+        if call.finish_prediction and self.response_schema is not None:
+            body = b"[" + b", ".join(self._item(item) for item in items) + b"]"
+            return spooled(EncodedJSON(body), self.scratch)
+        return self._finish(call, list(items), files)
 
     def _arguments(self, call: Call, files: InlineFiles) -> dict[str, Any]:
         """The call's keyword arguments: files sent inline written to files
@@ -509,6 +561,12 @@ class ProgressSender:
             if not self._ended:
                 self._send()
 
+    def send_item(self, data: bytes) -> None:
+        """Send one streamed item (after the report before it)."""
+        with self._lock:
+            self._send()
+            self.sock.sendall(protocol.encode(Item(data)))
+
     def end(self) -> None:
         """Send the last report not sent yet; send none after."""
         with self._lock:
@@ -520,11 +578,12 @@ class ProgressSender:
 
 
 def run_reporting(model: LoadedModel, call: Call, sock: socket.socket) -> bytes:
-    """Run ``call``, its progress reports going to the server; the reply."""
+    """Run ``call``, its progress reports and streamed items going to the
+    server; the reply."""
     sender = ProgressSender(sock)
     reports.install(sender)
     try:
-        reply = model.run(call)
+        reply = model.run(call, sender.send_item)
     finally:
         reports.install(None)
         sender.end()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deepaas.model.v2.declaration import ModelDeclaration
-from deepaas.model.v2.executor import Executor, ProgressCallback
+from deepaas.model.v2.executor import Executor, ItemStream, ProgressCallback
 from deepaas.model.v2.types import ReturnedFile, UploadedFile
 
 CallObserver = Callable[[str, str, float, BaseException | None], None]
@@ -56,6 +56,7 @@ class ModelWrapper:
         queue_timeout: float | None = None,
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
+        items: ItemStream | None = None,
     ) -> Any:
         """Run ``predict`` in a worker; its result as it goes to the client:
         ``EncodedJSON``, or a raw file, bytes or text. With ``validate`` the
@@ -69,6 +70,7 @@ class ModelWrapper:
             finish_prediction=True,
             validate=validate,
             on_progress=on_progress,
+            items=items,
         )
 
     async def train(

@@ -66,7 +66,23 @@ def get_predict_args():
     }
 
 
+def _items(mode, count):
+    """Items one by one (a streamed prediction)."""
+    for n in range(count):
+        if mode == "stream-fail" and n == 2:
+            raise ValueError("broke mid-stream")
+        if mode in ("stream", "stream-forever"):
+            time.sleep(0.05)
+        yield {"n": n, "pid": os.getpid()}
+
+
 def predict(**kwargs):
+    mode = kwargs["mode"]
+    if mode.startswith("stream"):
+        count = {"stream": 5, "stream-fail": 5, "stream-forever": 10**9}.get(
+            mode, int(kwargs["seconds"])
+        )
+        return _items(mode, count)
     result = _fail(kwargs["mode"], kwargs["seconds"])
     if kwargs["data"] is not None:
         result["path"] = kwargs["data"].filename
