@@ -135,6 +135,8 @@ class TestSpec:
             "image/png",
             "application/json",
             "*/*",
+            "text/event-stream",  # for a predict() that streams its items
+            "application/x-ndjson",
         ]
 
     async def test_response_schema_definition(self, make_client):

@@ -100,3 +100,14 @@ async def test_a_client_that_goes_away_stops_the_generator(make_client):
     assert await helpers.eventually(lambda: executor.health().alive == 1)
     after = await (await client.post(PREDICT)).json()
     assert after["predictions"]["pid"] != pid
+
+
+async def test_the_demo_model_streams_its_predictions(make_client):
+    client = await make_client("--model-name", "deepaas-test")
+    path = "/v2/models/deepaas-test/predict/?top_k=3&stream=true"
+    resp = await client.post(path, headers=NDJSON)
+    lines = [json.loads(line) async for line in resp.content]
+    labels = [line["predictions"][0]["label"] for line in lines]
+    assert labels == ["cat", "dog", "bird"]
+    whole = await (await client.post(path)).json()  # no stream asked: one list
+    assert [answer["predictions"][0]["label"] for answer in whole] == labels

@@ -152,6 +152,8 @@ def make_handler(
     arguments = declaration.predict_arguments
     accept_choices = declaration.accept_choices
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
+    # a predict() that returns an iterator streams its items in these
+    produces += [streams.SSE, streams.NDJSON]
     # What ``accept`` is when the worker validates the arguments and the
     # request left it out.
     accept_field = arguments.fields.get("accept")

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -90,6 +91,14 @@ class DemoModel(BaseModel):
                 allow_none=True,
                 metadata={"description": "URL of data to predict on"},
             ),
+            "stream": fields.Bool(
+                load_default=False,
+                metadata={
+                    "description": "Make the predictions one by one: sent as "
+                    "they come to a client accepting text/event-stream or "
+                    "application/x-ndjson, else answered as one list"
+                },
+            ),
             "data": fields.Field(
                 load_default=None,
                 allow_none=True,
@@ -125,7 +134,19 @@ class DemoModel(BaseModel):
             {"label": label, "probability": round(1.0 / (rank + 1), 4)}
             for rank, label in enumerate(dict.fromkeys(labels))
         ][: kwargs["top_k"]]
+        if kwargs.get("stream"):
+            return self._one_by_one(predictions, shown)
         return {"status": "OK", "predictions": predictions, "arguments": shown}
+
+    @staticmethod
+    def _one_by_one(
+        predictions: list[dict[str, Any]], shown: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """A streaming model: each prediction as soon as it is made (here,
+        a fifth of a second apart)."""
+        for prediction in predictions:
+            time.sleep(0.2)
+            yield {"status": "OK", "predictions": [prediction], "arguments": shown}
 
     def predict_batch(self, calls: list[dict[str, Any]]) -> list[Any]:
         """Several predictions at once, as a model on an accelerator would run
