@@ -30,10 +30,9 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import jwt
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from oslo_config import cfg
@@ -41,6 +40,9 @@ from oslo_config import cfg
 from deepaas import exceptions
 from deepaas.api import keys
 from deepaas.api.errors import error_response
+
+if TYPE_CHECKING:
+    import jwt
 
 LOG = logging.getLogger(__name__)
 
@@ -320,6 +322,8 @@ class OIDC:
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
         """The token's principal and until when it holds."""
+        import jwt  # only servers that check tokens pay for it (and cryptography)
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -407,6 +411,8 @@ class OIDC:
             await self._fetch()
 
     async def _fetch(self) -> None:
+        import jwt
+
         self._fetched = time.monotonic()
         try:
             self._keys = jwt.PyJWKSet.from_dict(await self._read_jwks())

@@ -381,3 +381,33 @@ async def test_expect_continue_without_credentials_is_refused_before_the_body(
     assert line.startswith(b"HTTP/1.1 403")  # alice may not predict
     line = await expect_continue_status(client, f"X-API-Key: {BOB}\r\n")
     assert line == b"HTTP/1.1 100 Continue\r\n"
+
+
+def test_a_server_without_oidc_never_imports_pyjwt(testmodels_installed, tmp_path):
+    """Token checking (PyJWT, cryptography) costs memory only where used."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"{ALICE} train alice\n")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from deepaas import config
+        from deepaas.api import get_app
+
+        get_app(config.build_config(
+            ["--model-name", "minimal", "--state-dir", {str(tmp_path)!r},
+             "--api-keys-file", {str(keys_file)!r}]
+        ))
+        print("jwt" in sys.modules, "cryptography" in sys.modules)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(testmodels_installed)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
