@@ -264,7 +264,10 @@ async def test_the_spec_tells_of_prefer_idempotency_key_and_202(make_client):
     OpenAPIV30SpecValidator(openapi).validate()
     post = swagger["paths"][OUTPUTS]["post"]
     headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
-    assert headers == {"Prefer", "Idempotency-Key"}
+    assert headers == {"Prefer", "Idempotency-Key", "Webhook-URL", "Webhook-Events"}
+    train = swagger["paths"]["/v2/models/outputs/train/"]["post"]
+    train_headers = {p["name"] for p in train["parameters"] if p["in"] == "header"}
+    assert train_headers == {"Webhook-URL", "Webhook-Events"}
     assert post["responses"]["202"]["schema"] == {"$ref": "#/definitions/Job"}
     accepted = openapi["paths"][OUTPUTS]["post"]["responses"]["202"]
     assert list(accepted["content"]) == ["application/json"]

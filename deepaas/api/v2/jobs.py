@@ -56,6 +56,25 @@ HEADER_PARAMETERS = [
         "started instead of predicting twice",
     },
 ]
+WEBHOOK_PARAMETERS = [
+    {
+        "in": "header",
+        "name": "Webhook-URL",
+        "type": "string",
+        "required": False,
+        "description": "Call this URL back (a signed JSON POST, Standard Webhooks) "
+        "on the events of Webhook-Events; its host must be one --webhook-allow "
+        "names (else 422). On a prediction, with Prefer: respond-async only",
+    },
+    {
+        "in": "header",
+        "name": "Webhook-Events",
+        "type": "string",
+        "required": False,
+        "description": "Which events to call back on, comma-separated among "
+        "start, progress, completed (default: completed)",
+    },
+]
 ACCEPTED = {
     202: {
         "description": "Prefer: respond-async: the prediction runs in the "

@@ -245,7 +245,7 @@ def make_handler(
         "whose `Location` tells how it goes and, once done, its result.",
         produces=produces,
         consumes=["multipart/form-data"] if arguments.file_names else None,
-        parameters=jobs.HEADER_PARAMETERS,
+        parameters=[*jobs.HEADER_PARAMETERS, *jobs.WEBHOOK_PARAMETERS],
         responses={**ERRORS, **jobs.ACCEPTED},
     )(handler)
 

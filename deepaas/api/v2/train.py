@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from deepaas import webhooks
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import events, responses
+from deepaas.api.v2 import events, jobs, responses
 from deepaas.events import TRAINING
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.training_logs import OpenLog, open_log
@@ -71,8 +71,12 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         tags=["models"],
         summary=f"Start a training of model {model.name}",
         consumes=["multipart/form-data"] if arguments.file_names else None,
+        parameters=jobs.WEBHOOK_PARAMETERS,
         responses={
-            422: {"description": "Invalid arguments", "schema": responses.Failure},
+            422: {
+                "description": "Invalid arguments, or a webhook that cannot be used",
+                "schema": responses.Failure,
+            },
             429: {
                 "description": "As many trainings as allowed already run "
                 "(--max-trainings, --max-trainings-per-user); see Retry-After",
