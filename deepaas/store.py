@@ -98,11 +98,12 @@ CREATE TABLE IF NOT EXISTS events (
 )
 """
 # Webhooks asked for by trainings and jobs, and deliveries not made yet
-HOOK_COLUMNS = ("kind", "record", "url", "events")
+HOOK_COLUMNS = ("kind", "record", "model", "url", "events")
 _HOOKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
     kind   TEXT NOT NULL,
     record TEXT NOT NULL,
+    model  TEXT NOT NULL,
     url    TEXT NOT NULL,
     events TEXT NOT NULL,
     PRIMARY KEY (kind, record)
@@ -520,18 +521,20 @@ class SQLiteWebhookStore:
         except sqlite3.Error as exc:
             raise exceptions.StoreError(f"Cannot save a webhook: {exc}") from exc
 
-    def add_hook(self, kind: str, record: str, url: str, events: Sequence[str]) -> None:
+    def add_hook(
+        self, kind: str, record: str, model: str, url: str, events: Sequence[str]
+    ) -> None:
         self._run(
-            "INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?, ?)",
-            (kind, record, url, ",".join(events)),
+            "INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?, ?, ?)",
+            (kind, record, model, url, ",".join(events)),
         )
 
-    def hook(self, kind: str, record: str) -> tuple[str, list[str]] | None:
-        row = self._db.execute(
-            "SELECT url, events FROM webhooks WHERE kind = ? AND record = ?",
-            (kind, record),
-        ).fetchone()
-        return (row[0], row[1].split(",")) if row else None
+    def hooks(self) -> list[tuple[str, str, str, str, list[str]]]:
+        """Every kept webhook: (kind, record, model, url, events)."""
+        rows = self._db.execute(
+            "SELECT kind, record, model, url, events FROM webhooks"
+        ).fetchall()
+        return [(k, r, m, u, e.split(",")) for k, r, m, u, e in rows]
 
     def remove_hook(self, kind: str, record: str) -> None:
         self._run("DELETE FROM webhooks WHERE kind = ? AND record = ?", (kind, record))

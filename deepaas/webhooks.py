@@ -22,7 +22,7 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -39,6 +39,8 @@ LOG = logging.getLogger(__name__)
 EVENTS = ("start", "progress", "completed")
 DEFAULT_EVENTS = ("completed",)
 TYPE_PREFIX = {"training": "training", "job": "prediction"}
+# (kind, model, record) -> (ended, its JSON object), or None if it is gone
+Lookup = Callable[[str, str, str], "tuple[bool, dict[str, Any]] | None"]
 SEND_TIMEOUT = 10.0  # seconds a receiver has to answer
 MAX_WAIT = 600.0  # the longest wait between two attempts
 AT_ONCE = 16  # deliveries made concurrently
@@ -141,14 +143,37 @@ class WebhookSender:
         self.failed = 0
 
     def watch(
-        self, kind: str, record: str, hook: Hook, snapshot: dict[str, Any]
+        self,
+        kind: str,
+        record: str,
+        model: str,
+        hook: Hook,
+        snapshot: dict[str, Any],
     ) -> None:
         """Deliver the events ``hook`` asks for of a record (which has just
         started: ``snapshot`` is what its start delivery carries)."""
-        self.store.add_hook(kind, record, hook.url, hook.events)
+        self.store.add_hook(kind, record, model, hook.url, hook.events)
         self._hooks[(kind, record)] = hook
         if "start" in hook.events:
             self._enqueue(kind, record, hook, "start", snapshot)
+
+    def resume(self, lookup: Lookup) -> int:
+        """At start: the webhooks kept by an earlier run. A record that has
+        ended meanwhile (cut by a crash: interrupted) gets its completed
+        delivery now; one still running is watched again; one gone is
+        forgotten. How many completed deliveries were made due."""
+        due = 0
+        for kind, record, model, url, events in self.store.hooks():
+            hook = Hook(url, tuple(events))
+            found = lookup(kind, model, record)
+            if found is not None and not found[0]:
+                self._hooks[(kind, record)] = hook
+                continue
+            if found is not None and "completed" in hook.events:
+                self._enqueue(kind, record, hook, "completed", found[1])
+                due += 1
+            self.store.remove_hook(kind, record)
+        return due
 
     def on_event(self, kind: str, record: str, event: Event) -> None:
         """An event was published (``EventJournal`` listener)."""

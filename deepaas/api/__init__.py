@@ -32,6 +32,7 @@ from deepaas.api.metrics import Metrics, metrics_handler
 from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.api.uploads import MemorySpool
+from deepaas.events import TRAINING as TRAINING_EVENTS
 from deepaas.events import EventJournal
 from deepaas.exceptions import ModelNotFound
 from deepaas.jobs import JobRunner
@@ -334,6 +335,13 @@ def get_app(
         log_max_bytes=conf.training_log_max_bytes,
         events=events,
     )
+    resumed = sender.resume(
+        lambda kind, model, record: record_state(
+            trainings, jobs, base, kind, model, record
+        )
+    )
+    if resumed:
+        LOG.info("%d webhook(s) of interrupted work to deliver", resumed)
     executors = {
         name: build_executor(conf, declaration, spool)
         for name, declaration in declarations.items()
@@ -369,6 +377,27 @@ def get_app(
         crosssite.setup_cors(app, conf.cors_origin)
     auth.classify_routes(app, base)
     return app
+
+
+def record_state(
+    trainings: TrainingRunner,
+    jobs: JobRunner,
+    base: str,
+    kind: str,
+    model: str,
+    record: str,
+) -> tuple[bool, dict[str, Any]] | None:
+    """Whether a training or job has ended, and its JSON object; None if it
+    is gone (for webhooks kept across a restart)."""
+    if kind == TRAINING_EVENTS:
+        training = trainings.store.get(model, record)
+        if training is None:
+            return None
+        return training.status != "running", training.to_dict()
+    job = jobs.store.get(model, record)
+    if job is None:
+        return None
+    return job.status != "running", job.to_dict(base)
 
 
 def access_middleware(

@@ -141,7 +141,9 @@ def submit(
     )
     base = request.app[keys.BASE_PATH]
     if created and hook is not None:
-        request.app[keys.WEBHOOKS].watch(JOB, job.id, hook, job.to_dict(base))
+        request.app[keys.WEBHOOKS].watch(
+            JOB, job.id, model.name, hook, job.to_dict(base)
+        )
     response = web.json_response(
         job.to_dict(base),
         status=202,

@@ -55,7 +55,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         if hook is not None:
             request.app[keys.WEBHOOKS].watch(
-                TRAINING, training.uuid, hook, training.to_dict()
+                TRAINING, training.uuid, model.name, hook, training.to_dict()
             )
         return web.json_response(training.to_dict())
 
