@@ -98,7 +98,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--max-seconds", type=float, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="deepaas-long-") as scratch:
         root = Path(scratch)
