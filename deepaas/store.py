@@ -26,7 +26,7 @@ from deepaas.jobs import RUNNING as JOB_RUNNING
 from deepaas.trainings import ERROR, RUNNING, Training, TrainingStore
 from deepaas.webhooks import Delivery
 
-SCHEMA_VERSION = 5  # 2: trainings.started_by; 3: jobs; 4: events; 5: webhooks
+SCHEMA_VERSION = 6  # 2: trainings.started_by; 3: jobs; 4: events; 5, 6: webhooks
 FILENAME = "trainings.sqlite3"
 INTERRUPTED_BY_RESTART = (
     "Interrupted by a restart: the server stopped while this training was running."
@@ -196,6 +196,8 @@ class SQLiteTrainingStore(TrainingStore):
             self._db.execute(_JOBS_SCHEMA)
             self._db.execute(_JOBS_INDEX)
             self._db.execute(_EVENTS_SCHEMA)
+            if version == 5:  # its webhooks did not name their model
+                self._db.execute("DROP TABLE IF EXISTS webhooks")
             self._db.execute(_HOOKS_SCHEMA)
             self._db.execute(_DELIVERIES_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -182,3 +182,18 @@ def test_a_database_of_schema_1_gains_the_starter_column(tmp_path):
         again._db.execute("PRAGMA user_version").fetchone()[0]
         == store_mod.SCHEMA_VERSION
     )
+
+
+def test_a_database_of_schema_5_gets_webhooks_that_name_their_model(tmp_path):
+    db = sqlite3.connect(tmp_path / store_mod.FILENAME)
+    db.execute(
+        "CREATE TABLE webhooks (kind TEXT NOT NULL, record TEXT NOT NULL, "
+        "url TEXT NOT NULL, events TEXT NOT NULL, PRIMARY KEY (kind, record))"
+    )
+    db.execute("PRAGMA user_version = 5")
+    db.commit()
+    db.close()
+    store = SQLiteTrainingStore(str(tmp_path))  # would refuse other columns
+    hooks = store_mod.SQLiteWebhookStore(store)
+    hooks.add_hook("job", "j1", "m", "http://127.0.0.1/hook", ["completed"])
+    assert hooks.hooks() == [("job", "j1", "m", "http://127.0.0.1/hook", ["completed"])]

@@ -123,8 +123,8 @@ class TestSpec:
         train = paths["/v2/models/module-model/train/"]
         assert set(train) == {"get", "post"}
         assert set(paths["/v2/models/module-model/train/{uuid}"]) == {"get", "delete"}
-        assert train["post"]["parameters"][0]["name"] == "epochs"
-        assert train["post"]["parameters"][0]["required"] is True
+        (epochs,) = [p for p in train["post"]["parameters"] if p["name"] == "epochs"]
+        assert epochs["required"] is True and epochs["in"] == "query"
 
     async def test_produces_from_accept_choices(self, make_client):
         client = await make_client("--model-name", "accept-model")
