@@ -27,6 +27,10 @@ LOG = logging.getLogger(__name__)
 
 TRAINING, JOB = "training", "job"
 SUBSCRIBER_BACKLOG = 1000  # events a subscriber may lag behind before it is cut
+# The most events kept per record: a chatty training's log does not fill the
+# database (a client further behind resumes from the oldest kept).
+EVENTS_KEPT = 10_000
+PRUNE_EVERY = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,8 @@ class EventJournal:
             self._last[key] = event.seq
         try:
             self.store.add(kind, record, event)
+            if event.seq % PRUNE_EVERY == 0:
+                self.store.prune(kind, record, event.seq - EVENTS_KEPT)
         except exceptions.StoreError as exc:
             LOG.error("Event %s of %s %s not kept: %s", name, kind, record, exc.message)
         for listener in self.listeners:

@@ -510,6 +510,16 @@ class SQLiteEventStore:
             "DELETE FROM events WHERE kind = ? AND record = ?", (kind, record)
         )
 
+    def prune(self, kind: str, record: str, up_to: int) -> None:
+        """Forget a record's events numbered ``up_to`` and below."""
+        try:
+            self._db.execute(
+                "DELETE FROM events WHERE kind = ? AND record = ? AND seq <= ?",
+                (kind, record, up_to),
+            )
+        except sqlite3.Error as exc:
+            raise exceptions.StoreError(f"Cannot prune events: {exc}") from exc
+
 
 class SQLiteWebhookStore:
     """Webhooks and their pending deliveries, in the trainings' database."""

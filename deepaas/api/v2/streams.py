@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from aiohttp_sse import EventSourceResponse
 from deepaas import exceptions
 from deepaas.model.v2.executor import ItemStream
 from deepaas.model.v2.protocol import Streamed
+
+LOG = logging.getLogger(__name__)
 
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"
 
@@ -107,9 +110,12 @@ async def respond(
             await writer.item(items.take())
         try:
             result = call.result()
-        except exceptions.DeepaasError as exc:
+        except Exception as exc:
             if writer.response is None:
                 raise  # nothing sent yet: the usual JSON error
+            if not isinstance(exc, exceptions.DeepaasError):
+                LOG.exception("A streamed prediction failed")
+                exc = exceptions.DeepaasError(f"{type(exc).__name__}: {exc}")
             await writer.end(exc)
             return writer.response
         if writer.response is None and not isinstance(result, Streamed):
