@@ -39,7 +39,7 @@ from deepaas.jobs import JobRunner
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.model.v2.executor import Executor
-from deepaas.model.v2.pool import LocalExecutor
+from deepaas.model.v2.pool import RESULT_SLOTS, LocalExecutor
 from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.store import (
@@ -82,9 +82,10 @@ def build_executor(
     declaration: ModelDeclaration,
     spool: MemorySpool | None = None,
 ) -> Executor:
-    """The executor (not started) that runs one model's calls. Large results
-    come back through files: in ``spool``'s memory directory when small
-    enough for it, else in the temporary directory."""
+    """The executor (not started) that runs one model's calls. Results of
+    moderate size come back through memory each local worker shares with
+    the server; larger ones through files: in ``spool``'s memory directory
+    when small enough for it, else in the temporary directory."""
     scratch = Scratch(
         spool.directory if spool is not None else None,
         tempfile.gettempdir(),
@@ -106,6 +107,7 @@ def build_executor(
         declaration.spec,
         conf.workers,
         scratch=scratch,
+        result_slots=RESULT_SLOTS,
         devices=[d.strip() for d in conf.worker_gpus if d.strip()],
         **options,
     )

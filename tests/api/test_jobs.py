@@ -13,6 +13,7 @@ import pytest
 from deepaas.api import keys
 from tests import helpers
 from tests.conftest import EXECUTORS
+from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 
 ASYNC = {"Prefer": "respond-async"}
 FAILING = "/v2/models/failing/predict/"
@@ -89,7 +90,7 @@ async def test_a_bytes_result_is_served_as_it_is(make_client):
     result = await client.get(done["links"]["result"])
     assert result.content_type == "image/png"
     sync = await client.post(OUTPUTS + "?size=300000&accept=image/png")
-    assert await result.read() == await sync.read()
+    assert await result.read() == await sync.read() == pattern(300_000)
 
 
 async def test_an_upload_lives_until_the_job_ends_then_goes(

@@ -1,17 +1,22 @@
-"""Large answers come back through the workers' scratch files and leave
-nothing behind; small ones through the socket; the client sees the same
-bytes either way."""
+"""Answers of moderate size come back through memory the workers share with
+the server, larger ones through the workers' scratch files, small ones
+through the socket; nothing is left behind, and the client sees the same
+bytes whichever way they came, however slowly it reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import tempfile
 
 import aiohttp
 import pytest
 
 from deepaas.api import keys
+from deepaas.model.v2.pool import RESULT_SLOT_SIZE, RESULT_SLOTS
+from tests import helpers
 from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 
 PREDICT = "/v2/models/outputs/predict/"
@@ -41,12 +46,13 @@ def worker_dirs(*roots) -> list[str]:
 
 
 async def test_raw_answers_arrive_whole(make_client, dirs):
+    memory_max = RESULT_SLOT_SIZE + 500_000
     client = await make_client(
         "--model-name", "outputs", "--upload-memory-dir", str(dirs[1]),
-        "--upload-memory-max", "1048576",
+        "--upload-memory-max", str(memory_max),
     )  # fmt: skip
-    # through the socket, a memory file and a disk file
-    for size in (0, 1000, 64 * 1024, 3_000_000):
+    # through the socket, shared memory, a memory file and a disk file
+    for size in (0, 1000, 64 * 1024, 3_000_000, memory_max, memory_max + 1):
         for kind in ("bytes", "bytearray", "memoryview"):
             resp = await client.post(
                 f"{PREDICT}?kind={kind}&size={size}&accept=image/png"
@@ -85,9 +91,10 @@ async def test_a_full_memory_directory_sends_results_from_disk(
     client = await make_client(
         "--model-name", "outputs", "--upload-memory-dir", str(tiny_tmpfs)
     )
-    resp = await client.post(f"{PREDICT}?size=300000&accept=image/png")
+    size = RESULT_SLOT_SIZE + 1  # a file, not shared memory
+    resp = await client.post(f"{PREDICT}?size={size}&accept=image/png")
     assert resp.status == 200
-    assert await resp.read() == pattern(300_000)
+    assert await resp.read() == pattern(size)
     assert files_in(tiny_tmpfs, disk) == []
 
 
@@ -132,3 +139,61 @@ async def test_a_model_may_answer_with_its_own_small_upload(make_client, dirs):
             assert resp.headers["Content-Type"] == expected_type
             assert await resp.read() == content
     assert files_in(*dirs) == []
+
+
+def result_slots(client) -> list:
+    """The result memory of each of the outputs model's workers."""
+    executor = client.app[keys.MODELS]["outputs"].executor
+    return [w.results for w in executor._workers if w.results is not None]
+
+
+async def raw_request(client, target: str, rcvbuf: int = 4096):
+    """A connection of our own with a small receive buffer, and a request
+    sent on it; its reader and writer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(
+        sock, (client.server.host, client.server.port)
+    )
+    reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
+    request = f"POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+    writer.write(request.encode())
+    return reader, writer
+
+
+async def test_a_slow_reader_keeps_its_answer_while_others_are_served(make_client):
+    client = await make_client("--model-name", "outputs", "-p", "1")
+    (slots,) = result_slots(client)
+    size = 3_000_000
+    reader, writer = await raw_request(
+        client, f"{PREDICT}?size={size}&seed=5&accept=image/png"
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and f"{size}".encode() in head
+    start = await reader.readexactly(50_000)
+    # Most of it still waits in the server: its slot stays taken meanwhile,
+    # and other answers, made in the other slots, arrive whole.
+    assert slots.available == RESULT_SLOTS - 1
+    for seed in range(6, 6 + 3 * RESULT_SLOTS):
+        resp = await client.post(f"{PREDICT}?size={size}&seed={seed}&accept=image/png")
+        assert await resp.read() == pattern(size, seed), seed
+    rest = await reader.readexactly(size - len(start))
+    assert start + rest == pattern(size, 5)
+    writer.close()
+    assert await helpers.eventually(lambda: slots.available == RESULT_SLOTS)
+
+
+async def test_a_client_that_hangs_up_mid_answer_frees_its_slot(make_client):
+    client = await make_client("--model-name", "outputs", "-p", "1")
+    (slots,) = result_slots(client)
+    for seed in range(RESULT_SLOTS + 2):  # more than there are slots
+        reader, writer = await raw_request(
+            client, f"{PREDICT}?size=3000000&seed={seed}&accept=image/png"
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(10_000)
+        writer.transport.abort()
+        assert await helpers.eventually(lambda: slots.available == RESULT_SLOTS)
+    resp = await client.post(f"{PREDICT}?size=200000&seed=9&accept=image/png")
+    assert await resp.read() == pattern(200_000, 9)

@@ -1,15 +1,19 @@
-"""How a worker sends results back: large ones through its scratch files,
-in memory while they fit, on disk beyond, through the socket without room."""
+"""How a worker sends results back: in the slot of the memory it shares
+with the server when given one and they fit, else through its scratch
+files, in memory while they fit, on disk beyond, through the socket without
+room."""
 
 from __future__ import annotations
 
+import array
 import os
 
 import pytest
 
-from deepaas.model.v2.protocol import Scratch
-from deepaas.model.v2.types import EncodedJSON, SpooledResult
-from deepaas.model.v2.worker import SPOOL_MIN, spooled
+from deepaas.model.v2.pool import ResultSlots
+from deepaas.model.v2.protocol import ResultMemory, Scratch
+from deepaas.model.v2.types import EncodedJSON, MappedResult, SpooledResult
+from deepaas.model.v2.worker import SPOOL_MIN, SharedSlots, spooled
 
 
 @pytest.fixture
@@ -71,3 +75,72 @@ def test_without_room_anywhere_the_result_goes_through_the_socket(tmp_path):
     value = b"z" * SPOOL_MIN
     assert spooled(value, gone) == value
     assert not (tmp_path / "no-memory").exists()
+
+
+@pytest.fixture
+def slots():
+    """Both sides of a worker's result memory (3 slots of 256 KiB), in this
+    one process: the server's, and the worker's on a copy of its descriptor."""
+    server = ResultSlots(3, 256 * 1024)
+    worker = SharedSlots(ResultMemory(os.dup(server.fd), 3, 256 * 1024))
+    server.close_fd()
+    return server, worker
+
+
+def test_a_result_that_fits_goes_into_its_slot(scratch, slots):
+    server, worker = slots
+    data = bytes(range(256)) * 1000
+    slot = server.take()
+    placed = spooled(data, scratch, worker, slot)
+    assert (placed.slot, placed.size, placed.is_json) == (slot, len(data), False)
+    assert os.listdir(scratch.memory) == os.listdir(scratch.disk) == []
+    mapped = server.result(placed)
+    assert isinstance(mapped, MappedResult)
+    assert bytes(mapped.view) == data
+    encoded = spooled(EncodedJSON(b"[" + b"1," * 40_000 + b"1]"), None, worker, 2)
+    held = server.result(encoded)
+    assert held.is_json and bytes(held.view)[:3] == b"[1,"
+
+
+def test_a_result_larger_than_a_slot_or_without_one_goes_to_a_file(scratch, slots):
+    _, worker = slots
+    too_big = spooled(b"x" * (256 * 1024 + 1), scratch, worker, 0)
+    assert isinstance(too_big, SpooledResult)
+    without = spooled(b"x" * SPOOL_MIN, scratch, worker, None)
+    assert isinstance(without, SpooledResult)
+    no_such_slot = spooled(b"x" * SPOOL_MIN, scratch, worker, 3)
+    assert isinstance(no_such_slot, SpooledResult)
+    # bytes that are not one run (a strided view) are made one first
+    strided = memoryview(bytearray(b"ab" * SPOOL_MIN))[::2]
+    assert read(spooled(strided, scratch)) == b"a" * SPOOL_MIN
+    # small results keep going through the socket
+    assert spooled(b"s" * 10, scratch, worker, 0) == b"s" * 10
+
+
+def test_a_typed_or_strided_view_is_written_as_its_bytes(slots):
+    server, worker = slots
+    values = array.array("d", range(20_000))
+    placed = spooled(memoryview(values), None, worker, 1)
+    held = server.result(placed)
+    assert bytes(held.view) == values.tobytes()
+    strided = memoryview(bytearray(b"ab" * SPOOL_MIN))[::2]
+    held = server.result(spooled(strided, None, worker, 0))
+    assert bytes(held.view) == b"a" * SPOOL_MIN
+
+
+def test_slots_are_taken_until_released(slots):
+    server, worker = slots
+    taken = [server.take(), server.take(), server.take()]
+    assert sorted(taken) == [0, 1, 2]
+    assert server.take() is None  # all in use: results go to files
+    mapped = server.result(worker.put(taken[0], b"r" * SPOOL_MIN, False))
+    mapped.release()
+    mapped.release()  # once only
+    with pytest.raises(ValueError):  # released: its bytes cannot be read
+        bytes(mapped.view)
+    assert server.take() == taken[0]
+    assert server.take() is None
+    # one dropped without being released frees its slot too
+    dropped = server.result(worker.put(taken[1], b"d" * SPOOL_MIN, False))
+    del dropped
+    assert server.take() == taken[1]

@@ -17,10 +17,17 @@ from deepaas import exceptions, webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
-from deepaas.model.v2.types import EncodedJSON, OpenResult, ReturnedFile
+from deepaas.model.v2.types import (
+    EncodedJSON,
+    MappedResult,
+    OpenResult,
+    ReturnedFile,
+)
 from deepaas.model.v2.wrapper import ModelWrapper
 
 COPY_CHUNK = 1 << 20
+OCTET_STREAM = "application/octet-stream"
+EMPTY_POLL = 0.005  # seconds between looks at a transport's buffer
 
 ERRORS = {
     413: {"description": "Request body too large", "schema": responses.Failure},
@@ -49,6 +56,8 @@ def result_media_type(result: Any, accept: str | None) -> str:
             return "application/json"
         # else the type asked for, or a returned file's type, by its name
         return asked or result.content_type or "application/octet-stream"
+    if isinstance(result, MappedResult):
+        return "application/json" if result.is_json else asked or OCTET_STREAM
     if isinstance(result, ReturnedFile):
         return (
             asked
@@ -86,6 +95,11 @@ def keep_result(result: Any, path: str, accept: str | None) -> tuple[str, int]:
         elif isinstance(result, OpenResult):
             with result.file:
                 shutil.copyfileobj(result.file, out, COPY_CHUNK)
+        elif isinstance(result, MappedResult):
+            try:
+                out.write(result.view)
+            finally:
+                result.release()
         elif isinstance(result, ReturnedFile):
             with open_returned_file(result) as returned:
                 shutil.copyfileobj(returned, out, COPY_CHUNK)
@@ -109,6 +123,8 @@ async def prediction_response(
     if isinstance(result, OpenResult):
         with result.file:
             return await send_file(request, result.file, result.size, content_type)
+    if isinstance(result, MappedResult):
+        return await send_mapped(request, result, content_type)
     if isinstance(result, ReturnedFile):
         opened = open_returned_file(result)
         status = os.fstat(opened.fileno())
@@ -137,6 +153,46 @@ async def send_file(
     if size:
         # Falls back to reads and writes where sendfile is not possible (TLS).
         await asyncio.get_running_loop().sendfile(transport, file, 0, size)
+    await response.write_eof()
+    return response
+
+
+async def send_mapped(
+    request: web.Request, result: MappedResult, content_type: str
+) -> web.StreamResponse:
+    """Answer with a result in memory shared with its worker, written to
+    the connection from there, then free its slot.
+
+    The connection's transport may keep a reference to what the socket did
+    not take at once (asyncio does, from Python 3.12), so the slot is freed
+    only once the transport's buffer is empty: while the result goes out,
+    flow control pauses writing for any byte buffered (high-water mark 0)
+    and resumes when none is (low-water mark 0), and the write waits for
+    that. A write cut short drops the connection, and what it buffered,
+    before the slot is freed.
+    """
+    try:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = result.size
+        await response.prepare(request)  # the headers go out at once
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the client went away")
+        low, high = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(0, 0)
+        try:
+            # aiohttp drains a write that takes it past 64 KiB since the
+            # last drain; a shared result is at least that.
+            await response.write(result.view)
+            while transport.get_write_buffer_size():
+                await asyncio.sleep(EMPTY_POLL)  # only if it did not drain
+        except BaseException:
+            transport.abort()
+            raise
+        finally:
+            transport.set_write_buffer_limits(high, low)
+    finally:
+        result.release()
     await response.write_eof()
     return response
 

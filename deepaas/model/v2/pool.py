@@ -54,9 +54,11 @@ import abc
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import itertools
 import logging
+import mmap
 import os
 import shutil
 import socket
@@ -85,10 +87,16 @@ from deepaas.model.v2.protocol import (
     Progress,
     Ready,
     Replies,
+    ResultMemory,
     Scratch,
     Start,
 )
-from deepaas.model.v2.types import OpenResult, SpooledResult
+from deepaas.model.v2.types import (
+    MappedResult,
+    OpenResult,
+    SharedResult,
+    SpooledResult,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -99,6 +107,10 @@ STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
 RESTART_DELAYS = (0, 0.5, 1, 2, 5, 10)
 RESTART_DELAY_MAX = 30.0
 PING_FRAME = protocol.encode(Ping())
+# The memory a local worker shares with the server for results: results up
+# to RESULT_SLOT_SIZE bytes are written there (larger ones to files).
+RESULT_SLOTS = 4
+RESULT_SLOT_SIZE = 4 * 1024 * 1024
 
 
 class CallState(enum.Enum):
@@ -127,6 +139,7 @@ class PendingCall:
         "state",
         "on_progress",
         "items",
+        "slot",
     )
 
     def __init__(
@@ -146,6 +159,7 @@ class PendingCall:
         self.worker: PoolWorker | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.state = CallState.QUEUED
+        self.slot: int | None = None  # of its worker's result memory, if given
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the caller its answer (once) and stop the call's timer."""
@@ -220,6 +234,70 @@ class Channel(asyncio.Protocol):
             self.transport.abort()
 
 
+class ResultSlots:
+    """The server's side of the memory a worker shares with it for results
+    (``protocol.ResultMemory``): an anonymous file mapped read-only here,
+    and which of its slots are free.
+
+    A call that may end in a result of moderate size takes a free slot
+    (``take``); the worker writes the result there; the caller gets a
+    ``MappedResult``, a view of it, and frees the slot once the bytes are
+    sent. With no slot free, results go to files as when there is none.
+    """
+
+    def __init__(self, slots: int, slot_size: int) -> None:
+        self.slot_size = slot_size
+        self.fd = os.memfd_create("deepaas-results")
+        try:
+            os.ftruncate(self.fd, slots * slot_size)
+            self._map = mmap.mmap(self.fd, slots * slot_size, prot=mmap.PROT_READ)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._view = memoryview(self._map)
+        self._free = list(range(slots - 1, -1, -1))
+        self.memory = ResultMemory(self.fd, slots, slot_size)
+
+    @classmethod
+    def make(cls, slots: int, slot_size: int) -> ResultSlots | None:
+        """Result memory for a new worker; None where there can be none
+        (no ``memfd_create``, or no memory or descriptors left)."""
+        if slots <= 0 or not hasattr(os, "memfd_create"):
+            return None
+        try:
+            return cls(slots, slot_size)
+        except OSError as exc:
+            LOG.warning("No memory shared with a worker for results: %s", exc)
+            return None
+
+    def close_fd(self) -> None:
+        """The worker has its copy of the descriptor: ours is not needed."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @property
+    def available(self) -> int:
+        """How many slots are free."""
+        return len(self._free)
+
+    def take(self) -> int | None:
+        """A free slot, now taken; None if all are."""
+        return self._free.pop() if self._free else None
+
+    def free(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def result(self, shared: SharedResult) -> MappedResult:
+        """The result the worker wrote into its slot, for the caller."""
+        start = shared.slot * self.slot_size
+        return MappedResult(
+            self._view[start : start + shared.size],
+            shared.is_json,
+            lambda: self.free(shared.slot),
+        )
+
+
 class PoolWorker(abc.ABC):
     """One worker as its pool sees it, wherever it runs: a process here
     (``WorkerProcess``) or an actor on a cluster. It tells the pool of each
@@ -258,6 +336,18 @@ class PoolWorker(abc.ABC):
     def run(self, calls: list[PendingCall]) -> None:
         """Send one call, or several predictions as a batch, to this (idle)
         worker; its reply comes back through ``pool.on_reply``."""
+
+    def received(self, value: Any, slot: int | None) -> Any:
+        """A call's result (None for a failure) as its caller gets it: a
+        result file taken over; an error for what cannot be. ``slot`` is the
+        call's slot of this worker's result memory, if it was given one."""
+        if isinstance(value, SpooledResult):
+            return take_over(value)
+        if isinstance(value, SharedResult):  # never given a slot
+            return exceptions.ModelCallError(
+                "The worker answered in memory it does not share with the server."
+            )
+        return value
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -300,6 +390,7 @@ class WorkerProcess(PoolWorker):
         self._channel: Channel | None = None
         self._greeting: asyncio.Future[Ready | Failure | None] | None = None
         self.scratch: Scratch | None = None  # its directories for large results
+        self.results: ResultSlots | None = None  # memory shared for results
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
@@ -318,6 +409,7 @@ class WorkerProcess(PoolWorker):
                     log_format=self.pool.log_format,
                     sys_path=sys_path,
                     scratch=self.scratch,
+                    results=self.results.memory if self.results else None,
                 )
             )
         )
@@ -345,9 +437,13 @@ class WorkerProcess(PoolWorker):
         """
         loop = asyncio.get_running_loop()
         self.scratch = self._make_scratch()
+        self.results = ResultSlots.make(self.pool.result_slots, RESULT_SLOT_SIZE)
         ours, theirs = socket.socketpair()
         try:
             with theirs:
+                fds = [theirs.fileno()]
+                if self.results is not None:
+                    fds.append(self.results.fd)  # the same number in the worker
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-c",
@@ -355,7 +451,7 @@ class WorkerProcess(PoolWorker):
                     str(theirs.fileno()),
                     self.spec.name,  # for ps
                     stdin=asyncio.subprocess.DEVNULL,
-                    pass_fds=(theirs.fileno(),),
+                    pass_fds=fds,
                     env=self._environment(),
                 )
             self.pid = self.process.pid
@@ -367,6 +463,9 @@ class WorkerProcess(PoolWorker):
             self.kill()
             self.remove_scratch()
             raise
+        finally:
+            if self.results is not None:
+                self.results.close_fd()
         return list(sys.path)
 
     @property
@@ -421,8 +520,27 @@ class WorkerProcess(PoolWorker):
             call.worker = self
         self.calls = calls
         if len(calls) == 1:
-            return calls[0].message
-        return Batch(tuple(call.message for call in calls))
+            return self._with_slot(calls[0])
+        return Batch(tuple(self._with_slot(call) for call in calls))
+
+    def _with_slot(self, pending: PendingCall) -> Call:
+        """The call's message, with a slot of the result memory for its
+        result when it is a prediction answered at once and one is free."""
+        message = pending.message
+        if self.results is None or not message.finish_prediction or message.stream:
+            return message
+        pending.slot = self.results.take()
+        if pending.slot is None:
+            return message
+        return dataclasses.replace(message, slot=pending.slot)
+
+    def received(self, value: Any, slot: int | None) -> Any:
+        results = self.results
+        if results is not None and slot is not None:
+            if isinstance(value, SharedResult) and value.slot == slot:
+                return results.result(value)
+            results.free(slot)  # not used
+        return super().received(value, slot)
 
     def _send(self, message: protocol.Message) -> None:
         assert self._channel is not None
@@ -735,8 +853,9 @@ class WorkerPool(Executor):
         calls, worker.calls = worker.calls, []
         replies = reply.replies if isinstance(reply, Replies) else (reply,)
         for pending, one in zip(calls, replies, strict=False):
-            self._settle(pending, one)
+            self._settle(worker, pending, one)
         for pending in calls[len(replies) :]:  # never, unless a worker errs
+            worker.received(None, pending.slot)
             pending.settle(
                 error=exceptions.ModelCallError(
                     "The worker answered a batch without this prediction."
@@ -745,16 +864,20 @@ class WorkerPool(Executor):
         self._worker_free(worker)
 
     @staticmethod
-    def _settle(pending: PendingCall, reply: Answer | Failure) -> None:
+    def _settle(
+        worker: PoolWorker, pending: PendingCall, reply: Answer | Failure
+    ) -> None:
+        slot, pending.slot = pending.slot, None
+        value = worker.received(
+            reply.value if isinstance(reply, Answer) else None, slot
+        )
         if isinstance(reply, Failure):
             pending.settle(error=reply.error.to_exception())
-            return
-        value = reply.value
-        if isinstance(value, SpooledResult):
-            value = take_over(value)
-        if pending.future.done():
+        elif pending.future.done():  # nobody waits for it any more
             if isinstance(value, OpenResult):
-                value.file.close()  # nobody waits for it any more
+                value.file.close()
+            elif isinstance(value, MappedResult):
+                value.release()
         elif isinstance(value, Exception):
             pending.settle(error=value)
         else:
@@ -1006,16 +1129,21 @@ class LocalExecutor(WorkerPool):
         size: int = 1,
         *,
         scratch: Scratch | None = None,
+        result_slots: int = 0,
         devices: list[str] | None = None,
         **options: Any,
     ) -> None:
         """``scratch``: the directories under which each worker gets its own
         for large results; None sends every result through the worker's
-        socket. ``devices``: GPU ids (``CUDA_VISIBLE_DEVICES`` values) given
-        to the workers round robin; None leaves the environment as it is.
-        The other ``options`` are ``WorkerPool``'s."""
+        socket. ``result_slots``: how many results of up to
+        ``RESULT_SLOT_SIZE`` bytes each worker may hold in memory it shares
+        with the server, sent to clients from there (0: none, results go
+        through ``scratch``). ``devices``: GPU ids (``CUDA_VISIBLE_DEVICES``
+        values) given to the workers round robin; None leaves the environment
+        as it is. The other ``options`` are ``WorkerPool``'s."""
         super().__init__(spec, size, **options)
         self.scratch = scratch
+        self.result_slots = result_slots
         self.devices = list(devices or [])
 
     def _new_worker(self, slot: int) -> WorkerProcess:

@@ -154,7 +154,9 @@ class Start:
     directories for large results (``SpooledResult``): one in memory for
     results up to ``Scratch.memory_max`` bytes (or None), one on disk; the
     server removes both when the worker ends. Without them every result
-    comes back through the socket.
+    comes back through the socket. ``results`` is memory the server shares
+    with the worker for finished results of moderate size (see
+    ``ResultMemory``), or None.
     """
 
     spec: ModelSpec
@@ -163,6 +165,7 @@ class Start:
     log_format: str
     sys_path: list[str]
     scratch: Scratch | None = None
+    results: ResultMemory | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,6 +175,22 @@ class Scratch:
     memory: str | None
     disk: str
     memory_max: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultMemory:
+    """Memory shared by the server and one local worker: an anonymous file
+    (``memfd``) the worker inherits as descriptor ``fd``, cut into ``slots``
+    slots of ``slot_size`` bytes. A call may name a free slot
+    (``Call.slot``); the worker writes a finished result that fits into it
+    and answers a ``SharedResult``, and the server sends the bytes to the
+    client from there, then frees the slot. Its pages stay allocated from
+    one result to the next, so a result costs one copy and no page faults.
+    """
+
+    fd: int
+    slots: int
+    slot_size: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,6 +214,8 @@ class Call:
     # a prediction that returns an iterator sends its items one by one
     # (``Item``) instead of as one list
     stream: bool = False
+    # the slot of the worker's ``ResultMemory`` its result may be written to
+    slot: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -3,13 +3,16 @@
 These are plain, picklable types with no behaviour: the model receives
 ``UploadedFile`` arguments and may return a ``ReturnedFile`` (or an open file,
 which the worker turns into one); a worker hands a finished JSON prediction
-back as ``EncodedJSON``, and a large finished one as a ``SpooledResult``.
+back as ``EncodedJSON``, a finished one of moderate size as a
+``SharedResult`` (in memory it shares with the server) and a large one as a
+``SpooledResult`` (in a file).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable
 from typing import BinaryIO
 
 UploadedFile = collections.namedtuple(
@@ -88,11 +91,54 @@ class OpenResult:
     content_type: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedResult:
+    """A finished prediction (``EncodedJSON`` when ``is_json``, else bytes)
+    that a worker wrote into ``slot`` of the memory it shares with the
+    server (``protocol.ResultMemory``): its first ``size`` bytes."""
+
+    slot: int
+    size: int
+    is_json: bool
+
+
+class MappedResult:
+    """A ``SharedResult`` as the server holds it: ``view`` of the slot's
+    bytes. Whoever holds it sends the bytes, then calls ``release()`` so
+    that the slot takes another result; one dropped unreleased is released
+    when collected."""
+
+    __slots__ = ("view", "is_json", "_release")
+
+    def __init__(
+        self, view: memoryview, is_json: bool, release: Callable[[], None]
+    ) -> None:
+        self.view = view
+        self.is_json = is_json
+        self._release: Callable[[], None] | None = release
+
+    @property
+    def size(self) -> int:
+        return self.view.nbytes
+
+    def release(self) -> None:
+        """The bytes have been sent (or are not wanted): free the slot."""
+        release, self._release = self._release, None
+        if release is not None:
+            self.view.release()
+            release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
 __all__ = [
     "EncodedJSON",
     "InlineUpload",
+    "MappedResult",
     "OpenResult",
     "ReturnedFile",
+    "SharedResult",
     "SpooledResult",
     "StagedUpload",
     "UploadedFile",

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import mimetypes
+import mmap
 import os
 import pickle
 import signal
@@ -52,6 +53,7 @@ from deepaas.model.v2.protocol import (
     Pong,
     Ready,
     Replies,
+    ResultMemory,
     Scratch,
     Start,
     Streamed,
@@ -61,6 +63,7 @@ from deepaas.model.v2.types import (
     EncodedJSON,
     InlineUpload,
     ReturnedFile,
+    SharedResult,
     SpooledResult,
     StagedUpload,
     UploadedFile,
@@ -98,19 +101,61 @@ def portable(result: Any) -> Any:
     return result
 
 
-def spooled(result: Any, scratch: Scratch | None) -> Any:
-    """A large finished result written to a scratch file (a ``SpooledResult``),
-    or ``result`` to send through the socket: small, not bytes, no scratch
-    directory, or no room (a memoryview, which does not pickle, as bytes)."""
+class SharedSlots:
+    """The worker's side of the memory it shares with the server for
+    results (``protocol.ResultMemory``)."""
+
+    def __init__(self, memory: ResultMemory) -> None:
+        self.slots = memory.slots
+        self.slot_size = memory.slot_size
+        try:
+            self.map = mmap.mmap(memory.fd, memory.slots * memory.slot_size)
+        finally:
+            os.close(memory.fd)
+
+    def put(
+        self, slot: int, data: bytes | bytearray | memoryview, is_json: bool
+    ) -> SharedResult | None:
+        """``data`` (one run of bytes) written into ``slot``; None if it
+        does not fit."""
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        if not 0 <= slot < self.slots or size > self.slot_size:
+            return None
+        start = slot * self.slot_size
+        self.map[start : start + size] = view
+        return SharedResult(slot, size, is_json)
+
+
+def spooled(
+    result: Any,
+    scratch: Scratch | None,
+    shared: SharedSlots | None = None,
+    slot: int | None = None,
+) -> Any:
+    """A finished result of ``SPOOL_MIN`` bytes or more as the server takes
+    it best: in the call's ``slot`` of the memory shared with the server (a
+    ``SharedResult``) when it fits, else written to a scratch file (a
+    ``SpooledResult``); or ``result`` to send through the socket: small, not
+    bytes, nowhere to put it, or no room (a memoryview, which does not
+    pickle, as bytes)."""
     data: bytes | bytearray | memoryview
     if isinstance(result, EncodedJSON):
         data, is_json = result.data, True
     elif isinstance(result, bytes | bytearray | memoryview):
+        if isinstance(result, memoryview) and not result.c_contiguous:
+            result = result.tobytes()  # a strided view: its bytes, in one run
         data, is_json = result, False
     else:
         return result
     size = memoryview(data).nbytes
-    if scratch is not None and size >= SPOOL_MIN:
+    if size < SPOOL_MIN:
+        return bytes(result) if isinstance(result, memoryview) else result
+    if shared is not None and slot is not None:
+        placed = shared.put(slot, data, is_json)
+        if placed is not None:
+            return placed
+    if scratch is not None:
         fits = scratch.memory is not None and size <= scratch.memory_max
         for directory in (scratch.memory, scratch.disk) if fits else (scratch.disk,):
             assert directory is not None
@@ -305,11 +350,18 @@ class LoadedModel:
     """A model object in the process that runs its calls."""
 
     def __init__(
-        self, name: str, model: Any, *, warm: bool, scratch: Scratch | None = None
+        self,
+        name: str,
+        model: Any,
+        *,
+        warm: bool,
+        scratch: Scratch | None = None,
+        shared: SharedSlots | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.scratch = scratch
+        self.shared = shared
         self._declared: dict[str, Arguments] = {}  # argument schemas, when needed
         self.response_schema = response_schema_of(name, model)
         if warm and callable(getattr(model, "warm", None)):
@@ -317,10 +369,15 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, spec: ModelSpec, *, warm: bool, scratch: Scratch | None = None
+        cls,
+        spec: ModelSpec,
+        *,
+        warm: bool,
+        scratch: Scratch | None = None,
+        shared: SharedSlots | None = None,
     ) -> LoadedModel:
         """Import the model from its entry point, then warm it."""
-        return cls(spec.name, spec.load(), warm=warm, scratch=scratch)
+        return cls(spec.name, spec.load(), warm=warm, scratch=scratch, shared=shared)
 
     def run(
         self, call: Call, emit: Callable[[bytes], None] | None = None
@@ -381,7 +438,7 @@ class LoadedModel:
         describes one item, else the list as any prediction."""
         if call.finish_prediction and self.response_schema is not None:
             body = b"[" + b", ".join(self._item(item) for item in items) + b"]"
-            return spooled(EncodedJSON(body), self.scratch)
+            return spooled(EncodedJSON(body), self.scratch, self.shared, call.slot)
         return self._finish(call, list(items), files)
 
     def _arguments(self, call: Call, files: InlineFiles) -> dict[str, Any]:
@@ -475,6 +532,8 @@ class LoadedModel:
                 self.name, self.response_schema, result, call.kwargs.get("accept")
             ),
             self.scratch,
+            self.shared,
+            call.slot,
         )
 
     def _failed(self, call: Call, exc: Exception) -> Failure:
@@ -509,7 +568,8 @@ def main() -> None:
         log.configure(
             start.log_level, start.log_format, label=f"{start.spec.name} worker"
         )
-        serve(reader, start.spec, start.warm, start.scratch)
+        shared = SharedSlots(start.results) if start.results is not None else None
+        serve(reader, start.spec, start.warm, start.scratch, shared)
     except ConnectionError:
         pass  # the server is gone: nobody is left to answer to
 
@@ -595,11 +655,12 @@ def serve(
     spec: ModelSpec,
     warm: bool,
     scratch: Scratch | None = None,
+    shared: SharedSlots | None = None,
 ) -> None:
     """Load and warm the model, then answer calls until the socket closes."""
     sock = reader.sock
     try:
-        model = LoadedModel.load(spec, warm=warm, scratch=scratch)
+        model = LoadedModel.load(spec, warm=warm, scratch=scratch, shared=shared)
     except BaseException as exc:  # report anything, even SystemExit, then end
         error = WorkerError.from_exception(exc, "warm")
         sock.sendall(protocol.encode(Failure(error)))

@@ -1,13 +1,14 @@
 """A model that answers with ``size`` bytes of a known pattern, as bytes, a
-bytearray, a memoryview or JSON text, to check what reaches the client."""
+bytearray, a memoryview or JSON text, to check what reaches the client; each
+``seed`` gives other bytes, so that one answer overwritten by another shows."""
 
 from webargs import fields, validate
 
 
-def pattern(size):
+def pattern(size, seed=0):
     """``size`` bytes that show where a piece went missing or came twice."""
-    block = bytes(range(251))  # a prime length: no alignment hides a slip
-    return (block * (size // len(block) + 1))[:size]
+    block = bytes((seed + i) % 256 for i in range(251))  # a prime length: no
+    return (block * (size // len(block) + 1))[:size]  # alignment hides a slip
 
 
 def get_predict_args():
@@ -19,6 +20,7 @@ def get_predict_args():
         "size": fields.Int(
             missing=1000, validate=validate.Range(min=0, max=16_000_000)
         ),
+        "seed": fields.Int(missing=0, validate=validate.Range(min=0, max=255)),
         "accept": fields.Str(
             missing="application/json",
             validate=validate.OneOf(["application/json", "image/png"]),
@@ -26,8 +28,8 @@ def get_predict_args():
     }
 
 
-def predict(kind, size, accept):
-    data = pattern(size)
+def predict(kind, size, seed, accept):
+    data = pattern(size, seed)
     if kind == "bytearray":
         return bytearray(data)
     if kind == "memoryview":
