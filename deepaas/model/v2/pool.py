@@ -40,8 +40,9 @@ The life of one worker (a ``WorkerProcess``)::
 
 The workers are spawned as fresh interpreters (``python -c``) that import only
 the worker module, then told what to load with a ``Start`` message, which also
-names the worker's scratch directories (created here, removed when it ends) and,
-through its environment, the GPUs it may see.
+names the worker's scratch directories (created here, removed when it ends), the
+memory it shares with the server for results (``ResultSlots``) and, through its
+environment, the GPUs it may see.
 
 For a model with ``predict_batch``, a worker that frees up takes up to
 ``batch_size`` queued predictions at once (one ``Batch``, answered by
