@@ -186,11 +186,16 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
             )
         )
     keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
+    spool = app[keys.PARSER].spool
+    if spool is not None:
+        keepers.append(loop.create_task(spool.keep_spares_fresh()))
     yield
     for keeper in keepers:
         keeper.cancel()
     await asyncio.gather(*keepers, return_exceptions=True)
     await stop_work(app)
+    if spool is not None:
+        spool.close()
     app[keys.TRAININGS].store.close()
 
 

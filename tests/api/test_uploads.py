@@ -1,5 +1,7 @@
 """Where uploaded files go: small predictions to the memory directory, the rest
-to disk; the model reads the same bytes either way, and nothing is left."""
+to disk; the model reads the same bytes either way, and nothing is left but
+the few spare memory-backed files the next uploads are written over, which go
+when the server stops."""
 
 from __future__ import annotations
 
@@ -50,15 +52,22 @@ def files_in(*roots) -> list[str]:
     ]
 
 
-def upload(size: int) -> tuple[aiohttp.FormData, str]:
+def leftovers(client, *roots) -> list[str]:
+    """The files under ``roots`` but the server's spare ones."""
+    spool = client.app[keys.PARSER].spool
+    spares = set(spool.spares()) if spool is not None else set()
+    return [path for path in files_in(*roots) if path not in spares]
+
+
+def upload(size: int, filename: str = "blob.bin") -> tuple[aiohttp.FormData, str]:
     content = os.urandom(size)
     form = aiohttp.FormData()
-    form.add_field("data", content, filename="blob.bin")
+    form.add_field("data", content, filename=filename)
     return form, hashlib.sha256(content).hexdigest()
 
 
-async def predict(client, size: int) -> dict:
-    form, digest = upload(size)
+async def predict(client, size: int, filename: str = "blob.bin") -> dict:
+    form, digest = upload(size, filename)
     resp = await client.post(PREDICT, data=form)
     body = await resp.json()
     assert resp.status == 200, body
@@ -76,6 +85,8 @@ async def test_a_small_prediction_upload_is_kept_in_memory(make_client, dirs):
     assert placed((await predict(client, 100_000))["directory"], memory) == "worker"
     # larger: written by the server to the memory directory
     assert placed((await predict(client, 3_000_000))["directory"], memory) == "server"
+    assert leftovers(client, memory, disk) == []
+    await client.close()
     assert files_in(memory, disk) == []
 
 
@@ -87,7 +98,7 @@ async def test_a_larger_one_goes_to_disk(make_client, dirs):
     )  # fmt: skip
     assert placed((await predict(client, 60_000))["directory"], memory) == "worker"
     assert placed((await predict(client, 70_000))["directory"], disk) == "server"
-    assert files_in(memory, disk) == []
+    assert leftovers(client, memory, disk) == []
 
 
 async def test_a_body_of_unknown_length_goes_to_disk(make_client, dirs):
@@ -185,7 +196,7 @@ async def test_a_full_memory_directory_moves_the_upload_to_disk(
     assert placed((await predict(client, 200_000))["directory"], disk) == "worker"
     assert placed((await predict(client, 3_000_000))["directory"], disk) == "server"
     assert placed((await predict(client, 10_000))["directory"], tiny_tmpfs) == "worker"
-    assert files_in(tiny_tmpfs, disk) == []
+    assert leftovers(client, tiny_tmpfs, disk) == []
 
 
 async def test_concurrent_uploads_each_get_their_own_bytes(make_client, dirs):
@@ -200,7 +211,7 @@ async def test_concurrent_uploads_each_get_their_own_bytes(make_client, dirs):
         or placed(a["directory"], disk) == "server"
         for a in answers
     )
-    assert files_in(memory, disk) == []
+    assert leftovers(client, memory, disk) == []
     assert client.app[keys.PARSER].spool.reserved == 0
 
 
@@ -251,5 +262,55 @@ async def test_broken_multipart_bodies_are_400_and_leave_nothing(
         "The request body is not valid multipart/form-data: "
     )
     assert message in answer["message"]
-    assert files_in(memory, disk) == []
+    assert leftovers(client, memory, disk) == []
     await predict(client, 10)  # and the server still serves
+
+
+async def test_a_spare_file_takes_the_next_upload(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory)
+    )
+    spool = client.app[keys.PARSER].spool
+    first = await predict(client, 3_000_000)
+    assert placed(first["directory"], memory) == "server"
+    assert [os.path.basename(p) for p in spool.spares()] == [first["name"]]
+    # the next one is written over it: shorter, so cut to its own length
+    second = await predict(client, 2_000_000)
+    assert second["name"] == first["name"]
+    # with another extension, it is renamed to keep it
+    third = await predict(client, 2_500_000, filename="photo.png")
+    assert third["name"] == first["name"].replace(".bin", ".png")
+    assert [os.path.basename(p) for p in spool.spares()] == [third["name"]]
+    assert leftovers(client, memory, disk) == []
+    assert spool.reserved == 0 and spool.spare_bytes == 2_500_000
+    await client.close()
+    assert files_in(memory, disk) == []
+
+
+async def test_files_of_a_failed_call_are_removed_not_kept(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "failing", "--upload-memory-dir", str(memory)
+    )
+    form, _ = upload(400_000)
+    resp = await client.post("/v2/models/failing/predict/?mode=raise", data=form)
+    assert resp.status == 500
+    assert client.app[keys.PARSER].spool.spares() == []
+    assert files_in(memory, disk) == []
+
+
+async def test_a_file_the_model_answers_with_is_not_kept(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "echo", "--upload-memory-dir", str(memory)
+    )
+    for seed in range(3):
+        content = bytes([seed]) * 400_000  # written by the server, in memory
+        form = aiohttp.FormData()
+        form.add_field("image", content, filename="picture.png")
+        resp = await client.post("/v2/models/echo/predict/?accept=image/png", data=form)
+        assert resp.status == 200
+        assert await resp.read() == content
+        assert client.app[keys.PARSER].spool.spares() == []
+    assert files_in(memory, disk) == []

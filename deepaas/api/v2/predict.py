@@ -128,6 +128,9 @@ async def prediction_response(
     if isinstance(result, ReturnedFile):
         opened = open_returned_file(result)
         status = os.fstat(opened.fileno())
+        uploads = request.get(keys.UPLOADS)
+        if uploads is not None:  # answering with an upload: it is not reused
+            uploads.in_answer(status)
         if not stat.S_ISREG(status.st_mode):
             # A pipe or a device: streamed in chunks; the answer closes it.
             return web.Response(body=opened, headers={"Content-Type": content_type})
@@ -274,6 +277,7 @@ def make_handler(
                 queue_timeout=queue_timeout,
                 validate=not validated,
             )
+            uploads.done_with()  # the worker has answered: the files are free
             accept = kwargs.get("accept", None if validated else default_accept)
             # A returned file is opened here, before the uploads go: the
             # model may answer with one of them.

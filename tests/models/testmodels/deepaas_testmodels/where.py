@@ -19,6 +19,7 @@ def _describe(data):
         digest = hashlib.sha256(f.read()).hexdigest()
     return {
         "directory": os.path.dirname(data.filename),
+        "name": os.path.basename(data.filename),
         "size": os.path.getsize(data.filename),
         "sha256": digest,
     }
