@@ -34,7 +34,6 @@ import dataclasses
 import errno
 import logging
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -44,7 +43,7 @@ import multipart
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from deepaas import exceptions
+from deepaas import exceptions, leftovers
 from deepaas.model.v2.types import InlineUpload, UploadedFile
 
 LOG = logging.getLogger(__name__)
@@ -65,8 +64,6 @@ COPY_CHUNK = 1 << 20
 SPARES_MAX = 16
 SPARE_IDLE = 60.0
 SPARES_SHARE = 4  # a quarter
-# A memory-backed upload's name: the prefix, the server's pid, a random part.
-OWNED_NAME = re.compile(rf"^{PREFIX}(\d+)-")
 
 
 @dataclasses.dataclass
@@ -100,7 +97,7 @@ class MemorySpool:
         self.max_request = max_request  # largest body kept in memory
         self.total = total  # bytes held by all requests at once
         self.reserved = 0
-        self.prefix = f"{PREFIX}{os.getpid()}-"  # of this server's files
+        self.prefix = leftovers.owned_prefix(PREFIX)  # of this server's files
         self._spares: list[_Spare] = []
         self.spare_bytes = 0
         self._lock = threading.Lock()  # the CLI and tests share one from threads
@@ -117,7 +114,7 @@ class MemorySpool:
         if not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
             LOG.warning("Uploads go to disk: %s is not a writable directory", directory)
             return None
-        sweep(directory)
+        leftovers.sweep(directory, PREFIX)
         return cls(directory, max_request, total)
 
     def reserve(self, size: int) -> bool:
@@ -238,27 +235,6 @@ def identity_of(status: os.stat_result) -> tuple[int, int, int]:
     inode, which a new file may take over once ours is gone, and the time
     of its last change (in nanoseconds)."""
     return status.st_dev, status.st_ino, status.st_ctime_ns
-
-
-def sweep(directory: str) -> None:
-    """Remove the memory-backed uploads, in ``directory``, of servers whose
-    process has ended (killed: a server that stops removes its own)."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(directory):
-            match = OWNED_NAME.match(entry.name)
-            if match and not _running(int(match.group(1))):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _remove_quietly(paths: list[str]) -> None:

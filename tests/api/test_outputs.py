@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 
 import aiohttp
@@ -197,3 +199,17 @@ async def test_a_client_that_hangs_up_mid_answer_frees_its_slot(make_client):
         assert await helpers.eventually(lambda: slots.available == RESULT_SLOTS)
     resp = await client.post(f"{PREDICT}?size=200000&seed=9&accept=image/png")
     assert await resp.read() == pattern(200_000, 9)
+
+
+async def test_directories_of_workers_of_a_killed_server_are_removed(make_client, dirs):
+    disk, memory = dirs
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = memory / f"deepaas-worker-{ended.stdout.strip()}-abcd1234"
+    live = disk / f"deepaas-worker-{os.getppid()}-abcd1234"  # a running process
+    for directory in (dead, live):
+        directory.mkdir()
+        (directory / "result-x").write_bytes(b"left")
+    await make_client("--model-name", "outputs", "--upload-memory-dir", str(memory))
+    assert not dead.exists()
+    assert live.exists()

@@ -67,7 +67,7 @@ import sys
 import tempfile
 from typing import Any, cast
 
-from deepaas import exceptions, log
+from deepaas import exceptions, leftovers, log
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.executor import (
@@ -112,6 +112,8 @@ PING_FRAME = protocol.encode(Ping())
 # to RESULT_SLOT_SIZE bytes are written there (larger ones to files).
 RESULT_SLOTS = 4
 RESULT_SLOT_SIZE = 4 * 1024 * 1024
+# A worker's scratch directories: deepaas-worker-<server pid>-<random>.
+SCRATCH_PREFIX = "deepaas-worker-"
 
 
 class CallState(enum.Enum):
@@ -490,11 +492,12 @@ class WorkerProcess(PoolWorker):
         if roots is None:
             return None
         memory = None
+        prefix = leftovers.owned_prefix(SCRATCH_PREFIX)
         if roots.memory is not None:
             with contextlib.suppress(OSError):  # a full or gone tmpfs: disk only
-                memory = tempfile.mkdtemp(prefix="deepaas-worker-", dir=roots.memory)
+                memory = tempfile.mkdtemp(prefix=prefix, dir=roots.memory)
         try:
-            disk = tempfile.mkdtemp(prefix="deepaas-worker-", dir=roots.disk)
+            disk = tempfile.mkdtemp(prefix=prefix, dir=roots.disk)
         except OSError:
             if memory is not None:
                 os.rmdir(memory)
@@ -1146,6 +1149,13 @@ class LocalExecutor(WorkerPool):
         self.scratch = scratch
         self.result_slots = result_slots
         self.devices = list(devices or [])
+
+    async def start(self) -> None:
+        if self.scratch is not None:  # what workers of killed servers left
+            for root in (self.scratch.memory, self.scratch.disk):
+                if root is not None:
+                    leftovers.sweep(root, SCRATCH_PREFIX)
+        await super().start()
 
     def _new_worker(self, slot: int) -> WorkerProcess:
         return WorkerProcess(self.spec, self, slot)

@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -40,6 +39,7 @@ import sys
 import tempfile
 from typing import Any
 
+from deepaas import leftovers
 from deepaas.model.v2.protocol import Batch, Call, Scratch
 from deepaas.model.v2.types import StagedUpload
 
@@ -49,7 +49,6 @@ LOG = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # bytes per piece of a file copied between machines
 READ_AHEAD = 4  # pieces asked for before the first arrives
 SCRATCH_PREFIX = "deepaas-ray-"
-SCRATCH_NAME = re.compile(rf"^{SCRATCH_PREFIX}(\d+)-")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -262,8 +261,8 @@ def make_scratch(memory_root: str | None, memory_max: int) -> Scratch:
     if memory_root and os.path.isdir(memory_root):
         roots.append(memory_root)
     for root in roots:
-        sweep(root)
-    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
+        leftovers.sweep(root, SCRATCH_PREFIX)
+    prefix = leftovers.owned_prefix(SCRATCH_PREFIX)
     memory = None
     if len(roots) > 1:
         with contextlib.suppress(OSError):  # a full tmpfs: disk only
@@ -277,23 +276,3 @@ def remove_scratch(scratch: Scratch | None) -> None:
         for directory in (scratch.memory, scratch.disk):
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
-
-
-def sweep(root: str) -> None:
-    """Remove the scratch directories, under ``root``, of actors whose
-    process has ended."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(root):
-            match = SCRATCH_NAME.match(entry.name)
-            if match and entry.is_dir() and not _running(int(match.group(1))):
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
