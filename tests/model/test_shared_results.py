@@ -5,6 +5,7 @@ their slot free again once the caller is done with them."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -100,3 +101,23 @@ async def test_without_slots_results_come_through_files(testmodels_installed, tm
         result.file.close()
     finally:
         await pool.stop()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_memory_of_a_stopped_pool_goes_once_its_results_are_released(
+    testmodels_installed, tmp_path
+):
+    before = open_fds()
+    pool = LocalExecutor(
+        OUTPUTS, size=2, scratch=Scratch(None, str(tmp_path)), result_slots=SLOTS
+    )
+    await pool.start()
+    held = await predict(pool, 100_000, seed=3)
+    await pool.stop()
+    # the worker is gone: what it answered can still be sent
+    assert bytes(held.view) == pattern(100_000, 3)
+    held.release()
+    assert open_fds() == before

@@ -259,6 +259,8 @@ class ResultSlots:
             raise
         self._view = memoryview(self._map)
         self._free = list(range(slots - 1, -1, -1))
+        self._held: set[int] = set()  # slots of results not yet released
+        self._closing = False
         self.memory = ResultMemory(self.fd, slots, slot_size)
 
     @classmethod
@@ -290,9 +292,26 @@ class ResultSlots:
 
     def free(self, slot: int) -> None:
         self._free.append(slot)
+        self._held.discard(slot)
+        if self._closing and not self._held:
+            self._unmap()
+
+    def close(self) -> None:
+        """The worker has ended: unmap the memory (and close the descriptor
+        the mapping keeps) now, or once the last result held is released."""
+        self.close_fd()
+        self._closing = True
+        if not self._held:
+            self._unmap()
+
+    def _unmap(self) -> None:
+        self._view.release()
+        with contextlib.suppress(BufferError):  # a view not yet collected
+            self._map.close()
 
     def result(self, shared: SharedResult) -> MappedResult:
         """The result the worker wrote into its slot, for the caller."""
+        self._held.add(shared.slot)
         start = shared.slot * self.slot_size
         return MappedResult(
             self._view[start : start + shared.size],
@@ -505,7 +524,10 @@ class WorkerProcess(PoolWorker):
         return Scratch(memory, disk, roots.memory_max)
 
     def remove_scratch(self) -> None:
-        """Remove what the worker left in its directories (it has ended)."""
+        """Remove what the worker left in its directories, and unmap the
+        memory it shared (it has ended)."""
+        if self.results is not None:
+            self.results.close()
         if self.scratch is not None:
             for directory in (self.scratch.memory, self.scratch.disk):
                 if directory is not None:
