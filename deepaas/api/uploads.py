@@ -153,10 +153,14 @@ class MemorySpool:
             self._spares.remove(spare)
             self.spare_bytes -= spare.size
         path = spare.stem + suffix
+        ours = [spare.path]  # the names to remove if it cannot be used
         fd = -1
         try:
-            if path != spare.path:
-                os.rename(spare.path, path)
+            if path != spare.path:  # renamed, never over a file already there
+                os.link(spare.path, path)
+                ours.append(path)
+                os.unlink(spare.path)
+                ours.remove(spare.path)
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             status = os.fstat(fd)
             if (status.st_dev, status.st_ino) == spare.identity[:2]:
@@ -165,7 +169,7 @@ class MemorySpool:
             pass
         if fd >= 0:
             os.close(fd)
-        _remove_quietly([path, spare.path])
+        _remove_quietly(ours)
         return None
 
     def give_back(self, path: str, identity: tuple[int, int, int]) -> bool:
@@ -289,7 +293,7 @@ class Uploads:
     def create(
         self, original_filename: str, directory: str | None = None
     ) -> tuple[int, str]:
-        """A new empty file (or a spare one to write over: see ``reused``),
+        """A new empty file (or a spare one to write over: ``take_spare``),
         keeping the extension of ``original_filename``: its open descriptor
         and its path."""
         suffix = os.path.splitext(os.path.basename(original_filename))[1][:16]

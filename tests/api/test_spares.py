@@ -130,3 +130,16 @@ def test_files_of_servers_that_were_killed_are_swept(tmp_path):
         path.write_bytes(b"x")
     assert MemorySpool.from_options(str(tmp_path), 1000, 1000) is not None
     assert not dead.exists() and ours.exists() and foreign.exists()
+
+
+def test_a_spare_is_never_renamed_over_a_file_already_there(spool, tmp_path):
+    request = written(spool, 1000, "x.bin")
+    (path,) = request.paths
+    request.cleanup()
+    theirs = path[: -len(".bin")] + ".png"
+    with open(theirs, "wb") as f:
+        f.write(b"theirs")
+    assert spool.take_spare(".png", 1000) is None  # not usable: a new file then
+    with open(theirs, "rb") as f:
+        assert f.read() == b"theirs"
+    assert spool.spares() == [] and not os.path.exists(path)
