@@ -128,3 +128,21 @@ def test_long_jobs_smoke_run_measures_events_and_delivers_every_webhook():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "log line to event stream client: 20 lines" in result.stdout
     assert re.search(r"delivered\s+4\.00", result.stdout)
+
+
+def test_upload_ceiling_smoke_run_prints_every_side():
+    sides = "bare,ours,no-access-log,forward,parse-in-worker"
+    result = run_script("upload_ceiling.py", "--quick", "--sides", sides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:-1]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| side")
+    }
+    assert set(rows) == set(sides.split(","))
+    for side, cells in rows.items():
+        rps, _, _, server_ms, workers_ms, _ = (c.strip() for c in cells)
+        assert float(rps.replace(",", "")) > 0, side
+        assert float(server_ms) > 0, side
+        if side != "bare":  # the model's workers did the calls
+            assert float(workers_ms) > 0, side
