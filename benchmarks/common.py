@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 
 import aiohttp
@@ -75,6 +76,39 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise SystemExit(f"server not ready at {url} after {timeout}s")
+
+
+def worker_state(metrics: str) -> tuple[int, int]:
+    """(workers deepaas wants but has not started, workers it has replaced so
+    far), from its /metrics."""
+    with urllib.request.urlopen(metrics, timeout=30) as response:
+        lines = response.read().decode().splitlines()
+
+    def total(prefix: str) -> int:
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in lines
+            if line.startswith(prefix)
+        )
+
+    return total("deepaas_workers_missing{"), total("deepaas_worker_restarts_total{")
+
+
+def wait_workers_settled(metrics: str, timeout: float = 60) -> None:
+    """Return once deepaas (its ``metrics`` URL) has every worker started and
+    replaced none since the last look.
+
+    deepaas replaces the worker of a call whose client hung up, as wrk's
+    connections do when a load ends; a load measured right after another
+    would count the replacement's start-up as its own.
+    """
+    deadline = time.monotonic() + timeout
+    seen = None
+    while (state := worker_state(metrics)) != seen or state[0]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{metrics}: workers not settled after {timeout} s")
+        seen = state
+        time.sleep(0.1)
 
 
 def start_server(

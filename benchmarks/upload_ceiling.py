@@ -35,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import descendants, start_server, wrk_load
+from common import descendants, start_server, wait_workers_settled, wrk_load
 from compare import ensure_upstream, install_model
 from payloads import HERE, MULTIPART, PAYLOAD, multipart_body, start_bare, stop
 
@@ -62,37 +62,15 @@ def machine_times() -> tuple[float, float]:
 
 def settled_workers(pid: int, count: int, metrics: str | None) -> list[int]:
     """The descendants of ``pid`` once there are ``count`` of them again and,
-    with deepaas' ``metrics`` URL, every worker has started: deepaas replaces
-    the worker of a call whose client hung up, as wrk's do when a load ends,
-    and a replacement's start-up is not the load's."""
+    with deepaas' ``metrics`` URL, its workers are all started."""
+    if metrics is not None:
+        wait_workers_settled(metrics)
     deadline = time.monotonic() + 60
-    seen = None
-    while True:
-        found = descendants(pid)
-        # deepaas: nothing missing, and no replacement in the last look
-        state = worker_state(metrics) if metrics is not None else (0, 0)
-        if len(found) >= count and state[0] == 0 and state == seen:
-            return found
+    while len(found := descendants(pid)) < count:
         if time.monotonic() > deadline:
-            raise SystemExit(f"{count} started workers expected, {len(found)} run")
-        seen = state
-        time.sleep(0.1)
-
-
-def worker_state(metrics: str) -> tuple[int, int]:
-    """(workers deepaas wants but has not started, workers it has replaced),
-    from its /metrics."""
-    with urllib.request.urlopen(metrics, timeout=30) as response:
-        lines = response.read().decode().splitlines()
-
-    def total(prefix: str) -> int:
-        return sum(
-            int(float(line.rsplit(" ", 1)[1]))
-            for line in lines
-            if line.startswith(prefix)
-        )
-
-    return total("deepaas_workers_missing{"), total("deepaas_worker_restarts_total{")
+            raise SystemExit(f"{count} processes expected, {len(found)} run")
+        time.sleep(0.05)
+    return found
 
 
 def measure(
