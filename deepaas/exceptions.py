@@ -82,6 +82,15 @@ class BadRequest(DeepaasError):
     status = 400
 
 
+class UnreadableRequest(DeepaasError):
+    """A request body that a worker found it cannot read (malformed, too many
+    parts), with the status the server would have answered."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RequestTimeout(DeepaasError):
     """The request body stopped arriving."""
 
@@ -120,6 +129,7 @@ class InvalidArguments(DeepaasError):
         # A client can send any number of bad arguments: the answer names the
         # first few, and says how many more there were.
         names = sorted(errors)
+        self.all_errors = errors  # all of them, for a worker to pass on
         self.errors = {name: errors[name] for name in names[:MAX_REPORTED]}
         self.omitted = len(names) - len(self.errors)
         details = "; ".join(

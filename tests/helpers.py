@@ -242,3 +242,12 @@ def ray_cluster(root: Path, **nodes: dict[str, Any]) -> Iterator[Any]:
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = saved
+
+
+def is_worker_spare(path: str) -> bool:
+    """A file a worker keeps in its memory-backed directory to write its next
+    small uploads over."""
+    from deepaas.model.v2.worker import SPARE_PREFIX
+
+    directory, name = os.path.split(path)
+    return name.startswith(SPARE_PREFIX) and "deepaas-worker-" in directory

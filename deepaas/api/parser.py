@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import typing
 import urllib.parse
@@ -22,19 +21,14 @@ from typing import Any
 
 import marshmallow
 from aiohttp import hdrs, web
-from marshmallow import fields
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
-from deepaas import exceptions
+from deepaas import exceptions, forms
 from deepaas.api import keys
 from deepaas.api import uploads as uploads_mod
-from deepaas.model.v2.arguments import (
-    ANY_MEDIA_TYPE,
-    Arguments,
-    choices_of,
-    is_file_field,
-)
+from deepaas.model.v2.arguments import Arguments, is_file_field
+from deepaas.model.v2.protocol import RawForm
 
 LOCATION = "model"
 # A prediction body this large (JSON or a form) is read here, but its
@@ -47,65 +41,10 @@ HEADER_SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"  # printable ASCII but "%" and ","
 LOG = logging.getLogger(__name__)
 
 
-def parse_accept(header: str) -> list[str]:
-    """Media types of an Accept header, most preferred first (q=0 dropped)."""
-    ranked: list[tuple[float, int, str]] = []
-    for index, item in enumerate(header.split(",")):
-        media_type, *params = (p.strip() for p in item.split(";"))
-        if not media_type:
-            continue
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            ranked.append((-quality, index, media_type.lower()))
-    return [media_type for _, _, media_type in sorted(ranked)]
-
-
-def accept_from_header(header: str | None, choices: list[str]) -> str | None:
-    """The declared ``accept`` choice an Accept header asks for.
-
-    None when the header leaves it to the default: absent, a wildcard comes
-    first, or it names only types the model lacks (upstream DEEPaaS never read
-    the header, so its clients may send anything there).
-    """
-    if not header:
-        return None
-    wanted = parse_accept(header)
-    for media_type in wanted:
-        if media_type == "*/*":
-            return None
-        if media_type.endswith("/*"):
-            prefix = media_type[:-1]
-            match = next((c for c in choices if c.lower().startswith(prefix)), None)
-        else:
-            match = next((c for c in choices if c.lower() == media_type), None)
-        if match is not None:
-            return match
-    return None
-
-
 def _unknown_charset(request: web.Request) -> exceptions.BadRequest:
     return exceptions.BadRequest(
         f"The request body names an unknown charset: {request.charset}"
     )
-
-
-def _json_object(name: str, value: Any) -> Any:
-    """A mapping argument given as text is a JSON object."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise exceptions.InvalidArguments(
-            {name: [f"Not a valid JSON object: {exc}"]}
-        ) from None
 
 
 class ArgumentParser(AIOHTTPParser):
@@ -182,6 +121,52 @@ class ArgumentParser(AIOHTTPParser):
             raise
         return dict(parsed), uploads, True
 
+    async def read_form(
+        self, request: web.Request
+    ) -> tuple[RawForm, uploads_mod.Uploads] | None:
+        """A small prediction form, read whole but not parsed: the worker
+        that runs the prediction reads the arguments out of it
+        (``deepaas.forms``), so that the event loop, which every request
+        shares, leaves that work to the workers. The form, with the
+        ``Uploads`` that hold its room in memory; None when this request's
+        arguments are read here (``parse_arguments``): not a multipart body
+        of known length that travels inside the call (``INLINE_MAX``, room
+        in the memory spool), or one whose fields could exceed the limit on
+        memory.
+        """
+        length = request.content_length
+        if (
+            self.spool is None
+            or length is None
+            or length > uploads_mod.INLINE_MAX
+            or (self.max_memory and length > self.max_memory)
+            or request.headers.get(hdrs.CONTENT_ENCODING)
+            or not uploads_mod.is_multipart(request)
+        ):
+            return None
+        uploads = uploads_mod.Uploads(self.spool, length)
+        if not uploads.travels_inline():  # no room in memory
+            return None
+        request[keys.UPLOADS] = uploads
+        try:
+            boundary = forms.boundary_of(request.headers[hdrs.CONTENT_TYPE])
+            if uploads_mod.content_length_over(request, self.client_max_size):
+                raise uploads_mod.too_large(self.client_max_size)
+            async with self._body_time_limit():
+                body = await request.read()
+        except BaseException:
+            uploads.cleanup()
+            raise
+        form = RawForm(
+            body,
+            boundary,
+            tuple(request.query.items()),
+            request.headers.get(hdrs.ACCEPT),
+            self.strict,
+            self.max_parts,
+        )
+        return form, uploads
+
     async def load_model_arguments(
         self, request: web.Request, schema: marshmallow.Schema
     ) -> dict[str, Any]:
@@ -216,111 +201,30 @@ class ArgumentParser(AIOHTTPParser):
                 raise exceptions.InvalidArguments(
                     {"_body": ["A JSON body must be an object of arguments."]}
                 )
-        query = self._makeproxy(request.query, schema)
-        merged, texts, ignored = self._merge(schema, query, body, not body_is_json)
-        for name in texts:
-            if isinstance(schema.fields[name], fields.Dict):
-                merged[name] = _json_object(name, merged[name])
-        for name, value in merged.items():
-            # {"values": 1.5} is a list of one, as upstream reads it
-            if isinstance(schema.fields[name], fields.List) and name not in texts:
-                if not isinstance(value, list | tuple):
-                    merged[name] = [value]
-        for name, parts in files.items():
-            if name not in schema.fields:
-                ignored.setdefault(name, None)
-            else:
-                merged[name] = self._files_of(schema, name, parts)
+        merged, ignored = forms.merge_arguments(
+            schema,
+            self.file_names(schema),
+            self._makeproxy(request.query, schema),
+            body,
+            body_is_text=not body_is_json,
+            files=files,
+            accept_header=request.headers.get(hdrs.ACCEPT),
+        )
         if ignored:
-            self._ignore(request, list(ignored))
-        self._resolve_accept(request, schema, merged)
+            self._ignore(request, ignored)
         return merged
-
-    def _merge(
-        self,
-        schema: marshmallow.Schema,
-        query: Mapping[str, Any],
-        body: Mapping[str, Any],
-        body_is_text: bool,
-    ) -> tuple[dict[str, Any], set[str], dict[str, None]]:
-        """The declared arguments of the query string and the body (the query
-        string wins, as upstream), the names of those given as text, and the
-        names the model does not declare (in order, once each)."""
-        file_names = self.file_names(schema)
-        merged: dict[str, Any] = {}
-        texts: set[str] = set()
-        ignored: dict[str, None] = {}
-        for source, is_text in ((query, True), (body, body_is_text)):
-            for name in source:
-                if name in merged:
-                    continue
-                if name not in schema.fields:
-                    ignored.setdefault(name, None)
-                    continue
-                value = source[name]
-                if name in file_names:
-                    if value in ("", [""]):  # an empty form field: no file
-                        continue
-                    raise exceptions.InvalidArguments(
-                        {
-                            name: [
-                                "Send this argument as a file (a multipart part "
-                                "with a filename)."
-                            ]
-                        }
-                    )
-                merged[name] = value
-                if is_text:
-                    texts.add(name)
-        return merged, texts, ignored
-
-    def _files_of(self, schema: marshmallow.Schema, name: str, parts: list[Any]) -> Any:
-        """The uploaded files of one argument: a list for a ``List`` field,
-        else exactly one file."""
-        field = schema.fields[name]
-        if name not in self.file_names(schema):
-            raise exceptions.InvalidArguments(
-                {name: ["This argument takes a value, not a file."]}
-            )
-        if isinstance(field, fields.List):
-            return list(parts)
-        if len(parts) > 1:
-            raise exceptions.InvalidArguments(
-                {name: [f"One file is expected; {len(parts)} were sent."]}
-            )
-        return parts[0]
 
     def _ignore(self, request: web.Request, names: list[str]) -> None:
         """Arguments the model does not declare: a 422 when strict, else
         ignored, and named in the answer's ``Deepaas-Ignored-Arguments``."""
         if self.strict:
-            raise exceptions.InvalidArguments({n: ["Unknown field."] for n in names})
+            raise forms.refuse_unknown(names)
         LOG.debug(
             "Ignoring %d argument(s) the model does not declare: %s",
             len(names),
             ", ".join(names[: exceptions.MAX_REPORTED]),
         )
         request[keys.IGNORED_ARGUMENTS] = names
-
-    @staticmethod
-    def _resolve_accept(
-        request: web.Request, schema: marshmallow.Schema, merged: dict[str, Any]
-    ) -> None:
-        """``accept`` from the Accept header when the arguments leave it out;
-        ``*/*`` means the default."""
-        field = schema.fields.get("accept")
-        if field is None:
-            return
-        choices = [str(c) for c in choices_of(field) or [] if c != ANY_MEDIA_TYPE]
-        if "accept" not in merged:
-            accept = accept_from_header(request.headers.get("Accept"), choices)
-            if accept is not None:
-                merged["accept"] = accept
-        elif merged["accept"] == ANY_MEDIA_TYPE and choices:
-            if field.load_default is marshmallow.missing:
-                merged["accept"] = choices[0]
-            else:
-                del merged["accept"]  # its default applies
 
     async def load_json(self, req: web.Request, schema: marshmallow.Schema) -> Any:
         """The JSON body; what cannot be read as JSON is a ``BadRequest``."""

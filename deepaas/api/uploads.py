@@ -43,17 +43,13 @@ import multipart
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from deepaas import exceptions, leftovers
+from deepaas import exceptions, forms, leftovers
 from deepaas.model.v2.types import InlineUpload, UploadedFile
 
 LOG = logging.getLogger(__name__)
 PREFIX = "deepaas-upload-"
 # The errors of a full disk, a full quota and a file-size limit.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-# A part's header lines: as long as a request's header line may be, and a few
-# more of them than the three a form part uses.
-PART_HEADER_SIZE = 8190
-PART_HEADER_COUNT = 16
 # The files of a prediction body up to this size travel to the worker inside
 # its call (``InlineUpload``): the worker writes them, the server does no file
 # work at all.
@@ -391,26 +387,16 @@ class Limits:
     gap: float = 0  # seconds the body may go without sending data
 
 
-class _InlinePart:
+class _InlinePart(forms.MemoryPart):
     """A file part of a small prediction, kept in memory for the worker."""
 
     def __init__(self, uploads: Uploads, segment: multipart.MultipartSegment) -> None:
+        super().__init__(segment)
         self.uploads = uploads
-        self.segment = segment
-        self.data = bytearray()
 
     def write(self, data: bytes | memoryview) -> None:
-        self.data += data
+        super().write(data)
         self.uploads.received += len(data)
-
-    def close(self) -> InlineUpload:
-        content_type = self.segment.header("Content-Type", "application/octet-stream")
-        return InlineUpload(
-            self.segment.name, self.data, content_type, self.segment.filename or ""
-        )
-
-    def abandon(self) -> None:
-        self.data = bytearray()
 
 
 class _FilePart:
@@ -473,42 +459,36 @@ async def read_multipart(
     within ``limits`` (checked while the body streams). A body that is not
     valid multipart is a ``BadRequest``.
     """
-    boundary = multipart.parse_options_header(request.headers[hdrs.CONTENT_TYPE])[
-        1
-    ].get("boundary")
-    if not boundary:
-        raise exceptions.BadRequest(
-            "The request body is not valid multipart/form-data: the Content-Type "
-            "header names no boundary."
-        )
+    boundary = forms.boundary_of(request.headers[hdrs.CONTENT_TYPE])
+
+    def new_file(segment: multipart.MultipartSegment) -> forms.Part:
+        if uploads.travels_inline():
+            return _InlinePart(uploads, segment)
+        return _FilePart(uploads, segment)
+
+    reader = forms.FormReader(
+        boundary, new_file, max_parts=limits.parts, max_memory=limits.memory
+    )
     try:
-        return await _read_parts(request, boundary, uploads, limits)
-    except multipart.MultipartError as exc:
-        raise exceptions.BadRequest(
-            f"The request body is not valid multipart/form-data: {exc.args[0]}."
-        ) from None
+        await _read_parts(request, reader, limits)
+        return reader.close()
+    except forms.FieldsTooLarge as exc:
+        raise too_large(exc.limit) from None
     except OSError as exc:
         if exc.errno in NO_SPACE:
             raise exceptions.InsufficientStorage(
                 f"No room to store an uploaded file: {exc.strerror}"
             ) from None
         raise
+    finally:
+        reader.abandon()
 
 
 async def _read_parts(
-    request: web.Request, boundary: str, uploads: Uploads, limits: Limits
-) -> tuple[MultiDict[str], dict[str, list[UploadedFile | InlineUpload]]]:
-    values: MultiDict[str] = MultiDict()
-    files: dict[str, list[UploadedFile | InlineUpload]] = {}
+    request: web.Request, reader: forms.FormReader, limits: Limits
+) -> None:
+    """Push the body through ``reader`` as it arrives."""
     received = 0  # bytes of the body
-    in_memory = 0  # bytes of the text fields
-    parts = 0
-    parser = multipart.PushMultipartParser(
-        boundary, max_header_size=PART_HEADER_SIZE, max_header_count=PART_HEADER_COUNT
-    )
-    segment: multipart.MultipartSegment | None = None
-    text = bytearray()
-    file: _FilePart | _InlinePart | None = None
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(None) as gap:
@@ -524,55 +504,9 @@ async def _read_parts(
                 received += len(chunk)
                 if limits.body and received > limits.body:
                     raise too_large(limits.body)
-                for event in parser.parse(chunk):
-                    if event is None:  # the end of a part
-                        assert segment is not None
-                        if file is not None:
-                            files.setdefault(segment.name, []).append(file.close())
-                            file = None
-                        else:
-                            values.add(segment.name, _decode(segment, text))
-                            text = bytearray()
-                        segment = None
-                    elif isinstance(event, multipart.MultipartSegment):
-                        parts += 1
-                        if limits.parts and parts > limits.parts:
-                            raise exceptions.TooManyParts(limits.parts)
-                        if (event.content_type or "").startswith("multipart/"):
-                            raise exceptions.BadRequest(
-                                "Nested multipart bodies are not accepted."
-                            )
-                        segment = event
-                        if event.filename is not None:
-                            file = (
-                                _InlinePart(uploads, event)
-                                if uploads.travels_inline()
-                                else _FilePart(uploads, event)
-                            )
-                    elif file is not None:
-                        file.write(event)
-                    else:
-                        in_memory += len(event)
-                        if limits.memory and in_memory > limits.memory:
-                            raise too_large(limits.memory)
-                        text += event
+                reader.feed(chunk)
     except TimeoutError:
         raise exceptions.RequestTimeout(limits.gap) from None
-    finally:
-        if file is not None:
-            file.abandon()
-    parser.close()  # a body that ends early is not valid
-    return values, files
-
-
-def _decode(segment: multipart.MultipartSegment, data: bytearray) -> str:
-    charset = segment.charset or "utf-8"
-    try:
-        return data.decode(charset, errors="replace")
-    except LookupError:
-        raise exceptions.BadRequest(
-            f"Part {segment.name!r} names an unknown charset: {charset}"
-        ) from None
 
 
 def content_length_over(request: web.Request, limit: int) -> bool:

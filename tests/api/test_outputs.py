@@ -35,11 +35,13 @@ def dirs(tmp_path, monkeypatch):
 
 
 def files_in(*roots) -> list[str]:
+    """The files under ``roots`` but the workers' spares."""
     return [
         os.path.join(top, name)
         for root in roots
         for top, _, names in os.walk(root)
         for name in names
+        if not helpers.is_worker_spare(os.path.join(top, name))
     ]
 
 

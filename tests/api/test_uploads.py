@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from deepaas.api import keys
+from deepaas.model.v2.worker import SPARES_KEPT
 from tests import helpers
 
 PREDICT = "/v2/models/where/predict/"
@@ -42,8 +43,7 @@ def placed(directory: str, root) -> str | None:
 
 
 def files_in(*roots) -> list[str]:
-    """The files under ``roots`` (the workers' own directories, empty between
-    calls, do not count)."""
+    """The files under ``roots``, the workers' own directories included."""
     return [
         os.path.join(top, name)
         for root in roots
@@ -53,10 +53,14 @@ def files_in(*roots) -> list[str]:
 
 
 def leftovers(client, *roots) -> list[str]:
-    """The files under ``roots`` but the server's spare ones."""
+    """The files under ``roots`` but the server's and the workers' spares."""
     spool = client.app[keys.PARSER].spool
     spares = set(spool.spares()) if spool is not None else set()
-    return [path for path in files_in(*roots) if path not in spares]
+    return [
+        path
+        for path in files_in(*roots)
+        if path not in spares and not helpers.is_worker_spare(path)
+    ]
 
 
 def upload(size: int, filename: str = "blob.bin") -> tuple[aiohttp.FormData, str]:
@@ -314,3 +318,61 @@ async def test_a_file_the_model_answers_with_is_not_kept(make_client, dirs):
         assert await resp.read() == content
         assert client.app[keys.PARSER].spool.spares() == []
     assert files_in(memory, disk) == []
+
+
+def worker_spares(root) -> list[str]:
+    return [path for path in files_in(root) if helpers.is_worker_spare(path)]
+
+
+async def test_a_worker_writes_its_next_small_upload_over_a_spare(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory), "-p", "1"
+    )
+    first = await predict(client, 10_000, "one.png")
+    # the path the model was given is gone with its call ...
+    assert not os.path.exists(os.path.join(first["directory"], first["name"]))
+    assert len(worker_spares(memory)) == 1
+    second = await predict(client, 5_000, "two.jpg")
+    # ... its file is the next upload's, under a new name with its extension
+    assert second["inode"] == first["inode"]
+    assert second["name"] != first["name"]
+    assert second["name"].endswith(".jpg")
+    assert leftovers(client, memory, disk) == []
+    await client.close()
+    assert files_in(memory, disk) == []
+
+
+async def test_a_worker_keeps_a_few_spares_at_most(make_client, dirs):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "files", "--upload-memory-dir", str(memory), "-p", "1"
+    )
+    form = aiohttp.FormData()
+    for index in range(SPARES_KEPT + 3):
+        form.add_field("images", b"x" * 100, filename=f"{index}.png")
+    resp = await client.post("/v2/models/files/predict/", data=form)
+    assert resp.status == 200
+    assert len((await resp.json())["predictions"]["images"]) == SPARES_KEPT + 3
+    assert len(worker_spares(memory)) == SPARES_KEPT
+    assert leftovers(client, memory, disk) == []
+
+
+async def test_an_upload_the_model_linked_is_never_written_over(
+    make_client, dirs, tmp_path
+):
+    disk, memory = dirs
+    client = await make_client(
+        "--model-name", "where", "--upload-memory-dir", str(memory), "-p", "1"
+    )
+    kept = tmp_path / "memory" / "kept.bin"  # same file system: a hard link
+    content = b"keep me" * 100
+    form = aiohttp.FormData()
+    form.add_field("data", content, filename="a.bin")
+    resp = await client.post(f"{PREDICT}?link_to={kept}", data=form)
+    assert resp.status == 200
+    first = (await resp.json())["predictions"]
+    assert worker_spares(memory) == []  # not kept: the model holds a link
+    second = await predict(client, len(content))
+    assert second["inode"] != first["inode"]
+    assert kept.read_bytes() == content

@@ -15,8 +15,10 @@ from aiohttp import web
 
 from deepaas import exceptions, webhooks
 from deepaas.api import auth, keys, routing
+from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
+from deepaas.model.v2.protocol import RawForm
 from deepaas.model.v2.types import (
     EncodedJSON,
     MappedResult,
@@ -210,6 +212,8 @@ def make_handler(
     declaration = model.declaration
     arguments = declaration.predict_arguments
     accept_choices = declaration.accept_choices
+    # small forms are read by the worker that runs the prediction
+    reads_forms = model.executor.reads_forms
     produces = [*accept_choices, "*/*"] if accept_choices else ["application/json"]
     # a predict() that returns an iterator streams its items in these
     produces += [streams.SSE, streams.NDJSON]
@@ -253,10 +257,14 @@ def make_handler(
                 "A Webhook-URL needs Prefer: respond-async (a prediction answered "
                 "at once calls nobody back)."
             )
+        stream_type = streams.requested(request)
+        if reads_forms and stream_type is None:
+            forwarded = await parser.read_form(request)
+            if forwarded is not None:
+                return await predict_form(request, *forwarded)
         kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
         with uploads:
             declaration.require("predict")
-            stream_type = streams.requested(request)
             if stream_type is not None:
                 accept = kwargs.get("accept", None if validated else default_accept)
                 return await streams.respond(
@@ -282,6 +290,24 @@ def make_handler(
             # A returned file is opened here, before the uploads go: the
             # model may answer with one of them.
             return await prediction_response(request, result, accept)
+
+    async def predict_form(
+        request: web.Request, form: RawForm, uploads: Uploads
+    ) -> web.StreamResponse:
+        """A prediction whose worker reads its arguments out of its form."""
+        with uploads:
+            declaration.require("predict")
+            answer = await model.predict_form(
+                form, timeout=timeout, queue_timeout=queue_timeout
+            )
+            read = answer.read
+            uploads.received = read.file_bytes
+            if read.ignored:
+                request[keys.IGNORED_ARGUMENTS] = list(read.ignored)
+            if answer.error is not None:
+                raise answer.error
+            uploads.done_with()
+            return await prediction_response(request, answer.value, read.accept)
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(

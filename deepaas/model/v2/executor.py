@@ -13,7 +13,10 @@ import abc
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deepaas.model.v2.protocol import RawForm
 
 
 class ItemStream:
@@ -92,6 +95,10 @@ class Health:
 class Executor(abc.ABC):
     """Runs a model's methods somewhere other than the event loop."""
 
+    # Whether its workers read a prediction's arguments out of a forwarded
+    # form (``call(form=...)``).
+    reads_forms = False
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Start the workers; return once each has loaded (and warmed) the model.
@@ -112,6 +119,7 @@ class Executor(abc.ABC):
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
         items: ItemStream | None = None,
+        form: RawForm | None = None,
     ) -> Any:
         """Run ``model.<method>(**kwargs)`` in a worker and return its result.
 
@@ -127,7 +135,9 @@ class Executor(abc.ABC):
         schema first (``InvalidArguments`` when they fail it). ``on_progress``
         is told of the call's progress reports as they come. With ``items``, a
         prediction that makes its items one by one sends them there as they
-        come, and returns ``Streamed``.
+        come, and returns ``Streamed``. With ``form`` (an executor that
+        ``reads_forms`` only) the worker reads the arguments out of it, and
+        the result is a ``FormResult``.
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.

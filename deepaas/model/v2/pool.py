@@ -82,10 +82,13 @@ from deepaas.model.v2.protocol import (
     Batch,
     Call,
     Failure,
+    FormRead,
+    FormResult,
     Item,
     Ping,
     Pong,
     Progress,
+    RawForm,
     Ready,
     Replies,
     ResultMemory,
@@ -750,6 +753,7 @@ class WorkerPool(Executor):
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
         items: ItemStream | None = None,
+        form: RawForm | None = None,
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
@@ -758,9 +762,10 @@ class WorkerPool(Executor):
             kwargs,
             log_path=log_path,
             finish_prediction=finish_prediction,
-            validate=validate,
+            validate=validate or form is not None,
             request_id=log.REQUEST_ID.get(),
             stream=items is not None,
+            form=form,
         )
         loop = asyncio.get_running_loop()
         pending = PendingCall(
@@ -898,7 +903,11 @@ class WorkerPool(Executor):
             reply.value if isinstance(reply, Answer) else None, slot
         )
         if isinstance(reply, Failure):
-            pending.settle(error=reply.error.to_exception())
+            error = reply.error.to_exception()
+            if pending.message.form is not None:
+                pending.settle(FormResult(None, reply.read or FormRead(), error))
+            else:
+                pending.settle(error=error)
         elif pending.future.done():  # nobody waits for it any more
             if isinstance(value, OpenResult):
                 value.file.close()
@@ -906,6 +915,8 @@ class WorkerPool(Executor):
                 value.release()
         elif isinstance(value, Exception):
             pending.settle(error=value)
+        elif pending.message.form is not None:
+            pending.settle(FormResult(value, reply.read or FormRead()))
         else:
             pending.settle(value)
 
@@ -1148,6 +1159,8 @@ class WorkerPool(Executor):
 
 class LocalExecutor(WorkerPool):
     """``size`` spawned worker processes on this machine (the default)."""
+
+    reads_forms = True
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ class ErrorKind(enum.Enum):
     INVALID_RESPONSE = "invalid_response"  # the result fails the response schema
     INVALID_ARGUMENTS = "invalid_arguments"  # the arguments fail their schema
     NO_SPACE = "no_space"  # an uploaded file found no room in the worker
+    UNREADABLE = "unreadable"  # a forwarded form cannot be read (400, 413)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class WorkerError:
             return cls(ErrorKind.INVALID_RESPONSE, type_name, exc.message)
         if isinstance(exc, exceptions.InsufficientStorage):
             return cls(ErrorKind.NO_SPACE, type_name, exc.message)
+        if isinstance(exc, exceptions.UnreadableRequest):
+            return cls(ErrorKind.UNREADABLE, type_name, exc.message, status=exc.status)
         if _is_http_exception(exc):
             reason = str(getattr(exc, "reason", ""))
             return cls(
@@ -120,6 +123,8 @@ class WorkerError:
             return exceptions.InvalidArguments(self.errors or {})
         if self.kind is ErrorKind.NO_SPACE:
             return exceptions.InsufficientStorage(self.message)
+        if self.kind is ErrorKind.UNREADABLE:
+            return exceptions.UnreadableRequest(self.message, self.status or 400)
         common: dict[str, Any] = {"exc_type": self.type, "traceback": self.traceback}
         if self.kind is ErrorKind.NOT_IMPLEMENTED:
             return exceptions.NotImplementedByModel(self.message, **common)
@@ -201,7 +206,9 @@ class Call:
     go to that file; with ``finish_prediction`` a JSON prediction comes back
     validated and encoded (``EncodedJSON``); with ``validate`` the worker
     loads ``kwargs`` through the method's argument schema first (the server
-    leaves that to the workers for large bodies); ``request_id`` labels the
+    leaves that to the workers for large bodies); with ``form`` the worker
+    reads the arguments out of a form the server forwarded unread, and
+    loads them (``kwargs`` is then empty); ``request_id`` labels the
     model's log lines.
     """
 
@@ -216,6 +223,44 @@ class Call:
     stream: bool = False
     # the slot of the worker's ``ResultMemory`` its result may be written to
     slot: int | None = None
+    form: RawForm | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawForm:
+    """A small prediction's multipart body with what else of the request
+    its arguments may come from, for the worker to read (``deepaas.forms``):
+    the query string's items, the Accept header, and the limits that apply
+    to the form."""
+
+    body: bytes
+    boundary: str
+    query: tuple[tuple[str, str], ...] = ()
+    accept_header: str | None = None
+    strict: bool = False  # undeclared arguments are a 422
+    max_parts: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FormRead:
+    """What the server needs to know of a form a worker read, to answer:
+    the ``accept`` the arguments chose, the names of those the model does
+    not declare, and the bytes of the files it held."""
+
+    accept: str | None = None
+    ignored: tuple[str, ...] = ()
+    file_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FormResult:
+    """The outcome of a call with a ``RawForm``, as ``call()`` returns it:
+    its result, or the error it ended with (which the caller raises once it
+    has used ``read``)."""
+
+    value: Any
+    read: FormRead
+    error: exceptions.DeepaasError | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,16 +280,20 @@ class Replies:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Answer:
-    """A call succeeded with ``value``."""
+    """A call succeeded with ``value``; ``read`` tells what the worker found
+    in the call's form, when it had one."""
 
     value: Any
+    read: FormRead | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failure:
-    """A call (or loading the model, at start-up) failed."""
+    """A call (or loading the model, at start-up) failed; ``read`` as for
+    ``Answer``."""
 
     error: WorkerError
+    read: FormRead | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

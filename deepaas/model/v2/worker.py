@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import io
 import json
 import logging
@@ -21,8 +22,10 @@ import mimetypes
 import mmap
 import os
 import pickle
+import secrets
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -48,9 +51,11 @@ from deepaas.model.v2.protocol import (
     Batch,
     Call,
     Failure,
+    FormRead,
     Item,
     Ping,
     Pong,
+    RawForm,
     Ready,
     Replies,
     ResultMemory,
@@ -205,14 +210,105 @@ def _picklable(reply: Answer | Failure) -> Answer | Failure:
 TRAVELLING = (InlineUpload, StagedUpload)
 
 
+SPARES_KEPT = 4  # files a worker keeps to write the next uploads over
+SPARE_PREFIX = ".spare-"  # their names in its memory-backed scratch directory
+
+
+def identity_of(status: os.stat_result) -> tuple[int, int, int]:
+    """What tells the file we wrote from another at its path: its device,
+    inode and time of last change (any write, chmod or link changes it)."""
+    return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
+class SpareFiles:
+    """Files of the worker's memory-backed scratch directory that held an
+    upload of an earlier call, kept under hidden names (a few) to be written
+    over by the next uploads: a tmpfs file's pages cost more to allocate and
+    free than the bytes cost to write. The path the model was given is gone
+    when its call ends, as for any upload; a file is kept only as the worker
+    left it (same inode and change time, one link), so one the model
+    renamed, linked, changed or answered with is not."""
+
+    def __init__(self, directory: str | None, limit: int = SPARES_KEPT) -> None:
+        self.directory = directory
+        self.limit = limit
+        self._kept: list[tuple[str, tuple[int, int]]] = []  # path, (dev, inode)
+        self._count = 0  # spares made, which names them
+
+    def take(self, suffix: str) -> tuple[int, str] | None:
+        """A spare under a new name of its own ending with ``suffix``,
+        opened for writing over: its descriptor and path; None if there is
+        none (or it cannot be used)."""
+        while self._kept and self.directory is not None:
+            spare, identity = self._kept.pop()
+            path = os.path.join(
+                self.directory, f"upload-{secrets.token_hex(6)}{suffix}"
+            )
+            try:
+                os.link(spare, path)  # never over a file already there
+            except OSError:
+                _unlink_quietly(spare)
+                continue
+            _unlink_quietly(spare)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                _unlink_quietly(path)
+                continue
+            status = os.fstat(fd)
+            if (status.st_dev, status.st_ino) == identity and status.st_nlink == 1:
+                return fd, path
+            os.close(fd)
+            _unlink_quietly(path)
+        return None
+
+    def give_back(self, path: str, identity: tuple[int, int, int]) -> bool:
+        """Keep the file at ``path`` (under a hidden name) if it is still as
+        we wrote it and there is room; whether it was kept."""
+        if self.directory is None or len(self._kept) >= self.limit:
+            return False
+        try:
+            status = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        if (
+            not stat.S_ISREG(status.st_mode)
+            or status.st_nlink != 1
+            or identity_of(status) != identity
+        ):
+            return False
+        self._count += 1
+        spare = os.path.join(self.directory, f"{SPARE_PREFIX}{self._count}")
+        try:
+            os.rename(path, spare)
+        except OSError:
+            return False
+        self._kept.append((spare, identity[:2]))
+        return True
+
+    def paths(self) -> list[str]:
+        """Where the spares are."""
+        return [path for path, _ in self._kept]
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class InlineFiles:
     """The files a worker writes for uploads sent inside calls (and those
     staged on its machine), removed when the block ends (those handed over
-    as results excepted)."""
+    as results excepted; memory-backed ones may be kept as ``spares``)."""
 
-    def __init__(self, scratch: Scratch | None) -> None:
+    def __init__(
+        self, scratch: Scratch | None, spares: SpareFiles | None = None
+    ) -> None:
         self.scratch = scratch
+        self.spares = spares
         self.paths: set[str] = set()
+        # memory-backed files as written, by path: their identity_of
+        self._written: dict[str, tuple[int, int, int]] = {}
 
     def written(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with each ``InlineUpload`` (or list of them) replaced by
@@ -245,9 +341,7 @@ class InlineFiles:
         error: OSError | None = None
         for directory in directories:
             try:
-                fd, path = tempfile.mkstemp(
-                    prefix="upload-", suffix=suffix, dir=directory
-                )
+                fd, path = self._create(directory, suffix)
             except OSError as exc:
                 error = exc
                 continue
@@ -255,6 +349,10 @@ class InlineFiles:
             try:
                 with open(fd, "wb") as f:
                     f.write(value.data)
+                    f.flush()
+                    os.ftruncate(fd, len(value.data))  # a spare may be longer
+                    if self.spares is not None and directory == self.spares.directory:
+                        self._written[path] = identity_of(os.fstat(fd))
             except OSError as exc:  # no room here: the next directory
                 error = exc
                 self._remove(path)
@@ -268,18 +366,28 @@ class InlineFiles:
             f"{error.strerror}"
         )
 
+    def _create(self, directory: str, suffix: str) -> tuple[int, str]:
+        """A file to write an upload to: a spare, or a new one."""
+        if self.spares is not None and directory == self.spares.directory:
+            taken = self.spares.take(suffix)
+            if taken is not None:
+                return taken
+        return tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=directory)
+
     def hand_over(self, path: str) -> SpooledResult | None:
         """A returned upload of this call, given to the server as a result
         (which removes it); None if ``path`` is not one."""
         if path not in self.paths:
             return None
         self.paths.discard(path)
+        self._written.pop(path, None)
         return SpooledResult(
             path, os.path.getsize(path), False, mimetypes.guess_type(path)[0]
         )
 
     def _remove(self, path: str) -> None:
         self.paths.discard(path)
+        self._written.pop(path, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
@@ -288,12 +396,46 @@ class InlineFiles:
 
     def __exit__(self, *exc_info: object) -> None:
         for path in list(self.paths):
+            identity = self._written.get(path)
+            if identity and self.spares and self.spares.give_back(path, identity):
+                self.paths.discard(path)
+                continue
             self._remove(path)
+        self._written.clear()
 
 
 def by_field(messages: Any) -> dict[str, Any]:
     """A schema's error messages keyed by field, as a 422 reports them."""
     return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+# What reading a call's arguments may raise that is the client's to fix (or,
+# for a file, the worker's disk): the call's own failure.
+ARGUMENT_ERRORS = (
+    marshmallow.ValidationError,
+    exceptions.InvalidArguments,
+    exceptions.UnreadableRequest,
+    exceptions.InsufficientStorage,
+)
+
+
+def argument_error(exc: Exception, method: str) -> WorkerError:
+    """The failure of a call whose arguments could not be read."""
+    if isinstance(exc, marshmallow.ValidationError):
+        return WorkerError.invalid_arguments(by_field(exc.messages))
+    if isinstance(exc, exceptions.InvalidArguments):
+        return WorkerError.invalid_arguments(exc.all_errors)
+    return WorkerError.from_exception(exc, method)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadCall:
+    """A call of a batch whose arguments were read: its place in the batch."""
+
+    index: int
+    call: Call
+    kwargs: dict[str, Any]
+    read: FormRead | None
 
 
 def batch_request_id(batch: Batch) -> str:
@@ -363,6 +505,7 @@ class LoadedModel:
         self.scratch = scratch
         self.shared = shared
         self._declared: dict[str, Arguments] = {}  # argument schemas, when needed
+        self.spares = SpareFiles(scratch.memory if scratch is not None else None)
         self.response_schema = response_schema_of(name, model)
         if warm and callable(getattr(model, "warm", None)):
             model.warm()
@@ -395,23 +538,20 @@ class LoadedModel:
         function = getattr(self.model, call.method, None)
         if function is None:
             return Failure(WorkerError.missing_method(call.method))
-        with InlineFiles(self.scratch) as files:
-            try:
-                kwargs = self._arguments(call, files)
-            except marshmallow.ValidationError as exc:
-                errors = by_field(exc.messages)
-                return Failure(WorkerError.invalid_arguments(errors))
-            except exceptions.InsufficientStorage as exc:
-                return Failure(WorkerError.from_exception(exc, call.method))
+        with InlineFiles(self.scratch, self.spares) as files:
+            kwargs, read = self._arguments(call, files)
+            if isinstance(kwargs, WorkerError):
+                return Failure(kwargs, read)
+            accept = kwargs.get("accept")
             try:
                 result = function(**kwargs)
                 if is_stream(result):
                     if call.stream and emit is not None:
-                        return Answer(self._stream(result, emit))
-                    return Answer(self._collected(call, result, files))
-                return Answer(self._finish(call, result, files))
+                        return Answer(self._stream(result, emit), read)
+                    return Answer(self._collected(call, result, files, accept), read)
+                return Answer(self._finish(call, result, files, accept), read)
             except Exception as exc:
-                return self._failed(call, exc)
+                return self._failed(call, exc, read)
 
     def _item(self, item: Any) -> bytes:
         """One streamed item as JSON: checked against the response schema,
@@ -432,35 +572,82 @@ class LoadedModel:
             count += 1
         return Streamed(count)
 
-    def _collected(self, call: Call, items: Iterator[Any], files: InlineFiles) -> Any:
+    def _collected(
+        self, call: Call, items: Iterator[Any], files: InlineFiles, accept: str | None
+    ) -> Any:
         """Items answered as one list, for a client that did not ask for a
         stream: a JSON array of the items when the response schema
         describes one item, else the list as any prediction."""
         if call.finish_prediction and self.response_schema is not None:
             body = b"[" + b", ".join(self._item(item) for item in items) + b"]"
             return spooled(EncodedJSON(body), self.scratch, self.shared, call.slot)
-        return self._finish(call, list(items), files)
+        return self._finish(call, list(items), files, accept)
 
-    def _arguments(self, call: Call, files: InlineFiles) -> dict[str, Any]:
-        """The call's keyword arguments: files sent inline written to files
+    def _arguments(
+        self, call: Call, files: InlineFiles
+    ) -> tuple[dict[str, Any] | WorkerError, FormRead | None]:
+        """The call's keyword arguments (or why there are none): read out of
+        the call's form when it has one, files sent inline written to files
         of this worker's, and loaded through the method's schema when the
-        server left that to the worker."""
-        kwargs = files.written(call.kwargs)
-        if not call.validate:
-            return kwargs
-        arguments = self._declared.get(call.method)
+        server left that to the worker; and what the form told, for the
+        server's answer."""
+        read: FormRead | None = None
+        try:
+            kwargs = call.kwargs
+            if call.form is not None:
+                kwargs, read = self._read_form(call.method, call.form)
+            kwargs = files.written(kwargs)
+            if call.validate:
+                kwargs = self._declaration(call.method).schema.load(kwargs)
+        except ARGUMENT_ERRORS as exc:
+            return argument_error(exc, call.method), read
+        if read is not None:
+            read = dataclasses.replace(read, accept=kwargs.get("accept"))
+        return kwargs, read
+
+    def _declaration(self, method: str) -> Arguments:
+        """The arguments ``method`` declares (read once, when first needed)."""
+        arguments = self._declared.get(method)
         if arguments is None:
-            getter = getattr(self.model, f"get_{call.method}_args", None)
-            if getter is None and call.method == "predict":
+            getter = getattr(self.model, f"get_{method}_args", None)
+            if getter is None and method == "predict":
                 getter = getattr(self.model, "get_test_args", None)
-            arguments = self._declared[call.method] = read_declaration(
+            arguments = self._declared[method] = read_declaration(
                 self.name,
-                f"get_{call.method}_args",
+                f"get_{method}_args",
                 getter,
-                any_media_type=call.method == "predict",
+                any_media_type=method == "predict",
             )
-        loaded: dict[str, Any] = arguments.schema.load(kwargs)
-        return loaded
+        return arguments
+
+    def _read_form(self, method: str, form: RawForm) -> tuple[dict[str, Any], FormRead]:
+        """The arguments of a forwarded form, not yet loaded through their
+        schema, read as the server reads a form (``deepaas.forms``: the
+        same parser, limits and merge); what it told, but ``accept``."""
+        from multidict import MultiDict
+
+        from deepaas import forms
+
+        arguments = self._declaration(method)
+        schema = arguments.schema
+        try:
+            values, parts = forms.read_whole_form(
+                form.body, form.boundary, forms.MemoryPart, max_parts=form.max_parts
+            )
+        except exceptions.DeepaasError as exc:  # BadRequest, TooManyParts
+            raise exceptions.UnreadableRequest(exc.message, exc.status) from None
+        merged, ignored = forms.merge_arguments(
+            schema,
+            arguments.file_names,
+            forms.values_of(MultiDict(form.query), schema),
+            forms.values_of(values, schema),
+            files=parts,
+            accept_header=form.accept_header,
+        )
+        if ignored and form.strict:
+            raise forms.refuse_unknown(ignored)
+        file_bytes = sum(len(part.data) for named in parts.values() for part in named)
+        return merged, FormRead(None, tuple(ignored), file_bytes)
 
     def run_batch(self, batch: Batch) -> Replies:
         """Run a batch of predictions as one ``predict_batch`` call: each gets
@@ -470,56 +657,52 @@ class LoadedModel:
         if function is None:  # not a batching model: one call at a time
             return Replies(tuple(self.run(call) for call in batch.calls))
         replies: dict[int, Answer | Failure] = {}
-        calls, arguments = [], []
-        with InlineFiles(self.scratch) as files:
+        calls: list[ReadCall] = []
+        with InlineFiles(self.scratch, self.spares) as files:
             for index, call in enumerate(batch.calls):
-                try:
-                    arguments.append(self._arguments(call, files))
-                except marshmallow.ValidationError as exc:
-                    errors = by_field(exc.messages)
-                    replies[index] = Failure(WorkerError.invalid_arguments(errors))
-                    continue
-                except exceptions.InsufficientStorage as exc:
-                    replies[index] = Failure(WorkerError.from_exception(exc, "predict"))
-                    continue
-                calls.append((index, call))
+                kwargs, read = self._arguments(call, files)
+                if isinstance(kwargs, WorkerError):
+                    replies[index] = Failure(kwargs, read)
+                else:
+                    calls.append(ReadCall(index, call, kwargs, read))
             if calls:
-                replies.update(self._run_batch(function, calls, arguments, files))
+                replies.update(self._run_batch(function, calls, files))
         return Replies(tuple(replies[index] for index in range(len(batch.calls))))
 
     def _run_batch(
-        self,
-        function: Any,
-        calls: list[tuple[int, Call]],
-        arguments: list[dict[str, Any]],
-        files: InlineFiles,
+        self, function: Any, calls: list[ReadCall], files: InlineFiles
     ) -> dict[int, Answer | Failure]:
         """The replies of one predict_batch call, by position in the batch."""
         try:
-            results = list(function(arguments))
+            results = list(function([one.kwargs for one in calls]))
             if len(results) != len(calls):
                 raise ValueError(
                     f"predict_batch() returned {len(results)} results for "
                     f"{len(calls)} predictions"
                 )
         except Exception as exc:
-            failure = self._failed(calls[0][1], exc)
-            return {index: failure for index, _ in calls}
+            error = self._failed(calls[0].call, exc).error
+            return {one.index: Failure(error, one.read) for one in calls}
         replies: dict[int, Answer | Failure] = {}
-        for (index, call), result in zip(calls, results, strict=True):
+        for one, result in zip(calls, results, strict=True):
             if isinstance(result, Exception):  # this prediction's own error
-                replies[index] = self._failed(call, result)
+                replies[one.index] = self._failed(one.call, result, one.read)
                 continue
             try:
-                replies[index] = Answer(self._finish(call, result, files))
+                accept = one.kwargs.get("accept")
+                value = self._finish(one.call, result, files, accept)
+                replies[one.index] = Answer(value, one.read)
             except Exception as exc:
-                replies[index] = self._failed(call, exc)
+                replies[one.index] = self._failed(one.call, exc, one.read)
         return replies
 
-    def _finish(self, call: Call, result: Any, files: InlineFiles) -> Any:
-        """A result as it crosses back: finished for the client when the call
-        asks for it, large ones through a scratch file (one of the call's own
-        uploads, returned, is handed over as it is)."""
+    def _finish(
+        self, call: Call, result: Any, files: InlineFiles, accept: str | None
+    ) -> Any:
+        """A result as it crosses back: finished for the client (as
+        ``accept`` asks) when the call asks for it, large ones through a
+        scratch file (one of the call's own uploads, returned, is handed
+        over as it is)."""
         result = portable(result)
         if not call.finish_prediction:
             return result
@@ -528,22 +711,22 @@ class LoadedModel:
             if handed is not None:
                 return handed
         return spooled(
-            finish_prediction(
-                self.name, self.response_schema, result, call.kwargs.get("accept")
-            ),
+            finish_prediction(self.name, self.response_schema, result, accept),
             self.scratch,
             self.shared,
             call.slot,
         )
 
-    def _failed(self, call: Call, exc: Exception) -> Failure:
+    def _failed(
+        self, call: Call, exc: Exception, read: FormRead | None = None
+    ) -> Failure:
         if call.log_path is not None:
             # The call's own log (a training's) ends with what went wrong.
             traceback.print_exception(exc, file=sys.stderr)
         # Whoever receives the failure reports it once; the traceback is for
         # whoever runs with debug logging.
         LOG.debug("%s() raised", call.method, exc_info=exc)
-        return Failure(WorkerError.from_exception(exc, call.method))
+        return Failure(WorkerError.from_exception(exc, call.method), read)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.model.v2.executor import Executor, ItemStream, ProgressCallback
+from deepaas.model.v2.protocol import FormResult, RawForm
 from deepaas.model.v2.types import ReturnedFile, UploadedFile
 
 CallObserver = Callable[[str, str, float, BaseException | None], None]
@@ -41,7 +42,10 @@ class ModelWrapper:
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            return await self.executor.call(method, kwargs, **options)
+            result = await self.executor.call(method, kwargs, **options)
+            if isinstance(result, FormResult):
+                error = result.error  # raised by the caller
+            return result
         except BaseException as exc:
             error = exc
             raise
@@ -72,6 +76,27 @@ class ModelWrapper:
             on_progress=on_progress,
             items=items,
         )
+
+    async def predict_form(
+        self,
+        form: RawForm,
+        *,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+    ) -> FormResult:
+        """Run ``predict`` in a worker that reads its arguments out of
+        ``form`` (the executor ``reads_forms``); the result as ``predict``
+        returns it, or the error the call ended with, with what the form
+        told."""
+        result: FormResult = await self._call(
+            "predict",
+            {},
+            timeout=timeout,
+            queue_timeout=queue_timeout,
+            finish_prediction=True,
+            form=form,
+        )
+        return result
 
     async def train(
         self,

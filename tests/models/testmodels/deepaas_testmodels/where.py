@@ -8,7 +8,11 @@ from webargs import fields
 
 
 def _args():
-    return {"data": fields.Field(type="file", location="form", required=True)}
+    return {
+        "data": fields.Field(type="file", location="form", required=True),
+        # a path to hard-link the upload to, as a model that keeps it would
+        "link_to": fields.Str(missing=None, allow_none=True),
+    }
 
 
 get_predict_args = get_train_args = _args
@@ -21,13 +25,16 @@ def _describe(data):
         "directory": os.path.dirname(data.filename),
         "name": os.path.basename(data.filename),
         "size": os.path.getsize(data.filename),
+        "inode": os.stat(data.filename).st_ino,
         "sha256": digest,
     }
 
 
-def predict(data):
+def predict(data, link_to=None):
+    if link_to:
+        os.link(data.filename, link_to)
     return _describe(data)
 
 
-def train(data):
+def train(data, link_to=None):
     return _describe(data)
