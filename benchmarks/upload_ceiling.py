@@ -1,16 +1,18 @@
 """Where the 64 KiB upload's time goes: requests/s and CPU per request of the
-server process and of its workers, for deepaas, two what-if variants of it,
+server process and of its workers, for deepaas, two variants of it,
 the bare aiohttp handler and upstream DEEPaaS 2.6.0, in interleaved rounds.
 
 The workload is payloads.py's "upload 64 KiB c=16" (a form with one text field
 and a 64 KiB file, wrk, 2 workers). Sides:
 
-- ``ours``: deepaas as deployed by default (access log on);
+- ``ours``: deepaas as deployed by default (access log on; the worker reads
+  the form);
 - ``no-access-log``: the same with ``--noaccess-log``;
+- ``forms-in-server``: the server reads the form and validates the arguments
+  itself (benchmarks/ceiling_hooks), as it did before small forms were left to
+  the workers;
 - ``forward``: the server carries the body to a worker unread
   (benchmarks/ceiling_hooks: no form read, nothing validated);
-- ``parse-in-worker``: as ``forward``, and the worker reads the form, writes
-  the file and validates the arguments;
 - ``bare``: benchmarks/bare.py's multipart handler (no model, no worker);
 - ``upstream``: DEEPaaS 2.6.0.
 
@@ -39,7 +41,7 @@ from common import descendants, start_server, wait_workers_settled, wrk_load
 from compare import ensure_upstream, install_model
 from payloads import HERE, MULTIPART, PAYLOAD, multipart_body, start_bare, stop
 
-SIDES = ("bare", "ours", "no-access-log", "forward", "parse-in-worker", "upstream")
+SIDES = ("bare", "ours", "no-access-log", "forms-in-server", "forward", "upstream")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -130,7 +132,7 @@ def run_side(
         extra = ["--workers", str(args.workers)]
         if side == "no-access-log":
             extra.append("--noaccess-log")
-        elif side in ("forward", "parse-in-worker"):
+        elif side in ("forward", "forms-in-server"):
             side_env["DEEPAAS_CEILING"] = side
             side_env["PYTHONPATH"] += os.pathsep + str(HERE / "ceiling_hooks")
         server, base = start_server(
@@ -142,7 +144,7 @@ def run_side(
         )
         url = base + PAYLOAD
     processes = len(descendants(server.pid))
-    if side in ("ours", "forward"):
+    if side in ("ours", "forms-in-server", "forward"):
         check_answer(side, url, args.body)
     try:
         metrics = None if side in ("bare", "upstream") else base + "/metrics"

@@ -131,7 +131,7 @@ def test_long_jobs_smoke_run_measures_events_and_delivers_every_webhook():
 
 
 def test_upload_ceiling_smoke_run_prints_every_side():
-    sides = "bare,ours,no-access-log,forward,parse-in-worker"
+    sides = "bare,ours,no-access-log,forms-in-server,forward"
     result = run_script("upload_ceiling.py", "--quick", "--sides", sides)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {

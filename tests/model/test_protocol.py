@@ -18,13 +18,15 @@ from deepaas.model.v2.protocol import (
     Call,
     ErrorKind,
     Failure,
+    FormRead,
+    RawForm,
     Ready,
     Replies,
     Scratch,
     Start,
     WorkerError,
 )
-from deepaas.model.v2.types import SpooledResult
+from deepaas.model.v2.types import EncodedJSON, SpooledResult
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -102,6 +104,24 @@ class TestWorkerError:
         assert exc.errors == exceptions.InvalidArguments(errors).errors
         assert exc.message == exceptions.InvalidArguments(errors).message
 
+    def test_an_unreadable_form_keeps_the_status_the_server_would_answer(self):
+        for exc in (
+            exceptions.BadRequest("The request body is not valid multipart."),
+            exceptions.TooManyParts(3),
+        ):
+            unreadable = exceptions.UnreadableRequest(exc.message, exc.status)
+            error = WorkerError.from_exception(unreadable, "predict")
+            assert error.kind is ErrorKind.UNREADABLE
+            back = pickle.loads(pickle.dumps(error)).to_exception()
+            assert (back.status, back.message) == (exc.status, exc.message)
+
+    def test_every_undeclared_argument_is_counted_after_the_trip(self):
+        errors = {f"extra{n}": ["Unknown field."] for n in range(30)}
+        sent = exceptions.InvalidArguments(errors)
+        back = WorkerError.invalid_arguments(sent.all_errors).to_exception()
+        assert back.message == sent.message
+        assert "and 10 more" in back.message
+
     def test_errors_are_plain_data_that_pickle(self):
         class Unpicklable(Exception):
             def __reduce__(self):
@@ -129,6 +149,14 @@ MESSAGES = [
     ),  # fmt: skip
     Failure(WorkerError.missing_method("train")),
     Ready(1234),
+    Call(
+        "predict",
+        {},
+        validate=True,
+        form=RawForm(b"--b\r\n...", "b", (("k", "v"),), "image/*", True, 500),
+    ),
+    Answer(EncodedJSON(b"{}"), FormRead("image/png", ("zzz",), 1024)),
+    Failure(WorkerError.invalid_arguments({"x": ["Bad."]}), FormRead(None, ("y",))),
 ]
 
 
