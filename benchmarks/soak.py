@@ -40,7 +40,8 @@ from common import descendants, start_server, tree_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.helpers import install_model_packages  # noqa: E402
+from deepaas.model.v2.worker import SPARES_KEPT  # noqa: E402
+from tests.helpers import install_model_packages, is_worker_spare  # noqa: E402
 
 # kind: (share of requests, expected status)
 MIX = {
@@ -382,13 +383,16 @@ def main() -> int:
                 p for p in descendants(server.pid)
                 if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()
             ]  # fmt: skip
-            # files only: each live worker keeps its (empty) scratch directory
-            leftovers = sorted(
+            # files only: each live worker keeps its scratch directory, with
+            # the few spare files it writes its next small uploads over
+            files = sorted(
                 os.path.join(top, name)
                 for directory in (server_tmp, server_memory)
                 for top, _, names in os.walk(directory)
                 for name in names
             )
+            spares = [path for path in files if is_worker_spare(path)]
+            leftovers = [path for path in files if path not in spares]
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -405,6 +409,7 @@ def main() -> int:
     print(f"trainings started      {len(trainings)}, not done {not_done}")
     print(f"async jobs started     {len(jobs)}, not done {jobs_left}")
     print(f"upload temp files left {len(leftovers)}")
+    print(f"workers' spare files   {len(spares)} (at most {SPARES_KEPT} per worker)")
     print(f"worker processes       {len(workers)} (wanted {args.workers})")
     print(
         f"server tree RSS        {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end"
@@ -422,6 +427,7 @@ def main() -> int:
     ok = (
         lost == 0
         and not leftovers
+        and len(spares) <= SPARES_KEPT * len(workers)
         and not_done == 0
         and jobs_left == 0
         and sent == args.requests

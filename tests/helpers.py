@@ -250,4 +250,7 @@ def is_worker_spare(path: str) -> bool:
     from deepaas.model.v2.worker import SPARE_PREFIX
 
     directory, name = os.path.split(path)
-    return name.startswith(SPARE_PREFIX) and "deepaas-worker-" in directory
+    owner = os.path.basename(directory)  # a local worker's or a Ray actor's
+    return name.startswith(SPARE_PREFIX) and owner.startswith(
+        ("deepaas-worker-", "deepaas-ray-")
+    )

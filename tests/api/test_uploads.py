@@ -358,21 +358,19 @@ async def test_a_worker_keeps_a_few_spares_at_most(make_client, dirs):
     assert leftovers(client, memory, disk) == []
 
 
-async def test_an_upload_the_model_linked_is_never_written_over(
-    make_client, dirs, tmp_path
-):
+async def test_an_upload_the_model_linked_is_never_written_over(make_client, dirs):
     disk, memory = dirs
     client = await make_client(
         "--model-name", "where", "--upload-memory-dir", str(memory), "-p", "1"
     )
-    kept = tmp_path / "memory" / "kept.bin"  # same file system: a hard link
     content = b"keep me" * 100
     form = aiohttp.FormData()
     form.add_field("data", content, filename="a.bin")
-    resp = await client.post(f"{PREDICT}?link_to={kept}", data=form)
+    resp = await client.post(f"{PREDICT}?keep=true", data=form)
     assert resp.status == 200
     first = (await resp.json())["predictions"]
     assert worker_spares(memory) == []  # not kept: the model holds a link
     second = await predict(client, len(content))
     assert second["inode"] != first["inode"]
-    assert kept.read_bytes() == content
+    with open(first["kept"], "rb") as kept:
+        assert kept.read() == content

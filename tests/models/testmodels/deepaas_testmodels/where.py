@@ -10,8 +10,9 @@ from webargs import fields
 def _args():
     return {
         "data": fields.Field(type="file", location="form", required=True),
-        # a path to hard-link the upload to, as a model that keeps it would
-        "link_to": fields.Str(missing=None, allow_none=True),
+        # hard-link the upload to <its path>.kept, as a model that keeps it
+        # would, and say where that is
+        "keep": fields.Bool(missing=False),
     }
 
 
@@ -30,11 +31,13 @@ def _describe(data):
     }
 
 
-def predict(data, link_to=None):
-    if link_to:
-        os.link(data.filename, link_to)
-    return _describe(data)
+def predict(data, keep=False):
+    result = _describe(data)
+    if keep:
+        result["kept"] = data.filename + ".kept"
+        os.link(data.filename, result["kept"])
+    return result
 
 
-def train(data, link_to=None):
+def train(data, keep=False):
     return _describe(data)
