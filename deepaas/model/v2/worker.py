@@ -286,10 +286,6 @@ class SpareFiles:
         self._kept.append((spare, identity[:2]))
         return True
 
-    def paths(self) -> list[str]:
-        """Where the spares are."""
-        return [path for path, _ in self._kept]
-
 
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
