@@ -23,6 +23,7 @@ from webargs.multidictproxy import MultiDictProxy
 
 from deepaas import exceptions
 from deepaas.model.v2.arguments import ANY_MEDIA_TYPE, choices_of
+from deepaas.model.v2.filenames import safe_filename
 from deepaas.model.v2.types import InlineUpload
 
 # A part's header lines: as long as a request's header line may be, and a few
@@ -153,6 +154,7 @@ class FormReader:
             raise exceptions.BadRequest("Nested multipart bodies are not accepted.")
         self._segment = segment
         if segment.filename is not None:
+            segment.filename = safe_filename(segment.filename)
             self._file = self._new_file(segment)
 
     def _end_part(self) -> None:
@@ -324,6 +326,10 @@ def _json_object(name: str, value: Any) -> Any:
     except ValueError as exc:
         raise exceptions.InvalidArguments(
             {name: [f"Not a valid JSON object: {exc}"]}
+        ) from None
+    except RecursionError:
+        raise exceptions.InvalidArguments(
+            {name: ["Not a valid JSON object: nested too deeply to be read."]}
         ) from None
 
 

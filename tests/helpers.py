@@ -254,3 +254,40 @@ def is_worker_spare(path: str) -> bool:
     return name.startswith(SPARE_PREFIX) and owner.startswith(
         ("deepaas-worker-", "deepaas-ray-")
     )
+
+
+async def send_raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is (it should say ``Connection: close``) to a
+    server on loopback: the status, headers and body of its answer. For
+    requests no HTTP client library would send (bytes that are not UTF-8
+    in a header, a Host it would correct)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = _unchunked(body)
+    return int(lines[0].split()[1]), headers, body
+
+
+def _unchunked(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)

@@ -224,7 +224,8 @@ class APIKeys:
 
     def find(self, key: str) -> Principal | None:
         """Whose key this is; every kept key is compared, in constant time."""
-        digest = hashlib.sha256(key.encode()).digest()
+        # A header's bytes that are not UTF-8 reach us as surrogates.
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
         found = None
         for entry in self._keys:
             if hmac.compare_digest(digest, entry.digest):
@@ -581,7 +582,11 @@ class Authenticator:
             principal = self.api_keys.find(credentials)
             if principal is not None:
                 return principal
-        if self.oidc is not None and credentials.count(".") == 2:
+        if (
+            self.oidc is not None
+            and credentials.isascii()  # a token is base64url, nothing else
+            and credentials.count(".") == 2
+        ):
             return await self.oidc.principal(credentials)
         what = "API key" if self.oidc is None else "API key or token"
         raise exceptions.Unauthenticated(f"Invalid {what}.", invalid=True)

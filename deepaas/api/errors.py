@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from deepaas import exceptions
+from deepaas.api import keys
 
 LOG = logging.getLogger(__name__)
 
@@ -86,8 +87,17 @@ async def error_middleware(
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)
         return response
-    except Exception as exc:
+    except Exception:
         LOG.exception("%s %s failed", request.method, request.path)
-        return error_response(
-            500, f"Internal server error: {type(exc).__name__}: {exc}"
-        )
+        return internal_error(request)
+
+
+def internal_error(request: web.Request) -> web.Response:
+    """The 500 of a failure of ours: what went wrong is in the log, under the
+    request's id; the client gets the id, never the exception (which may
+    tell a stranger about the server's insides)."""
+    request_id = request.get(keys.REQUEST_ID)
+    where = f" (request id {request_id})" if request_id else ""
+    return error_response(
+        500, f"Internal server error{where}: the server's log has the details."
+    )

@@ -27,7 +27,11 @@ from webargs.aiohttpparser import AIOHTTPParser
 from deepaas import exceptions, forms
 from deepaas.api import keys
 from deepaas.api import uploads as uploads_mod
-from deepaas.model.v2.arguments import Arguments, is_file_field
+from deepaas.model.v2.arguments import (
+    Arguments,
+    is_file_field,
+    unreadable_argument,
+)
 from deepaas.model.v2.protocol import RawForm
 
 LOCATION = "model"
@@ -166,6 +170,29 @@ class ArgumentParser(AIOHTTPParser):
             self.max_parts,
         )
         return form, uploads
+
+    def _process_location_data(
+        self,
+        location_data: Any,
+        schema: marshmallow.Schema,
+        req: web.Request,
+        location: str,
+        unknown: str | None,
+        validators: Any,
+    ) -> Any:
+        """webargs' loading through the schema, where a field that fails
+        with anything but a ``ValidationError`` is a 422 naming it."""
+        try:
+            return super()._process_location_data(
+                location_data, schema, req, location, unknown, validators
+            )
+        except (marshmallow.ValidationError, exceptions.DeepaasError):
+            raise
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            LOG.warning("Arguments that cannot be loaded: %r", exc)
+            raise unreadable_argument(schema, location_data, exc) from None
 
     async def load_model_arguments(
         self, request: web.Request, schema: marshmallow.Schema

@@ -44,6 +44,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from deepaas import exceptions, forms, leftovers
+from deepaas.model.v2.filenames import upload_suffix
 from deepaas.model.v2.types import InlineUpload, UploadedFile
 
 LOG = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class MemorySpool:
             status = os.fstat(fd)
             if (status.st_dev, status.st_ino) == spare.identity[:2]:
                 return fd, path
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a name no system call takes
             pass
         if fd >= 0:
             os.close(fd)
@@ -292,7 +293,7 @@ class Uploads:
         """A new empty file (or a spare one to write over: ``take_spare``),
         keeping the extension of ``original_filename``: its open descriptor
         and its path."""
-        suffix = os.path.splitext(os.path.basename(original_filename))[1][:16]
+        suffix = upload_suffix(original_filename)
         directory = directory or self.directory
         spool = self._spool
         if spool is not None and directory != spool.directory:

@@ -115,7 +115,9 @@ async def respond(
                 raise  # nothing sent yet: the usual JSON error
             if not isinstance(exc, exceptions.DeepaasError):
                 LOG.exception("A streamed prediction failed")
-                exc = exceptions.DeepaasError(f"{type(exc).__name__}: {exc}")
+                exc = exceptions.DeepaasError(
+                    "Internal server error: the server's log has the details."
+                )
             await writer.end(exc)
             return writer.response
         if writer.response is None and not isinstance(result, Streamed):

@@ -155,7 +155,7 @@ class Arguments:
         Raises ``InvalidArguments`` naming every bad field.
         """
         try:
-            loaded = self.schema.load(data, unknown=marshmallow.RAISE)
+            loaded = load_arguments(self.schema, data, unknown=marshmallow.RAISE)
         except marshmallow.ValidationError as exc:
             errors = (
                 exc.messages
@@ -201,3 +201,43 @@ def read_declaration(
                 f"Model {model_name!r}: {what}() is not a valid argument "
                 f"declaration: {exc}"
             ) from exc
+
+
+def load_arguments(schema: marshmallow.Schema, data: Any, **kwargs: Any) -> Any:
+    """``data`` loaded through ``schema`` (``kwargs`` go to ``load``).
+
+    A field may fail with something other than a ``ValidationError`` (a
+    model's own field class, a value nested too deeply for the interpreter's
+    stack): whatever the client sent, that is a ``InvalidArguments`` naming
+    the argument, never the end of the process that reads it.
+    """
+    try:
+        return schema.load(data, **kwargs)
+    except marshmallow.ValidationError:
+        raise
+    except Exception as exc:
+        raise unreadable_argument(schema, data, exc) from None
+
+
+def unreadable_argument(
+    schema: marshmallow.Schema, data: Any, exc: BaseException
+) -> exceptions.InvalidArguments:
+    """The 422 for arguments whose loading raised ``exc``: the argument
+    whose value raises when loaded alone, or the whole of them."""
+    why = (
+        "The value is nested too deeply to be read."
+        if isinstance(exc, RecursionError)
+        else "The value cannot be read."
+    )
+    if isinstance(data, Mapping):
+        for name, value in data.items():
+            field = schema.fields.get(name) if isinstance(name, str) else None
+            if field is None:
+                continue
+            try:
+                field.deserialize(value, name, data)
+            except marshmallow.ValidationError:
+                continue
+            except Exception:
+                return exceptions.InvalidArguments({name: [why]})
+    return exceptions.InvalidArguments({"_schema": [why]})

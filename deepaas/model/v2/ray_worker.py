@@ -40,6 +40,7 @@ import tempfile
 from typing import Any
 
 from deepaas import leftovers
+from deepaas.model.v2.filenames import upload_suffix
 from deepaas.model.v2.protocol import Batch, Call, Scratch
 from deepaas.model.v2.types import StagedUpload
 
@@ -187,7 +188,7 @@ class WorkerActor:
             and upload.size <= self.scratch.memory_max
         ):
             directory = self.scratch.memory
-        suffix = os.path.splitext(upload.original_filename)[1][:16]
+        suffix = upload_suffix(upload.original_filename)
         fd, path = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=directory)
         try:
             with open(fd, "wb") as f:

@@ -39,13 +39,14 @@ import marshmallow
 from deepaas import exceptions, log, reports
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.arguments import Arguments, read_declaration
+from deepaas.model.v2.arguments import Arguments, load_arguments, read_declaration
 from deepaas.model.v2.encoding import (
     finish_prediction,
     jsonable,
     prediction_body,
     response_schema_of,
 )
+from deepaas.model.v2.filenames import upload_suffix
 from deepaas.model.v2.protocol import (
     Answer,
     Batch,
@@ -246,7 +247,7 @@ class SpareFiles:
             )
             try:
                 os.link(spare, path)  # never over a file already there
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a name no call takes
                 _unlink_quietly(spare)
                 continue
             _unlink_quietly(spare)
@@ -315,12 +316,18 @@ class InlineFiles:
             for v in kwargs.values()
         ):
             return kwargs
-        return {
-            name: [self._write(i) for i in value]
-            if isinstance(value, list)
-            else self._write(value)
-            for name, value in kwargs.items()
-        }
+        written = {}
+        for name, value in kwargs.items():
+            try:
+                if isinstance(value, list):
+                    written[name] = [self._write(i) for i in value]
+                else:
+                    written[name] = self._write(value)
+            except ValueError:  # a name or path no system call takes
+                raise exceptions.InvalidArguments(
+                    {name: ["The uploaded file cannot be stored under its name."]}
+                ) from None
+        return written
 
     def _write(self, value: Any) -> Any:
         if isinstance(value, StagedUpload):  # already written: removed with ours
@@ -330,7 +337,7 @@ class InlineFiles:
             )
         if not isinstance(value, InlineUpload):
             return value
-        suffix = os.path.splitext(os.path.basename(value.original_filename))[1][:16]
+        suffix = upload_suffix(value.original_filename)
         directories = [tempfile.gettempdir()]
         if self.scratch is not None:
             directories = [d for d in (self.scratch.memory, self.scratch.disk) if d]
@@ -594,9 +601,18 @@ class LoadedModel:
                 kwargs, read = self._read_form(call.method, call.form)
             kwargs = files.written(kwargs)
             if call.validate:
-                kwargs = self._declaration(call.method).schema.load(kwargs)
+                kwargs = load_arguments(self._declaration(call.method).schema, kwargs)
         except ARGUMENT_ERRORS as exc:
             return argument_error(exc, call.method), read
+        except Exception as exc:
+            # Whatever a client sends, reading it never ends the worker: only
+            # the model's own code may.
+            LOG.warning(
+                "The arguments of a %s() call cannot be read: %r", call.method, exc
+            )
+            LOG.debug("Reading the arguments failed", exc_info=exc)
+            error = {"_request": ["The arguments sent cannot be read."]}
+            return WorkerError.invalid_arguments(error), read
         if read is not None:
             read = dataclasses.replace(read, accept=kwargs.get("accept"))
         return kwargs, read
