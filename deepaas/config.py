@@ -36,6 +36,17 @@ server_opts = [
         "other site may not POST or DELETE here (checked with Sec-Fetch-Site "
         "and Origin); clients that are not browsers are not affected.",
     ),
+    cfg.ListOpt(
+        "allowed-hosts",
+        default=[],
+        help="Host names (the Host header) this server answers to, besides "
+        "its loopback names and addresses: exact names, '*.example.org' for "
+        "one label under it, a ':port' to require that port, or '*' for any. "
+        "A server listening on a loopback address refuses (421) requests for "
+        "any other name, so that a web page whose name was made to resolve to "
+        "127.0.0.1 (DNS rebinding) cannot drive it; on other addresses, names "
+        "are checked only when this option is set.",
+    ),
     cfg.StrOpt(
         "base-path",
         default="",

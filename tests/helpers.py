@@ -291,3 +291,16 @@ def _unchunked(data: bytes) -> bytes:
         out += data[:size]
         data = data[size + 2 :]
     return bytes(out)
+
+
+async def wait_job(client, url: str, timeout: float = 60) -> dict:
+    """The job at ``url`` (an app client's path) once it has ended."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = await (await client.get(url)).json()
+        if job["status"] != "running":
+            return job
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.05)

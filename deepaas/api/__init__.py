@@ -19,6 +19,7 @@ from deepaas.api import (
     auth,
     crosssite,
     errors,
+    hosts,
     keys,
     probes,
     routing,
@@ -280,14 +281,16 @@ def get_app(
         conf.header_timeout,
         answer_half_closed=conf.answer_half_closed,
     )
+    middlewares = [
+        access.observe_middleware(access.RequestIds(), inflight, connections),
+        errors.error_middleware,
+        hosts.host_check_middleware(conf.listen_ip, conf.allowed_hosts),
+        # //v2//models/ is a 308 to /v2/models/, as upstream answers
+        web.normalize_path_middleware(append_slash=False, merge_slashes=True),
+        access_middleware(conf, authenticator),
+    ]
     app = web.Application(
-        middlewares=[
-            access.observe_middleware(access.RequestIds(), inflight, connections),
-            errors.error_middleware,
-            # //v2//models/ is a 308 to /v2/models/, as upstream answers
-            web.normalize_path_middleware(append_slash=False, merge_slashes=True),
-            access_middleware(conf, authenticator),
-        ],
+        middlewares=[m for m in middlewares if m is not None],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
         client_max_size=smallest_limit(conf.client_max_size, conf.max_memory_body),

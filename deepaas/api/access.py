@@ -129,10 +129,14 @@ def observe_middleware(
 async def add_request_id_header(
     request: web.Request, response: web.StreamResponse
 ) -> None:
-    """on_response_prepare: return the request id to the client."""
+    """on_response_prepare: return the request id to the client, and tell
+    browsers to take every answer as the type it says it is (a file a model
+    returned as text/plain is never run as a page or a script)."""
+    headers = response.headers
     request_id = request.get(keys.REQUEST_ID)
     if request_id is not None:
-        response.headers[HEADER] = request_id
+        headers[HEADER] = request_id
+    headers["X-Content-Type-Options"] = "nosniff"
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -13,23 +13,13 @@ import pytest
 from deepaas.api import keys
 from tests import helpers
 from tests.conftest import EXECUTORS
+from tests.helpers import wait_job
 from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 
 ASYNC = {"Prefer": "respond-async"}
 FAILING = "/v2/models/failing/predict/"
 OUTPUTS = "/v2/models/outputs/predict/"
 ECHO = "/v2/models/echo/predict/"
-
-
-async def wait_job(client, url: str, timeout: float = 60) -> dict:
-    """The job at ``url`` once it has ended."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        job = await (await client.get(url)).json()
-        if job["status"] != "running":
-            return job
-        assert asyncio.get_running_loop().time() < deadline, job
-        await asyncio.sleep(0.05)
 
 
 async def submit(client, path: str, **kwargs) -> tuple[aiohttp.ClientResponse, dict]:

@@ -25,6 +25,7 @@ from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import events, responses
 from deepaas.events import JOB
 from deepaas.jobs import DONE, RUNNING, Job, Keeper
+from deepaas.model.v2.encoding import raw_answer_headers
 from deepaas.model.v2.executor import ProgressCallback
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.webhooks import Hook
@@ -225,7 +226,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             raise exceptions.JobHasNoResult(job.status, job.message)
         return web.FileResponse(
             runner.result_path(job.id),
-            headers={"Content-Type": job.result_type or "application/octet-stream"},
+            headers=raw_answer_headers(job.result_type or "application/octet-stream"),
         )
 
     @aiohttp_apigami.docs(

@@ -17,7 +17,7 @@ from deepaas import exceptions, webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
-from deepaas.model.v2.encoding import JSON_MEDIA_TYPES
+from deepaas.model.v2.encoding import JSON_MEDIA_TYPES, raw_answer_headers
 from deepaas.model.v2.protocol import RawForm
 from deepaas.model.v2.types import (
     EncodedJSON,
@@ -135,12 +135,12 @@ async def prediction_response(
             uploads.in_answer(status)
         if not stat.S_ISREG(status.st_mode):
             # A pipe or a device: streamed in chunks; the answer closes it.
-            return web.Response(body=opened, headers={"Content-Type": content_type})
+            return web.Response(body=opened, headers=raw_answer_headers(content_type))
         with opened:
             return await send_file(request, opened, status.st_size, content_type)
     if isinstance(result, bytes | bytearray | memoryview):
-        return web.Response(body=result, headers={"Content-Type": content_type})
-    return web.Response(text=result, headers={"Content-Type": content_type})
+        return web.Response(body=result, headers=raw_answer_headers(content_type))
+    return web.Response(text=result, headers=raw_answer_headers(content_type))
 
 
 async def send_file(
@@ -149,7 +149,7 @@ async def send_file(
     """Answer with the first ``size`` bytes of an open regular file, sent by
     the kernel (sendfile) where the connection allows, so that the bytes do
     not pass through the server's memory."""
-    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response = web.StreamResponse(headers=raw_answer_headers(content_type))
     response.content_length = size
     await response.prepare(request)
     transport = request.transport
@@ -177,7 +177,7 @@ async def send_mapped(
     before the slot is freed.
     """
     try:
-        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers=raw_answer_headers(content_type))
         response.content_length = result.size
         await response.prepare(request)  # the headers go out at once
         transport = request.transport

@@ -112,3 +112,40 @@ def response_schema_of(name: str, model: Any) -> marshmallow.Schema | None:
             raise exceptions.ModelLoadError(
                 f"Model {name!r} has an invalid response schema: {exc}"
             ) from exc
+
+
+# Media types a browser runs (scripts, documents that may hold scripts).
+ACTIVE_MEDIA_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "application/ecmascript",
+        "multipart/x-mixed-replace",
+    }
+)
+
+
+def is_active_media_type(content_type: str) -> bool:
+    """Whether a browser opening an answer of ``content_type`` would run
+    what it holds (HTML, SVG, any XML, JavaScript)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ACTIVE_MEDIA_TYPES or media_type.endswith("+xml")
+
+
+def raw_answer_headers(content_type: str) -> dict[str, str]:
+    """The headers of a model's answer sent as it is: an active type is
+    sandboxed, so that a page the model returned (or an upload it echoes)
+    cannot run scripts as this server's origin."""
+    headers = {"Content-Type": content_type}
+    if is_active_media_type(content_type):
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
