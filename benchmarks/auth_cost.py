@@ -55,7 +55,12 @@ def check_costs(keys: Path, jwks: Path, token: str) -> dict[str, float]:
 
     from deepaas.api.auth import OIDC, APIKeys, Authenticator
 
-    oidc = OIDC(ISSUER, audience="deepaas", jwks=str(jwks))
+    oidc = OIDC(
+        ISSUER,
+        audience="deepaas",
+        jwks=str(jwks),
+        role_map={"predict": frozenset({"predict"})},
+    )
     authenticator = Authenticator(APIKeys(str(keys)), oidc)
     key_request = make_mocked_request(
         "POST", "/", headers={"Authorization": f"Bearer {API_KEY}"}
@@ -152,7 +157,7 @@ def main() -> int:
             ),
             "oidc": (
                 ["--oidc-issuer", ISSUER, "--oidc-audience", "deepaas",
-                 "--oidc-jwks", str(jwks)],
+                 "--oidc-jwks", str(jwks), "--oidc-role", "predict=predict"],
                 {"Authorization": f"Bearer {token}"},
             ),
         }  # fmt: skip

@@ -387,8 +387,9 @@ security_opts = [
     cfg.StrOpt(
         "oidc-audience",
         default="",
-        help="With --oidc-issuer: the audience (aud) a token must name. Empty "
-        "accepts any audience of the issuer's tokens.",
+        help="With --oidc-issuer (and then required): the audience (aud) a "
+        "token must name, so that a token the issuer made for another service "
+        "is not accepted here. '*' accepts any audience (said at start-up).",
     ),
     cfg.StrOpt(
         "oidc-jwks",
@@ -411,8 +412,9 @@ security_opts = [
         help="With --oidc-issuer: ROLE=VALUE gives role ROLE (predict, train or "
         "admin) to users whose roles claim holds VALUE, for example "
         "admin=urn:mace:egi.eu:group:vo.example.org:role=manager#aai.egi.eu. "
-        "Repeat for several. None given: claim values named predict, train and "
-        "admin are the roles.",
+        "Repeat for several; at least one is required with --oidc-issuer. "
+        "Roles come from these alone: a claim value that happens to be called "
+        "admin gives no role.",
     ),
     cfg.StrOpt(
         "oidc-user-claim",

@@ -16,6 +16,9 @@ class DeepaasError(Exception):
     """Base class of every deepaas error."""
 
     status = 500
+    # Keys an error answer has besides "message" (as upstream's clients read
+    # them), or None.
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -80,6 +83,13 @@ class BadRequest(DeepaasError):
     """The request body cannot be read at all (malformed JSON or multipart)."""
 
     status = 400
+
+
+class InvalidJSON(BadRequest):
+    """A request body that is not valid JSON (the ``json`` key is where
+    upstream's clients, through webargs, read why)."""
+
+    details = {"json": ["Invalid JSON body."]}
 
 
 class UnreadableRequest(DeepaasError):

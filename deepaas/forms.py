@@ -261,6 +261,7 @@ def merge_arguments(
     body_is_text: bool = True,
     files: Mapping[str, list[Any]] | None = None,
     accept_header: str | None = None,
+    strict: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The declared arguments of the query string, the body and its files
     (the query string wins, as upstream), not yet loaded through the
@@ -268,7 +269,8 @@ def merge_arguments(
 
     Text for a ``Dict`` argument is read as JSON, a single value for a
     ``List`` one is a list of one; ``accept`` comes from the Accept header
-    when the arguments leave it out.
+    when the arguments leave it out. A value (not a file) for a file
+    argument is ignored, or with ``strict`` refused.
     """
     merged: dict[str, Any] = {}
     texts: set[str] = set()
@@ -283,6 +285,9 @@ def merge_arguments(
             value = source[name]
             if name in file_names:
                 if value in ("", [""]):  # an empty form field: no file
+                    continue
+                if not strict:  # upstream ignores a value for a file, too
+                    ignored.setdefault(name, None)
                     continue
                 raise exceptions.InvalidArguments(
                     {
@@ -355,18 +360,13 @@ def _files_of(
 def _resolve_accept(
     schema: marshmallow.Schema, merged: dict[str, Any], header: str | None
 ) -> None:
-    """``accept`` from the Accept header when the arguments leave it out;
-    ``*/*`` means the default."""
+    """``accept`` from the Accept header when the arguments leave it out.
+    An ``accept`` argument of ``*/*`` reaches the model as it is, as
+    upstream passes it (its choices always take it)."""
     field = schema.fields.get("accept")
-    if field is None:
+    if field is None or "accept" in merged:
         return
     choices = [str(c) for c in choices_of(field) or [] if c != ANY_MEDIA_TYPE]
-    if "accept" not in merged:
-        accept = accept_from_header(header, choices)
-        if accept is not None:
-            merged["accept"] = accept
-    elif merged["accept"] == ANY_MEDIA_TYPE and choices:
-        if field.load_default is marshmallow.missing:
-            merged["accept"] = choices[0]
-        else:
-            del merged["accept"]  # its default applies
+    accept = accept_from_header(header, choices)
+    if accept is not None:
+        merged["accept"] = accept

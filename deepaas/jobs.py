@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from deepaas import exceptions
+from deepaas import exceptions, private
 from deepaas.events import JOB as JOB_EVENTS
 from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
@@ -191,7 +191,7 @@ class JobRunner:
             result = await run(
                 lambda fraction, message: self._progress(job, fraction, message)
             )
-            os.makedirs(self.result_dir, exist_ok=True)
+            private.private_directory(self.result_dir)
             loop = asyncio.get_running_loop()
             media_type, size = await loop.run_in_executor(
                 None, keep, result, self.result_path(job.id)

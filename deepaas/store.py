@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from deepaas import exceptions
+from deepaas import exceptions, private
 from deepaas.events import Event
 from deepaas.jobs import ERROR as JOB_ERROR
 from deepaas.jobs import INTERRUPTED, Job
@@ -167,7 +167,11 @@ class SQLiteTrainingStore(TrainingStore):
         self.path = os.path.join(state_dir, FILENAME)
         self.owner = process_identity() or f"{socket.gethostname()}:{os.getpid()}:0"
         try:
-            os.makedirs(state_dir, exist_ok=True)
+            private.private_directory(state_dir)
+            # SQLite gives the WAL and shared-memory files the database's mode.
+            private.private_file(self.path)
+            for suffix in ("-wal", "-shm", "-journal"):
+                private.restrict_if_present(self.path + suffix)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from deepaas import exceptions
+from deepaas import exceptions, private
 from deepaas.events import TRAINING as TRAINING_EVENTS
 from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
@@ -230,7 +230,7 @@ class TrainingRunner:
             cap = LogCap(self.log_path(training.uuid), self.log_max_bytes)
             capping = asyncio.get_running_loop().create_task(self._keep_capped(cap))
         try:
-            os.makedirs(self.log_dir, exist_ok=True)
+            private.private_directory(self.log_dir)
             output = await run(
                 self.log_path(training.uuid),
                 lambda fraction, message: self._progress(training, fraction, message),

@@ -358,7 +358,12 @@ def get_app(
     }
     metrics = None
     if conf.metrics_endpoint:
-        metrics = app[keys.METRICS] = Metrics(executors, trainings, connections)
+        metrics = app[keys.METRICS] = Metrics(
+            executors,
+            trainings,
+            connections,
+            authenticator.api_keys if authenticator is not None else None,
+        )
         app.router.add_get(f"{base}/metrics", metrics_handler(metrics))
     app[keys.MODELS] = {
         name: ModelWrapper(

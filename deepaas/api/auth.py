@@ -197,6 +197,8 @@ class APIKeys:
     def __init__(self, path: str) -> None:
         self.path = path
         self._keys = self._read()
+        self.reload_failures = 0  # reloads that kept the previous keys
+        self.reload_error: str | None = None  # why the last one did, if it did
 
     def _read(self) -> list[APIKey]:
         try:
@@ -218,7 +220,10 @@ class APIKeys:
             self._keys = self._read()
         except exceptions.ConfigurationError as exc:
             LOG.error("API keys not reloaded, the previous ones stay: %s", exc)
+            self.reload_failures += 1
+            self.reload_error = exc.message
             return False
+        self.reload_error = None
         LOG.info("API keys reloaded: %d key(s) from %s", len(self._keys), self.path)
         return True
 
@@ -294,6 +299,39 @@ class OIDC:
             collections.OrderedDict()
         )
 
+    @classmethod
+    def from_config(cls, conf: cfg.ConfigOpts) -> OIDC:
+        """The checker ``--oidc-*`` describe; strict: a token must name this
+        server's audience, and roles come from ``--oidc-role`` alone."""
+        if not conf.oidc_audience.strip():
+            raise exceptions.ConfigurationError(
+                "--oidc-issuer needs --oidc-audience: the audience (aud) of the "
+                "tokens issued for this server (otherwise a token the issuer made "
+                "for any other service would be accepted here); '*' accepts any."
+            )
+        role_map = parse_role_map(conf.oidc_role)
+        if not role_map:
+            raise exceptions.ConfigurationError(
+                "--oidc-issuer needs at least one --oidc-role ROLE=VALUE: roles "
+                f"come only from those mappings of the {conf.oidc_roles_claim!r} "
+                "claim, and without one no token would have a role."
+            )
+        audience = conf.oidc_audience.strip()
+        if audience == "*":
+            audience = ""
+            LOG.warning(
+                "--oidc-audience '*': tokens of %s for any audience are accepted",
+                conf.oidc_issuer,
+            )
+        return cls(
+            conf.oidc_issuer,
+            audience=audience,
+            jwks=conf.oidc_jwks,
+            roles_claim=conf.oidc_roles_claim,
+            role_map=role_map,
+            user_claim=conf.oidc_user_claim,
+        )
+
     @property
     def discovery_url(self) -> str:
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -362,9 +400,8 @@ class OIDC:
         return principal, float(claims["exp"]) + CLOCK_LEEWAY
 
     def roles(self, claims: dict[str, Any]) -> frozenset[str]:
+        """The roles ``--oidc-role`` gives for the values of the roles claim."""
         values = claim_values(claims, self.roles_claim)
-        if not self.role_map:
-            return frozenset(values & set(ROLES))
         return frozenset(
             role for role, wanted in self.role_map.items() if values & wanted
         )
@@ -498,16 +535,7 @@ class Authenticator:
     def from_config(cls, conf: cfg.ConfigOpts) -> Authenticator | None:
         """The authenticator the options ask for; None when auth is off."""
         api_keys = APIKeys(conf.api_keys_file) if conf.api_keys_file else None
-        oidc = None
-        if conf.oidc_issuer:
-            oidc = OIDC(
-                conf.oidc_issuer,
-                audience=conf.oidc_audience,
-                jwks=conf.oidc_jwks,
-                roles_claim=conf.oidc_roles_claim,
-                role_map=parse_role_map(conf.oidc_role),
-                user_claim=conf.oidc_user_claim,
-            )
+        oidc = OIDC.from_config(conf) if conf.oidc_issuer else None
         if api_keys is None and oidc is None:
             return None
         return cls(

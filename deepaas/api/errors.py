@@ -82,7 +82,7 @@ async def error_middleware(
     except exceptions.DeepaasError as exc:
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
-        response = error_response(exc.status, exc.message)
+        response = error_response(exc.status, exc.message, **(exc.details or {}))
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deepaas import exceptions
+from deepaas.api.auth import APIKeys
 from deepaas.api.connections import Connections
 from deepaas.model.v2.executor import Executor
 from deepaas.trainings import TrainingRunner
@@ -71,10 +72,12 @@ class _StateCollector(Collector):
         executors: Mapping[str, Executor],
         trainings: TrainingRunner,
         connections: Connections,
+        api_keys: APIKeys | None = None,
     ) -> None:
         self.executors = executors
         self.trainings = trainings
         self.connections = connections
+        self.api_keys = api_keys
 
     def collect(self) -> Iterator[prometheus_client.Metric]:
         configured = GaugeMetricFamily(
@@ -185,6 +188,12 @@ class _StateCollector(Collector):
             "Connections closed with a 408 for headers slower than --header-timeout.",
             value=self.connections.timed_out,
         )
+        if self.api_keys is not None:
+            yield CounterMetricFamily(
+                "deepaas_api_keys_reload_failures",
+                "Reloads of --api-keys-file that failed (the previous keys stayed).",
+                value=self.api_keys.reload_failures,
+            )
 
 
 class Metrics:
@@ -196,6 +205,7 @@ class Metrics:
         executors: Mapping[str, Executor],
         trainings: TrainingRunner,
         connections: Connections,
+        api_keys: APIKeys | None = None,
     ) -> None:
         # The *_created series double what a scrape carries and no dashboard
         # uses them (a switch of prometheus_client as a whole).
@@ -227,7 +237,9 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(executors, trainings, connections))
+        self.registry.register(
+            _StateCollector(executors, trainings, connections, api_keys)
+        )
         # The labelled children, looked up once per label set.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -236,6 +236,7 @@ class ArgumentParser(AIOHTTPParser):
             body_is_text=not body_is_json,
             files=files,
             accept_header=request.headers.get(hdrs.ACCEPT),
+            strict=self.strict,
         )
         if ignored:
             self._ignore(request, ignored)
@@ -261,11 +262,11 @@ class ArgumentParser(AIOHTTPParser):
         except LookupError:
             raise _unknown_charset(req) from None
         except RecursionError:
-            raise exceptions.BadRequest(
+            raise exceptions.InvalidJSON(
                 "The JSON body is nested too deeply to be read."
             ) from None
         except ValueError as exc:  # an integer beyond Python's digit limit
-            raise exceptions.BadRequest(
+            raise exceptions.InvalidJSON(
                 f"The request body is not valid JSON: {exc}"
             ) from None
 
@@ -292,7 +293,7 @@ class ArgumentParser(AIOHTTPParser):
     def _handle_invalid_json_error(  # type: ignore[override]
         self, error: Exception, req: web.Request, *args: Any, **kwargs: Any
     ) -> typing.NoReturn:
-        raise exceptions.BadRequest(f"The request body is not valid JSON: {error}")
+        raise exceptions.InvalidJSON(f"The request body is not valid JSON: {error}")
 
     def handle_error(  # type: ignore[override]
         self,

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas import exceptions
 from deepaas.api import keys
 
 
@@ -62,6 +63,20 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "replacements are starting.",
             "models": workers,
         }
+    authenticator = app[keys.AUTH]
+    keys_error = (
+        authenticator.api_keys.reload_error
+        if authenticator is not None and authenticator.api_keys is not None
+        else None
+    )
+    if keys_error is not None:
+        # Serving, with keys that may include one meant to be revoked.
+        return True, {
+            "status": "degraded",
+            "reason": "The API keys file could not be reloaded; the previous "
+            f"keys are still in use: {keys_error}",
+            "models": workers,
+        }
     trainings = app[keys.TRAININGS]
     if trainings.unsaved:
         # Serving, but results are held in memory only.
@@ -83,9 +98,39 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
     return True, {"status": "ready", "models": workers}
 
 
+# What /readyz tells a client that is not an admin when authentication is on:
+# whether the server is ready, and why not in words that name nothing of its
+# insides (processes, devices, nodes, start-up errors).
+PUBLIC_REASONS = {
+    "starting": "Loading and warming the models.",
+    "failed": "The models could not be started.",
+    "unavailable": "No live worker; replacements are starting.",
+    "degraded": "Serving, with less than the configured capacity or a "
+    "problem to see to.",
+}
+
+
 async def readyz(request: web.Request) -> web.Response:
     ready, body = readiness(request.app)
+    if not await is_admin(request):
+        body = {"status": body["status"]}
+        if body["status"] in PUBLIC_REASONS:
+            body["reason"] = PUBLIC_REASONS[body["status"]]
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def is_admin(request: web.Request) -> bool:
+    """Whether the request may see the server's insides: authentication
+    is off, or it carries an admin's credentials (any others, or bad ones,
+    are only not an admin's: a probe never answers 401)."""
+    authenticator = request.app[keys.AUTH]
+    if authenticator is None:
+        return True
+    try:
+        principal = await authenticator.principal(request)
+    except exceptions.Unauthenticated:
+        return False
+    return principal is not None and principal.is_admin
 
 
 def setup_routes(app: web.Application, base: str) -> None:

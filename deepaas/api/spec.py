@@ -88,8 +88,18 @@ def _content_for(produces: list[str], schema: dict[str, Any] | None) -> dict[str
 
 def _object_parameter_2(parameter: dict[str, Any]) -> None:
     """A Swagger 2.0 query or form parameter cannot be an object: it is sent
-    as a JSON string (which the parser reads)."""
-    if parameter.get("in") == "body" or parameter.get("type") != "object":
+    as a JSON string (which the parser reads). A nested schema's
+    parameter is a reference to its definition, named in the description."""
+    if parameter.get("in") == "body":
+        return
+    reference = parameter.pop("$ref", None)
+    if reference is not None:
+        parameter["type"] = "object"
+        shape = reference.rsplit("/", 1)[-1]
+        parameter["description"] = (
+            f"{parameter.get('description', '')} (shaped as {shape})".lstrip()
+        )
+    if parameter.get("type") != "object":
         return
     parameter["type"] = "string"
     parameter["format"] = "json"
@@ -132,6 +142,8 @@ def fix_swagger2(spec: dict[str, Any]) -> None:
             if method != "parameters":
                 for parameter in operation.get("parameters", []):
                     _object_parameter_2(parameter)
+                    if parameter.get("in") != "body" and "type" not in parameter:
+                        parameter["type"] = "string"  # a model's own field class
                     _file_list_parameter_2(parameter)
                     # Swagger 2.0 has no null: a null default is no default.
                     if parameter.get("default", "") is None:

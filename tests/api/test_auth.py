@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import stevedore
 
 from deepaas import config, exceptions
 from deepaas.api import auth, get_app, keys
+from tests import helpers
 
 TRAIN = "/v2/models/failing/train/"
 PREDICT = "/v2/models/failing/predict/"
@@ -303,6 +305,63 @@ async def test_reload_takes_new_keys_and_keeps_the_old_on_a_mistake(serve, keys_
     assert (await client.post(PREDICT, headers=bearer(new))).status == 200
 
 
+async def test_a_failed_reload_is_seen_in_readyz_and_metrics(serve, keys_file):
+    client = await serve("--metrics-endpoint")
+    api_keys = client.app[keys.AUTH].api_keys
+    keys_file.write_text("broken\n")
+    assert not api_keys.reload()
+    ready = await client.get("/readyz", headers=bearer(ADMIN))
+    assert ready.status == 200
+    body = await ready.json()
+    assert body["status"] == "degraded"
+    assert "could not be reloaded" in body["reason"] and "line 1" in body["reason"]
+    anonymous = await (await client.get("/readyz")).json()
+    assert anonymous["status"] == "degraded" and "line 1" not in anonymous["reason"]
+    metrics = await (await client.get("/metrics", headers=bearer(ADMIN))).text()
+    assert "deepaas_api_keys_reload_failures_total 1.0" in metrics
+    keys_file.write_text(f"{ADMIN} admin\n")
+    assert api_keys.reload()
+    body = await (await client.get("/readyz", headers=bearer(ADMIN))).json()
+    assert body["status"] == "ready"
+    metrics = await (await client.get("/metrics", headers=bearer(ADMIN))).text()
+    assert "deepaas_api_keys_reload_failures_total 1.0" in metrics
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [None, PREDICTOR, ALICE, "not-a-key-0123456789"],
+)
+async def test_readyz_says_only_whether_it_is_ready_but_to_an_admin(serve, credentials):
+    client = await serve()
+    headers = bearer(credentials) if credentials else {}
+    response = await client.get("/readyz", headers=headers)
+    assert response.status == 200
+    assert await response.json() == {"status": "ready"}
+    admin = await (await client.get("/readyz", headers=bearer(ADMIN))).json()
+    assert admin["status"] == "ready"
+    pids = [p["pid"] for p in admin["models"]["failing"]["processes"]]
+    assert pids and all(isinstance(pid, int) for pid in pids)
+
+
+async def test_readyz_hides_why_start_up_failed_but_from_an_admin(
+    make_client, keys_file, model_sites, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(model_sites["broken"]))
+    # stevedore lists a group once per process; this test adds models.
+    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+    client = await make_client(
+        "--model-name", "bad-warm", "--api-keys-file", str(keys_file), ready=False
+    )
+    startup = client.app[keys.STARTUP]
+    assert await helpers.eventually(lambda: startup.failed is not None)
+    anonymous = await client.get("/readyz")
+    assert anonymous.status == 503
+    body = await anonymous.json()
+    assert body["status"] == "failed" and "weights" not in body["reason"]
+    admin = await (await client.get("/readyz", headers=bearer(ADMIN))).json()
+    assert "weights file missing" in admin["reason"]
+
+
 def test_the_key_maker_makes_a_line_the_file_takes(capsys):
     from deepaas.cmd import apikey
 
@@ -322,8 +381,9 @@ async def test_the_spec_declares_how_to_authenticate_and_stays_valid(serve):
     from openapi_spec_validator import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
 
     client = await serve(
-        "--oidc-issuer", "https://issuer.example/realms/lab", "--public-docs"
-    )
+        "--oidc-issuer", "https://issuer.example/realms/lab", "--public-docs",
+        "--oidc-audience", "deepaas", "--oidc-role", "predict=predict",
+    )  # fmt: skip
     swagger = await (await client.get("/swagger.json")).json()
     openapi = await (await client.get("/openapi.json")).json()
     OpenAPIV2SpecValidator(swagger).validate()
@@ -362,7 +422,7 @@ async def expect_continue_status(client, headers: str) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     try:
         writer.write(
-            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
             f"{headers}Content-Type: application/json\r\n"
             "Content-Length: 100000\r\n\r\n".encode()
         )

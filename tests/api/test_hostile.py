@@ -190,7 +190,7 @@ async def test_expect_continue_over_the_limit_is_413_before_continue(make_client
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     try:
         writer.write(
-            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
             "Content-Type: multipart/form-data; boundary=b\r\n"
             "Content-Length: 2000000000\r\n\r\n".encode()
         )
@@ -208,7 +208,7 @@ async def test_expect_continue_within_the_limit_continues(make_client):
     try:
         body = b'{"count": 4}'
         writer.write(
-            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n".encode()
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 import uuid
 
@@ -14,6 +15,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from deepaas import config, exceptions
+from deepaas.api.auth import Authenticator
 from tests import helpers
 
 PREDICT = "/v2/models/failing/predict/"
@@ -96,6 +99,10 @@ async def issuer(aiohttp_server) -> Issuer:
     return issuer
 
 
+# The groups of Issuer.claims() that give roles here.
+ROLES = ("--oidc-role", "predict=predict", "--oidc-role", "train=train")
+
+
 @pytest.fixture
 def serve(make_client, issuer):
     async def make(*argv: str):
@@ -106,6 +113,7 @@ def serve(make_client, issuer):
             issuer.url,
             "--oidc-audience",
             AUDIENCE,
+            *ROLES,
             *argv,
         )
 
@@ -248,8 +256,9 @@ async def test_keys_from_a_jwks_file(make_client, tmp_path):
         "--model-name", "failing",
         "--oidc-issuer", issuer.url,
         "--oidc-jwks", str(path),
+        "--oidc-audience", "*",
+        *ROLES,
     )  # fmt: skip
-    # no --oidc-audience: any audience
     token = issuer.token(aud="whatever")
     assert (await client.post(PREDICT, headers=bearer(token))).status == 200
 
@@ -258,6 +267,8 @@ async def test_an_unreachable_issuer_is_a_401_not_a_failure(make_client):
     client = await make_client(
         "--model-name", "failing",
         "--oidc-issuer", f"http://127.0.0.1:{helpers.free_port()}",
+        "--oidc-audience", AUDIENCE,
+        *ROLES,
     )  # fmt: skip
     issuer = Issuer()
     resp = await client.post(PREDICT, headers=bearer(issuer.token()))
@@ -292,3 +303,38 @@ async def test_a_token_taken_again_from_the_cache_still_expires(serve, issuer):
     resp = await client.post(PREDICT, headers=bearer(token))
     assert resp.status == 401
     assert "expired" in (await resp.json())["message"]
+
+
+@pytest.mark.parametrize(
+    "argv,complaint",
+    [
+        (("--oidc-role", "predict=predict"), "--oidc-audience"),
+        (("--oidc-audience", AUDIENCE), "--oidc-role"),
+    ],
+)
+def test_oidc_without_an_audience_or_roles_does_not_start(argv, complaint):
+    conf = config.build_config(["--oidc-issuer", "https://issuer.example", *argv])
+    with pytest.raises(exceptions.ConfigurationError, match=complaint):
+        Authenticator.from_config(conf)
+
+
+async def test_any_audience_only_when_asked_and_said(make_client, issuer, caplog):
+    with caplog.at_level(logging.WARNING):
+        client = await make_client(
+            "--model-name", "failing",
+            "--oidc-issuer", issuer.url,
+            "--oidc-audience", "*",
+            *ROLES,
+        )  # fmt: skip
+    assert "any audience" in caplog.text
+    token = issuer.token(aud="another-service")
+    assert (await client.post(PREDICT, headers=bearer(token))).status == 200
+
+
+async def test_a_group_called_admin_gives_no_role(serve, issuer):
+    client = await serve()
+    token = issuer.token(groups=["admin", "predict"])
+    assert (await client.post(PREDICT, headers=bearer(token))).status == 200
+    assert (await client.get("/metrics", headers=bearer(token))).status == 403
+    token = issuer.token(groups=["admin"])
+    assert (await client.post(PREDICT, headers=bearer(token))).status == 403

@@ -201,7 +201,7 @@ async def test_nothing_left_behind_after_any_failure(
     assert sorted(statuses) == [200, 200, 429, 500, 500, 500, 504]
     # a client that goes away in the middle of an upload
     head = (
-        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
         "--b\r\nContent-Disposition: form-data; name=data; filename=a\r\n\r\n"
     )

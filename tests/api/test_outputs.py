@@ -161,7 +161,7 @@ async def raw_request(client, target: str, rcvbuf: int = 4096):
         sock, (client.server.host, client.server.port)
     )
     reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
-    request = f"POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+    request = f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     writer.write(request.encode())
     return reader, writer
 

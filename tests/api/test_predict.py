@@ -109,10 +109,11 @@ async def test_enum_is_enforced_as_a_choice(client):
     assert (await resp.json())["errors"]["text"] == ["Must be one of: foo, bar, baz."]
 
 
-async def test_value_for_a_file_argument_is_422(client):
+async def test_value_for_a_file_argument_is_ignored(client):
     resp = await client.post(PREDICT, data={"data": "not a file"})
-    assert resp.status == 422
-    assert "file" in (await resp.json())["errors"]["data"][0]
+    assert resp.status == 200
+    assert resp.headers["Deepaas-Ignored-Arguments"] == "data"
+    assert "file" not in (await resp.json())["predictions"]
 
 
 async def test_file_for_a_value_argument_is_422(client):

@@ -124,7 +124,7 @@ CASES = [
         {"Accept": "image/png"},
     ),
     (
-        "accept */* in the form is the default",
+        "accept */* in the form reaches the model",
         "files",
         "",
         form(file("image", "cat.png", PNG), field("accept", "*/*")),

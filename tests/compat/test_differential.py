@@ -62,7 +62,7 @@ class Probe:
     path: str
     query: str = ""
     json: Any = None
-    form: dict[str, str] | None = None
+    form: dict[str, str] | str | None = None
     files: tuple[tuple[str, str, bytes], ...] = ()  # (field, filename, content)
     headers: dict[str, str] | None = None
     deliberate: str | None = None
@@ -169,7 +169,8 @@ def tally(request) -> dict[str, int]:
     return request.config.stash.setdefault(TALLY, {"identical": 0, "deliberate": 0})
 
 
-# What a 422 here adds to upstream's (the field messages at the top level).
+# What a 400 or 422 here adds to upstream's (which names the field at the top
+# level).
 OUR_422_ADDITIONS = ("message", "errors")
 
 
@@ -179,8 +180,17 @@ def agree(probe: Probe, ours: Answer, theirs: Answer) -> bool:
     each server's own."""
     if not probe.same_body:
         return (ours.status, ours.media_type) == (theirs.status, theirs.media_type)
-    if ours.status == theirs.status == 422 and isinstance(ours.body, dict):
-        kept = {k: v for k, v in ours.body.items() if k not in OUR_422_ADDITIONS}
+    if (
+        ours.status == theirs.status
+        and ours.status in (400, 422)
+        and isinstance(ours.body, dict)
+        and isinstance(theirs.body, dict)
+    ):
+        kept = {
+            k: v
+            for k, v in ours.body.items()
+            if k not in OUR_422_ADDITIONS or k in theirs.body
+        }
         ours = dataclasses.replace(ours, body=kept)
     return ours == theirs
 
@@ -250,6 +260,14 @@ MODULE_MODEL = [
     Probe("unknown form argument", "POST", PREDICT, form={"colour": "red"}),
     Probe("unknown json argument", "POST", PREDICT, json={"colour": "red"}),
     Probe("extra multipart part", "POST", PREDICT, files=(("other", "b.txt", b"x"),)),
+    Probe("a value in the query for a file", "POST", PREDICT, "data=x"),
+    Probe(
+        "a body that is not json",
+        "POST",
+        PREDICT,
+        form="{not json",
+        headers={"Content-Type": "application/json"},
+    ),
     Probe("not an integer", "POST", PREDICT, "count=many"),
     Probe("out of range", "POST", PREDICT, "count=11"),
     Probe("not in the enum", "POST", PREDICT, "text=nope", deliberate=ENUM),
@@ -302,7 +320,8 @@ ACCEPT_MODEL = [
         "POST",
         AM,
         "accept=*/*",
-        deliberate="*/* means the default media type here; " + UPSTREAM_500,
+        deliberate="*/* reaches the model as upstream passes it, and the bytes "
+        "it returns for it are answered as they are here; " + UPSTREAM_500,
     ),
     Probe("accept outside the choices", "POST", AM, "accept=text/csv"),
     Probe("accept header of no choice", "POST", AM, headers={"Accept": "text/csv"}),
@@ -399,7 +418,8 @@ async def test_files(serve, tally):
             "POST",
             EP,
             form={"image": "not a file"},
-            deliberate="a 422 saying to send a file here; " + UPSTREAM_500,
+            deliberate="a value for a file is ignored, as upstream does, and the "
+            "required file missing is a 422 here; " + UPSTREAM_500,
         ),
     ]
     await compare(serve("echo"), echo, tally)

@@ -54,7 +54,7 @@ def test_clients_that_hang_up_cancel_their_calls(model_sites, tmp_path):
     with helpers.running_server(server_args(tmp_path, "-p", "1"), env) as server:
         request = (
             f"POST {PREDICT}?mode=sleep&seconds=1 HTTP/1.1\r\n"
-            "Host: x\r\nContent-Length: 0\r\n\r\n"
+            "Host: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
         ).encode()
         for _ in range(10):
             with socket.create_connection(("127.0.0.1", server.port)) as raw:
@@ -70,7 +70,7 @@ def test_clients_that_hang_up_cancel_their_calls(model_sites, tmp_path):
         assert metric(server, r"deepaas_worker_restarts_total") == 10
         # and five that hang up in the middle of an upload
         head = (
-            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
             "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
             "--b\r\nContent-Disposition: form-data; name=data; filename=a\r\n\r\n"
         ).encode()
@@ -185,7 +185,7 @@ class TestStalledConnections:
 
     def test_headers_that_trickle_in_get_a_408(self, server):
         with self.connect(server) as slow:
-            slow.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n".encode())
+            slow.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
             started = time.monotonic()
             with pytest.raises((BrokenPipeError, ConnectionResetError)):
                 for _ in range(40):  # a header byte every half second
@@ -198,7 +198,8 @@ class TestStalledConnections:
     def test_a_body_that_stops_gets_a_408(self, server):
         with self.connect(server) as slow:
             slow.sendall(
-                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Length: 100000\r\n"
                 "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
                 "--b\r\nContent-Disposition: form-data; name=data; filename=a\r\n\r\n"
                 "partial".encode()
@@ -233,7 +234,7 @@ class TestStalledConnections:
     def test_a_half_closed_connection_gets_its_answer(self, server):
         with self.connect(server) as client:
             client.sendall(
-                f"POST {PREDICT}?mode=sleep&seconds=0.5 HTTP/1.1\r\nHost: x\r\n"
+                f"POST {PREDICT}?mode=sleep&seconds=0.5 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 "Content-Length: 0\r\n\r\n".encode()
             )
             client.shutdown(socket.SHUT_WR)

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas import exceptions, webhooks
+from deepaas import exceptions, private, webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
@@ -91,7 +91,8 @@ def keep_result(result: Any, path: str, accept: str | None) -> tuple[str, int]:
     job's result); its media type and size."""
     media_type = result_media_type(result, accept)
     partial = path + ".part"
-    with open(partial, "wb") as out:
+    fd = private.open_private(partial, os.O_WRONLY | os.O_TRUNC)
+    with open(fd, "wb") as out:
         if isinstance(result, EncodedJSON):
             out.write(result.data)
         elif isinstance(result, OpenResult):

@@ -51,7 +51,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 import ray  # noqa: E402 - after the environment it reads
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from deepaas import exceptions
+from deepaas import exceptions, private
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
 from deepaas.model.v2.pool import (
@@ -596,7 +596,7 @@ class ActorWorker(WorkerProcess):
         every ``LOG_INTERVAL`` seconds, and once more when it has ended."""
         offset = 0
         read = self.actor.read.options(concurrency_group="io")
-        with open(here, "ab") as log:
+        with open(private.open_private(here, os.O_WRONLY | os.O_APPEND), "ab") as log:
             while True:
                 finished = done.is_set()
                 while True:

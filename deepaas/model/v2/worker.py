@@ -456,7 +456,7 @@ def output_to(path: str) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.dup2(target, 1)
         os.dup2(target, 2)
@@ -655,6 +655,7 @@ class LoadedModel:
             forms.values_of(values, schema),
             files=parts,
             accept_header=form.accept_header,
+            strict=form.strict,
         )
         if ignored and form.strict:
             raise forms.refuse_unknown(ignored)
