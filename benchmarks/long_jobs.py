@@ -108,7 +108,7 @@ def main() -> int:
         env.pop("DEEPAAS_V2_MODEL", None)
         server, base = start_server(
             ["--model-name", "bench", "--workers", "2", "--noaccess-log",
-             "--webhook-allow", "127.0.0.1"],
+             "--webhook-allow", "127.0.0.1:*"],
             env=env,
         )  # fmt: skip
         try:

@@ -275,9 +275,14 @@ operations_opts = [
     cfg.ListOpt(
         "webhook-allow",
         default=[],
-        help="Hosts that a Webhook-URL may name, as patterns (hooks.example.org, "
-        "*.example.org, 10.0.0.7:8080). None (the default): webhooks are refused "
-        "with a 422, so that the server cannot be made to call any address.",
+        help="Hosts that a Webhook-URL may name: names matched label by label "
+        "(hooks.example.org, *.example.org for one label under it), addresses "
+        "or networks (10.0.0.0/24), each with a port (:8443, or :* for any); "
+        "without one, ports 80 and 443 only. A name is looked up at every "
+        "delivery, and loopback, private, link-local and multicast addresses "
+        "are refused unless an entry names the address or its network. None "
+        "(the default): webhooks are refused with a 422, so that the server "
+        "cannot be made to call any address.",
     ),
     cfg.IntOpt(
         "webhook-attempts",

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import fnmatch
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.parse
 import uuid
@@ -26,9 +27,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
-from deepaas import exceptions
+from deepaas import exceptions, hostnames
 
 if TYPE_CHECKING:
     from deepaas.events import Event
@@ -69,7 +71,146 @@ class Hook:
     events: tuple[str, ...]
 
 
-def hook_from(request_headers: Any, allowed: Sequence[str]) -> Hook | None:
+class Target:
+    """One ``--webhook-allow`` entry: host names matched label by label
+    (``hooks.example.org``, ``*.example.org``), an address, or a network
+    (``10.0.0.0/24``), each with an optional port (``:8080``, or ``:*`` for
+    any; without one, 80 and 443 only)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip()
+        any_port = self.text.endswith(":*")
+        host, port = hostnames.split_host_port(
+            self.text[:-2] if any_port else self.text
+        )
+        if not host or port == -1 or (any_port and port is not None):
+            raise ValueError(f"not a webhook target: {text!r}")
+        self.ports: tuple[int, ...] | None = (
+            None if any_port else (port,) if port is not None else DEFAULT_PORTS
+        )
+        self.network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+        self.name: hostnames.HostPattern | None = None
+        try:
+            self.network = ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            self.name = hostnames.HostPattern(host)
+
+    def allows(self, host: str, port: int) -> bool:
+        """Whether a URL's ``host`` (lower case) and ``port`` are this one's."""
+        if self.ports is not None and port not in self.ports:
+            return False
+        if self.network is not None:
+            address = _address(host)
+            return address is not None and address in self.network
+        assert self.name is not None
+        return self.name.matches(host)
+
+    def names(self, address: IPAddress) -> bool:
+        """Whether this entry names ``address``: it, or a network holding it."""
+        return self.network is not None and address in self.network
+
+
+class WebhookPolicy:
+    """Where webhooks may go (``--webhook-allow``): checked on a URL when a
+    request names it, on every delivery (a stored one may be older than
+    the options), and on the addresses its name resolves to when the
+    delivery connects, so that a name of an allowed host that resolves to
+    a loopback, private, link-local or multicast address (and a name
+    changed to do so after the check) is refused unless an entry names
+    that address or its network."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self.texts = [text.strip() for text in allowed if text.strip()]
+        try:
+            self.targets = [Target(text) for text in self.texts]
+        except ValueError as exc:
+            raise exceptions.ConfigurationError(f"--webhook-allow: {exc}") from None
+
+    def why_refused(self, url: str) -> str | None:
+        """Why webhooks to ``url`` are refused; None when they may go."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"Webhook-URL must be an http or https URL, not {url[:200]!r}."
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return f"Webhook-URL names no valid port: {url[:200]!r}."
+        host = parts.hostname.lower().rstrip(".")
+        if not any(target.allows(host, port) for target in self.targets):
+            return f"Webhooks to {parts.netloc} are not allowed on this server" + (
+                " (--webhook-allow names none)."
+                if not self.texts
+                else f" (--webhook-allow: {', '.join(self.texts)})."
+            )
+        address = _address(host)
+        if address is not None and not self.may_connect(address):
+            return (
+                f"Webhooks to {address} ({_kind(address)} address) need an entry "
+                "of --webhook-allow naming it or its network."
+            )
+        return None
+
+    def may_connect(self, address: IPAddress) -> bool:
+        """Whether a delivery may connect to ``address``: a public one, or
+        one an entry names."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address.is_global and not address.is_multicast:
+            return True
+        return any(target.names(address) for target in self.targets)
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+DEFAULT_PORTS = (80, 443)
+
+
+def _address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _kind(address: IPAddress) -> str:
+    for kind in ("unspecified", "loopback", "link-local", "multicast", "private"):
+        if getattr(address, f"is_{kind.replace('-', '_')}"):
+            return f"a {kind}"
+    return "a non-public"
+
+
+class CheckedResolver(AbstractResolver):
+    """Looks names up as aiohttp does, keeping only the addresses a
+    ``WebhookPolicy`` lets a delivery connect to: a webhook's host is
+    checked where it is connected to, at every delivery."""
+
+    def __init__(self, policy: WebhookPolicy) -> None:
+        self.policy = policy
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        kept = [
+            result
+            for result in found
+            if (address := _address(result["host"].split("%")[0])) is not None
+            and self.policy.may_connect(address)
+        ]
+        if not kept:
+            refused = ", ".join(sorted({r["host"] for r in found}))
+            raise OSError(
+                f"{host} resolves to {refused}, which --webhook-allow does not name "
+                "(loopback, private, link-local and multicast addresses need an "
+                "entry naming them or their network)"
+            )
+        return kept
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def hook_from(request_headers: Any, policy: WebhookPolicy) -> Hook | None:
     """The webhook a request asks for (None if none); ``InvalidWebhook``
     when its URL or events cannot be used."""
     url = request_headers.get("Webhook-URL")
@@ -78,22 +219,11 @@ def hook_from(request_headers: Any, allowed: Sequence[str]) -> Hook | None:
             raise exceptions.InvalidWebhook("Webhook-Events needs a Webhook-URL.")
         return None
     url = url.strip()
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise exceptions.InvalidWebhook(
-            f"Webhook-URL must be an http or https URL, not {url[:200]!r}."
-        )
     if len(url) > MAX_URL:
         raise exceptions.InvalidWebhook(f"Webhook-URL is longer than {MAX_URL}.")
-    if not host_allowed(parts, allowed):
-        raise exceptions.InvalidWebhook(
-            f"Webhooks to {parts.netloc} are not allowed on this server"
-            + (
-                " (--webhook-allow names none)."
-                if not allowed
-                else f" (--webhook-allow: {', '.join(allowed)})."
-            )
-        )
+    refusal = policy.why_refused(url)
+    if refusal is not None:
+        raise exceptions.InvalidWebhook(refusal)
     names = request_headers.get("Webhook-Events")
     events = (
         tuple(n.strip().lower() for n in names.split(",") if n.strip())
@@ -109,26 +239,20 @@ def hook_from(request_headers: Any, allowed: Sequence[str]) -> Hook | None:
     return Hook(url, events)
 
 
-def host_allowed(parts: urllib.parse.SplitResult, allowed: Sequence[str]) -> bool:
-    host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    names = (host, f"{host}:{port}")
-    return any(
-        fnmatch.fnmatchcase(name, pattern.strip().lower())
-        for pattern in allowed
-        if pattern.strip()
-        for name in names
-    )
-
-
 class WebhookSender:
     """Turns the events of watched records into deliveries, and makes them."""
 
     def __init__(
-        self, store: SQLiteWebhookStore, *, secret: str = "", attempts: int = 8
+        self,
+        store: SQLiteWebhookStore,
+        *,
+        secret: str = "",
+        attempts: int = 8,
+        policy: WebhookPolicy | None = None,
     ) -> None:
         self.store = store
         self.attempts = attempts
+        self.policy = policy if policy is not None else WebhookPolicy(())
         try:
             self._signer = Webhook(secret) if secret else None
         except Exception as exc:  # noqa: BLE001 - the library's own errors
@@ -164,6 +288,11 @@ class WebhookSender:
         forgotten. How many completed deliveries were made due."""
         due = 0
         for kind, record, model, url, events in self.store.hooks():
+            refusal = self.policy.why_refused(url)
+            if refusal is not None:  # the options changed since
+                LOG.warning("Webhook of %s %s dropped: %s", kind, record, refusal)
+                self.store.remove_hook(kind, record)
+                continue
             hook = Hook(url, tuple(events))
             found = lookup(kind, model, record)
             if found is not None and not found[0]:
@@ -259,9 +388,20 @@ class WebhookSender:
         return headers
 
     async def _deliver(self, delivery: Delivery) -> None:
+        refusal = self.policy.why_refused(delivery.url)
+        if refusal is not None:  # kept by a run with other options
+            LOG.error("Webhook %s %s dropped: %s", delivery.type, delivery.id, refusal)
+            self.store.remove_delivery(delivery.id)
+            self.failed += 1
+            return
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT)
+                timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT),
+                # Every new connection looks the name up again, and keeps
+                # only the addresses the policy allows.
+                connector=aiohttp.TCPConnector(
+                    resolver=CheckedResolver(self.policy), use_dns_cache=False
+                ),
             )
         why = ""
         try:

@@ -50,7 +50,7 @@ from deepaas.store import (
     SQLiteWebhookStore,
 )
 from deepaas.trainings import TrainingRunner, keep_for
-from deepaas.webhooks import WebhookSender
+from deepaas.webhooks import WebhookPolicy, WebhookSender
 
 LOG = logging.getLogger(__name__)
 
@@ -322,6 +322,7 @@ def get_app(
         SQLiteWebhookStore(store),
         secret=conf.webhook_secret,
         attempts=conf.webhook_attempts,
+        policy=WebhookPolicy(conf.webhook_allow),
     )
     events.listeners.append(sender.on_event)
     jobs = app[keys.JOBS] = JobRunner(

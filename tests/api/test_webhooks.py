@@ -60,7 +60,7 @@ def serving(*extra: str) -> tuple[str, ...]:
     return (
         "--model-name", "failing",
         "--webhook-secret", SECRET,
-        "--webhook-allow", "127.0.0.1",
+        "--webhook-allow", "127.0.0.1:*",
         *extra,
     )  # fmt: skip
 
@@ -158,7 +158,7 @@ def keys_webhooks():
             "http or https",
         ),
         (
-            ("--webhook-allow", "*"),
+            ("--webhook-allow", "127.0.0.1:*"),
             {"Webhook-URL": "http://127.0.0.1:9/", "Webhook-Events": "start,finish"},
             "not finish",
         ),
@@ -205,3 +205,24 @@ def test_deliveries_are_signed_only_with_a_secret():
     signed = WebhookSender(store=None, secret=SECRET)  # type: ignore[arg-type]
     headers = signed.headers(Delivery("msg_1", "u", "t", "{}", 0, 0.0, "job", "r"))
     assert Webhook(SECRET).verify("{}", headers) == {}
+
+
+@pytest.mark.parametrize("named,delivered", [(False, False), (True, True)])
+async def test_a_name_resolving_to_loopback_is_refused_at_delivery_unless_named(
+    make_client, receiver, named, delivered
+):
+    """``localhost`` passes the URL check (an entry names it) but resolves
+    to a loopback address, which the delivery refuses unless an entry
+    names its network."""
+    allow = ("--webhook-allow", "localhost:*,127.0.0.0/8" if named else "localhost:*")
+    client = await make_client(
+        "--model-name", "failing", "--webhook-secret", SECRET,
+        "--webhook-attempts", "1", *allow,
+    )  # fmt: skip
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    resp = await client.post(PREDICT, headers={**ASYNC, "Webhook-URL": url})
+    assert resp.status == 202, await resp.text()
+    sender = client.app[keys_webhooks()]
+    assert await helpers.eventually(lambda: sender.delivered + sender.failed == 1)
+    assert (sender.delivered == 1) is delivered
+    assert bool(receiver.received) is delivered

@@ -40,7 +40,7 @@ def test_a_job_cut_by_a_crash_is_reported_by_the_next_run(model_sites, tmp_path)
     hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     env = helpers.env_with(model_sites["testmodels"])
     args = ["--model-name", "failing", "--state-dir", str(tmp_path),
-            "--webhook-allow", "127.0.0.1"]  # fmt: skip
+            "--webhook-allow", "127.0.0.1:*"]  # fmt: skip
     try:
         with helpers.running_server(args, env) as server:
             request = urllib.request.Request(

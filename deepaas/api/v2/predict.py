@@ -7,7 +7,6 @@ import mimetypes
 import os
 import shutil
 import stat
-from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import aiohttp_apigami
@@ -208,10 +207,11 @@ def make_handler(
     timeout: float | None,
     queue_timeout: float | None,
     max_queued: int = 0,
-    webhook_allow: Sequence[str] = (),
+    webhook_policy: webhooks.WebhookPolicy | None = None,
 ) -> Any:
     declaration = model.declaration
     arguments = declaration.predict_arguments
+    policy = webhook_policy or webhooks.WebhookPolicy(())
     accept_choices = declaration.accept_choices
     # small forms are read by the worker that runs the prediction
     reads_forms = model.executor.reads_forms
@@ -233,7 +233,7 @@ def make_handler(
         parser = request.app[keys.PARSER]
         if jobs.prefers_async(request):
             key = jobs.idempotency_key(request)  # checked before any work
-            hook = webhooks.hook_from(request.headers, webhook_allow)
+            hook = webhooks.hook_from(request.headers, policy)
             kwargs, uploads, validated = await parser.parse_arguments(
                 request, arguments, short_lived=False
             )
@@ -345,7 +345,7 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
         conf.predict_timeout or None,
         conf.queue_timeout or None,
         conf.max_queued_predictions,
-        conf.webhook_allow,
+        app[keys.WEBHOOKS].policy,
     )
     routing.add_route(
         app,

@@ -32,9 +32,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         parser = request.app[keys.PARSER]
         owner = auth.owner_of(request)
         request.app[keys.TRAININGS].check_room(owner)  # before any work
-        hook = webhooks.hook_from(
-            request.headers, request.app[keys.CONFIG].webhook_allow
-        )
+        hook = webhooks.hook_from(request.headers, request.app[keys.WEBHOOKS].policy)
         kwargs, uploads, _ = await parser.parse_arguments(
             request, arguments, short_lived=False
         )
