@@ -264,6 +264,30 @@ operations_opts = [
         "respond-async) and its result are kept after it ended; older ones are "
         "removed. 0 keeps them until deleted.",
     ),
+    cfg.IntOpt(
+        "max-jobs",
+        default=1000,
+        min=1,
+        help="Most asynchronous predictions waiting or running at once, all "
+        "users and models together; one more is answered 429 with Retry-After "
+        "and nothing is stored.",
+    ),
+    cfg.IntOpt(
+        "max-jobs-per-user",
+        default=100,
+        min=1,
+        help="With authentication on: most asynchronous predictions one user "
+        "may have waiting or running at once; one more is answered 429 with "
+        "Retry-After and nothing is stored.",
+    ),
+    cfg.IntOpt(
+        "max-job-arguments",
+        default=1 << 20,
+        min=1024,
+        help="Most bytes of an asynchronous prediction's arguments, as the JSON "
+        "kept with it (an uploaded file counts as its name); more is answered "
+        "413 and nothing is stored.",
+    ),
     cfg.StrOpt(
         "webhook-secret",
         default="",

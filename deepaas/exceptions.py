@@ -275,6 +275,43 @@ class TooManyTrainingsOfUser(TooManyTrainings):
         )
 
 
+class TooManyJobs(DeepaasError):
+    """As many asynchronous predictions as allowed already wait or run."""
+
+    status = 429
+    retry_after = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} asynchronous predictions already wait or run on this server "
+            "(--max-jobs); try again when one has ended."
+        )
+
+
+class TooManyJobsOfUser(TooManyJobs):
+    """As many asynchronous predictions as one user may have already run."""
+
+    def __init__(self, limit: int) -> None:
+        DeepaasError.__init__(
+            self,
+            f"You already have {limit} asynchronous predictions waiting or "
+            "running (--max-jobs-per-user); try again when one has ended.",
+        )
+
+
+class JobArgumentsTooLarge(DeepaasError):
+    """Arguments too large to be kept with an asynchronous prediction."""
+
+    status = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"The arguments of an asynchronous prediction are kept with it, and "
+            f"these take {size} bytes, more than {limit} (--max-job-arguments); "
+            "send large data as a file."
+        )
+
+
 class Unauthenticated(DeepaasError):
     """No credentials, or credentials that do not prove who sends them."""
 

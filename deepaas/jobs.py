@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import uuid
@@ -115,13 +116,22 @@ class JobRunner:
         result_dir: str,
         events: EventJournal | None = None,
         base: str = "",
+        *,
+        max_running: int = 0,
+        max_per_owner: int = 0,
+        max_args_bytes: int = 0,
     ) -> None:
         """``base``: the server's base path, for the links of the jobs'
-        final events."""
+        final events. The limits (0 for none): jobs waiting or running at
+        once, all of them and of one owner, and bytes of a job's arguments
+        as kept."""
         self.store = store
         self.result_dir = result_dir
         self.events = events
         self.base = base
+        self.max_running = max_running
+        self.max_per_owner = max_per_owner
+        self.max_args_bytes = max_args_bytes
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
         self._stopping = False
@@ -154,13 +164,19 @@ class JobRunner:
         ``Idempotency-Key`` already used by ``owner``: that job, and False
         (nothing runs; ``cleanup`` at once)."""
         recorded = jsonable(args)
-        if key is not None:
-            existing = self.store.by_key(model, owner, key)
-            if existing is not None:
-                cleanup()
-                if existing.args != recorded:
-                    raise exceptions.IdempotencyKeyReused(key)
-                return self._live.get(existing.id, existing), False
+        try:
+            if key is not None:
+                existing = self.store.by_key(model, owner, key)
+                if existing is not None:
+                    if existing.args != recorded:
+                        raise exceptions.IdempotencyKeyReused(key)
+                    cleanup()
+                    return self._live.get(existing.id, existing), False
+            self.check_room(owner)
+            self._check_size(recorded)
+        except BaseException:
+            cleanup()
+            raise
         job = Job(model=model, args=recorded, owner=owner, idempotency_key=key)
         try:
             self.store.add(job)
@@ -175,6 +191,22 @@ class JobRunner:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._forget(job.id))
         return job, True
+
+    def check_room(self, owner: str | None = None) -> None:
+        """Raise ``TooManyJobs`` when no other job (of ``owner``) may start."""
+        if self.max_running and len(self._tasks) >= self.max_running:
+            raise exceptions.TooManyJobs(self.max_running)
+        if self.max_per_owner and owner is not None:
+            running = sum(1 for job in self._live.values() if job.owner == owner)
+            if running >= self.max_per_owner:
+                raise exceptions.TooManyJobsOfUser(self.max_per_owner)
+
+    def _check_size(self, recorded: dict[str, Any]) -> None:
+        if not self.max_args_bytes:
+            return
+        size = len(json.dumps(recorded).encode())
+        if size > self.max_args_bytes:
+            raise exceptions.JobArgumentsTooLarge(size, self.max_args_bytes)
 
     def _forget(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
@@ -255,10 +287,21 @@ class JobRunner:
             )
         return job
 
-    def list(self, model: str, owner: str | None = None) -> list[Job]:
+    def list(
+        self,
+        model: str,
+        owner: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
         """A model's jobs (``owner``'s only, when given), oldest first, running
-        ones as they are now."""
-        return [self._live.get(j.id, j) for j in self.store.list(model, owner)]
+        ones as they are now: at most ``limit``, from the one after job
+        ``after`` (``JobNotFound`` if there is no such job)."""
+        if after is not None:
+            self.get(model, after, owner)
+        found = self.store.list(model, owner, after=after, limit=limit)
+        return [self._live.get(j.id, j) for j in found]
 
     async def cancel(self, model: str, job_id: str, owner: str | None = None) -> Job:
         """Stop a running job (its worker is replaced) and record it as

@@ -433,14 +433,32 @@ class SQLiteJobStore:
         ).fetchone()
         return self._job(row) if row else None
 
-    def list(self, model: str, owner: str | None = None) -> list[Job]:
-        """A model's jobs (``owner``'s only, when given), oldest first."""
+    def list(
+        self,
+        model: str,
+        owner: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """A model's jobs (``owner``'s only, when given), oldest first (by
+        date, then id): at most ``limit``, from the one after job ``after``."""
         sql = f"SELECT {self._COLUMNS} FROM jobs WHERE model = ?"
         params: tuple[Any, ...] = (model,)
         if owner is not None:
             sql += " AND started_by = ?"
             params += (owner,)
-        rows = self._db.execute(sql + " ORDER BY date", params).fetchall()
+        if after is not None:
+            sql += (
+                " AND (date, id) > (SELECT date, id FROM jobs WHERE model = ? "
+                "AND id = ?)"
+            )
+            params += (model, after)
+        sql += " ORDER BY date, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        rows = self._db.execute(sql, params).fetchall()
         return [self._job(r) for r in rows]
 
     def remove(self, model: str, job_id: str) -> None:

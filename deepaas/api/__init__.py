@@ -330,6 +330,9 @@ def get_app(
         os.path.join(conf.state_dir, "jobs"),
         events=events,
         base=base,
+        max_running=conf.max_jobs,
+        max_per_owner=conf.max_jobs_per_user,
+        max_args_bytes=conf.max_job_arguments,
     )
     interrupted = jobs.interrupted_at_start()
     if interrupted:

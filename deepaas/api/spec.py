@@ -157,7 +157,22 @@ def _typed_parameter_3(parameter: dict[str, Any]) -> None:
         return
     schema = {
         key: parameter.pop(key)
-        for key in ("type", "format", "enum", "default", "items")
+        for key in (
+            "type",
+            "format",
+            "enum",
+            "default",
+            "items",
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+            "minLength",
+            "maxLength",
+            "pattern",
+            "minItems",
+            "maxItems",
+        )  # fmt: skip
         if key in parameter
     }
     if schema:

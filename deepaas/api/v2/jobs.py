@@ -155,6 +155,43 @@ def submit(
     return response
 
 
+LIST_LIMIT = 100  # jobs a page of the list holds unless ?limit= says
+LIST_LIMIT_MAX = 1000
+LIST_PARAMETERS = [
+    {
+        "in": "query",
+        "name": "limit",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": LIST_LIMIT_MAX,
+        "default": LIST_LIMIT,
+        "required": False,
+        "description": "How many jobs to list.",
+    },
+    {
+        "in": "query",
+        "name": "after",
+        "type": "string",
+        "required": False,
+        "description": "List the jobs after this one (the last of the page before).",
+    },
+]
+
+
+def page_of(request: web.Request) -> tuple[int, str | None]:
+    """The ``?limit=`` and ``?after=`` of a list request."""
+    text = request.query.get("limit")
+    limit = LIST_LIMIT
+    if text is not None:
+        usable = text.isascii() and text.isdigit() and len(text) <= 6
+        if not usable or not 1 <= int(text) <= LIST_LIMIT_MAX:
+            raise exceptions.InvalidArguments(
+                {"limit": [f"A whole number from 1 to {LIST_LIMIT_MAX}."]}
+            )
+        limit = int(text)
+    return limit, request.query.get("after") or None
+
+
 def read_inline(job: Job, path: str) -> bytes | None:
     """A JSON result small enough to show inside its job object."""
     if job.status != DONE or job.result_type != "application/json":
@@ -172,13 +209,27 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.docs(
         tags=["models"],
         summary=f"List the asynchronous predictions of {model.name}",
+        description=f"Oldest first, at most {LIST_LIMIT_MAX} at a time; a "
+        "Link header (rel=next) names the next page when there is one.",
+        parameters=LIST_PARAMETERS,
+        responses=NOT_FOUND,
     )
     @aiohttp_apigami.response_schema(responses.Job(many=True), 200)
     async def list_jobs(request: web.Request) -> web.Response:
         runner = request.app[keys.JOBS]
         base = request.app[keys.BASE_PATH]
-        jobs = runner.list(model.name, auth.owner_filter(request))
-        return web.json_response([job.to_dict(base) for job in jobs])
+        limit, after = page_of(request)
+        # One more than asked tells whether there is a next page.
+        jobs = runner.list(
+            model.name, auth.owner_filter(request), after=after, limit=limit + 1
+        )
+        response = web.json_response([job.to_dict(base) for job in jobs[:limit]])
+        if len(jobs) > limit:
+            following = request.rel_url.update_query(
+                {"after": jobs[limit - 1].id, "limit": str(limit)}
+            )
+            response.headers["Link"] = f'<{following}>; rel="next"'
+        return response
 
     @aiohttp_apigami.docs(
         tags=["models"],

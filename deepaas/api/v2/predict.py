@@ -233,6 +233,8 @@ def make_handler(
         parser = request.app[keys.PARSER]
         if jobs.prefers_async(request):
             key = jobs.idempotency_key(request)  # checked before any work
+            if key is None:  # (a retry is answered its job, room or not)
+                request.app[keys.JOBS].check_room(auth.owner_of(request))
             hook = webhooks.hook_from(request.headers, policy)
             kwargs, uploads, validated = await parser.parse_arguments(
                 request, arguments, short_lived=False
