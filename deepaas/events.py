@@ -31,6 +31,10 @@ SUBSCRIBER_BACKLOG = 1000  # events a subscriber may lag behind before it is cut
 # database (a client further behind resumes from the oldest kept).
 EVENTS_KEPT = 10_000
 PRUNE_EVERY = 1_000
+# And the most bytes of them kept per record (a training writing long lines
+# would otherwise keep gigabytes), checked every PRUNE_BYTES published.
+EVENT_BYTES_KEPT = 32 << 20
+PRUNE_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +95,7 @@ class EventJournal:
         self.store = store
         self._last: dict[tuple[str, str], int] = {}
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
+        self._unpruned: dict[tuple[str, str], int] = {}  # bytes since a prune
         # told of every event as it is published (webhooks)
         self.listeners: list[Callable[[str, str, Event], None]] = []
 
@@ -113,10 +118,17 @@ class EventJournal:
             self._last.pop(key, None)
         else:
             self._last[key] = event.seq
+        unpruned = self._unpruned.get(key, 0) + len(text.encode())
+        self._unpruned[key] = unpruned
         try:
             self.store.add(kind, record, event)
             if event.seq % PRUNE_EVERY == 0:
                 self.store.prune(kind, record, event.seq - EVENTS_KEPT)
+            if unpruned >= PRUNE_BYTES:
+                self._unpruned[key] = 0
+                self.store.prune_to_bytes(kind, record, EVENT_BYTES_KEPT)
+            if final:
+                self._unpruned.pop(key, None)
         except exceptions.StoreError as exc:
             LOG.error("Event %s of %s %s not kept: %s", name, kind, record, exc.message)
         for listener in self.listeners:
@@ -145,13 +157,17 @@ class EventJournal:
                 if not subscribers:
                     del self._subscribers[key]
 
-    def after(self, kind: str, record: str, seq: int) -> list[Event]:
-        """The kept events of a record after number ``seq``."""
-        return self.store.after(kind, record, seq)
+    def after(
+        self, kind: str, record: str, seq: int, limit: int | None = None
+    ) -> list[Event]:
+        """The kept events of a record after number ``seq`` (the first
+        ``limit`` of them, when given)."""
+        return self.store.after(kind, record, seq, limit)
 
     def forget(self, kind: str, record: str) -> None:
         """Remove a record's events (with the record)."""
         self._last.pop((kind, record), None)
+        self._unpruned.pop((kind, record), None)
         self.store.remove(kind, record)
 
     def subscribers(self, kind: str, record: str) -> int:

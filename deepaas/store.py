@@ -512,11 +512,13 @@ class SQLiteEventStore:
         except sqlite3.Error as exc:
             raise exceptions.StoreError(f"Cannot save an event: {exc}") from exc
 
-    def after(self, kind: str, record: str, seq: int) -> list[Event]:
+    def after(
+        self, kind: str, record: str, seq: int, limit: int | None = None
+    ) -> list[Event]:
         rows = self._db.execute(
             "SELECT seq, name, data, final FROM events "
-            "WHERE kind = ? AND record = ? AND seq > ? ORDER BY seq",
-            (kind, record, seq),
+            "WHERE kind = ? AND record = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (kind, record, seq, -1 if limit is None else limit),
         ).fetchall()
         return [Event(s, name, data, bool(final)) for s, name, data, final in rows]
 
@@ -531,6 +533,21 @@ class SQLiteEventStore:
         self._db.execute(
             "DELETE FROM events WHERE kind = ? AND record = ?", (kind, record)
         )
+
+    def prune_to_bytes(self, kind: str, record: str, keep: int) -> None:
+        """Forget a record's oldest events until the rest hold at most
+        ``keep`` bytes of data."""
+        rows = self._db.execute(
+            "SELECT seq, LENGTH(CAST(data AS BLOB)) FROM events "
+            "WHERE kind = ? AND record = ? ORDER BY seq DESC",
+            (kind, record),
+        )
+        total = 0
+        for seq, size in rows:
+            total += size or 0
+            if total > keep:
+                self.prune(kind, record, seq)
+                return
 
     def prune(self, kind: str, record: str, up_to: int) -> None:
         """Forget a record's events numbered ``up_to`` and below."""

@@ -125,3 +125,17 @@ async def test_a_last_event_id_not_ours_is_400(make_client):
     )
     assert resp.status == 400
     assert "Last-Event-ID" in (await resp.json())["message"]
+
+
+async def test_the_kept_events_are_streamed_a_page_at_a_time(make_client, monkeypatch):
+    from deepaas.api.v2 import events as event_routes
+
+    monkeypatch.setattr(event_routes, "EVENTS_PAGE", 2)
+    client = await make_client("--model-name", "failing")
+    resp = await client.post(PREDICT + "?mode=progress&seconds=0.5", headers=ASYNC)
+    path = resp.headers["Location"] + "/events"
+    await helpers.wait_job(client, resp.headers["Location"])
+    everything = await read_events(client, path)
+    ids = [int(e.id) for e in everything]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) > 4
+    assert everything[-1].event == "result"

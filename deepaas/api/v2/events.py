@@ -23,6 +23,7 @@ from deepaas.events import Event, Lagging
 
 RETRY_MS = 2000  # how soon a client reconnects after the stream breaks
 PING_SECONDS = 15.0  # a comment line this often keeps proxies from timing out
+EVENTS_PAGE = 100  # kept events read from the database at a time
 
 Snapshot = Callable[[], tuple[bool, dict[str, Any]]]
 """The record now: whether it has ended, and its JSON object."""
@@ -48,19 +49,24 @@ async def stream(
     after = last_event_id(request)
     journal = request.app[keys.EVENTS]
     with journal.subscribe(kind, record) as live:
-        past = journal.after(kind, record, after)
+        page = journal.after(kind, record, after, EVENTS_PAGE)
         ended, body = snapshot()
-        if ended and after and not past:
+        if ended and after and not page:
             # The client has every event (a browser's EventSource reconnects
             # by itself after the end): 204 tells it to stop.
             return web.Response(status=204)
         async with sse_response(request, ping_interval=PING_SECONDS) as response:
             last = after
-            for event in past:
-                await send(response, event, first=last == after)
-                last = event.seq
-                if event.final:
-                    return response
+            # The kept events, a page at a time: never all of them at once.
+            while page:
+                for event in page:
+                    await send(response, event, first=last == after)
+                    last = event.seq
+                    if event.final:
+                        return response
+                if len(page) < EVENTS_PAGE:
+                    break
+                page = journal.after(kind, record, last, EVENTS_PAGE)
             if ended:
                 # Its final event may have come meanwhile; else (a record
                 # ended by a restart, say) the record itself ends the stream.
