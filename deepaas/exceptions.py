@@ -336,6 +336,22 @@ class PoolClosed(DeepaasError):
     status = 503
 
 
+class WorkersUnplaced(DeepaasError):
+    """No worker of a model runs, and Ray has none to place for lack of
+    resources: calls fail at once rather than wait in vain."""
+
+    status = 503
+    retry_after = 30
+
+    def __init__(self, model: str, count: int, asks: str, free: str) -> None:
+        super().__init__(
+            f"No worker of model {model!r} runs: Ray cannot place {count} of them, "
+            f"each asking for {asks}, on the cluster's free resources ({free}); "
+            "add nodes or resources, or ask for less (--worker-num-cpus, "
+            "--worker-num-gpus, --worker-resources)."
+        )
+
+
 class StoreError(DeepaasError):
     """The training database cannot be opened, read or written."""
 

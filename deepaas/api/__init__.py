@@ -82,6 +82,7 @@ def build_executor(
     conf: cfg.ConfigOpts,
     declaration: ModelDeclaration,
     spool: MemorySpool | None = None,
+    models: int = 1,
 ) -> Executor:
     """The executor (not started) that runs one model's calls. Results of
     moderate size come back through memory each local worker shares with
@@ -103,6 +104,8 @@ def build_executor(
         "batch_wait": conf.max_batch_wait_ms / 1000,
     }
     if conf.executor == "ray":
+        # A Ray runtime started here gets the CPUs every worker asks for.
+        options["runtime_cpus"] = models * conf.workers * conf.worker_num_cpus
         return build_ray_executor(conf, declaration, scratch, options)
     return LocalExecutor(
         declaration.spec,
@@ -357,7 +360,7 @@ def get_app(
     if resumed:
         LOG.info("%d webhook(s) of interrupted work to deliver", resumed)
     executors = {
-        name: build_executor(conf, declaration, spool)
+        name: build_executor(conf, declaration, spool, len(declarations))
         for name, declaration in declarations.items()
     }
     metrics = None

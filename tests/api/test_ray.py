@@ -393,3 +393,63 @@ async def test_a_lost_node_fails_its_call_and_a_new_node_takes_over(
         await asyncio.sleep(0.1)
     resp = await client.post(predict + "?mode=ok")
     assert resp.status == 200
+
+
+# -- workers Ray must find room for ------------------------------------------
+
+
+@pytest.mark.ray
+async def test_a_runtime_started_here_has_room_for_every_worker(
+    testmodels_installed, monkeypatch
+):
+    """Three models of two workers each on this 2-CPU machine: a Ray runtime
+    the server starts gets the six CPUs they ask for, and every worker runs."""
+    import ray
+
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    pools = [RayExecutor(FAILING, size=2, runtime_cpus=6) for _ in range(3)]
+    try:
+        for pool in pools:
+            await pool.start()
+        assert ray.cluster_resources()["CPU"] >= 6
+        for pool in pools:
+            assert pool.health().alive == 2
+            args = {"mode": "ok", "seconds": 0.0, "data": None}
+            assert (await pool.call("predict", args))["mode"] == "ok"
+    finally:
+        for pool in pools:
+            await pool.stop()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+async def test_a_worker_ray_cannot_place_fails_its_calls_at_once(
+    testmodels_installed, ray_cluster
+):
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    pool = RayExecutor(
+        FAILING, size=1, address=ray_cluster.address, resources={"tpu": 1.0}
+    )
+    starting = asyncio.ensure_future(pool.start())
+    args = {"mode": "ok", "seconds": 0.0, "data": None}
+    try:
+        assert await helpers.eventually(lambda: pool._connected, timeout=60)
+        # A call sent before Ray has given up placing it for now waits...
+        waiting = asyncio.ensure_future(pool.call("predict", args, queue_timeout=120))
+        assert await helpers.eventually(lambda: pool.unplaced, timeout=60)
+        # ...and fails as soon as the worker counts as unplaced, as do new ones.
+        with pytest.raises(exceptions.WorkersUnplaced, match="tpu=1"):
+            await asyncio.wait_for(waiting, 5)
+        started = time.monotonic()
+        with pytest.raises(exceptions.WorkersUnplaced) as refused:
+            await pool.call("predict", args, queue_timeout=120)
+        assert time.monotonic() - started < 1
+        assert refused.value.status == 503
+        assert "CPU=" in refused.value.message
+    finally:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await pool.stop()

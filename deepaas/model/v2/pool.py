@@ -757,6 +757,10 @@ class WorkerPool(Executor):
     ) -> Any:
         if self._closed:
             raise exceptions.PoolClosed("The server is shutting down.")
+        if not self._idle and not self._busy:  # no worker running
+            refusal = self._refusal()
+            if refusal is not None:
+                raise refusal
         message = Call(
             method,
             kwargs,
@@ -777,6 +781,24 @@ class WorkerPool(Executor):
         except asyncio.CancelledError:
             self._abandon(pending, "cancelled")
             raise
+
+    def _refusal(self) -> exceptions.DeepaasError | None:
+        """Why a call is refused at once while no worker runs (None: it
+        waits for one, as a starting or replaced worker comes soon)."""
+        return None
+
+    def refuse_waiting(self) -> None:
+        """Fail the calls waiting for a worker when none runs and
+        ``_refusal`` says why none will come soon."""
+        if self._idle or self._busy:
+            return
+        refusal = self._refusal()
+        if refusal is None:
+            return
+        while self._queue:
+            pending = self._queue.popleft()
+            if pending.state is CallState.QUEUED:
+                pending.settle(error=refusal)
 
     def _batchable(self, pending: PendingCall) -> bool:
         """Whether ``pending`` may run in a batch with others."""

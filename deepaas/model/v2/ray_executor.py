@@ -34,6 +34,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import mimetypes
 import os
 import secrets
@@ -86,6 +87,9 @@ NAMESPACE = "deepaas"
 STOP_GRACE = 5.0  # seconds a worker gets to exit, and its actor to clean up
 LOG_INTERVAL = 0.5  # seconds between copies of a remote call's log
 PLACEMENT_WARNING = 30.0  # seconds between warnings about a worker not ready
+# Seconds after which a worker Ray has not placed counts as unplaced: while
+# no worker runs, calls are refused at once (WorkersUnplaced).
+UNPLACED_AFTER = 5.0
 TOKEN_SIZE = 32  # bytes of the token a worker's connection opens with
 HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send it
 CONNECT_TIMEOUT = 60.0  # seconds a started worker has to connect
@@ -108,10 +112,12 @@ class Connection:
     ours = False
 
     @classmethod
-    def open(cls, address: str) -> None:
+    def open(cls, address: str, num_cpus: float = 0) -> None:
         """Join the cluster at ``address`` (``auto``, ``HOST:PORT``), or
         with an empty one, the cluster ``RAY_ADDRESS`` names or else a new
-        Ray runtime on this machine."""
+        Ray runtime on this machine, with ``num_cpus`` logical CPUs (what
+        the workers of every model ask for together: the local executor
+        starts them all too) or this machine's count if that is more."""
         with cls.lock:
             cls.users += 1
             if ray.is_initialized():
@@ -128,8 +134,14 @@ class Connection:
                     check_reachable(address)
                     ray.init(address=address, **options)
                 else:
-                    LOG.info("Starting a Ray runtime on this machine")
-                    ray.init(address="local", include_dashboard=False, **options)
+                    cpus = max(math.ceil(num_cpus), os.cpu_count() or 1)
+                    LOG.info("Starting a Ray runtime on this machine (%d CPUs)", cpus)
+                    ray.init(
+                        address="local",
+                        include_dashboard=False,
+                        num_cpus=cpus,
+                        **options,
+                    )
             except exceptions.DeepaasError:
                 cls.users -= 1
                 raise
@@ -179,9 +191,11 @@ class RayExecutor(WorkerPool):
         resources: dict[str, float] | None = None,
         scratch: Scratch | None = None,
         upload_roots: list[str] | None = None,
+        runtime_cpus: float = 0,
         **options: Any,
     ) -> None:
-        """``address``: the cluster to join (see ``Connection.open``).
+        """``address``: the cluster to join (see ``Connection.open``);
+        ``runtime_cpus``: the logical CPUs of a Ray runtime started here.
         ``num_cpus``, ``num_gpus`` and ``resources``: what each worker asks
         Ray for. ``scratch``: where results copied from other machines are
         written here (in memory up to ``memory_max`` bytes), and the root of
@@ -195,6 +209,9 @@ class RayExecutor(WorkerPool):
         self.resources = dict(resources or {})
         self.scratch = scratch or Scratch(None, tempfile.gettempdir())
         self.upload_roots = list(upload_roots or [tempfile.gettempdir()])
+        self.runtime_cpus = runtime_cpus
+        # Workers Ray has not placed for UNPLACED_AFTER: by slot, what they ask.
+        self.unplaced: dict[int, str] = {}
         self.node_id: str | None = None  # the front end's node
         self.source: Any = None  # the UploadSource actor
         self._connected = False
@@ -205,7 +222,9 @@ class RayExecutor(WorkerPool):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, Connection.open, self.address)
+        await loop.run_in_executor(
+            None, Connection.open, self.address, self.runtime_cpus
+        )
         self._connected = True
         try:
             self.node_id = ray.get_runtime_context().get_node_id()
@@ -231,6 +250,29 @@ class RayExecutor(WorkerPool):
 
     def _new_worker(self, slot: int) -> ActorWorker:
         return ActorWorker(self.spec, self, slot)
+
+    def asks_for(self) -> str:
+        """What each worker asks Ray for, in words."""
+        return f"num_cpus={self.num_cpus:g}, num_gpus={self.num_gpus:g}" + "".join(
+            f", {k}={v:g}" for k, v in self.resources.items()
+        )
+
+    def _refusal(self) -> exceptions.DeepaasError | None:
+        """With no worker running, and some that Ray cannot place: calls
+        fail at once rather than wait for the queue's time limit."""
+        if not self.unplaced:
+            return None
+        try:
+            free = ", ".join(
+                f"{k}={v:g}"
+                for k, v in sorted(ray.available_resources().items())
+                if k in ("CPU", "GPU") or k in self.resources
+            )
+        except Exception:  # noqa: BLE001 - only words for the message
+            free = "unknown"
+        return exceptions.WorkersUnplaced(
+            self.spec.name, len(self.unplaced), self.asks_for(), free or "none"
+        )
 
     def expect(self, worker: ActorWorker) -> tuple[bytes, asyncio.Future[Channel]]:
         """A token for ``worker`` to open its connection with, and the
@@ -438,27 +480,29 @@ class ActorWorker(WorkerProcess):
         Ray has not placed it."""
         future = asyncio.ensure_future(started)
         waited = 0.0
+        wait = UNPLACED_AFTER
         try:
             while True:
                 try:
                     placement: Placement = await asyncio.wait_for(
-                        asyncio.shield(future), PLACEMENT_WARNING
+                        asyncio.shield(future), wait
                     )
                     return placement
                 except TimeoutError:
-                    waited += PLACEMENT_WARNING
+                    waited += wait
+                    wait = PLACEMENT_WARNING
+                    self.pool.unplaced[self.slot] = self.pool.asks_for()
+                    self.pool.refuse_waiting()
                     LOG.warning(
                         "Model %r: worker %d is not placed after %gs: no Ray node "
-                        "has the resources it asks for free (num_cpus=%g, "
-                        "num_gpus=%g%s)",
+                        "has the resources it asks for free (%s)",
                         self.spec.name,
                         self.slot,
                         waited,
-                        self.pool.num_cpus,
-                        self.pool.num_gpus,
-                        "".join(f", {k}={v:g}" for k, v in self.pool.resources.items()),
+                        self.pool.asks_for(),
                     )
         finally:
+            self.pool.unplaced.pop(self.slot, None)
             future.cancel()
 
     # -- its end -----------------------------------------------------------------
