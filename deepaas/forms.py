@@ -199,6 +199,10 @@ def _decode(segment: multipart.MultipartSegment, data: bytearray) -> str:
         raise exceptions.BadRequest(
             f"Part {segment.name!r} names an unknown charset: {charset}"
         ) from None
+    except ValueError:  # a codec that takes no error handler (idna), or fails
+        raise exceptions.BadRequest(
+            f"Part {segment.name!r} cannot be read as {charset} text."
+        ) from None
 
 
 def values_of(

@@ -277,6 +277,10 @@ class ArgumentParser(AIOHTTPParser):
                 return await super().load_form(req, schema)
         except LookupError:
             raise _unknown_charset(req) from None
+        except ValueError:  # a charset that cannot decode it (idna, say)
+            raise exceptions.BadRequest(
+                f"The form cannot be read as {req.charset} text."
+            ) from None
 
     @contextlib.asynccontextmanager
     async def _body_time_limit(self) -> AsyncIterator[None]:

@@ -246,3 +246,36 @@ async def test_an_internal_error_names_a_request_id_not_the_exception(
     assert "secret-internal-detail" not in message
     assert "KeyError" not in message
     assert response.headers["X-Request-ID"] in message
+
+
+@pytest.mark.parametrize("charset", ["idna", "punycode", "undefined", "base64"])
+@pytest.mark.parametrize("size", [10, 300 * 1024])  # the worker's, the server's
+async def test_a_charset_that_cannot_decode_is_a_400(wide, charset, size):
+    before = await restarts(wide)
+    body = form(
+        b'Content-Disposition: form-data; name="label"\r\n'
+        + f"Content-Type: text/plain; charset={charset}\r\n\r\n".encode()
+        + b"caf\xc3\xa9\xff",
+        part(b"image", b"x" * size, b"a.png"),
+    )
+    response = await wide.post(
+        PREDICT, data=body, headers={"Content-Type": CONTENT_TYPE}
+    )
+    assert response.status == 400, await response.text()
+    assert "label" in (await response.json())["message"]
+    assert await restarts(wide) == before
+
+
+@pytest.mark.parametrize("charset", ["idna", "undefined"])
+async def test_an_urlencoded_form_in_a_charset_that_cannot_decode_is_a_400(
+    wide, charset
+):
+    response = await wide.post(
+        PREDICT,
+        data=b"label=caf%C3%A9%FF",
+        headers={
+            "Content-Type": f"application/x-www-form-urlencoded; charset={charset}"
+        },
+    )
+    assert 400 <= response.status < 500, await response.text()
+    assert "message" in await response.json()

@@ -51,6 +51,7 @@ part_names = st.one_of(
 )
 charsets = st.sampled_from(
     [None, "utf-8", "latin-1", "utf-16", "utf-7", "ascii", "bogus-charset", "utf-32"]
+    + ["idna", "punycode", "undefined", "base64", "unicode_escape"]
 )
 deep = st.integers(1, 200_000).map(lambda n: "[" * n + "]" * n)
 json_values = st.recursive(
