@@ -221,6 +221,10 @@ def hook_from(request_headers: Any, policy: WebhookPolicy) -> Hook | None:
     url = url.strip()
     if len(url) > MAX_URL:
         raise exceptions.InvalidWebhook(f"Webhook-URL is longer than {MAX_URL}.")
+    if not (url.isascii() and url.isprintable()):
+        raise exceptions.InvalidWebhook(
+            "Webhook-URL must be printable ASCII (percent-encode the rest)."
+        )
     refusal = policy.why_refused(url)
     if refusal is not None:
         raise exceptions.InvalidWebhook(refusal)

@@ -102,3 +102,18 @@ def test_hook_from_checks_the_url():
     )
     with pytest.raises(exceptions.InvalidWebhook, match="not allowed"):
         hook_from({"Webhook-URL": "https://hooks.example.org.evil/x"}, policy)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.org/\udcff",
+        "https://hooks.example.org/é",
+        "https://hooks.example.org/\x01",
+    ],
+)
+def test_a_url_that_is_not_printable_ascii_is_refused(url):
+    from deepaas.webhooks import hook_from
+
+    with pytest.raises(exceptions.InvalidWebhook, match="printable ASCII"):
+        hook_from({"Webhook-URL": url}, WebhookPolicy(["*"]))

@@ -279,3 +279,17 @@ async def test_an_urlencoded_form_in_a_charset_that_cannot_decode_is_a_400(
     )
     assert 400 <= response.status < 500, await response.text()
     assert "message" in await response.json()
+
+
+async def test_a_webhook_url_of_raw_bytes_is_a_422(make_client):
+    client = await make_client("--model-name", "wide", "--webhook-allow", "*")
+    status, _, body = await helpers.send_raw(
+        client.port,
+        b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Prefer: respond-async\r\n"
+        b"Webhook-URL: https://hooks.example.org/\xff\xfe\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 422, body
+    assert "printable ASCII" in json.loads(body)["message"]
+    assert await (await client.get(PREDICT)).json() == []
