@@ -222,6 +222,40 @@ async def test_a_connection_without_a_workers_token_is_dropped(
 
 
 @pytest.mark.ray
+async def test_a_worker_ray_cannot_place_fails_its_calls_at_once(
+    testmodels_installed, ray_cluster
+):
+    from deepaas.model.v2.ray_executor import RayExecutor
+
+    pool = RayExecutor(
+        FAILING, size=1, address=ray_cluster.address, resources={"tpu": 1.0}
+    )
+    starting = asyncio.ensure_future(pool.start())
+    args = {"mode": "ok", "seconds": 0.0, "data": None}
+    try:
+        assert await helpers.eventually(lambda: pool._connected, timeout=60)
+        # A call sent before Ray has given up placing it for now waits...
+        waiting = asyncio.ensure_future(pool.call("predict", args, queue_timeout=120))
+        assert await helpers.eventually(
+            lambda: pool.unplaced or starting.done(), timeout=60
+        )
+        assert not starting.done(), starting.exception()
+        # ...and fails as soon as the worker counts as unplaced, as do new ones.
+        with pytest.raises(exceptions.WorkersUnplaced, match="tpu=1"):
+            await asyncio.wait_for(waiting, 5)
+        started = time.monotonic()
+        with pytest.raises(exceptions.WorkersUnplaced) as refused:
+            await pool.call("predict", args, queue_timeout=120)
+        assert time.monotonic() - started < 1
+        assert refused.value.status == 503
+        assert "CPU=" in refused.value.message
+    finally:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await pool.stop()
+
+
+@pytest.mark.ray
 @pytest.mark.parametrize(
     ("target", "message"),
     [
@@ -395,61 +429,52 @@ async def test_a_lost_node_fails_its_call_and_a_new_node_takes_over(
     assert resp.status == 200
 
 
-# -- workers Ray must find room for ------------------------------------------
+# -- a Ray runtime of the server's own ---------------------------------------
 
 
 @pytest.mark.ray
-async def test_a_runtime_started_here_has_room_for_every_worker(
-    testmodels_installed, monkeypatch
-):
+def test_a_runtime_started_here_has_room_for_every_worker(testmodels_installed):
     """Three models of two workers each on this 2-CPU machine: a Ray runtime
-    the server starts gets the six CPUs they ask for, and every worker runs."""
-    import ray
+    the server starts gets the six CPUs they ask for, and every worker runs
+    (in a process of its own, away from the clusters of the other tests)."""
+    code = textwrap.dedent(
+        """
+        import asyncio
+        import ray
+        from deepaas.model.loading import ModelSpec
+        from deepaas.model.v2.ray_executor import RayExecutor
 
-    from deepaas.model.v2.ray_executor import RayExecutor
+        async def main():
+            spec = ModelSpec("failing", "deepaas_testmodels.failing")
+            pools = [RayExecutor(spec, size=2, runtime_cpus=6) for _ in range(3)]
+            try:
+                for pool in pools:
+                    await pool.start()
+                print("cpus", ray.cluster_resources()["CPU"])
+                args = {"mode": "ok", "seconds": 0.0, "data": None}
+                for pool in pools:
+                    answer = await pool.call("predict", args)
+                    print("alive", pool.health().alive, answer["mode"])
+            finally:
+                for pool in pools:
+                    await pool.stop()
+            print("initialized", ray.is_initialized())
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    pools = [RayExecutor(FAILING, size=2, runtime_cpus=6) for _ in range(3)]
-    try:
-        for pool in pools:
-            await pool.start()
-        assert ray.cluster_resources()["CPU"] >= 6
-        for pool in pools:
-            assert pool.health().alive == 2
-            args = {"mode": "ok", "seconds": 0.0, "data": None}
-            assert (await pool.call("predict", args))["mode"] == "ok"
-    finally:
-        for pool in pools:
-            await pool.stop()
-    assert not ray.is_initialized()
-
-
-@pytest.mark.ray
-async def test_a_worker_ray_cannot_place_fails_its_calls_at_once(
-    testmodels_installed, ray_cluster
-):
-    from deepaas.model.v2.ray_executor import RayExecutor
-
-    pool = RayExecutor(
-        FAILING, size=1, address=ray_cluster.address, resources={"tpu": 1.0}
+        asyncio.run(main())
+        """
     )
-    starting = asyncio.ensure_future(pool.start())
-    args = {"mode": "ok", "seconds": 0.0, "data": None}
-    try:
-        assert await helpers.eventually(lambda: pool._connected, timeout=60)
-        # A call sent before Ray has given up placing it for now waits...
-        waiting = asyncio.ensure_future(pool.call("predict", args, queue_timeout=120))
-        assert await helpers.eventually(lambda: pool.unplaced, timeout=60)
-        # ...and fails as soon as the worker counts as unplaced, as do new ones.
-        with pytest.raises(exceptions.WorkersUnplaced, match="tpu=1"):
-            await asyncio.wait_for(waiting, 5)
-        started = time.monotonic()
-        with pytest.raises(exceptions.WorkersUnplaced) as refused:
-            await pool.call("predict", args, queue_timeout=120)
-        assert time.monotonic() - started < 1
-        assert refused.value.status == 503
-        assert "CPU=" in refused.value.message
-    finally:
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        await pool.stop()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(testmodels_installed)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.split("\n")
+    cpus = next(line for line in lines if line.startswith("cpus"))
+    assert float(cpus.split()[1]) >= 6
+    assert [line for line in lines if line.startswith("alive")] == ["alive 2 ok"] * 3
+    assert "initialized False" in lines

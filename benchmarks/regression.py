@@ -1,0 +1,294 @@
+"""The working tree against an earlier commit (and upstream 2.6.0), side by side.
+
+Installs ``REF`` (a tag or commit of this repository) in a virtualenv of its own
+(kept in ``benchmarks/.venvs/``), and with ``--upstream`` upstream DEEPaaS 2.6.0
+in another; then, round after round, starts each server in turn on 127.0.0.1
+(ours, REF, upstream, ours, ...), each with its own state directory, the
+benchmark model (``bench``: a small dict back; a file argument of which it reads
+only the size) and two workers at default options, and measures:
+
+- predict requests/s at concurrency 32, and p50 latency at concurrency 1 (wrk);
+- a 64 KiB upload at concurrency 16, requests/s (wrk);
+- an asynchronous prediction's round trip (``Prefer: respond-async``, then its
+  event stream to its ``result`` event), p50 ms;
+- an event-stream message: how long a training's printed line takes to reach
+  a client following ``.../events``, p50 ms.
+
+It prints each figure's median over the rounds, per side, and the ratio of
+ours to each other side. A side without a feature (an early commit had no
+jobs) shows n/a. Every load is bounded in time; nothing leaves loopback.
+
+    python benchmarks/regression.py 0fbb6dc --upstream
+    python benchmarks/regression.py v0.10.0 --rounds 5
+    python benchmarks/regression.py HEAD~1 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from common import start_server, wrk_load
+from compare import DEFAULT_UPSTREAM_VENV, ensure_upstream, install_model
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENVS = HERE / ".venvs"
+UPLOAD_SIZE = 64 * 1024
+ROUND_TRIPS = 40  # asynchronous predictions timed per round
+EVENT_LINES = 40  # training lines timed per round
+
+
+def resolve(ref: str) -> str:
+    """The full commit id of ``ref``."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def ensure_ref(commit: str) -> str:
+    """deepaas-run of a virtualenv holding this repository at ``commit``
+    (made if missing)."""
+    venv = VENVS / f"deepaas-{commit[:12]}"
+    run = venv / "bin" / "deepaas-run"
+    if run.exists():
+        return str(run)
+    print(f"creating {venv} with deepaas at {commit[:12]} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="deepaas-ref-") as source:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", source], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", source], check=True
+        )
+    return str(run)
+
+
+def multipart_body(path: Path) -> tuple[Path, str]:
+    """A multipart body of one 64 KiB file part (``data``), and its type."""
+    boundary = "regression-b0undary"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="data"; filename="sample.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body += bytes(range(256)) * (UPLOAD_SIZE // 256)
+    body += f"\r\n--{boundary}--\r\n".encode()
+    path.write_bytes(body)
+    return path, f"multipart/form-data; boundary={boundary}"
+
+
+async def until_result(session: aiohttp.ClientSession, url: str) -> str | None:
+    """Follow an event stream to its ``result`` event; its last event name."""
+    name = None
+    async with session.get(url) as response:
+        if response.status != 200:
+            return None
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif not line and name == "result":
+                return name
+    return name
+
+
+async def job_round_trips(base: str, count: int) -> float | None:
+    """p50 ms from sending an asynchronous prediction to its result event;
+    None when the server has no asynchronous predictions."""
+    predict = f"{base}/v2/models/bench/predict/?text=hello"
+    times = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with session.post(
+                predict, headers={"Prefer": "respond-async"}
+            ) as response:
+                if response.status != 202:
+                    return None
+                job = await response.json()
+            if await until_result(session, base + job["links"]["self"] + "/events") != (
+                "result"
+            ):
+                raise SystemExit(f"{base}: the job's stream did not end in a result")
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+async def event_latency(base: str, lines: int) -> float | None:
+    """p50 ms from a training printing a line (its time is the line) to a
+    client of its event stream reading it; None without event streams."""
+    train = f"{base}/v2/models/bench/train/?lines={lines}&interval=0.02"
+    delays = []
+    async with aiohttp.ClientSession() as session:
+        async with session.post(train) as response:
+            if response.status != 200:
+                return None
+            training = await response.json()
+        url = f"{base}/v2/models/bench/train/{training['uuid']}/events"
+        async with session.get(url) as response:
+            if response.status != 200:
+                return None
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
+                received = time.time()
+                if line.startswith("data: at "):
+                    delays.append(received - float(line.split()[-1]))
+                elif line.startswith("event: result"):
+                    break
+    return statistics.median(delays) * 1000 if delays else None
+
+
+def measure(
+    executable: str | None, env: dict[str, str], args: argparse.Namespace
+) -> dict[str, float | None]:
+    """The figures of one server, started and stopped here."""
+    upstream = executable is not None and executable == args.upstream_run
+    server, base = start_server(
+        ["--model-name", "bench", "--workers", "2"],
+        env=env,
+        executable=executable,
+        log_args=(),  # every side at its default logging
+        # upstream has no /readyz (it warms up before it listens)
+        ready_path="/v2/models/" if upstream else "/readyz",
+    )
+    figures: dict[str, float | None] = {}
+    try:
+        predict = f"{base}/v2/models/bench/predict/?text=hello"
+        seconds = args.seconds
+        wrk_load("POST", predict, 8, 1, args.scratch)  # warm the path
+        figures["predict c=32 (req/s)"] = wrk_load(
+            "POST", predict, 32, seconds, args.scratch
+        )[0]
+        figures["predict c=1 p50 (ms)"] = wrk_load(
+            "POST", predict, 1, seconds, args.scratch
+        )[1]
+        figures["64 KiB upload c=16 (req/s)"] = wrk_load(
+            "POST",
+            f"{base}/v2/models/bench/predict/",
+            16,
+            seconds,
+            args.scratch,
+            body_file=str(args.body),
+            content_type=args.body_type,
+        )[0]
+        figures["job round trip p50 (ms)"] = asyncio.run(
+            job_round_trips(base, args.round_trips)
+        )
+        figures["event-stream message p50 (ms)"] = asyncio.run(
+            event_latency(base, args.event_lines)
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return figures
+
+
+BETTER_LOWER = ("(ms)",)
+
+
+def show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ref", help="the tag or commit to compare with")
+    parser.add_argument("--upstream", action="store_true", help="and DEEPaaS 2.6.0")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5, help="each wrk load")
+    parser.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    args = parser.parse_args()
+    args.round_trips, args.event_lines = ROUND_TRIPS, EVENT_LINES
+    if args.quick:
+        args.rounds, args.seconds, args.round_trips, args.event_lines = 1, 1, 5, 5
+    commit = resolve(args.ref)
+    ref_name = f"{args.ref} ({commit[:7]})" if args.ref != commit[:7] else commit[:7]
+    sides: dict[str, str | None] = {"ours": None, ref_name: ensure_ref(commit)}
+    args.upstream_run = None
+    if args.upstream:
+        args.upstream_run = sides["upstream 2.6.0"] = ensure_upstream(
+            args.upstream_venv
+        )
+
+    with tempfile.TemporaryDirectory(prefix="deepaas-regression-") as scratch:
+        args.scratch = scratch
+        root = Path(scratch)
+        install_model(root / "site")
+        args.body, args.body_type = multipart_body(root / "upload.body")
+        env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
+        env.pop("DEEPAAS_V2_MODEL", None)
+        results: dict[str, list[dict[str, float | None]]] = {n: [] for n in sides}
+        for round_ in range(args.rounds):
+            for name, executable in sides.items():
+                # each server with its own state directory
+                env["XDG_DATA_HOME"] = str(root / f"state-{round_}-{name.split()[0]}")
+                figures = measure(executable, env, args)
+                results[name].append(figures)
+                print(
+                    f"round {round_ + 1} {name}: "
+                    + ", ".join(f"{k} {show(v)}" for k, v in figures.items()),
+                    flush=True,
+                )
+
+    others = [name for name in sides if name != "ours"]
+    print()
+    print(
+        "| figure | "
+        + " | ".join(sides)
+        + " | "
+        + " | ".join(f"ours / {name.split()[0]}" for name in others)
+        + " |"
+    )
+    print("|---|" + "---:|" * (len(sides) + len(others)))
+    for key in results["ours"][0]:
+        medians = {}
+        for name, rounds in results.items():
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            medians[name] = statistics.median(values) if values else None
+        ratios = []
+        for name in others:
+            theirs, mine = medians[name], medians["ours"]
+            ratios.append(
+                "n/a" if not theirs or mine is None else f"{mine / theirs:.2f}x"
+            )
+        lower = " (lower is better)" if key.endswith(BETTER_LOWER) else ""
+        print(
+            f"| {key}{lower} | "
+            + " | ".join(show(v) for v in medians.values())
+            + " | "
+            + " | ".join(ratios)
+            + " |"
+        )
+    print(
+        f"\n{args.rounds} round(s), sides in turn, medians; wrk -t1 for "
+        f"{args.seconds:g} s per load; {ROUND_TRIPS if not args.quick else 5} job "
+        f"round trips, {args.event_lines} training lines per round; 2 workers, "
+        f"{os.cpu_count()} CPUs; ours: {resolve('HEAD')[:7]} plus the working tree."
+    )
+    print(json.dumps({"ref": commit, "rounds": args.rounds}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
