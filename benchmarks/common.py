@@ -140,6 +140,17 @@ def start_server(
     return server, base
 
 
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server as its operator would (SIGTERM), killing it if it does
+    not end within a minute."""
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 async def drive(
     method: str,
     url: str,

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from common import drive, start_server, tree_rss_mib, wrk_load
+from common import drive, start_server, stop_server, tree_rss_mib, wrk_load
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_VERSION = "2.6.0"
@@ -173,11 +173,7 @@ def measure(
             server.pid, predict, big
         )
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     return figures
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from common import (
     free_port,
     start_server,
+    stop_server,
     wait_ready,
     wait_workers_settled,
     wrk_load,
@@ -188,15 +189,6 @@ def start_bare(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     return server, base
 
 
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
 def peak_server_rss_growth(pid: int, action: Callable[[], None]) -> float:
     """Peak RSS growth (MiB) of the process ``pid`` alone while ``action`` runs."""
 
@@ -303,7 +295,7 @@ def run_side(
                 )
             figures[load.name] = p50 if load.figure == "p50 ms" else rps
     finally:
-        stop(server)
+        stop_server(server)
     return figures
 
 

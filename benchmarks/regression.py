@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from common import start_server, wrk_load
+from common import start_server, stop_server, wrk_load
 from compare import DEFAULT_UPSTREAM_VENV, ensure_upstream, install_model
 
 HERE = Path(__file__).resolve().parent
@@ -195,11 +194,7 @@ def measure(
             event_latency(base, args.event_lines)
         )
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     return figures
 
 
@@ -286,7 +281,6 @@ def main() -> int:
         f"round trips, {args.event_lines} training lines per round; 2 workers, "
         f"{os.cpu_count()} CPUs; ours: {resolve('HEAD')[:7]} plus the working tree."
     )
-    print(json.dumps({"ref": commit, "rounds": args.rounds}))
     return 0
 
 

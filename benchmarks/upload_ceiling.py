@@ -37,9 +37,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import descendants, start_server, wait_workers_settled, wrk_load
+from common import (
+    descendants,
+    start_server,
+    stop_server,
+    wait_workers_settled,
+    wrk_load,
+)
 from compare import ensure_upstream, install_model
-from payloads import HERE, MULTIPART, PAYLOAD, multipart_body, start_bare, stop
+from payloads import HERE, MULTIPART, PAYLOAD, multipart_body, start_bare
 
 SIDES = ("bare", "ours", "no-access-log", "forms-in-server", "forward", "upstream")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -152,7 +158,7 @@ def run_side(
             server, url, args.seconds, args.body, args.scratch, processes, metrics
         )
     finally:
-        stop(server)
+        stop_server(server)
 
 
 def main() -> int:

@@ -146,3 +146,18 @@ def test_upload_ceiling_smoke_run_prints_every_side():
         assert float(server_ms) > 0, side
         if side != "bare":  # the model's workers did the calls
             assert float(workers_ms) > 0, side
+
+
+def test_regression_smoke_run_prints_every_figure_beside_a_commit():
+    """Against this commit itself, installed in a virtualenv of its own."""
+    result = run_script("regression.py", "HEAD", "--quick")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for figure in (
+        "predict c=32 (req/s)",
+        "predict c=1 p50 (ms)",
+        "64 KiB upload c=16 (req/s)",
+        "job round trip p50 (ms)",
+        "event-stream message p50 (ms)",
+    ):
+        row = next(line for line in result.stdout.splitlines() if figure in line)
+        assert "n/a" not in row, row
