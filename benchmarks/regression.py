@@ -1,11 +1,12 @@
-"""The working tree against an earlier commit (and upstream 2.6.0), side by side.
+"""The working tree against earlier commits (and upstream 2.6.0), side by side.
 
-Installs ``REF`` (a tag or commit of this repository) in a virtualenv of its own
-(kept in ``benchmarks/.venvs/``), and with ``--upstream`` upstream DEEPaaS 2.6.0
-in another; then, round after round, starts each server in turn on 127.0.0.1
-(ours, REF, upstream, ours, ...), each with its own state directory, the
-benchmark model (``bench``: a small dict back; a file argument of which it reads
-only the size) and two workers at default options, and measures:
+Installs the working tree, and each ``REF`` (a tag or commit of this
+repository), in a virtualenv of its own (kept in ``benchmarks/.venvs/``), all
+alike (not editable); with ``--upstream``, upstream DEEPaaS 2.6.0 in another.
+Then, round after round, starts each server in turn on 127.0.0.1 (each round
+in another order), each with its own state directory, the benchmark model
+(``bench``: a small dict back; a file argument of which it reads only the
+size) and two workers at default options, and measures:
 
 - predict requests/s at concurrency 32, and p50 latency at concurrency 1 (wrk);
 - a 64 KiB upload at concurrency 16, requests/s (wrk);
@@ -19,7 +20,7 @@ ours to each other side. A side without a feature (an early commit had no
 jobs) shows n/a. Every load is bounded in time; nothing leaves loopback.
 
     python benchmarks/regression.py 0fbb6dc --upstream
-    python benchmarks/regression.py v0.10.0 --rounds 5
+    python benchmarks/regression.py 0fbb6dc ef2a746 --upstream
     python benchmarks/regression.py HEAD~1 --quick
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,6 +79,34 @@ def ensure_ref(commit: str) -> str:
             [str(venv / "bin" / "pip"), "install", "--quiet", source], check=True
         )
     return str(run)
+
+
+def ensure_worktree() -> str:
+    """deepaas-run of a virtualenv holding the working tree as it is now,
+    installed as the commits are (not editable, its own dependencies), so
+    that both sides are alike but for the code."""
+    venv = VENVS / "deepaas-worktree"
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+         "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="deepaas-worktree-") as source:
+        for name in filter(None, listed.split("\0")):
+            if not (REPO / name).is_file():
+                continue  # removed from the working tree
+            target = Path(source) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target)
+        pip = [str(venv / "bin" / "pip"), "install", "--quiet"]
+        if not (venv / "bin" / "deepaas-run").exists():
+            print(f"creating {venv} with the working tree ...", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([*pip, source], check=True)
+        else:
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", source], check=True)
+    return str(venv / "bin" / "deepaas-run")
 
 
 def multipart_body(path: Path) -> tuple[Path, str]:
@@ -207,7 +237,7 @@ def show(value: float | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ref", help="the tag or commit to compare with")
+    parser.add_argument("refs", nargs="+", help="the tags or commits to compare with")
     parser.add_argument("--upstream", action="store_true", help="and DEEPaaS 2.6.0")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="each wrk load")
@@ -217,9 +247,11 @@ def main() -> int:
     args.round_trips, args.event_lines = ROUND_TRIPS, EVENT_LINES
     if args.quick:
         args.rounds, args.seconds, args.round_trips, args.event_lines = 1, 1, 5, 5
-    commit = resolve(args.ref)
-    ref_name = f"{args.ref} ({commit[:7]})" if args.ref != commit[:7] else commit[:7]
-    sides: dict[str, str | None] = {"ours": None, ref_name: ensure_ref(commit)}
+    sides: dict[str, str | None] = {"ours": ensure_worktree()}
+    for ref in args.refs:
+        commit = resolve(ref)
+        name = commit[:7] if ref.startswith(commit[:7]) else f"{ref} ({commit[:7]})"
+        sides[name] = ensure_ref(commit)
     args.upstream_run = None
     if args.upstream:
         args.upstream_run = sides["upstream 2.6.0"] = ensure_upstream(
@@ -234,8 +266,12 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
         env.pop("DEEPAAS_V2_MODEL", None)
         results: dict[str, list[dict[str, float | None]]] = {n: [] for n in sides}
+        names = list(sides)
         for round_ in range(args.rounds):
-            for name, executable in sides.items():
+            # Each round in another order: none always goes first.
+            turn = round_ % len(names)
+            for name in names[turn:] + names[:turn]:
+                executable = sides[name]
                 # each server with its own state directory
                 env["XDG_DATA_HOME"] = str(root / f"state-{round_}-{name.split()[0]}")
                 figures = measure(executable, env, args)
@@ -279,7 +315,8 @@ def main() -> int:
         f"\n{args.rounds} round(s), sides in turn, medians; wrk -t1 for "
         f"{args.seconds:g} s per load; {ROUND_TRIPS if not args.quick else 5} job "
         f"round trips, {args.event_lines} training lines per round; 2 workers, "
-        f"{os.cpu_count()} CPUs; ours: {resolve('HEAD')[:7]} plus the working tree."
+        f"{os.cpu_count()} CPUs; ours: the working tree on {resolve('HEAD')[:7]}, "
+        "installed as the others are."
     )
     return 0
 
