@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web, web_response
-from aiohttp.typedefs import Middleware
 from oslo_config import cfg
 
 from deepaas import config, exceptions, log
@@ -21,6 +20,7 @@ from deepaas.api import (
     errors,
     hosts,
     keys,
+    pipeline,
     probes,
     routing,
     spec,
@@ -284,16 +284,22 @@ def get_app(
         conf.header_timeout,
         answer_half_closed=conf.answer_half_closed,
     )
-    middlewares = [
-        access.observe_middleware(access.RequestIds(), inflight, connections),
-        errors.error_middleware,
-        hosts.host_check_middleware(conf.listen_ip, conf.allowed_hosts),
-        # //v2//models/ is a 308 to /v2/models/, as upstream answers
-        web.normalize_path_middleware(append_slash=False, merge_slashes=True),
-        access_middleware(conf, authenticator),
-    ]
+    # Who may do what: with authentication on, the credentials a request
+    # carries in its headers (which a browser never adds by itself to a
+    # request from another site's page); with it off, browsers' requests
+    # from pages of other sites are refused.
+    middleware = pipeline.request_pipeline(
+        access.RequestIds(),
+        inflight,
+        connections,
+        host_check=hosts.host_check(conf.listen_ip, conf.allowed_hosts),
+        access_check=crosssite.cross_site_check(conf.cors_origin)
+        if authenticator is None
+        else None,
+        auth_check=authenticator.refusal if authenticator is not None else None,
+    )
     app = web.Application(
-        middlewares=[m for m in middlewares if m is not None],
+        middlewares=[middleware],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
         client_max_size=smallest_limit(conf.client_max_size, conf.max_memory_body),
@@ -380,8 +386,7 @@ def get_app(
         )
         for name, declaration in declarations.items()
     }
-    app.on_response_prepare.append(access.add_request_id_header)
-    app.on_response_prepare.append(add_ignored_arguments_header)
+    app.on_response_prepare.append(add_answer_headers)
     if conf.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)
@@ -422,16 +427,13 @@ def record_state(
     return job.status != "running", job.to_dict(base)
 
 
-def access_middleware(
-    conf: cfg.ConfigOpts, authenticator: auth.Authenticator | None
-) -> Middleware:
-    """Who may do what: with authentication on, the credentials a request
-    carries in its headers (which a browser never adds by itself to a
-    request from another site's page); with it off, browsers' requests from
-    pages of other sites are refused."""
-    if authenticator is None:
-        return crosssite.cross_site_middleware(conf.cors_origin)
-    return auth.auth_middleware(authenticator)
+async def add_answer_headers(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    """on_response_prepare: what every answer carries (its request id,
+    ``nosniff``) and the arguments the request's parsing ignored."""
+    access.add_request_id_header(request, response)
+    add_ignored_arguments_header(request, response)
 
 
 async def _authenticator_ctx(app: web.Application) -> AsyncIterator[None]:

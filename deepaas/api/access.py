@@ -14,15 +14,11 @@ import itertools
 import logging
 import os
 import re
-import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler, Middleware
 
-from deepaas import log
 from deepaas.api import keys
-from deepaas.api.connections import Connections
 
 LOG = logging.getLogger(__name__)
 HEADER = "X-Request-ID"
@@ -73,63 +69,8 @@ class InFlight:
         return self.count == 0
 
 
-def observe_middleware(
-    ids: RequestIds, inflight: InFlight, connections: Connections
-) -> Middleware:
-    """The outermost middleware: the request id, the request's metrics, the
-    count of requests in flight, and its connection's guard."""
-
-    @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request[keys.REQUEST_ID] = ids.of(request)
-        token = log.REQUEST_ID.set(request_id)
-        metrics = request.app.get(keys.METRICS)
-        started = time.perf_counter()
-        status = 500
-        inflight.enter()
-        guard = connections.of(request.transport)
-        if guard is not None:
-            guard.request_started()
-        try:
-            response = await handler(request)
-            status = response.status
-            if guard is not None and guard.eof:
-                response.force_close()  # the client shut down writing
-            return response
-        except web.HTTPException as exc:  # a redirect, passed on by the errors
-            status = exc.status
-            raise
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED
-            # Once, quietly: a client that goes away is no server error.
-            LOG.info(
-                "%s %s %d: the client closed the connection before the answer",
-                request.method,
-                request.path,
-                CLIENT_CLOSED,
-            )
-            raise
-        finally:
-            if guard is not None:
-                guard.request_ended()
-            inflight.leave()
-            log.REQUEST_ID.reset(token)
-            if metrics is not None:
-                uploads = request.get(keys.UPLOADS)
-                metrics.observe_request(
-                    request,
-                    status,
-                    time.perf_counter() - started,
-                    uploads.received if uploads is not None else 0,
-                )
-
-    return observe
-
-
-async def add_request_id_header(
-    request: web.Request, response: web.StreamResponse
-) -> None:
-    """on_response_prepare: return the request id to the client, and tell
+def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Return the request id to the client, and tell
     browsers to take every answer as the type it says it is (a file a model
     returned as text/plain is never run as a page or a script)."""
     headers = response.headers

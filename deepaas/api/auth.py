@@ -29,12 +29,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from oslo_config import cfg
 
 from deepaas import exceptions
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
     import jwt
 
 LOG = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # What a route needs
 PUBLIC = "public"  # nothing, ever (the probes, CORS preflights)
@@ -641,22 +638,6 @@ def unauthorized(exc: exceptions.Unauthenticated) -> web.Response:
     return response
 
 
-def auth_middleware(authenticator: Authenticator) -> Middleware:
-    """The middleware that lets a request through only with the access its
-    route needs (the access is recorded by ``routing`` for every route)."""
-
-    @web.middleware
-    async def check_access(
-        request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        refused = await authenticator.refusal(request)
-        if refused is not None:
-            return refused
-        return await handler(request)
-
-    return check_access
-
-
 def classify_routes(app: web.Application, base: str) -> None:
     """Give the access they need to the routes not added by ``routing``: the
     probes, the spec, the UI, /metrics and CORS preflights. Any other route
@@ -704,7 +685,6 @@ __all__ = [
     "Authenticator",
     "OIDC",
     "Principal",
-    "auth_middleware",
     "classify_routes",
     "hash_key",
     "owner_filter",

@@ -22,35 +22,31 @@ Clients that are not browsers send neither header and are not affected.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp_cors
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from deepaas.api.errors import error_response
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Check = Callable[[web.Request], web.StreamResponse | None]
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PASSING_FETCH_SITES = frozenset({"same-origin", "none"})
 
 
-def cross_site_middleware(allowed_origins: Iterable[str]) -> Middleware:
-    """The middleware that refuses state-changing requests from pages of
-    other sites, except those of ``allowed_origins``."""
+def cross_site_check(allowed_origins: Iterable[str]) -> Check:
+    """The check refusing state-changing requests from pages of other
+    sites, except those of ``allowed_origins``."""
     allowed = frozenset(origin.rstrip("/") for origin in allowed_origins)
 
-    @web.middleware
-    async def refuse_cross_site(
-        request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         if request.method in STATE_CHANGING:
             refusal = why_refused(request, allowed)
             if refusal is not None:
                 return error_response(403, refusal)
-        return await handler(request)
+        return None
 
-    return refuse_cross_site
+    return check
 
 
 def why_refused(request: web.Request, allowed: frozenset[str]) -> str | None:

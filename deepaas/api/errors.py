@@ -1,4 +1,4 @@
-"""One middleware that turns every failure into a JSON ``{"message": ...}``."""
+"""Every failure of a request as a JSON ``{"message": ...}`` answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from deepaas import exceptions
 from deepaas.api import keys
@@ -16,7 +15,7 @@ LOG = logging.getLogger(__name__)
 
 # The longest request target (path and query string) served, aiohttp's own
 # limit; the HTTP parser is given room beyond it (PARSER_LINE_LIMIT) so that a
-# longer one reaches error_middleware and gets a JSON 414, not a text 400.
+# longer one reaches the request pipeline and gets a JSON 414, not a text 400.
 MAX_REQUEST_TARGET = 8190
 PARSER_LINE_LIMIT = 1 << 20
 
@@ -51,35 +50,25 @@ def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
     return response
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    if len(request.raw_path) > MAX_REQUEST_TARGET:
-        return error_response(
-            414,
-            f"The request target (path and query string) is longer than "
-            f"{MAX_REQUEST_TARGET} bytes; send long arguments in the body.",
-        )
-    try:
-        return await handler(request)
-    except ConnectionResetError:
-        # The client went away while its body was being read: no error of
-        # ours, and nobody to answer (counted and logged as 499).
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON answer for what a request's handling raised. A redirect is
+    raised again (aiohttp sends it); a client that went away while its body
+    was read is a cancellation (no error of ours, and nobody to answer)."""
+    if isinstance(exc, ConnectionResetError):
         raise asyncio.CancelledError() from None
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         return _from_http_exception(exc)
-    except exceptions.InvalidArguments as exc:
+    if isinstance(exc, exceptions.InvalidArguments):
         # Upstream's clients read each field's messages at the top level.
         body = {**exc.errors, "message": exc.message, "errors": exc.errors}
         return web.json_response(body, status=exc.status)
-    except exceptions.ModelCallError as exc:
+    if isinstance(exc, exceptions.ModelCallError):
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
             if exc.traceback:
                 LOG.debug("Traceback in the worker:\n%s", exc.traceback)
         return error_response(exc.status, exc.message, reason=exc.reason)
-    except exceptions.DeepaasError as exc:
+    if isinstance(exc, exceptions.DeepaasError):
         if exc.status >= 500:
             LOG.error("%s %s: %s", request.method, request.path, exc.message)
         response = error_response(exc.status, exc.message, **(exc.details or {}))
@@ -87,9 +76,8 @@ async def error_middleware(
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)
         return response
-    except Exception:
-        LOG.exception("%s %s failed", request.method, request.path)
-        return internal_error(request)
+    LOG.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return internal_error(request)
 
 
 def internal_error(request: web.Request) -> web.Response:

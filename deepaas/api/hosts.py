@@ -9,21 +9,20 @@ page's own name. A server listening on a loopback address therefore
 answers only requests whose ``Host`` is a loopback name or address, or a
 name of ``--allowed-hosts``; one listening elsewhere checks names only
 when ``--allowed-hosts`` is set. The check is added when the app is built,
-and only when one of those holds.
+and only when one of those holds (``deepaas.api.pipeline``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Middleware
 
 from deepaas import exceptions, hostnames
 from deepaas.api.errors import error_response
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Check = Callable[[web.Request], web.StreamResponse | None]
 
 
 def listens_on_loopback(listen_ip: str) -> bool:
@@ -34,9 +33,9 @@ def listens_on_loopback(listen_ip: str) -> bool:
         return hostnames.is_loopback_host(listen_ip.lower())
 
 
-def host_check_middleware(listen_ip: str, allowed: list[str]) -> Middleware | None:
-    """The middleware refusing requests for names this server does not
-    answer to; None when no name is to be checked."""
+def host_check(listen_ip: str, allowed: list[str]) -> Check | None:
+    """The check refusing requests for names this server does not answer
+    to; None when no name is to be checked."""
     try:
         patterns = hostnames.parse_patterns(allowed, "--allowed-hosts")
     except ValueError as exc:
@@ -45,26 +44,26 @@ def host_check_middleware(listen_ip: str, allowed: list[str]) -> Middleware | No
         return None
     known: set[str] = set()  # Host values seen to pass, for the common case
 
-    @web.middleware
-    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         value = request.headers.get(hdrs.HOST)
-        if value is not None and value not in known:
-            host, port = hostnames.split_host_port(value)
-            if not (
-                hostnames.is_loopback_host(host)
-                or any(p.matches(host, port) for p in patterns)
-            ):
-                return error_response(
-                    421,
-                    f"This server does not answer to the name {host!r}: a page "
-                    "whose name leads here (DNS rebinding) may not use it. To "
-                    "serve this name, add it to --allowed-hosts.",
-                )
-            if len(known) < KNOWN_HOSTS_KEPT:
-                known.add(value)
-        return await handler(request)
+        if value is None or value in known:
+            return None
+        host, port = hostnames.split_host_port(value)
+        if not (
+            hostnames.is_loopback_host(host)
+            or any(p.matches(host, port) for p in patterns)
+        ):
+            return error_response(
+                421,
+                f"This server does not answer to the name {host!r}: a page "
+                "whose name leads here (DNS rebinding) may not use it. To "
+                "serve this name, add it to --allowed-hosts.",
+            )
+        if len(known) < KNOWN_HOSTS_KEPT:
+            known.add(value)
+        return None
 
-    return check_host
+    return check
 
 
 KNOWN_HOSTS_KEPT = 64

@@ -319,10 +319,10 @@ class ArgumentParser(AIOHTTPParser):
         raise exceptions.InvalidArguments(messages)
 
 
-async def add_ignored_arguments_header(
+def add_ignored_arguments_header(
     request: web.Request, response: web.StreamResponse
 ) -> None:
-    """on_response_prepare: name the arguments the request's parsing ignored."""
+    """Name the arguments the request's parsing ignored in its answer."""
     ignored = request.get(keys.IGNORED_ARGUMENTS)
     if ignored:
         # Names come from the client: percent-encoded, so that nothing in

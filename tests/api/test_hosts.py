@@ -114,16 +114,16 @@ async def test_other_addresses_check_names_only_when_asked(
 
 
 def test_no_check_is_added_when_none_is_needed():
-    assert hosts.host_check_middleware("0.0.0.0", []) is None
-    assert hosts.host_check_middleware("10.1.2.3", []) is None
-    assert hosts.host_check_middleware("127.0.0.1", []) is not None
-    assert hosts.host_check_middleware("::1", []) is not None
-    assert hosts.host_check_middleware("0.0.0.0", ["a.example"]) is not None
+    assert hosts.host_check("0.0.0.0", []) is None
+    assert hosts.host_check("10.1.2.3", []) is None
+    assert hosts.host_check("127.0.0.1", []) is not None
+    assert hosts.host_check("::1", []) is not None
+    assert hosts.host_check("0.0.0.0", ["a.example"]) is not None
 
 
 def test_a_bad_pattern_stops_start_up():
     with pytest.raises(exceptions.ConfigurationError, match="--allowed-hosts"):
-        hosts.host_check_middleware("127.0.0.1", ["a.example:http"])
+        hosts.host_check("127.0.0.1", ["a.example:http"])
 
 
 # Answers a browser would run
