@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import typing
 
 from pythonjsonlogger.json import JsonFormatter
@@ -49,6 +50,35 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class CachedTime(logging.Formatter):
+    """Formats a record's time once per second, not once per record: a
+    busy server writes thousands of access lines a second, and strftime
+    with its time-zone look-up is a good part of each."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(  # noqa: N802 - logging's name
+        self, record: logging.LogRecord, datefmt: str | None = None
+    ) -> str:
+        second = int(record.created)
+        if second != self._second:
+            converted = self.converter(record.created)
+            self._text = time.strftime(datefmt or self.default_time_format, converted)
+            self._second = second
+        if datefmt or not self.default_msec_format:
+            return self._text
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+class TextFormatter(CachedTime, logging.Formatter):
+    """The text lines of deepaas' logs."""
+
+
+class JSONFormatter(CachedTime, JsonFormatter):
+    """One JSON object per record."""
+
+
 def formatter(
     log_format: str, label: str = "", date_format: str | None = None
 ) -> logging.Formatter:
@@ -60,7 +90,7 @@ def formatter(
     """
     if log_format == "json":
         static = {"worker": label} if label else None
-        return JsonFormatter(
+        return JSONFormatter(
             JSON_FIELDS,
             rename_fields={"levelname": "level", "name": "logger"},
             static_fields=static,
@@ -70,7 +100,7 @@ def formatter(
     if label:
         escaped = label.replace("%", "%%")  # a literal in a %-style format
         text = text.replace("%(name)s", f"[{escaped}] %(name)s")
-    return logging.Formatter(text, datefmt=date_format)
+    return TextFormatter(text, datefmt=date_format)
 
 
 def configure(

@@ -18,6 +18,7 @@ import re
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from deepaas import log
 from deepaas.api import keys
 
 LOG = logging.getLogger(__name__)
@@ -80,31 +81,69 @@ def add_request_id_header(request: web.Request, response: web.StreamResponse) ->
     headers["X-Content-Type-Options"] = "nosniff"
 
 
+FIELDS = ("method", "path", "status", "duration_ms", "remote")
+
+
+def wants_fields(logger: logging.Logger) -> bool:
+    """Whether a handler that the access lines reach shows more of them than
+    their text: a JSON formatter, or one of a logging configuration of the
+    user's (which may name the fields); deepaas' own text lines do not."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            shown = handler.formatter
+            if shown is None:
+                continue
+            if not isinstance(shown, log.TextFormatter) or any(
+                f"%({name})" in (shown._fmt or "") for name in FIELDS
+            ):
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, duration, request id.
 
     In JSON logs the same facts are also separate fields.
     """
 
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self.with_fields = wants_fields(logger)
+
     def log(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        duration_ms = round(time * 1000, 3)
         request_id = request.get(keys.REQUEST_ID) or "-"
+        path = request.path_qs
+        remote = request.remote
+        if not self.with_fields:
+            self.logger.info(
+                "%s %s %s %.1fms %s",
+                request.method,
+                path,
+                response.status,
+                time * 1000,
+                remote or "-",
+                extra={"request_id": request_id},
+            )
+            return
+        duration_ms = round(time * 1000, 3)
         self.logger.info(
             "%s %s %s %.1fms %s",
             request.method,
-            request.path_qs,
+            path,
             response.status,
             duration_ms,
-            request.remote or "-",
+            remote or "-",
             extra={
                 "request_id": request_id,
                 "method": request.method,
-                "path": request.path_qs,
+                "path": path,
                 "status": response.status,
                 "duration_ms": duration_ms,
-                "remote": request.remote,
+                "remote": remote,
             },
         )
 

@@ -203,6 +203,11 @@ def read_declaration(
             ) from exc
 
 
+def by_field(messages: Any) -> dict[str, Any]:
+    """A schema's error messages keyed by field, as a 422 reports them."""
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
 def load_arguments(schema: marshmallow.Schema, data: Any, **kwargs: Any) -> Any:
     """``data`` loaded through ``schema`` (``kwargs`` go to ``load``).
 

@@ -39,7 +39,12 @@ import marshmallow
 from deepaas import exceptions, log, reports
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2 import protocol
-from deepaas.model.v2.arguments import Arguments, load_arguments, read_declaration
+from deepaas.model.v2.arguments import (
+    Arguments,
+    by_field,
+    load_arguments,
+    read_declaration,
+)
 from deepaas.model.v2.encoding import (
     finish_prediction,
     jsonable,
@@ -405,11 +410,6 @@ class InlineFiles:
                 continue
             self._remove(path)
         self._written.clear()
-
-
-def by_field(messages: Any) -> dict[str, Any]:
-    """A schema's error messages keyed by field, as a 422 reports them."""
-    return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
 # What reading a call's arguments may raise that is the client's to fix (or,
