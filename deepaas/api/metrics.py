@@ -53,6 +53,8 @@ def call_outcome(error: BaseException | None) -> str:
     """A short label for how a model call ended."""
     if error is None:
         return "ok"
+    if isinstance(error, exceptions.InvalidArguments | exceptions.UnreadableRequest):
+        return "invalid"  # the worker refused the arguments: the model never ran
     if isinstance(error, exceptions.CallTimedOut):
         return "timeout"
     if isinstance(error, exceptions.NoFreeWorker | exceptions.PoolClosed):

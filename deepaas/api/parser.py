@@ -37,11 +37,6 @@ from deepaas.model.v2.arguments import (
 from deepaas.model.v2.protocol import RawForm
 
 LOCATION = "model"
-# A prediction body this large (JSON or a form) is read here, but its
-# arguments are loaded through their schema by the worker that runs the
-# prediction: validating 100,000 floats takes a few hundred milliseconds,
-# which the workers spend in parallel instead of the event loop alone.
-DEFER_VALIDATION_MIN = 256 * 1024
 IGNORED_HEADER = "Deepaas-Ignored-Arguments"
 HEADER_SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"  # printable ASCII but "%" and ","
 LOG = logging.getLogger(__name__)
@@ -97,9 +92,14 @@ class ArgumentParser(AIOHTTPParser):
         """Keyword arguments for the model, files included, the uploaded files
         they point at, and whether the arguments were validated here.
 
-        A ``short_lived`` call (a prediction, not a training) may keep its
-        files in memory, and a large non-multipart body of one is left
-        unvalidated: the worker validates it (``DEFER_VALIDATION_MIN``).
+        A ``short_lived`` call (a prediction answered at once, not a job
+        nor a training) may keep its files in memory, and its arguments are
+        merged here but loaded through their schema by the worker that runs
+        it: the workers do that in parallel, where the event loop, which
+        every request shares, would do it alone (validating 100,000 floats
+        takes a few hundred milliseconds; the few arguments of a small
+        prediction still cost it a good share of its time). An invalid one
+        is a 422 all the same, once a worker has looked at it.
         The caller owns the returned ``Uploads`` and removes them when the
         model is done with them; when parsing fails they are already gone.
         """
@@ -112,13 +112,8 @@ class ArgumentParser(AIOHTTPParser):
         uploads = request[keys.UPLOADS] = uploads_mod.Uploads(
             spool, request.content_length
         )
-        defer = (
-            short_lived
-            and (request.content_length or 0) >= DEFER_VALIDATION_MIN
-            and not uploads_mod.is_multipart(request)
-        )
         try:
-            if defer:
+            if short_lived:
                 merged = await self.load_model_arguments(request, arguments.schema)
                 return merged, uploads, False
             merged = await self.load_model_arguments(request, arguments.schema)

@@ -1,11 +1,12 @@
-"""Large prediction bodies are validated by the workers, with the same
-answers (and the same 422s) as small ones validated by the server."""
+"""Prediction bodies are validated by the workers, large ones too, with the
+same answers (and the same 422s) as asynchronous ones validated by the
+server."""
 
 from __future__ import annotations
 
 import json
 
-from deepaas.api.parser import DEFER_VALIDATION_MIN
+LARGE = 256 * 1024
 
 PREDICT = "/v2/models/deepaas-test/predict/"
 
@@ -19,7 +20,7 @@ def weights(count: int, bad: dict[int, object] | None = None) -> list[object]:
 
 def large(body: dict) -> bytes:
     data = json.dumps(body).encode()
-    assert len(data) >= DEFER_VALIDATION_MIN
+    assert len(data) >= LARGE
     return data
 
 

@@ -146,6 +146,8 @@ class TestMetrics:
         calls = "deepaas_model_call_duration_seconds_count"
         assert moved(calls, model="failing", method="predict", outcome="ok") == 4
         assert moved(calls, model="failing", method="predict", outcome="error") == 1
+        # the worker refused ?seconds=abc: the model never ran
+        assert moved(calls, model="failing", method="predict", outcome="invalid") == 1
         assert moved(calls, model="failing", method="train", outcome="ok") == 1
         assert moved("deepaas_upload_bytes_total", route=route) == 1000
         assert value(after, "deepaas_workers", model="failing") == 1

@@ -157,7 +157,7 @@ async def test_a_value_the_models_field_fails_on_is_a_422_in_json(wide, value):
 
 
 async def test_a_large_json_body_the_worker_validates_is_a_422(wide):
-    """Bodies past DEFER_VALIDATION_MIN are loaded by the worker."""
+    """A large body's arguments are loaded by the worker too."""
     before = await restarts(wide)
     body = {"label": "x" * (300 * 1024), "temperature": {"not": "text"}}
     response = await wide.post(PREDICT, json=body)
