@@ -192,3 +192,16 @@ def test_socket_reader_reads_frames_until_the_socket_closes():
         sender.join(timeout=10)
         ours.shutdown(socket.SHUT_WR)
         assert reader.receive() is None
+
+
+def test_a_call_with_a_slot_is_the_same_call_but_its_slot():
+    """``Call.with_slot`` names every field: a field added to ``Call`` and
+    not to it would be dropped on the way to the worker."""
+    import dataclasses
+
+    from deepaas.model.v2.protocol import Call, RawForm
+
+    values = {field.name: f"value-{field.name}" for field in dataclasses.fields(Call)}
+    values["form"] = RawForm(b"body", "boundary")
+    call = Call(**values)
+    assert call.with_slot(7) == dataclasses.replace(call, slot=7)

@@ -55,7 +55,6 @@ import abc
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import enum
 import itertools
 import logging
@@ -561,7 +560,7 @@ class WorkerProcess(PoolWorker):
         pending.slot = self.results.take()
         if pending.slot is None:
             return message
-        return dataclasses.replace(message, slot=pending.slot)
+        return message.with_slot(pending.slot)
 
     def received(self, value: Any, slot: int | None) -> Any:
         results = self.results

@@ -9,7 +9,7 @@ model packages written for DEEPaaS expect.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deepaas.model.v2.declaration import ModelDeclaration
@@ -52,7 +52,7 @@ class ModelWrapper:
         finally:
             observer(self.name, method, time.perf_counter() - started, error)
 
-    async def predict(
+    def predict(
         self,
         kwargs: dict[str, Any],
         *,
@@ -61,12 +61,13 @@ class ModelWrapper:
         validate: bool = False,
         on_progress: ProgressCallback | None = None,
         items: ItemStream | None = None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Run ``predict`` in a worker; its result as it goes to the client:
         ``EncodedJSON``, or a raw file, bytes or text. With ``validate`` the
         worker validates ``kwargs`` first (arguments parsed, not yet loaded
-        through their schema)."""
-        return await self._call(
+        through their schema). (The call's own coroutine, not one more
+        around it: this runs for every prediction.)"""
+        return self._call(
             "predict",
             kwargs,
             timeout=timeout,
