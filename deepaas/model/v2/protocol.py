@@ -38,6 +38,7 @@ from typing import Any
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
+from deepaas.model.v2.types import pickled_by_fields
 
 HEADER = struct.Struct("!Q")
 
@@ -54,6 +55,7 @@ class ErrorKind(enum.Enum):
     UNREADABLE = "unreadable"  # a forwarded form cannot be read (400, 413)
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerError:
     """An exception raised in a worker, as data that any process can read."""
@@ -150,6 +152,7 @@ def _is_http_exception(exc: BaseException) -> bool:
     )
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Start:
     """Load (and with ``warm``, warm) the model of ``spec``.
@@ -173,6 +176,7 @@ class Start:
     results: ResultMemory | None = None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Scratch:
     """Where a worker writes large results (see ``Start``)."""
@@ -182,6 +186,7 @@ class Scratch:
     memory_max: int = 0
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class ResultMemory:
     """Memory shared by the server and one local worker: an anonymous file
@@ -198,6 +203,7 @@ class ResultMemory:
     slot_size: int
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """Run ``model.<method>(**kwargs)``.
@@ -242,6 +248,7 @@ class Call:
         )
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawForm:
     """A small prediction's multipart body with what else of the request
@@ -257,6 +264,7 @@ class RawForm:
     max_parts: int = 0
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class FormRead:
     """What the server needs to know of a form a worker read, to answer:
@@ -268,6 +276,7 @@ class FormRead:
     file_bytes: int = 0
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class FormResult:
     """The outcome of a call with a ``RawForm``, as ``call()`` returns it:
@@ -279,6 +288,7 @@ class FormResult:
     error: exceptions.DeepaasError | None = None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Batch:
     """Run several predictions as one ``model.predict_batch([kwargs, ...])``
@@ -287,6 +297,7 @@ class Batch:
     calls: tuple[Call, ...]
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Replies:
     """The answers to a ``Batch``, one per call, in its order."""
@@ -294,6 +305,7 @@ class Replies:
     replies: tuple[Answer | Failure, ...]
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Answer:
     """A call succeeded with ``value``; ``read`` tells what the worker found
@@ -303,6 +315,7 @@ class Answer:
     read: FormRead | None = None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failure:
     """A call (or loading the model, at start-up) failed; ``read`` as for
@@ -312,6 +325,7 @@ class Failure:
     read: FormRead | None = None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ready:
     """The worker loaded and warmed the model and takes calls."""
@@ -319,16 +333,19 @@ class Ready:
     pid: int
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ping:
     """Are you there? (sent to idle workers)"""
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pong:
     """I am (a worker's answer to a ``Ping``)."""
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Progress:
     """How far the running call has got (``deepaas.progress``): a fraction
@@ -338,6 +355,7 @@ class Progress:
     message: str | None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Item:
     """One item of a streamed prediction, as JSON, sent as it is made."""
@@ -345,6 +363,7 @@ class Item:
     data: bytes
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class Streamed:
     """A streamed prediction's answer: every item has been sent."""

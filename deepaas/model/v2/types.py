@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import operator
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 UploadedFile = collections.namedtuple(
     "UploadedFile", ("name", "filename", "content_type", "original_filename")
@@ -27,6 +28,28 @@ ReturnedFile = collections.namedtuple(
 """A file returned by the model, sent back to the client from ``filename``."""
 
 
+T = TypeVar("T")
+
+
+def pickled_by_fields(cls: type[T]) -> type[T]:
+    """Make a dataclass pickle as a call of its constructor with its
+    fields: a slotted dataclass otherwise pickles through a ``__getstate__``
+    that lists its fields again for every message, and these cross between
+    the server and its workers for every call."""
+    names = tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+    if not names:
+        reduce: Callable[[Any], tuple[Any, ...]] = lambda self: (cls, ())  # noqa: E731
+    elif len(names) == 1:
+        name = names[0]
+        reduce = lambda self: (cls, (getattr(self, name),))  # noqa: E731
+    else:
+        values = operator.attrgetter(*names)
+        reduce = lambda self: (cls, values(self))  # noqa: E731
+    cls.__reduce__ = reduce  # type: ignore[assignment, method-assign]
+    return cls
+
+
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True)
 class EncodedJSON:
     """A prediction already validated and encoded as its JSON answer.
@@ -38,6 +61,7 @@ class EncodedJSON:
     data: bytes
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class InlineUpload:
     """An uploaded file small enough to travel to the worker inside its call.
@@ -53,6 +77,7 @@ class InlineUpload:
     original_filename: str
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class StagedUpload:
     """An uploaded file already copied to the worker's own machine (at
@@ -65,6 +90,7 @@ class StagedUpload:
     original_filename: str
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpooledResult:
     """A large finished prediction (``EncodedJSON`` when ``is_json``, else
@@ -80,6 +106,7 @@ class SpooledResult:
     content_type: str | None = None  # of a returned file (from its name)
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class OpenResult:
     """A ``SpooledResult`` the server has opened (and already unlinked):
@@ -91,6 +118,7 @@ class OpenResult:
     content_type: str | None = None
 
 
+@pickled_by_fields
 @dataclasses.dataclass(frozen=True, slots=True)
 class SharedResult:
     """A finished prediction (``EncodedJSON`` when ``is_json``, else bytes)
