@@ -120,7 +120,7 @@ def json_bodies(draw) -> tuple[bytes, str]:
     encoding = charset if charset not in (None, "bogus-charset") else "utf-8"
     try:
         body = text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
+    except (UnicodeError, LookupError):  # a codec that cannot encode it
         body = text.encode("utf-8")
     content_type = "application/json" + (f"; charset={charset}" if charset else "")
     return body, content_type
