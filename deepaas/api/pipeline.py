@@ -4,7 +4,7 @@ A request gets its id, is counted in flight and on its connection's guard,
 has its failures turned into JSON (``errors``), is refused when it names a
 host this server does not answer to (``hosts``) or comes without the access
 its route needs (``auth``, or ``crosssite`` when authentication is off), and
-has its path cleaned when it matches no route (aiohttp's
+then, when it matches no route, has its path cleaned (aiohttp's
 ``normalize_path_middleware``); its metrics are observed at the end.
 
 These steps were once a middleware each. They are one here because each
@@ -53,18 +53,6 @@ def request_pipeline(
     them."""
     normalize = web.normalize_path_middleware(append_slash=False, merge_slashes=True)
 
-    async def checked(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The checks a route's access needs, then its handler."""
-        if access_check is not None:
-            refusal = access_check(request)
-            if refusal is not None:
-                return refusal
-        if auth_check is not None:
-            refused = await auth_check(request)
-            if refused is not None:
-                return refused
-        return await handler(request)
-
     @web.middleware
     async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request[keys.REQUEST_ID] = ids.of(request)
@@ -85,12 +73,6 @@ def request_pipeline(
                     and (refusal := host_check(request)) is not None
                 ):
                     response = refusal
-                elif isinstance(request.match_info.route, SystemRoute):
-                    # No route: //v2//models/ is a 308 to /v2/models/, as
-                    # upstream answers; anything else its 404 or 405.
-                    response = await normalize(
-                        request, lambda request: checked(request, handler)
-                    )
                 elif (
                     access_check is not None
                     and (refusal := access_check(request)) is not None
@@ -101,6 +83,10 @@ def request_pipeline(
                     and (refusal := await auth_check(request)) is not None
                 ):
                     response = refusal
+                elif isinstance(request.match_info.route, SystemRoute):
+                    # No route: //v2//models/ is a 308 to /v2/models/, as
+                    # upstream answers; anything else its 404 or 405.
+                    response = await normalize(request, handler)
                 else:
                     response = await handler(request)
             except Exception as exc:
