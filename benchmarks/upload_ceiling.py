@@ -16,8 +16,10 @@ and a 64 KiB file, wrk, 2 workers). Sides:
 - ``bare``: benchmarks/bare.py's multipart handler (no model, no worker);
 - ``upstream``: DEEPaaS 2.6.0.
 
-CPU is read from /proc before and after each load: the server process's, its
-descendants' (the workers), and the idle time of the whole machine.
+CPU is read from /proc before, during and after each load: the server
+process's, its descendants' (the workers, followed every 0.2 s so that a worker
+replaced during the load is counted too), and the idle time of the whole
+machine.
 
     python benchmarks/upload_ceiling.py              # 3 rounds, 6 s per load
     python benchmarks/upload_ceiling.py --quick      # a smoke run
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -81,6 +84,35 @@ def settled_workers(pid: int, count: int, metrics: str | None) -> list[int]:
     return found
 
 
+class TreeCPU:
+    """The CPU time each process of a tree has spent, sampled until stopped:
+    a process that ends is counted up to its last sample, one that starts is
+    counted from zero."""
+
+    def __init__(self, root: int, members: list[int]) -> None:
+        self.root = root
+        self.start = {pid: cpu_seconds(pid) for pid in members}
+        self.last = dict(self.start)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            for pid in [self.root, *descendants(self.root)]:
+                now = cpu_seconds(pid)
+                if now >= self.last.get(pid, 0.0):
+                    self.last[pid] = now
+            if self.done.wait(0.2):
+                return
+
+    def stop(self) -> dict[int, float]:
+        """CPU seconds per process since the start."""
+        self.done.set()
+        self.thread.join()
+        return {pid: t - self.start.get(pid, 0.0) for pid, t in self.last.items()}
+
+
 def measure(
     server: subprocess.Popen[bytes],
     url: str,
@@ -95,13 +127,13 @@ def measure(
     machine (in cores)."""
     wrk_load("POST", url, 16, 1, scratch, body_file=body, content_type=MULTIPART)
     workers = settled_workers(server.pid, processes, metrics)
-    before = {pid: cpu_seconds(pid) for pid in [server.pid, *workers]}
+    tree = TreeCPU(server.pid, [server.pid, *workers])
     total_before, idle_before = machine_times()
     rps, _ = wrk_load(
         "POST", url, 16, seconds, scratch, body_file=body, content_type=MULTIPART
     )
     total_after, idle_after = machine_times()
-    spent = {pid: cpu_seconds(pid) - before[pid] for pid in before}
+    spent = tree.stop()
     requests = rps * max(1, round(seconds))
     return {
         "req/s": rps,
