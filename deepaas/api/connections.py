@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import typing
 from collections.abc import Callable
 
@@ -72,7 +73,7 @@ class Guard(asyncio.Protocol):
         self.in_request = False
         self.eof = False
         self.refused = False
-        self._request = bytearray()  # what came of a request not yet started
+        self._request = b""  # what came of a request not yet started
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses)
@@ -95,8 +96,10 @@ class Guard(asyncio.Protocol):
         if not self.in_request:
             if self.waiting_since is None:
                 self.waiting_since = self.connections.now()
-                self._request = bytearray()
-            if len(self._request) < MAX_TRACKED:
+                # kept, not copied (a slice of bytes shorter than the limit
+                # is the bytes object itself): most requests come whole
+                self._request = data[:MAX_TRACKED]
+            elif len(self._request) < MAX_TRACKED:
                 self._request += data[: MAX_TRACKED - len(self._request)]
         self.inner.data_received(data)
 
@@ -159,12 +162,13 @@ class Connections:
         self.answer_half_closed = answer_half_closed
         self._guards: set[Guard] = set()
         self._by_transport: dict[int, Guard] = {}
-        self._clock = clock
+        # the loop's clock (asyncio's loops use time.monotonic)
+        self._clock = clock or time.monotonic
         self.refused = 0  # connections turned away, for the metrics
         self.timed_out = 0
 
     def now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+        return self._clock()
 
     def __len__(self) -> int:
         return len(self._guards)

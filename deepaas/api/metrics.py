@@ -7,14 +7,20 @@ workers and trainings is read when the endpoint is scraped.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import prometheus_client
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from deepaas import exceptions
 from deepaas.api.auth import APIKeys
@@ -64,6 +70,81 @@ def call_outcome(error: BaseException | None) -> str:
     if not isinstance(error, Exception):  # CancelledError: the client left
         return "cancelled"
     return "error"
+
+
+class Counts:
+    """A counter by label values. Requests and calls are counted on the event
+    loop alone, so a count is a plain number (prometheus_client's own metric
+    classes take a lock and look their child up on every update, a good share
+    of the time the server spends on a small prediction)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]):
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.series: dict[tuple[str, ...], float] = {}
+
+    def add(self, values: tuple[str, ...], amount: float = 1) -> None:
+        self.series[values] = self.series.get(values, 0) + amount
+
+    def family(self) -> prometheus_client.Metric:
+        family = CounterMetricFamily(
+            self.name, self.documentation, labels=list(self.labels)
+        )
+        for values, total in self.series.items():
+            family.add_metric(list(values), total)
+        return family
+
+
+class Histogram:
+    """Observations by label values, counted into fixed buckets (the same
+    exposition as a ``prometheus_client.Histogram``, updated as ``Counts``
+    is)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        bounds: tuple[float, ...],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.bounds = bounds
+        self._les = [floatToGoString(b) for b in bounds] + ["+Inf"]
+        # per label values: a count per bucket (the last one +Inf), then the sum
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, values: tuple[str, ...], amount: float) -> None:
+        counts = self.series.get(values)
+        if counts is None:
+            counts = self.series[values] = [0] * (len(self.bounds) + 2)
+        # the first bucket whose bound is at least ``amount``
+        counts[bisect.bisect_left(self.bounds, amount)] += 1
+        counts[-1] += amount
+
+    def family(self) -> prometheus_client.Metric:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=list(self.labels)
+        )
+        for values, counts in self.series.items():
+            cumulative = itertools.accumulate(counts[:-1])
+            family.add_metric(
+                list(values), list(zip(self._les, cumulative, strict=True)), counts[-1]
+            )
+        return family
+
+
+class _ObservedCollector(Collector):
+    """The counts and histograms that requests and calls update."""
+
+    def __init__(self, observed: tuple[Counts | Histogram, ...]) -> None:
+        self.observed = observed
+
+    def collect(self) -> Iterator[prometheus_client.Metric]:
+        for one in self.observed:
+            yield one.family()
 
 
 class _StateCollector(Collector):
@@ -213,59 +294,51 @@ class Metrics:
         # uses them (a switch of prometheus_client as a whole).
         prometheus_client.disable_created_metrics()
         self.registry = prometheus_client.CollectorRegistry()
-        self.requests = prometheus_client.Counter(
+        self.requests = Counts(
             "deepaas_http_requests",
             "HTTP requests answered, by method, route template and status.",
-            ["method", "route", "status"],
-            registry=self.registry,
+            ("method", "route", "status"),
         )
-        self.latency = prometheus_client.Histogram(
+        self.latency = Histogram(
             "deepaas_http_request_duration_seconds",
             "Time to answer an HTTP request, by method and route template.",
-            ["method", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=self.registry,
+            ("method", "route"),
+            REQUEST_BUCKETS,
         )
-        self.calls = prometheus_client.Histogram(
+        self.calls = Histogram(
             "deepaas_model_call_duration_seconds",
             "Duration of predict and train calls, by model, method and outcome.",
-            ["model", "method", "outcome"],
-            buckets=CALL_BUCKETS,
-            registry=self.registry,
+            ("model", "method", "outcome"),
+            CALL_BUCKETS,
         )
-        self.upload_bytes = prometheus_client.Counter(
+        self.upload_bytes = Counts(
             "deepaas_upload_bytes",
             "Bytes of uploaded files received, by route template.",
-            ["route"],
-            registry=self.registry,
+            ("route",),
+        )
+        self.registry.register(
+            _ObservedCollector(
+                (self.requests, self.latency, self.calls, self.upload_bytes)
+            )
         )
         self.registry.register(
             _StateCollector(executors, trainings, connections, api_keys)
         )
-        # The labelled children, looked up once per label set.
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(
         self, request: web.Request, status: int, seconds: float, uploaded: int
     ) -> None:
         route = route_template(request)
         method = request.method if request.method in METHODS else "OTHER"
-        key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self.requests.labels(method, route, str(status)),
-                self.latency.labels(method, route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests.add((method, route, str(status)))
+        self.latency.observe((method, route), seconds)
         if uploaded:
-            self.upload_bytes.labels(route).inc(uploaded)
+            self.upload_bytes.add((route,), uploaded)
 
     def observe_call(
         self, model: str, method: str, seconds: float, error: BaseException | None
     ) -> None:
-        self.calls.labels(model, method, call_outcome(error)).observe(seconds)
+        self.calls.observe((model, method, call_outcome(error)), seconds)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

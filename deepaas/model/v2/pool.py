@@ -710,6 +710,15 @@ class WorkerPool(Executor):
         self._batches = 0  # batches of more than one prediction run
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it runs on
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the pool runs on (looked up once: on Python 3.11
+        each lookup is a system call)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @abc.abstractmethod
     def _new_worker(self, slot: int) -> PoolWorker:
@@ -770,9 +779,8 @@ class WorkerPool(Executor):
             stream=items is not None,
             form=form,
         )
-        loop = asyncio.get_running_loop()
         pending = PendingCall(
-            message, loop.create_future(), timeout, on_progress, items
+            message, self.loop.create_future(), timeout, on_progress, items
         )
         self._dispatch(pending, queue_timeout)
         try:
@@ -820,16 +828,14 @@ class WorkerPool(Executor):
             return
         self._queue.append(pending)
         if queue_timeout is not None:
-            pending.timer = asyncio.get_running_loop().call_later(
+            pending.timer = self.loop.call_later(
                 queue_timeout, self._on_queue_timeout, pending, queue_timeout
             )
         if self._idle:  # a batch is forming
             if len(self._queue) >= self.batch_size:
                 self._flush()
             elif self._flush_timer is None:
-                self._flush_timer = asyncio.get_running_loop().call_later(
-                    self.batch_wait, self._flush
-                )
+                self._flush_timer = self.loop.call_later(self.batch_wait, self._flush)
 
     def _flush(self) -> None:
         """A forming batch is full, or has waited long enough: run what is
@@ -866,7 +872,6 @@ class WorkerPool(Executor):
     def _run_on(self, worker: PoolWorker, calls: list[PendingCall]) -> None:
         """QUEUED -> RUNNING: the calls go to ``worker``, their time limits
         start."""
-        loop = asyncio.get_running_loop()
         if len(calls) > 1:
             self._batches += 1
             self._batched += len(calls)
@@ -877,7 +882,7 @@ class WorkerPool(Executor):
         worker.run(calls)
         for pending in calls:
             if pending.time_limit is not None:
-                pending.timer = loop.call_later(
+                pending.timer = self.loop.call_later(
                     pending.time_limit, self._on_time_limit, pending
                 )
 
