@@ -156,6 +156,8 @@ MESSAGES = [
         form=RawForm(b"--b\r\n...", "b", (("k", "v"),), "image/*", True, 500),
     ),
     Answer(EncodedJSON(b"{}"), FormRead("image/png", ("zzz",), 1024)),
+    Answer(EncodedJSON(b"[1]")),
+    Answer((0, "a tuple, like the packed messages")),
     Failure(WorkerError.invalid_arguments({"x": ["Bad."]}), FormRead(None, ("y",))),
 ]
 

@@ -19,7 +19,8 @@ A local worker's socket is one end of a socket pair; a worker on a Ray node
 is connected to the server by TCP.
 
 On a socket each message is one frame: an 8-byte big-endian length, then the
-message pickled. A failure travels as data (a ``WorkerError``), never as a
+message pickled (a call, and the usual answer, as a plain tuple: see
+``_pack``). A failure travels as data (a ``WorkerError``), never as a
 pickled exception: the model's exception classes may not exist on the server,
 and ``WorkerError.to_exception()`` turns it back into the project's own error
 type wherever it is received.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import operator
 import pickle
 import socket
 import struct
@@ -38,7 +40,7 @@ from typing import Any
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.types import pickled_by_fields
+from deepaas.model.v2.types import EncodedJSON, pickled_by_fields
 
 HEADER = struct.Struct("!Q")
 
@@ -386,16 +388,46 @@ Message = (
 )
 
 
+# Every prediction crosses as a Call one way and, most often, an Answer
+# holding EncodedJSON the other. Pickle names a class by its module and
+# qualified name in every message, and looks it up again on loading, which
+# costs more than the rest of a small message: these two go as tuples.
+_CALL, _ANSWER, _JSON_ANSWER = 0, 1, 2
+_call_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(Call)))
+
+
+def _pack(message: Message) -> Any:
+    kind = type(message)
+    if kind is Call:
+        return (_CALL, _call_fields(message))
+    if kind is Answer:
+        assert isinstance(message, Answer)
+        if type(message.value) is EncodedJSON:
+            return (_JSON_ANSWER, message.value.data, message.read)
+        return (_ANSWER, message.value, message.read)
+    return message
+
+
+def _unpack(loaded: Any) -> Message:
+    if type(loaded) is not tuple:  # no message is a tuple itself
+        message: Message = loaded
+        return message
+    if loaded[0] == _CALL:
+        return Call(*loaded[1])
+    if loaded[0] == _JSON_ANSWER:
+        return Answer(EncodedJSON(loaded[1]), loaded[2])
+    return Answer(loaded[1], loaded[2])
+
+
 def encode(message: Message) -> bytes:
     """One frame carrying ``message``."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps(_pack(message), protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(payload)) + payload
 
 
 def decode(payload: bytes | memoryview) -> Message:
     """The message carried by a frame's payload."""
-    message: Message = pickle.loads(payload)
-    return message
+    return _unpack(pickle.loads(payload))
 
 
 def decode_frame(frame: bytes | memoryview) -> Message:
