@@ -118,33 +118,36 @@ class AccessLogger(AbstractAccessLogger):
         request_id = request.get(keys.REQUEST_ID) or "-"
         path = request.path_qs
         remote = request.remote
-        if not self.with_fields:
-            self.logger.info(
-                "%s %s %s %.1fms %s",
-                request.method,
-                path,
-                response.status,
-                time * 1000,
-                remote or "-",
-                extra={"request_id": request_id},
+        extra: dict[str, object] = {"request_id": request_id}
+        if self.with_fields:
+            duration = round(time * 1000, 3)
+            extra.update(
+                method=request.method,
+                path=path,
+                status=response.status,
+                duration_ms=duration,
+                remote=remote,
             )
+        else:
+            duration = time * 1000
+        # The record made here rather than by ``Logger.info``, which would
+        # walk the stack for where it was called from (a line of aiohttp's,
+        # which no access line shows) on every request.
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
             return
-        duration_ms = round(time * 1000, 3)
-        self.logger.info(
-            "%s %s %s %.1fms %s",
-            request.method,
-            path,
-            response.status,
-            duration_ms,
-            remote or "-",
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": path,
-                "status": response.status,
-                "duration_ms": duration_ms,
-                "remote": remote,
-            },
+        logger.handle(
+            logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s %.1fms %s",
+                (request.method, path, response.status, duration, remote or "-"),
+                None,
+                None,
+                extra,
+            )
         )
 
     @property
