@@ -1,8 +1,9 @@
 """The ceilings: bare aiohttp handlers doing only the HTTP side of each payload
 workload, with no model, no worker and no disk.
 
-- POST /upload reads a multipart body with aiohttp's own reader, counting the
-  bytes of its file parts, and answers a small JSON object;
+- POST /upload reads a multipart body chunk by chunk with aiohttp's own
+  reader (``await request.multipart()``, then ``part.read_chunk(65536)`` until
+  empty, for each part) and answers its size as a small JSON object;
 - POST /png answers the benchmark model's 1 MiB PNG from memory;
 - POST /file answers the same image from its file (aiohttp's FileResponse);
 - POST /json-in parses a JSON body of floats and answers their count and sum;
@@ -19,7 +20,7 @@ import sys
 from aiohttp import BodyPartReader, web
 from deepaas_bench_model import payload
 
-CHUNK = 256 * 1024
+CHUNK = 65536
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -27,9 +28,6 @@ async def upload(request: web.Request) -> web.Response:
     size = 0
     while (part := await reader.next()) is not None:
         assert isinstance(part, BodyPartReader)
-        if part.filename is None:
-            await part.read()
-            continue
         while chunk := await part.read_chunk(CHUNK):
             size += len(chunk)
     return web.json_response({"status": "OK", "predictions": {"size": size}})

@@ -10,10 +10,16 @@ size) and two workers at default options, and measures:
 
 - predict requests/s at concurrency 32, and p50 latency at concurrency 1 (wrk);
 - a 64 KiB upload at concurrency 16, requests/s (wrk);
+- a 1 MiB answer of bytes (the payload model's PNG, ``accept=image/png``) at
+  concurrency 8, requests/s (wrk; a server of its own, serving that model);
 - an asynchronous prediction's round trip (``Prefer: respond-async``, then its
   event stream to its ``result`` event), p50 ms;
 - an event-stream message: how long a training's printed line takes to reach
   a client following ``.../events``, p50 ms.
+
+The bare aiohttp handlers of ``bare.py`` (one process, no access log, no
+model) run beside them for the two figures they have: the upload (read chunk
+by chunk, its size answered) and the 1 MiB answer (from memory).
 
 It prints each figure's median over the rounds, per side, and the ratio of
 ours to each other side. A side without a feature (an early commit had no
@@ -40,11 +46,14 @@ from pathlib import Path
 import aiohttp
 from common import start_server, stop_server, wrk_load
 from compare import DEFAULT_UPSTREAM_VENV, ensure_upstream, install_model
+from payloads import start_bare
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENVS = HERE / ".venvs"
 UPLOAD_SIZE = 64 * 1024
+BARE = "bare aiohttp"
+PNG_ANSWER = "/v2/models/bench-payload/predict/?kind=png&accept=image/png"
 ROUND_TRIPS = 40  # asynchronous predictions timed per round
 EVENT_LINES = 40  # training lines timed per round
 
@@ -188,14 +197,17 @@ def measure(
     executable: str | None, env: dict[str, str], args: argparse.Namespace
 ) -> dict[str, float | None]:
     """The figures of one server, started and stopped here."""
+    if executable == BARE:
+        return measure_bare(env, args)
     upstream = executable is not None and executable == args.upstream_run
+    # upstream has no /readyz (it warms up before it listens)
+    ready_path = "/v2/models/" if upstream else "/readyz"
     server, base = start_server(
         ["--model-name", "bench", "--workers", "2"],
         env=env,
         executable=executable,
         log_args=(),  # every side at its default logging
-        # upstream has no /readyz (it warms up before it listens)
-        ready_path="/v2/models/" if upstream else "/readyz",
+        ready_path=ready_path,
     )
     figures: dict[str, float | None] = {}
     try:
@@ -208,15 +220,7 @@ def measure(
         figures["predict c=1 p50 (ms)"] = wrk_load(
             "POST", predict, 1, seconds, args.scratch
         )[1]
-        figures["64 KiB upload c=16 (req/s)"] = wrk_load(
-            "POST",
-            f"{base}/v2/models/bench/predict/",
-            16,
-            seconds,
-            args.scratch,
-            body_file=str(args.body),
-            content_type=args.body_type,
-        )[0]
+        figures[UPLOAD] = upload_load(f"{base}/v2/models/bench/predict/", args)
         figures["job round trip p50 (ms)"] = asyncio.run(
             job_round_trips(base, args.round_trips)
         )
@@ -225,7 +229,54 @@ def measure(
         )
     finally:
         stop_server(server)
+    server, base = start_server(
+        ["--model-name", "bench-payload", "--workers", "2"],
+        env=env,
+        executable=executable,
+        log_args=(),
+        ready_path=ready_path,
+    )
+    try:
+        figures[ANSWER] = answer_load(base + PNG_ANSWER, args)
+    finally:
+        stop_server(server)
     return figures
+
+
+UPLOAD = "64 KiB upload c=16 (req/s)"
+ANSWER = "1 MiB bytes answer c=8 (req/s)"
+
+
+def upload_load(url: str, args: argparse.Namespace) -> float:
+    return wrk_load(
+        "POST",
+        url,
+        16,
+        args.seconds,
+        args.scratch,
+        body_file=str(args.body),
+        content_type=args.body_type,
+    )[0]
+
+
+def answer_load(url: str, args: argparse.Namespace) -> float:
+    wrk_load("POST", url, 8, 1, args.scratch)  # warm the path
+    return wrk_load("POST", url, 8, args.seconds, args.scratch)[0]
+
+
+def measure_bare(
+    env: dict[str, str], args: argparse.Namespace
+) -> dict[str, float | None]:
+    """The bare handlers' figures: the upload and the 1 MiB answer."""
+    server, base = start_bare(env)
+    try:
+        upload_load(base + "/upload", args)  # warm the path
+        return {
+            UPLOAD: upload_load(base + "/upload", args),
+            ANSWER: answer_load(base + "/png", args),
+        }
+    finally:
+        stop_server(server)
 
 
 BETTER_LOWER = ("(ms)",)
@@ -257,6 +308,7 @@ def main() -> int:
         args.upstream_run = sides["upstream 2.6.0"] = ensure_upstream(
             args.upstream_venv
         )
+    sides[BARE] = BARE
 
     with tempfile.TemporaryDirectory(prefix="deepaas-regression-") as scratch:
         args.scratch = scratch
@@ -293,9 +345,10 @@ def main() -> int:
     )
     print("|---|" + "---:|" * (len(sides) + len(others)))
     for key in results["ours"][0]:
+        # (a side without the figure shows n/a)
         medians = {}
         for name, rounds in results.items():
-            values = [r[key] for r in rounds if r.get(key) is not None]
+            values = [v for r in rounds if (v := r.get(key)) is not None]
             medians[name] = statistics.median(values) if values else None
         ratios = []
         for name in others:

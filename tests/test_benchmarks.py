@@ -149,15 +149,29 @@ def test_upload_ceiling_smoke_run_prints_every_side():
 
 
 def test_regression_smoke_run_prints_every_figure_beside_a_commit():
-    """Against this commit itself, installed in a virtualenv of its own."""
+    """Against this commit itself, installed in a virtualenv of its own, and
+    the bare handlers for the figures they have."""
     result = run_script("regression.py", "HEAD", "--quick")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| figure |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns[1] == "ours" and columns[3] == "bare aiohttp", columns
+    bare_figures = ("64 KiB upload c=16 (req/s)", "1 MiB bytes answer c=8 (req/s)")
     for figure in (
         "predict c=32 (req/s)",
         "predict c=1 p50 (ms)",
-        "64 KiB upload c=16 (req/s)",
+        *bare_figures,
         "job round trip p50 (ms)",
         "event-stream message p50 (ms)",
     ):
-        row = next(line for line in result.stdout.splitlines() if figure in line)
-        assert "n/a" not in row, row
+        row = next(line for line in lines if line.startswith(f"| {figure}"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        ours, commit, bare = (cells[1], cells[2], cells[3])
+        assert float(ours.replace(",", "")) > 0, row
+        assert float(commit.replace(",", "")) > 0, row
+        if figure in bare_figures:
+            assert float(bare.replace(",", "")) > 0, row
+            assert cells[-1].endswith("x"), row  # ours / bare
+        else:
+            assert bare == "n/a", row
