@@ -10,6 +10,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -121,13 +122,17 @@ def start_server(
     """A deepaas-run on a free loopback port, ready; and its base URL.
 
     ``executable`` is another installation's deepaas-run (e.g. upstream's);
-    ``ready_path`` answers 200 once the server is ready for calls.
+    ``ready_path`` answers 200 once the server is ready for calls. It runs in
+    the temporary directory, never in this repository: a worker of an earlier
+    commit, started as ``python -c``, would import the ``deepaas`` of its
+    working directory instead of its own.
     """
     port = free_port()
     server = subprocess.Popen(
         [executable or deepaas_run_path(), "--listen-ip", "127.0.0.1",
          "--listen-port", str(port), *log_args, *args],
         env=env,
+        cwd=(env or os.environ).get("TMPDIR") or tempfile.gettempdir(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

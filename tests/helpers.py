@@ -137,6 +137,7 @@ class Server:
         env: dict[str, str],
         bin_dir: Path = BIN_DIR,
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -151,6 +152,7 @@ class Server:
             stderr=self._err,
             text=True,
             preexec_fn=preexec_fn,  # e.g. resource limits of the server's own
+            cwd=cwd,
         )
         self.stdout = ""
         self.stderr = ""
@@ -198,9 +200,10 @@ def running_server(
     ready_path: str = "/readyz",
     bin_dir: Path = BIN_DIR,
     preexec_fn: Callable[[], None] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
     """A server answering 200 on ``ready_path`` (by default: workers warmed)."""
-    server = Server(args, env, bin_dir, preexec_fn)
+    server = Server(args, env, bin_dir, preexec_fn, cwd)
     try:
         server.wait_ready(ready_path)
         yield server

@@ -54,6 +54,25 @@ def test_no_model_serves_demo_and_says_so():
     assert f"http://127.0.0.1:{server.port}/api" in server.stdout
 
 
+def test_workers_import_the_servers_deepaas_not_one_in_the_working_directory(
+    tmp_path,
+):
+    """A worker is a fresh interpreter; run from a directory that holds a
+    ``deepaas`` of its own (a source checkout, say), it still imports the
+    server's, as the server does."""
+    checkout = tmp_path / "checkout"
+    (checkout / "deepaas").mkdir(parents=True)
+    (checkout / "deepaas" / "__init__.py").write_text(
+        'raise ImportError("the deepaas of the working directory")\n'
+    )
+    env = helpers.env_with(None, XDG_DATA_HOME=str(tmp_path / "data"))
+    with helpers.running_server([], env, cwd=checkout) as server:
+        body = post_json(server.url + "/v2/models/deepaas-test/predict/?top_k=1")
+        assert len(body["predictions"]) == 1
+        assert server.stop() == 0
+    assert "working directory" not in server.stderr
+
+
 def test_single_installed_model_needs_no_choice(model_sites):
     with helpers.running_server([], helpers.env_with(model_sites["single"])) as server:
         models = get_json(server.url + "/v2/models/")

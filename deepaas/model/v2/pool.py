@@ -103,7 +103,6 @@ from deepaas.model.v2.types import (
 
 LOG = logging.getLogger(__name__)
 
-WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
 # Back-off between attempts to start a replacement, then every 30 s for good:
 # capacity that was lost is always won back once the fault is gone.
@@ -469,11 +468,10 @@ class WorkerProcess(PoolWorker):
                 if self.results is not None:
                     fds.append(self.results.fd)  # the same number in the worker
                 self.process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    WORKER_COMMAND,
-                    str(theirs.fileno()),
-                    self.spec.name,  # for ps
+                    *protocol.worker_command(
+                        str(theirs.fileno()),
+                        self.spec.name,  # for ps
+                    ),
                     stdin=asyncio.subprocess.DEVNULL,
                     pass_fds=fds,
                     env=self._environment(),

@@ -35,6 +35,7 @@ import operator
 import pickle
 import socket
 import struct
+import sys
 import traceback
 from typing import Any
 
@@ -386,6 +387,20 @@ Message = (
     | Progress
     | Item
 )
+
+
+def worker_command(*args: str) -> list[str]:
+    """The command line of a worker process: this interpreter, importing the
+    worker module and running it with ``args``.
+
+    ``-P``: a working directory that holds a ``deepaas`` of its own (a source
+    checkout) must not give the worker another one than the server's; the
+    server's import path reaches the worker in ``Start``.
+    """
+    return [sys.executable, "-P", "-c", WORKER_COMMAND, *args]
+
+
+WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 
 
 # Every prediction crosses as a Call one way and, most often, an Answer

@@ -41,10 +41,8 @@ from typing import Any
 
 from deepaas import leftovers
 from deepaas.model.v2.filenames import upload_suffix
-from deepaas.model.v2.protocol import Batch, Call, Scratch
+from deepaas.model.v2.protocol import Batch, Call, Scratch, worker_command
 from deepaas.model.v2.types import StagedUpload
-
-WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # bytes per piece of a file copied between machines
@@ -137,7 +135,7 @@ class WorkerActor:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(token)
             self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_COMMAND, str(sock.fileno()), name],
+                worker_command(str(sock.fileno()), name),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(sock.fileno(),),
             )
