@@ -61,14 +61,21 @@ class CachedTime(logging.Formatter):
     def formatTime(  # noqa: N802 - logging's name
         self, record: logging.LogRecord, datefmt: str | None = None
     ) -> str:
-        second = int(record.created)
+        return self.time_text(record.created, record.msecs, datefmt)
+
+    def time_text(
+        self, created: float, msecs: float, datefmt: str | None = None
+    ) -> str:
+        """The time ``created`` (``msecs`` its milliseconds) as
+        ``formatTime`` shows a record made then."""
+        second = int(created)
         if second != self._second:
-            converted = self.converter(record.created)
+            converted = self.converter(created)
             self._text = time.strftime(datefmt or self.default_time_format, converted)
             self._second = second
         if datefmt or not self.default_msec_format:
             return self._text
-        return self.default_msec_format % (self._text, record.msecs)
+        return self.default_msec_format % (self._text, msecs)
 
 
 class TextFormatter(CachedTime, logging.Formatter):

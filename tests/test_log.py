@@ -153,3 +153,67 @@ def test_upstream_logging_options_in_a_config_file(tmp_path):
     set_up("--config-file", str(conf_file))
     logging.getLogger("deepaas.test").debug("configured the old way")
     assert json.loads(lines(tmp_path / "upstream.log")[0])["level"] == "DEBUG"
+
+
+def access_lines(tmp_path: Path, *argv: str) -> tuple[list[str], bool]:
+    """One request's access line, written by each path of the access logger
+    under these logging options: straight to the handler when it may be
+    (``direct``), and as a record."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from deepaas.api import access, keys
+
+    set_up("--log-dir", str(tmp_path), "--log-file", "api.log", *argv)
+    request = make_mocked_request("POST", "/v2/models/m/predict/?text=h%C3%A9")
+    request[keys.REQUEST_ID] = "rid-1"
+    logger = access.AccessLogger(logging.getLogger("aiohttp.access"), "")
+    direct = logger.direct is not None
+    logger.log(request, web.Response(status=201), 0.01234)
+    logger.direct = None
+    logger.log(request, web.Response(status=201), 0.01234)
+    written = lines(tmp_path / "api.log")
+    return written, direct
+
+
+def test_an_access_line_written_directly_is_the_records_line(tmp_path):
+    written, direct = access_lines(tmp_path)
+    assert direct  # deepaas' own text lines: written directly
+    assert len(written) == 2
+    fast, record = written
+    # the same line but for the clock's time (23 characters, to the millisecond)
+    assert fast[23:] == record[23:]
+    assert record[23:].endswith(
+        " INFO aiohttp.access [rid-1]: POST /v2/models/m/predict/?text=h%C3%A9 "
+        "201 12.3ms -"
+    )
+    assert fast[:19].count("-") == 2 and fast[19] == ","
+
+
+def test_the_time_of_a_direct_line_is_the_records(tmp_path):
+    formatter = log.formatter("text")
+    for created in (1764000000.0, 1764000000.999, 1764000001.0005):
+        record = logging.makeLogRecord({"created": created})
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert formatter.time_text(
+            created, record.msecs, formatter.datefmt
+        ) == formatter.formatTime(record, formatter.datefmt)
+
+
+@pytest.mark.parametrize(
+    "argv", [("--use-json",), ("--log-date-format", "%H:%M:%S"), ("--use-syslog",)]
+)
+def test_access_lines_are_records_where_anything_else_may_see_them(
+    tmp_path, monkeypatch, argv
+):
+    """JSON lines, or a second handler: every line is a record (a date format
+    of the user's is still written directly, with it)."""
+    monkeypatch.setattr(log, "SYSLOG_SOCKET", str(tmp_path / "no-syslog"))
+    written, direct = access_lines(tmp_path, *argv)
+    assert len(written) == 2
+    if argv == ("--log-date-format", "%H:%M:%S"):
+        assert direct
+        assert written[0][8:] == written[1][8:]
+        assert written[0][2] == ":" and written[0][8] == " "
+    else:
+        assert not direct

@@ -14,6 +14,8 @@ import itertools
 import logging
 import os
 import re
+from time import time as wall_clock
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -84,6 +86,35 @@ def add_request_id_header(request: web.Request, response: web.StreamResponse) ->
 FIELDS = ("method", "path", "status", "duration_ms", "remote")
 
 
+def direct_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The one handler access lines reach when deepaas configured it and
+    nothing else sees or shapes them: deepaas' text lines, to standard error
+    or a log file. None when anything else may (a filter, another handler,
+    JSON, a logging configuration of the user's): the lines are then records
+    as any other."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        found += current.handlers
+        current = current.parent if current.propagate else None
+    if len(found) != 1:
+        return None
+    handler = found[0]
+    shown = handler.formatter
+    if (
+        type(handler) not in (logging.StreamHandler, logging.FileHandler)
+        or handler.level > logging.INFO
+        or not all(isinstance(f, log.RequestIdFilter) for f in handler.filters)
+        or type(shown) is not log.TextFormatter
+        or shown._fmt != log.TEXT_FORMAT
+    ):
+        return None
+    assert isinstance(handler, logging.StreamHandler)
+    return handler if handler.stream is not None else None
+
+
 def wants_fields(logger: logging.Logger) -> bool:
     """Whether a handler that the access lines reach shows more of them than
     their text: a JSON formatter, or one of a logging configuration of the
@@ -109,8 +140,11 @@ class AccessLogger(AbstractAccessLogger):
     """
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        # (aiohttp makes one per connection)
         super().__init__(logger, log_format)
         self.with_fields = wants_fields(logger)
+        self.direct = direct_handler(logger)
+        self.pid = os.getpid()
 
     def log(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
@@ -130,6 +164,13 @@ class AccessLogger(AbstractAccessLogger):
             )
         else:
             duration = time * 1000
+            if self.direct is not None:
+                self._write_line(
+                    self.direct,
+                    f"[{request_id}]: {request.method} {path} {response.status} "
+                    f"{duration:.1f}ms {remote or '-'}",
+                )
+                return
         # The record made here rather than by ``Logger.info``, which would
         # walk the stack for where it was called from (a line of aiohttp's,
         # which no access line shows) on every request.
@@ -149,6 +190,28 @@ class AccessLogger(AbstractAccessLogger):
                 extra,
             )
         )
+
+    def _write_line(self, handler: logging.StreamHandler[Any], rest: str) -> None:
+        """Write an access line as ``handler`` would format its record
+        (``log.TEXT_FORMAT``), without the record: the line is the same, the
+        record's making, filtering and formatting are a good share of what a
+        small prediction costs the server."""
+        formatter = handler.formatter
+        assert isinstance(formatter, log.TextFormatter)
+        created = wall_clock()
+        # (a record's msecs, as LogRecord computes them)
+        when = formatter.time_text(
+            created, int((created - int(created)) * 1000), formatter.datefmt
+        )
+        line = f"{when} {self.pid} INFO {self.logger.name} {rest}{handler.terminator}"
+        with handler.lock or contextlib.nullcontext():
+            try:
+                handler.stream.write(line)
+                handler.flush()
+            except Exception:  # noqa: BLE001 - as Handler.emit does
+                handler.handleError(
+                    logging.makeLogRecord({"msg": line, "name": self.logger.name})
+                )
 
     @property
     def enabled(self) -> bool:
