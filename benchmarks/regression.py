@@ -17,6 +17,10 @@ size) and two workers at default options, and measures:
 - an event-stream message: how long a training's printed line takes to reach
   a client following ``.../events``, p50 ms.
 
+The working tree runs a second time with an API key (``--api-keys-file``, the
+key sent as ``Authorization: Bearer``) for the two predict figures, shown in a
+table of their own beside the others' figures.
+
 The bare aiohttp handlers of ``bare.py`` (one process, no access log, no
 model) run beside them for the two figures they have: the upload (read chunk
 by chunk, its size answered) and the 1 MiB answer (from memory).
@@ -53,6 +57,9 @@ REPO = HERE.parent
 VENVS = HERE / ".venvs"
 UPLOAD_SIZE = 64 * 1024
 BARE = "bare aiohttp"
+WITH_KEY = "ours, API key"
+API_KEY = "regression-key-0123456789abcdef"
+PREDICT_FIGURES = ("predict c=32 (req/s)", "predict c=1 p50 (ms)")
 PNG_ANSWER = "/v2/models/bench-payload/predict/?kind=png&accept=image/png"
 ROUND_TRIPS = 40  # asynchronous predictions timed per round
 EVENT_LINES = 40  # training lines timed per round
@@ -199,6 +206,8 @@ def measure(
     """The figures of one server, started and stopped here."""
     if executable == BARE:
         return measure_bare(env, args)
+    if executable == WITH_KEY:
+        return measure_with_key(env, args)
     upstream = executable is not None and executable == args.upstream_run
     # upstream has no /readyz (it warms up before it listens)
     ready_path = "/v2/models/" if upstream else "/readyz"
@@ -211,15 +220,7 @@ def measure(
     )
     figures: dict[str, float | None] = {}
     try:
-        predict = f"{base}/v2/models/bench/predict/?text=hello"
-        seconds = args.seconds
-        wrk_load("POST", predict, 8, 1, args.scratch)  # warm the path
-        figures["predict c=32 (req/s)"] = wrk_load(
-            "POST", predict, 32, seconds, args.scratch
-        )[0]
-        figures["predict c=1 p50 (ms)"] = wrk_load(
-            "POST", predict, 1, seconds, args.scratch
-        )[1]
+        figures.update(predict_loads(base, args))
         figures[UPLOAD] = upload_load(f"{base}/v2/models/bench/predict/", args)
         figures["job round trip p50 (ms)"] = asyncio.run(
             job_round_trips(base, args.round_trips)
@@ -264,6 +265,34 @@ def answer_load(url: str, args: argparse.Namespace) -> float:
     return wrk_load("POST", url, 8, args.seconds, args.scratch)[0]
 
 
+def predict_loads(
+    base: str, args: argparse.Namespace, headers: dict[str, str] | None = None
+) -> dict[str, float | None]:
+    predict = f"{base}/v2/models/bench/predict/?text=hello"
+    wrk_load("POST", predict, 8, 1, args.scratch, headers=headers)  # warm the path
+    rate = wrk_load("POST", predict, 32, args.seconds, args.scratch, headers=headers)
+    p50 = wrk_load("POST", predict, 1, args.seconds, args.scratch, headers=headers)
+    return dict(zip(PREDICT_FIGURES, (rate[0], p50[1]), strict=True))
+
+
+def measure_with_key(
+    env: dict[str, str], args: argparse.Namespace
+) -> dict[str, float | None]:
+    """The working tree's predict figures with authentication on."""
+    keys = Path(args.scratch) / "api-keys"
+    keys.write_text(f"{API_KEY} predict bench\n")
+    server, base = start_server(
+        ["--model-name", "bench", "--workers", "2", "--api-keys-file", str(keys)],
+        env=env,
+        executable=args.worktree_run,
+        log_args=(),
+    )
+    try:
+        return predict_loads(base, args, {"Authorization": f"Bearer {API_KEY}"})
+    finally:
+        stop_server(server)
+
+
 def measure_bare(
     env: dict[str, str], args: argparse.Namespace
 ) -> dict[str, float | None]:
@@ -286,6 +315,47 @@ def show(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
 
 
+def median_of(rounds: list[dict[str, float | None]], key: str) -> float | None:
+    """The median of a figure over the rounds; None where a side has none."""
+    values = [value for figures in rounds if (value := figures.get(key)) is not None]
+    return statistics.median(values) if values else None
+
+
+def table(
+    medians: dict[str, dict[str, float | None]],
+    names: list[str],
+    mine: str,
+    label: str,
+    figures: tuple[str, ...] | None = None,
+) -> None:
+    """The medians of ``names`` per figure, and the ratio of ``mine``'s to
+    each other side's."""
+    others = [name for name in names if name != mine]
+    print(
+        "| figure | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{label} / {name.split()[0]}" for name in others)
+        + " |"
+    )
+    print("|---|" + "---:|" * (len(names) + len(others)))
+    for key in figures or medians[mine]:
+        ratios = []
+        for name in others:
+            theirs, value = medians[name][key], medians[mine][key]
+            ratios.append(
+                "n/a" if not theirs or value is None else f"{value / theirs:.2f}x"
+            )
+        lower = " (lower is better)" if key.endswith(BETTER_LOWER) else ""
+        print(
+            f"| {key}{lower} | "
+            + " | ".join(show(medians[name][key]) for name in names)
+            + " | "
+            + " | ".join(ratios)
+            + " |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("refs", nargs="+", help="the tags or commits to compare with")
@@ -298,7 +368,8 @@ def main() -> int:
     args.round_trips, args.event_lines = ROUND_TRIPS, EVENT_LINES
     if args.quick:
         args.rounds, args.seconds, args.round_trips, args.event_lines = 1, 1, 5, 5
-    sides: dict[str, str | None] = {"ours": ensure_worktree()}
+    args.worktree_run = ensure_worktree()
+    sides: dict[str, str | None] = {"ours": args.worktree_run}
     for ref in args.refs:
         commit = resolve(ref)
         name = commit[:7] if ref.startswith(commit[:7]) else f"{ref} ({commit[:7]})"
@@ -309,6 +380,7 @@ def main() -> int:
             args.upstream_venv
         )
     sides[BARE] = BARE
+    sides[WITH_KEY] = WITH_KEY
 
     with tempfile.TemporaryDirectory(prefix="deepaas-regression-") as scratch:
         args.scratch = scratch
@@ -334,36 +406,20 @@ def main() -> int:
                     flush=True,
                 )
 
-    others = [name for name in sides if name != "ours"]
+    medians = {
+        name: {key: median_of(rounds, key) for key in results["ours"][0]}
+        for name, rounds in results.items()
+    }
     print()
-    print(
-        "| figure | "
-        + " | ".join(sides)
-        + " | "
-        + " | ".join(f"ours / {name.split()[0]}" for name in others)
-        + " |"
+    table(medians, [n for n in sides if n != WITH_KEY], "ours", "ours")
+    print()
+    table(
+        medians,
+        [WITH_KEY, *(n for n in sides if n not in ("ours", WITH_KEY, BARE))],
+        WITH_KEY,
+        "with key",
+        PREDICT_FIGURES,
     )
-    print("|---|" + "---:|" * (len(sides) + len(others)))
-    for key in results["ours"][0]:
-        # (a side without the figure shows n/a)
-        medians = {}
-        for name, rounds in results.items():
-            values = [v for r in rounds if (v := r.get(key)) is not None]
-            medians[name] = statistics.median(values) if values else None
-        ratios = []
-        for name in others:
-            theirs, mine = medians[name], medians["ours"]
-            ratios.append(
-                "n/a" if not theirs or mine is None else f"{mine / theirs:.2f}x"
-            )
-        lower = " (lower is better)" if key.endswith(BETTER_LOWER) else ""
-        print(
-            f"| {key}{lower} | "
-            + " | ".join(show(v) for v in medians.values())
-            + " | "
-            + " | ".join(ratios)
-            + " |"
-        )
     print(
         f"\n{args.rounds} round(s), sides in turn, medians; wrk -t1 for "
         f"{args.seconds:g} s per load; {ROUND_TRIPS if not args.quick else 5} job "

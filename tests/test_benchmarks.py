@@ -175,3 +175,10 @@ def test_regression_smoke_run_prints_every_figure_beside_a_commit():
             assert cells[-1].endswith("x"), row  # ours / bare
         else:
             assert bare == "n/a", row
+    # and the working tree with an API key, for the predict figures
+    header = next(line for line in lines if line.startswith("| figure | ours, API key"))
+    for figure in ("predict c=32 (req/s)", "predict c=1 p50 (ms)"):
+        rows = [line for line in lines if line.startswith(f"| {figure}")]
+        cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
+        assert float(cells[1].replace(",", "")) > 0, (header, rows[-1])
+        assert cells[-1].endswith("x"), rows[-1]  # with key / the commit
