@@ -27,9 +27,12 @@ def safe_filename(name: str | None) -> str:
     if not name:
         return ""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(
-        c for c in name if unicodedata.category(c) not in DROPPED_CATEGORIES
-    ).strip()
+    if name.isascii() and name.isprintable():
+        name = name.strip()  # the usual name: nothing of it to drop
+    else:
+        name = "".join(
+            c for c in name if unicodedata.category(c) not in DROPPED_CATEGORIES
+        ).strip()
     if name in (".", ".."):
         return ""
     if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
