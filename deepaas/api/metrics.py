@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 import prometheus_client
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import AbstractResource
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -324,16 +325,28 @@ class Metrics:
         self.registry.register(
             _StateCollector(executors, trainings, connections, api_keys)
         )
+        # route templates by resource (the app's own: a fixed few)
+        self._templates: dict[AbstractResource, str] = {}
 
     def observe_request(
         self, request: web.Request, status: int, seconds: float, uploaded: int
     ) -> None:
-        route = route_template(request)
+        route = self._route_of(request)
         method = request.method if request.method in METHODS else "OTHER"
         self.requests.add((method, route, str(status)))
         self.latency.observe((method, route), seconds)
         if uploaded:
             self.upload_bytes.add((route,), uploaded)
+
+    def _route_of(self, request: web.Request) -> str:
+        """``route_template``, worked out once per resource."""
+        resource = request.match_info.route.resource
+        if resource is None:
+            return UNMATCHED
+        route = self._templates.get(resource)
+        if route is None:
+            route = self._templates[resource] = route_template(request)
+        return route
 
     def observe_call(
         self, model: str, method: str, seconds: float, error: BaseException | None

@@ -21,6 +21,7 @@ from typing import Any
 
 import marshmallow
 from aiohttp import hdrs, web
+from multidict import MultiDict
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
@@ -77,6 +78,9 @@ class ArgumentParser(AIOHTTPParser):
         self._file_names: weakref.WeakKeyDictionary[
             marshmallow.Schema, frozenset[str]
         ] = weakref.WeakKeyDictionary()
+        self._multiple_keys: weakref.WeakKeyDictionary[
+            marshmallow.Schema, frozenset[str]
+        ] = weakref.WeakKeyDictionary()
 
     def file_names(self, schema: marshmallow.Schema) -> frozenset[str]:
         """The names of a schema's file fields."""
@@ -85,6 +89,30 @@ class ArgumentParser(AIOHTTPParser):
             names = frozenset(n for n, f in schema.fields.items() if is_file_field(f))
             self._file_names[schema] = names
         return names
+
+    def multiple_keys(self, schema: marshmallow.Schema) -> frozenset[str]:
+        """The names of a schema's arguments that take several values, as
+        webargs' proxy finds them (looked up once per schema)."""
+        names = self._multiple_keys.get(schema)
+        if names is None:
+            names = frozenset(self._makeproxy(MultiDict(), schema).multiple_keys)
+            self._multiple_keys[schema] = names
+        return names
+
+    def query_arguments(
+        self, request: web.Request, schema: marshmallow.Schema
+    ) -> dict[str, Any]:
+        """The query string's arguments as webargs' proxy reads them (every
+        value of a name that takes several, the first of any other)."""
+        query = request.query
+        if not query:
+            return {}
+        multiple = self.multiple_keys(schema)
+        values: dict[str, Any] = {}
+        for name in query.keys():  # (a repeated name comes again)
+            if name not in values:
+                values[name] = query.getall(name) if name in multiple else query[name]
+        return values
 
     async def parse_arguments(
         self, request: web.Request, arguments: Arguments, *, short_lived: bool = True
@@ -233,7 +261,7 @@ class ArgumentParser(AIOHTTPParser):
         merged, ignored = forms.merge_arguments(
             schema,
             self.file_names(schema),
-            self._makeproxy(request.query, schema),
+            self.query_arguments(request, schema),
             body,
             body_is_text=not body_is_json,
             files=files,

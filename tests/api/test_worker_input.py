@@ -293,3 +293,14 @@ async def test_a_webhook_url_of_raw_bytes_is_a_422(make_client):
     assert status == 422, body
     assert "printable ASCII" in json.loads(body)["message"]
     assert await (await client.get(PREDICT)).json() == []
+
+
+async def test_a_repeated_query_argument_is_a_list_only_where_it_takes_several(wide):
+    """``numbers`` is a List: each value; ``label`` is not: the first."""
+    response = await wide.post(PREDICT + "?numbers=3&label=a&numbers=4&label=b")
+    assert response.status == 200, await response.text()
+    predictions = (await response.json())["predictions"]
+    assert predictions["numbers"] == [3, 4]
+    assert predictions["label"] == "a"
+    response = await wide.post(PREDICT + "?numbers=5")  # one value: a list of one
+    assert (await response.json())["predictions"]["numbers"] == [5]
