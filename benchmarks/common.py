@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -22,6 +23,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class TreeCPU:
+    """The CPU time each process of a tree has spent, sampled until stopped:
+    a process that ends is counted up to its last sample, one that starts is
+    counted from zero."""
+
+    def __init__(self, root: int, members: list[int]) -> None:
+        self.root = root
+        self.start = {pid: cpu_seconds(pid) for pid in members}
+        self.last = dict(self.start)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        stopping = False
+        while not stopping:
+            stopping = self.done.wait(0.2)  # a last look once told to stop
+            for pid in [self.root, *descendants(self.root)]:
+                now = cpu_seconds(pid)
+                if now >= self.last.get(pid, 0.0):
+                    self.last[pid] = now
+
+    def stop(self) -> dict[int, float]:
+        """CPU seconds per process since the start."""
+        self.done.set()
+        self.thread.join()
+        return {pid: t - self.start.get(pid, 0.0) for pid, t in self.last.items()}
 
 
 def descendants(pid: int) -> list[int]:

@@ -35,12 +35,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from common import (
+    TICK,
+    TreeCPU,
     descendants,
     start_server,
     stop_server,
@@ -51,17 +52,6 @@ from compare import ensure_upstream, install_model
 from payloads import HERE, MULTIPART, PAYLOAD, multipart_body, start_bare
 
 SIDES = ("bare", "ours", "no-access-log", "forms-in-server", "forward", "upstream")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of one process so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def machine_times() -> tuple[float, float]:
@@ -82,35 +72,6 @@ def settled_workers(pid: int, count: int, metrics: str | None) -> list[int]:
             raise SystemExit(f"{count} processes expected, {len(found)} run")
         time.sleep(0.05)
     return found
-
-
-class TreeCPU:
-    """The CPU time each process of a tree has spent, sampled until stopped:
-    a process that ends is counted up to its last sample, one that starts is
-    counted from zero."""
-
-    def __init__(self, root: int, members: list[int]) -> None:
-        self.root = root
-        self.start = {pid: cpu_seconds(pid) for pid in members}
-        self.last = dict(self.start)
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        while True:
-            for pid in [self.root, *descendants(self.root)]:
-                now = cpu_seconds(pid)
-                if now >= self.last.get(pid, 0.0):
-                    self.last[pid] = now
-            if self.done.wait(0.2):
-                return
-
-    def stop(self) -> dict[int, float]:
-        """CPU seconds per process since the start."""
-        self.done.set()
-        self.thread.join()
-        return {pid: t - self.start.get(pid, 0.0) for pid, t in self.last.items()}
 
 
 def measure(

@@ -182,3 +182,14 @@ def test_regression_smoke_run_prints_every_figure_beside_a_commit():
         cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
         assert float(cells[1].replace(",", "")) > 0, (header, rows[-1])
         assert cells[-1].endswith("x"), rows[-1]  # with key / the commit
+
+
+def test_server_cpu_smoke_run_prints_the_cost_per_request():
+    result = run_script("server_cpu.py", "--quick", "--args=--noaccess-log")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| ours"))
+    rate, server, workers = (
+        float(cell.strip().replace(",", "")) for cell in row.strip("|").split("|")[1:]
+    )
+    assert rate > 0 and server > 0 and workers > 0, row
+    assert "options: --noaccess-log" in result.stdout
