@@ -133,6 +133,41 @@ async def test_waiting_callers_fail_when_pool_stops(testmodels_installed):
         await busy
 
 
+async def test_each_queued_call_waits_its_own_time_out(testmodels_installed):
+    """Queue time-outs are kept by one timer for the whole queue: a call
+    queued later with a shorter time-out fails first, one with a longer
+    time-out still gets the worker when it is free, one without waits on."""
+    pool = LocalExecutor(FAILING, size=1)
+    await pool.start()
+    try:
+        busy = asyncio.ensure_future(
+            pool.call("predict", ok_args(mode="sleep", seconds=3))
+        )
+        assert await helpers.eventually(lambda: pool.health().busy == 1)
+        patient = asyncio.ensure_future(
+            pool.call("predict", ok_args(), queue_timeout=60)
+        )
+        hasty = asyncio.ensure_future(
+            pool.call("predict", ok_args(), queue_timeout=0.2)
+        )
+        hastier = asyncio.ensure_future(
+            pool.call("predict", ok_args(), queue_timeout=0.1)
+        )
+        unbounded = asyncio.ensure_future(pool.call("predict", ok_args()))
+        with pytest.raises(exceptions.NoFreeWorker) as info:
+            await hasty
+        assert "0.2" in str(info.value)
+        assert hastier.done() and isinstance(
+            hastier.exception(), exceptions.NoFreeWorker
+        )
+        assert not patient.done() and not unbounded.done()
+        assert (await busy)["pid"] == (await patient)["pid"]
+        assert (await unbounded)["pid"] == (await patient)["pid"]
+        assert pool.queued() == 0
+    finally:
+        await pool.stop()
+
+
 async def test_warm_failure_is_a_load_error(model_sites, monkeypatch):
     monkeypatch.syspath_prepend(str(model_sites["broken"]))
     pool = LocalExecutor(ModelSpec("bad-warm", "deepaas_broken.bad:BadWarm"), size=1)

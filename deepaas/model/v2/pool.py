@@ -144,6 +144,8 @@ class PendingCall:
         "on_progress",
         "items",
         "slot",
+        "deadline",
+        "queue_timeout",
     )
 
     def __init__(
@@ -164,6 +166,9 @@ class PendingCall:
         self.timer: asyncio.TimerHandle | None = None
         self.state = CallState.QUEUED
         self.slot: int | None = None  # of its worker's result memory, if given
+        # loop time by which a queued call must have a worker (queue_timeout)
+        self.deadline: float | None = None
+        self.queue_timeout = 0.0
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the caller its answer (once) and stop the call's timer."""
@@ -705,6 +710,7 @@ class WorkerPool(Executor):
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.TimerHandle | None = None  # for queue time-outs
         self._batches = 0  # batches of more than one prediction run
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -826,9 +832,10 @@ class WorkerPool(Executor):
             return
         self._queue.append(pending)
         if queue_timeout is not None:
-            pending.timer = self.loop.call_later(
-                queue_timeout, self._on_queue_timeout, pending, queue_timeout
-            )
+            pending.queue_timeout = queue_timeout
+            pending.deadline = deadline = self.loop.time() + queue_timeout
+            if self._sweep is None or deadline < self._sweep.when():
+                self._sweep_at(deadline)
         if self._idle:  # a batch is forming
             if len(self._queue) >= self.batch_size:
                 self._flush()
@@ -875,7 +882,6 @@ class WorkerPool(Executor):
             self._batched += len(calls)
         self._busy.add(worker)
         for pending in calls:
-            pending.cancel_timer()  # a wait for a worker, if it had one, is over
             pending.state = CallState.RUNNING
         worker.run(calls)
         for pending in calls:
@@ -959,11 +965,33 @@ class WorkerPool(Executor):
 
     # -- what cuts a call short ----------------------------------------------
 
-    def _on_queue_timeout(self, pending: PendingCall, seconds: float) -> None:
-        """No worker became free within the caller's queue time-out."""
-        pending.timer = None
-        if pending.state is CallState.QUEUED:
-            pending.settle(error=exceptions.NoFreeWorker(seconds))
+    def _sweep_at(self, when: float) -> None:
+        """Look for queued calls past their deadline at loop time ``when``.
+
+        One timer serves the whole queue (a timer per call cost a heap push
+        and a cancelled entry per prediction): it is set for the earliest
+        deadline, and each sweep sets it again for the next one.
+        """
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = self.loop.call_at(when, self._sweep_queue)
+
+    def _sweep_queue(self) -> None:
+        """Calls still queued past their deadline fail: no worker became free
+        within their caller's queue time-out."""
+        self._sweep = None
+        now = self.loop.time()
+        upcoming: float | None = None
+        for pending in self._queue:
+            deadline = pending.deadline
+            if deadline is None or pending.future.done():
+                continue  # no time-out, or given up (skipped when taken)
+            if deadline <= now:
+                pending.settle(error=exceptions.NoFreeWorker(pending.queue_timeout))
+            elif upcoming is None or deadline < upcoming:
+                upcoming = deadline
+        if upcoming is not None and not self._closed:
+            self._sweep_at(upcoming)
 
     def _on_time_limit(self, pending: PendingCall) -> None:
         """A call ran past its time limit: its worker is stopped."""
@@ -1167,6 +1195,9 @@ class WorkerPool(Executor):
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for worker in list(self._busy):
             for pending in worker.calls:
                 pending.settle(error=closed)
