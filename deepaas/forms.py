@@ -17,12 +17,16 @@ from typing import Any, Protocol
 
 import marshmallow
 import multipart
-from marshmallow import fields
 from multidict import MultiDict
 from webargs.multidictproxy import MultiDictProxy
 
 from deepaas import exceptions
-from deepaas.model.v2.arguments import ANY_MEDIA_TYPE, choices_of
+from deepaas.model.v2.arguments import (
+    ANY_MEDIA_TYPE,
+    MULTI_VALUED,
+    Arguments,
+    choices_of,
+)
 from deepaas.model.v2.filenames import safe_filename
 from deepaas.model.v2.types import InlineUpload
 
@@ -30,7 +34,6 @@ from deepaas.model.v2.types import InlineUpload
 # more of them than the three a form part uses.
 PART_HEADER_SIZE = 8190
 PART_HEADER_COUNT = 16
-MULTI_VALUED = (fields.List, fields.Tuple)  # fields that take every value of a name
 
 
 class FieldsTooLarge(exceptions.DeepaasError):
@@ -257,8 +260,7 @@ def accept_from_header(header: str | None, choices: list[str]) -> str | None:
 
 
 def merge_arguments(
-    schema: marshmallow.Schema,
-    file_names: frozenset[str],
+    arguments: Arguments,
     query: Mapping[str, Any],
     body: Mapping[str, Any],
     *,
@@ -276,6 +278,7 @@ def merge_arguments(
     when the arguments leave it out. A value (not a file) for a file
     argument is ignored, or with ``strict`` refused.
     """
+    declared, file_names = arguments.fields, arguments.file_names
     merged: dict[str, Any] = {}
     texts: set[str] = set()
     ignored: dict[str, None] = {}
@@ -283,7 +286,7 @@ def merge_arguments(
         for name in source:
             if name in merged:
                 continue
-            if name not in schema.fields:
+            if name not in declared:
                 ignored.setdefault(name, None)
                 continue
             value = source[name]
@@ -304,20 +307,18 @@ def merge_arguments(
             merged[name] = value
             if is_text:
                 texts.add(name)
-    for name in texts:
-        if isinstance(schema.fields[name], fields.Dict):
-            merged[name] = _json_object(name, merged[name])
-    for name, value in merged.items():
+    for name in texts & arguments.dict_names:
+        merged[name] = _json_object(name, merged[name])
+    for name in arguments.list_names.difference(texts).intersection(merged):
         # {"values": 1.5} is a list of one, as upstream reads it
-        if isinstance(schema.fields[name], fields.List) and name not in texts:
-            if not isinstance(value, list | tuple):
-                merged[name] = [value]
+        if not isinstance(merged[name], list | tuple):
+            merged[name] = [merged[name]]
     for name, parts in (files or {}).items():
-        if name not in schema.fields:
+        if name not in declared:
             ignored.setdefault(name, None)
         else:
-            merged[name] = _files_of(schema, file_names, name, parts)
-    _resolve_accept(schema, merged, accept_header)
+            merged[name] = _files_of(arguments, name, parts)
+    _resolve_accept(arguments, merged, accept_header)
     return merged, list(ignored)
 
 
@@ -342,17 +343,14 @@ def _json_object(name: str, value: Any) -> Any:
         ) from None
 
 
-def _files_of(
-    schema: marshmallow.Schema, file_names: frozenset[str], name: str, parts: list[Any]
-) -> Any:
+def _files_of(arguments: Arguments, name: str, parts: list[Any]) -> Any:
     """The uploaded files of one argument: a list for a ``List`` field,
     else exactly one file."""
-    field = schema.fields[name]
-    if name not in file_names:
+    if name not in arguments.file_names:
         raise exceptions.InvalidArguments(
             {name: ["This argument takes a value, not a file."]}
         )
-    if isinstance(field, fields.List):
+    if name in arguments.list_names:
         return list(parts)
     if len(parts) > 1:
         raise exceptions.InvalidArguments(
@@ -362,12 +360,12 @@ def _files_of(
 
 
 def _resolve_accept(
-    schema: marshmallow.Schema, merged: dict[str, Any], header: str | None
+    arguments: Arguments, merged: dict[str, Any], header: str | None
 ) -> None:
     """``accept`` from the Accept header when the arguments leave it out.
     An ``accept`` argument of ``*/*`` reaches the model as it is, as
     upstream passes it (its choices always take it)."""
-    field = schema.fields.get("accept")
+    field = arguments.fields.get("accept")
     if field is None or "accept" in merged:
         return
     choices = [str(c) for c in choices_of(field) or [] if c != ANY_MEDIA_TYPE]

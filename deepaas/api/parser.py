@@ -15,13 +15,11 @@ import contextlib
 import logging
 import typing
 import urllib.parse
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import marshmallow
 from aiohttp import hdrs, web
-from multidict import MultiDict
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
@@ -31,7 +29,6 @@ from deepaas.api import uploads as uploads_mod
 from deepaas.model.v2.arguments import (
     Arguments,
     by_field,
-    is_file_field,
     load_arguments,
     unreadable_argument,
 )
@@ -74,40 +71,15 @@ class ArgumentParser(AIOHTTPParser):
         self.max_memory = max_memory  # of its fields held in memory
         self.body_timeout = body_timeout  # seconds; 0 for none
         self.strict = strict  # unknown arguments are a 422, not ignored
-        # The schemas are built once per model: remember which fields are files.
-        self._file_names: weakref.WeakKeyDictionary[
-            marshmallow.Schema, frozenset[str]
-        ] = weakref.WeakKeyDictionary()
-        self._multiple_keys: weakref.WeakKeyDictionary[
-            marshmallow.Schema, frozenset[str]
-        ] = weakref.WeakKeyDictionary()
 
-    def file_names(self, schema: marshmallow.Schema) -> frozenset[str]:
-        """The names of a schema's file fields."""
-        names = self._file_names.get(schema)
-        if names is None:
-            names = frozenset(n for n, f in schema.fields.items() if is_file_field(f))
-            self._file_names[schema] = names
-        return names
-
-    def multiple_keys(self, schema: marshmallow.Schema) -> frozenset[str]:
-        """The names of a schema's arguments that take several values, as
-        webargs' proxy finds them (looked up once per schema)."""
-        names = self._multiple_keys.get(schema)
-        if names is None:
-            names = frozenset(self._makeproxy(MultiDict(), schema).multiple_keys)
-            self._multiple_keys[schema] = names
-        return names
-
-    def query_arguments(
-        self, request: web.Request, schema: marshmallow.Schema
-    ) -> dict[str, Any]:
+    @staticmethod
+    def query_arguments(request: web.Request, arguments: Arguments) -> dict[str, Any]:
         """The query string's arguments as webargs' proxy reads them (every
         value of a name that takes several, the first of any other)."""
         query = request.query
         if not query:
             return {}
-        multiple = self.multiple_keys(schema)
+        multiple = arguments.multiple_keys
         values: dict[str, Any] = {}
         for name in query.keys():  # (a repeated name comes again)
             if name not in values:
@@ -142,9 +114,9 @@ class ArgumentParser(AIOHTTPParser):
         )
         try:
             if short_lived:
-                merged = await self.load_model_arguments(request, arguments.schema)
+                merged = await self.load_model_arguments(request, arguments)
                 return merged, uploads, False
-            merged = await self.load_model_arguments(request, arguments.schema)
+            merged = await self.load_model_arguments(request, arguments)
             # webargs' parse() would go the long way to this same load.
             parsed = load_arguments(arguments.schema, merged, unknown=marshmallow.RAISE)
         except marshmallow.ValidationError as exc:
@@ -225,9 +197,10 @@ class ArgumentParser(AIOHTTPParser):
             raise unreadable_argument(schema, location_data, exc) from None
 
     async def load_model_arguments(
-        self, request: web.Request, schema: marshmallow.Schema
+        self, request: web.Request, arguments: Arguments
     ) -> dict[str, Any]:
         """Merge every place a model argument may come from."""
+        schema = arguments.schema
         if uploads_mod.content_length_over(request, self.client_max_size):
             raise uploads_mod.too_large(self.client_max_size)
         files: Mapping[str, Any] = {}
@@ -259,9 +232,8 @@ class ArgumentParser(AIOHTTPParser):
                     {"_body": ["A JSON body must be an object of arguments."]}
                 )
         merged, ignored = forms.merge_arguments(
-            schema,
-            self.file_names(schema),
-            self.query_arguments(request, schema),
+            arguments,
+            self.query_arguments(request, arguments),
             body,
             body_is_text=not body_is_json,
             files=files,

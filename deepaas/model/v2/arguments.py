@@ -17,11 +17,13 @@ from typing import Any
 
 import marshmallow
 from marshmallow import fields, validate
+from webargs.multidictproxy import MultiDictProxy
 
 from deepaas import exceptions
 
 # An ``accept`` argument also takes this, meaning its default (as upstream).
 ANY_MEDIA_TYPE = "*/*"
+MULTI_VALUED = (fields.List, fields.Tuple)  # fields that take every value of a name
 
 # Python types allowed in the deprecated plain-dict declarations.
 _PLAIN_TYPES: dict[Any, type[fields.Field]] = {
@@ -132,6 +134,20 @@ class Arguments:
         )
         self.file_schema = self._schema_for(
             {n: f for n, f in self.fields.items() if n in self.file_names}
+        )
+        # What reading a request needs to know of them, found once: the
+        # arguments given as JSON objects, those given as lists, and those
+        # that take every value of a repeated name (webargs' rule).
+        self.dict_names: frozenset[str] = frozenset(
+            n for n, f in self.fields.items() if isinstance(f, fields.Dict)
+        )
+        self.list_names: frozenset[str] = frozenset(
+            n for n, f in self.fields.items() if isinstance(f, fields.List)
+        )
+        self.multiple_keys: frozenset[str] = frozenset(
+            MultiDictProxy(
+                {}, self.schema, known_multi_fields=MULTI_VALUED
+            ).multiple_keys
         )
 
     @staticmethod

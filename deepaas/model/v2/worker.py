@@ -649,8 +649,7 @@ class LoadedModel:
         except exceptions.DeepaasError as exc:  # BadRequest, TooManyParts
             raise exceptions.UnreadableRequest(exc.message, exc.status) from None
         merged, ignored = forms.merge_arguments(
-            schema,
-            arguments.file_names,
+            arguments,
             forms.values_of(MultiDict(form.query), schema),
             forms.values_of(values, schema),
             files=parts,
