@@ -12,6 +12,8 @@ import typing
 from aiohttp import web
 
 if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from aiohttp.web_urldispatcher import AbstractRoute
     from oslo_config import cfg
 
@@ -51,5 +53,5 @@ AUTH: web.AppKey[Authenticator | None] = web.AppKey("deepaas_auth")
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
 UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")
-IGNORED_ARGUMENTS: web.RequestKey[list[str]] = web.RequestKey("deepaas_ignored")
+IGNORED_ARGUMENTS: web.RequestKey[Sequence[str]] = web.RequestKey("deepaas_ignored")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("deepaas_principal")

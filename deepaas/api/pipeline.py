@@ -56,6 +56,9 @@ def request_pipeline(
     @web.middleware
     async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request[keys.REQUEST_ID] = ids.of(request)
+        # There, so that every answer's look-up finds it (a missed key costs
+        # a KeyError raised and caught)
+        request[keys.IGNORED_ARGUMENTS] = ()
         token = log.REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
