@@ -44,6 +44,12 @@ names the worker's scratch directories (created here, removed when it ends), the
 memory it shares with the server for results (``ResultSlots``) and, through its
 environment, the GPUs it may see.
 
+While recent predictions took under ``SEND_AHEAD_BELOW``, a busy worker is
+also sent the next queued prediction ahead (``PoolWorker.ahead``): it reads it
+as soon as it has answered, without sleeping in between. A call sent ahead
+has not started; if its worker is stopped or lost it goes back to the head of
+the queue, and its time limit starts when its worker takes it up.
+
 For a model with ``predict_batch``, a worker that frees up takes up to
 ``batch_size`` queued predictions at once (one ``Batch``, answered by
 ``Replies``); each is still its own ``PendingCall``, settled on its own.
@@ -112,6 +118,10 @@ PING_FRAME = protocol.encode(Ping())
 # The memory a local worker shares with the server for results: results up
 # to RESULT_SLOT_SIZE bytes are written there (larger ones to files).
 RESULT_SLOTS = 4
+# A busy worker is sent the next queued prediction ahead, to read as soon as
+# it answers, while recent predictions took less than this (seconds): the
+# worker then goes from call to call without sleeping in between.
+SEND_AHEAD_BELOW = 0.005
 RESULT_SLOT_SIZE = 4 * 1024 * 1024
 # A worker's scratch directories: deepaas-worker-<server pid>-<random>.
 SCRATCH_PREFIX = "deepaas-worker-"
@@ -341,6 +351,10 @@ class PoolWorker(abc.ABC):
         self.node: str | None = None  # the machine it runs on, when not this one
         # What it runs, when BUSY: one call, or the predictions of a batch.
         self.calls: list[PendingCall] = []
+        # A prediction sent ahead to run next (never started while it waits
+        # here), and when the worker's current calls began (loop time).
+        self.ahead: PendingCall | None = None
+        self.started = 0.0
         self.pinged_at: float | None = None  # an unanswered ping was sent then
         self.exitcode: int | None = None  # once it has ended, if known
 
@@ -376,6 +390,11 @@ class PoolWorker(abc.ABC):
                 "The worker answered in memory it does not share with the server."
             )
         return value
+
+    def send_ahead(self, pending: PendingCall) -> bool:
+        """Send ``pending`` to this busy worker, to run once its calls are
+        answered; False where the worker cannot take calls ahead."""
+        return False
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -554,6 +573,14 @@ class WorkerProcess(PoolWorker):
             return self._with_slot(calls[0])
         return Batch(tuple(self._with_slot(call) for call in calls))
 
+    def send_ahead(self, pending: PendingCall) -> bool:
+        # The worker reads its socket only between calls, in order: what is
+        # sent now waits there until the current calls are answered.
+        pending.worker = self
+        self.ahead = pending
+        self._send(self._with_slot(pending))
+        return True
+
     def _with_slot(self, pending: PendingCall) -> Call:
         """The call's message, with a slot of the result memory for its
         result when it is a prediction answered at once and one is free."""
@@ -711,6 +738,8 @@ class WorkerPool(Executor):
         self.batch_wait = batch_wait
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sweep: asyncio.TimerHandle | None = None  # for queue time-outs
+        # how long recent predictions took (seconds; None before the first)
+        self.call_time: float | None = None
         self._batches = 0  # batches of more than one prediction run
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -884,11 +913,74 @@ class WorkerPool(Executor):
         for pending in calls:
             pending.state = CallState.RUNNING
         worker.run(calls)
+        self._started(worker, calls)
+        if self._queue:
+            self._send_ahead(worker)
+
+    def _started(self, worker: PoolWorker, calls: list[PendingCall]) -> None:
+        """``calls`` are what ``worker`` runs now: their time limits start."""
+        worker.started = self.loop.time()
         for pending in calls:
             if pending.time_limit is not None:
                 pending.timer = self.loop.call_later(
                     pending.time_limit, self._on_time_limit, pending
                 )
+
+    def _send_ahead(self, worker: PoolWorker) -> None:
+        """Send the next queued prediction to busy ``worker`` ahead, when
+        recent predictions were short and this one is plain (answered at
+        once, no progress, no stream; not batched).
+
+        The cost: a call sent ahead runs after the worker's current call,
+        even if another worker becomes free first. Kept to short calls,
+        that is a few milliseconds at most, while at once the worker never
+        sleeps between calls, nor the server wakes it for each (a fifth
+        more predictions per second on two cores).
+        """
+        call_time = self.call_time
+        if (
+            worker.ahead is not None
+            or call_time is None
+            or call_time >= SEND_AHEAD_BELOW
+            or self.batch_size > 1
+            or self._closed
+            or worker.retired
+        ):
+            return
+        queue = self._queue
+        while queue and queue[0].future.done():
+            queue.popleft()  # given up while queued
+        if not queue:
+            return
+        pending = queue[0]
+        if (
+            pending.method != "predict"
+            or pending.items is not None
+            or pending.on_progress is not None
+        ):
+            return
+        if worker.send_ahead(pending):
+            queue.popleft()
+            pending.state = CallState.RUNNING
+
+    def _return_ahead(self, worker: PoolWorker) -> None:
+        """The call sent ahead to a worker that is stopped or lost had not
+        started: it goes back to the head of the queue."""
+        pending, worker.ahead = worker.ahead, None
+        if pending is None:
+            return
+        slot, pending.slot = pending.slot, None
+        worker.received(None, slot)  # its result slot goes with the worker
+        pending.worker = None
+        if pending.future.done():
+            return
+        if self._closed:
+            pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
+            return
+        pending.state = CallState.QUEUED
+        self._queue.appendleft(pending)
+        if self._idle:
+            self._flush()
 
     def on_progress(self, worker: PoolWorker, progress: Progress) -> None:
         """The call a worker runs says how far it has got (a batch's are not
@@ -912,6 +1004,10 @@ class WorkerPool(Executor):
     def on_reply(self, worker: PoolWorker, reply: Answer | Failure | Replies) -> None:
         """RUNNING -> SETTLED: the worker answered; it takes the next call."""
         calls, worker.calls = worker.calls, []
+        if len(calls) == 1 and calls[0].method == "predict":
+            took = self.loop.time() - worker.started
+            before = self.call_time
+            self.call_time = took if before is None else before + (took - before) / 5
         replies = reply.replies if isinstance(reply, Replies) else (reply,)
         for pending, one in zip(calls, replies, strict=False):
             self._settle(worker, pending, one)
@@ -951,9 +1047,18 @@ class WorkerPool(Executor):
             pending.settle(value)
 
     def _worker_free(self, worker: PoolWorker) -> None:
-        """A worker is ready for a call: give it the next queued one (or
-        batch), or idle."""
+        """A worker is ready for a call: it runs the one sent ahead to it, or
+        the next queued one (or batch), or idles."""
+        pending = worker.ahead
+        if pending is not None and not (self._closed or worker.retired):
+            worker.ahead = None
+            worker.calls = [pending]
+            self._started(worker, worker.calls)
+            if self._queue:
+                self._send_ahead(worker)
+            return
         self._busy.discard(worker)
+        self._return_ahead(worker)
         if self._closed or worker.retired:
             return
         calls = self._take_next()
@@ -1025,6 +1130,7 @@ class WorkerPool(Executor):
         )
         worker.calls = []
         self._busy.discard(worker)
+        self._return_ahead(worker)
         self._replace(worker)
         worker.kill()
 
@@ -1036,6 +1142,7 @@ class WorkerPool(Executor):
         self._busy.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
+        self._return_ahead(worker)
         self._replace(worker)
         waiting = [pending for pending in calls if not pending.future.done()]
         if waiting:
@@ -1146,6 +1253,7 @@ class WorkerPool(Executor):
             self._idle.remove(worker)
         calls, worker.calls = worker.calls, []
         self._busy.discard(worker)
+        self._return_ahead(worker)
         self._replace(worker)
         worker.kill()
         for pending in calls:
@@ -1155,7 +1263,13 @@ class WorkerPool(Executor):
 
     def queued(self) -> int:
         # Calls given up while queued stay until dequeued: counted out here.
-        return sum(1 for pending in self._queue if not pending.future.done())
+        # Calls sent ahead wait too, in their worker's socket.
+        ahead = (w.ahead for w in self._busy)
+        return sum(
+            1
+            for pending in itertools.chain(self._queue, ahead)
+            if pending is not None and not pending.future.done()
+        )
 
     def health(self) -> Health:
         return Health(
@@ -1201,6 +1315,7 @@ class WorkerPool(Executor):
         for worker in list(self._busy):
             for pending in worker.calls:
                 pending.settle(error=closed)
+            self._return_ahead(worker)
             worker.state = WorkerState.RETIRED
             worker.kill()
         await asyncio.gather(

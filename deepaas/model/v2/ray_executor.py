@@ -570,6 +570,11 @@ class ActorWorker(WorkerProcess):
 
     # -- calls -------------------------------------------------------------------
 
+    def send_ahead(self, pending: PendingCall) -> bool:
+        """Nothing is sent ahead to a Ray worker: a call to another machine
+        is staged there first (its uploads, its log), one at a time."""
+        return False
+
     def run(self, calls: list[PendingCall]) -> None:
         message = self._take(calls)
         if not self.remote:
