@@ -158,7 +158,7 @@ class ArgumentParser(AIOHTTPParser):
             boundary = forms.boundary_of(request.headers[hdrs.CONTENT_TYPE])
             if uploads_mod.content_length_over(request, self.client_max_size):
                 raise uploads_mod.too_large(self.client_max_size)
-            async with self._body_time_limit():
+            async with self._body_time_limit(request):
                 body = await request.read()
         except BaseException:
             uploads.cleanup()
@@ -259,7 +259,7 @@ class ArgumentParser(AIOHTTPParser):
     async def load_json(self, req: web.Request, schema: marshmallow.Schema) -> Any:
         """The JSON body; what cannot be read as JSON is a ``BadRequest``."""
         try:
-            async with self._body_time_limit():
+            async with self._body_time_limit(req):
                 return await super().load_json(req, schema)
         except LookupError:
             raise _unknown_charset(req) from None
@@ -275,7 +275,7 @@ class ArgumentParser(AIOHTTPParser):
     async def load_form(self, req: web.Request, schema: marshmallow.Schema) -> Any:
         """The urlencoded form body."""
         try:
-            async with self._body_time_limit():
+            async with self._body_time_limit(req):
                 return await super().load_form(req, schema)
         except LookupError:
             raise _unknown_charset(req) from None
@@ -285,9 +285,10 @@ class ArgumentParser(AIOHTTPParser):
             ) from None
 
     @contextlib.asynccontextmanager
-    async def _body_time_limit(self) -> AsyncIterator[None]:
-        """A body read into memory takes at most ``body_timeout`` seconds."""
-        if not self.body_timeout:
+    async def _body_time_limit(self, request: web.Request) -> AsyncIterator[None]:
+        """A body read into memory takes at most ``body_timeout`` seconds (no
+        timer for one that has arrived whole already, as most small ones)."""
+        if not self.body_timeout or request.content.is_eof():
             yield
             return
         try:

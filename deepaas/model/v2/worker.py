@@ -22,7 +22,6 @@ import mimetypes
 import mmap
 import os
 import pickle
-import secrets
 import signal
 import socket
 import stat
@@ -240,6 +239,7 @@ class SpareFiles:
         self.limit = limit
         self._kept: list[tuple[str, tuple[int, int]]] = []  # path, (dev, inode)
         self._count = 0  # spares made, which names them
+        self._taken = 0  # spares taken, which names the uploads they become
 
     def take(self, suffix: str) -> tuple[int, str] | None:
         """A spare under a new name of its own ending with ``suffix``,
@@ -247,9 +247,10 @@ class SpareFiles:
         none (or it cannot be used)."""
         while self._kept and self.directory is not None:
             spare, identity = self._kept.pop()
-            path = os.path.join(
-                self.directory, f"upload-{secrets.token_hex(6)}{suffix}"
-            )
+            # Unique in the worker's own directory, never used twice (and no
+            # random number: on Linux each is a system call)
+            self._taken += 1
+            path = os.path.join(self.directory, f"upload-{self._taken:x}{suffix}")
             try:
                 os.link(spare, path)  # never over a file already there
             except (OSError, ValueError):  # ValueError: a name no call takes
