@@ -24,7 +24,7 @@ from deepaas import exceptions, private
 from deepaas.events import JOB as JOB_EVENTS
 from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
-from deepaas.model.v2.executor import ProgressCallback
+from deepaas.runtime.executor import ProgressCallback
 
 if TYPE_CHECKING:
     from deepaas.store import SQLiteJobStore

@@ -23,7 +23,7 @@ from deepaas import exceptions, private
 from deepaas.events import TRAINING as TRAINING_EVENTS
 from deepaas.events import EventJournal
 from deepaas.model.v2.encoding import jsonable
-from deepaas.model.v2.executor import ProgressCallback
+from deepaas.runtime.executor import ProgressCallback
 from deepaas.training_logs import LogCap
 
 LOG = logging.getLogger(__name__)

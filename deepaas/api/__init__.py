@@ -39,10 +39,10 @@ from deepaas.exceptions import ModelNotFound
 from deepaas.jobs import JobRunner
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
-from deepaas.model.v2.executor import Executor
-from deepaas.model.v2.pool import RESULT_SLOTS, LocalExecutor
-from deepaas.model.v2.protocol import Scratch
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.executor import Executor
+from deepaas.runtime.pool import RESULT_SLOTS, LocalExecutor
+from deepaas.runtime.protocol import Scratch
+from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.store import (
     SQLiteEventStore,
     SQLiteJobStore,
@@ -125,7 +125,7 @@ def build_ray_executor(
 ) -> Executor:
     """The Ray executor, from the optional extra."""
     try:
-        from deepaas.model.v2.ray_executor import RayExecutor
+        from deepaas.runtime.ray_executor import RayExecutor
     except ImportError as exc:
         raise exceptions.ConfigurationError(
             "--executor ray needs Ray, which is not installed: "

@@ -27,7 +27,7 @@ if typing.TYPE_CHECKING:
     from deepaas.api.uploads import Uploads
     from deepaas.events import EventJournal
     from deepaas.jobs import JobRunner
-    from deepaas.model.v2.wrapper import ModelWrapper
+    from deepaas.runtime.wrapper import ModelWrapper
     from deepaas.trainings import TrainingRunner
     from deepaas.webhooks import WebhookSender
 

@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 from deepaas import exceptions
 from deepaas.api.auth import APIKeys
 from deepaas.api.connections import Connections
-from deepaas.model.v2.executor import Executor
+from deepaas.runtime.executor import Executor
 from deepaas.trainings import TrainingRunner
 
 # From a fast GET to a long prediction, in seconds.

@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
-from deepaas import exceptions, forms
+from deepaas import exceptions
 from deepaas.api import keys
 from deepaas.api import uploads as uploads_mod
 from deepaas.model.v2.arguments import (
@@ -32,7 +32,8 @@ from deepaas.model.v2.arguments import (
     load_arguments,
     unreadable_argument,
 )
-from deepaas.model.v2.protocol import RawForm
+from deepaas.runtime import forms
+from deepaas.runtime.protocol import RawForm
 
 LOCATION = "model"
 IGNORED_HEADER = "Deepaas-Ignored-Arguments"
@@ -132,7 +133,7 @@ class ArgumentParser(AIOHTTPParser):
     ) -> tuple[RawForm, uploads_mod.Uploads] | None:
         """A small prediction form, read whole but not parsed: the worker
         that runs the prediction reads the arguments out of it
-        (``deepaas.forms``), so that the event loop, which every request
+        (``deepaas.runtime.forms``), so that the event loop, which every request
         shares, leaves that work to the workers. The form, with the
         ``Uploads`` that hold its room in memory; None when this request's
         arguments are read here (``parse_arguments``): not a multipart body

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.wrapper import ModelWrapper
 
 LOG = logging.getLogger(__name__)
 

@@ -43,9 +43,10 @@ import multipart
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from deepaas import exceptions, forms, leftovers
+from deepaas import exceptions, leftovers
 from deepaas.model.v2.filenames import upload_suffix
 from deepaas.model.v2.types import InlineUpload, UploadedFile
+from deepaas.runtime import forms
 
 LOG = logging.getLogger(__name__)
 PREFIX = "deepaas-upload-"

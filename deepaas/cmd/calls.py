@@ -16,11 +16,11 @@ import tqdm
 
 from deepaas import exceptions, reports
 from deepaas.model import loading
-from deepaas.model.v2.executor import ProgressCallback
-from deepaas.model.v2.pool import LocalExecutor
-from deepaas.model.v2.protocol import Answer, Call
 from deepaas.model.v2.types import UploadedFile
-from deepaas.model.v2.worker import LoadedModel
+from deepaas.runtime.executor import ProgressCallback
+from deepaas.runtime.pool import LocalExecutor
+from deepaas.runtime.protocol import Answer, Call
+from deepaas.runtime.worker import LoadedModel
 
 EXIT_OK, EXIT_MODEL_ERROR, EXIT_BAD_ARGUMENTS, EXIT_WORKER_DIED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it

@@ -254,7 +254,7 @@ def configure_logging(debug: bool) -> None:
     )
     if not debug:
         # The command reports a failed call itself, once, with its exit status.
-        logging.getLogger("deepaas.model.v2.pool").setLevel(logging.CRITICAL)
+        logging.getLogger("deepaas.runtime.pool").setLevel(logging.CRITICAL)
 
 
 def run_command(

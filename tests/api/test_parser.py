@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepaas.forms import accept_from_header, parse_accept
+from deepaas.runtime.forms import accept_from_header, parse_accept
 
 CHOICES = ["application/json", "image/png", "text/plain"]
 

@@ -51,7 +51,7 @@ def test_the_local_pool_never_imports_ray(testmodels_installed):
                 await model.executor.stop()
 
         asyncio.run(main())
-        print("ray" in sys.modules, "deepaas.model.v2.ray_executor" in sys.modules)
+        print("ray" in sys.modules, "deepaas.runtime.ray_executor" in sys.modules)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(testmodels_installed)}
@@ -114,7 +114,7 @@ def test_an_unreachable_cluster_stops_the_start_at_once(tmp_path):
 
 def test_the_upload_source_reads_only_under_its_roots(tmp_path):
     """The actor that serves uploads to other nodes reads nothing else."""
-    from deepaas.model.v2.ray_worker import UploadSource
+    from deepaas.runtime.ray_worker import UploadSource
 
     root = tmp_path / "uploads"
     root.mkdir()
@@ -158,7 +158,7 @@ async def test_ray_gives_each_worker_its_gpu(make_client, ray_cluster):
 async def test_stop_ends_every_worker_and_fails_what_waits(
     testmodels_installed, ray_cluster
 ):
-    from deepaas.model.v2.ray_executor import RayExecutor
+    from deepaas.runtime.ray_executor import RayExecutor
 
     pool = RayExecutor(FAILING, size=1, address=ray_cluster.address)
     await pool.start()
@@ -185,7 +185,7 @@ async def test_ray_address_in_the_environment_is_joined(
     runtime of the server's own)."""
     import ray
 
-    from deepaas.model.v2.ray_executor import RayExecutor
+    from deepaas.runtime.ray_executor import RayExecutor
 
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
     pool = RayExecutor(FAILING, size=1)
@@ -205,7 +205,7 @@ async def test_a_connection_without_a_workers_token_is_dropped(
     testmodels_installed, ray_cluster
 ):
     """Only the worker processes the front end started may connect to it."""
-    from deepaas.model.v2.ray_executor import TOKEN_SIZE, RayExecutor
+    from deepaas.runtime.ray_executor import TOKEN_SIZE, RayExecutor
 
     pool = RayExecutor(FAILING, size=1, address=ray_cluster.address)
     await pool.start()
@@ -225,7 +225,7 @@ async def test_a_connection_without_a_workers_token_is_dropped(
 async def test_a_worker_ray_cannot_place_fails_its_calls_at_once(
     testmodels_installed, ray_cluster
 ):
-    from deepaas.model.v2.ray_executor import RayExecutor
+    from deepaas.runtime.ray_executor import RayExecutor
 
     pool = RayExecutor(
         FAILING, size=1, address=ray_cluster.address, resources={"tpu": 1.0}
@@ -266,7 +266,7 @@ async def test_a_worker_ray_cannot_place_fails_its_calls_at_once(
 async def test_a_model_that_cannot_load_stops_the_start(
     model_sites, ray_cluster, target, message
 ):
-    from deepaas.model.v2.ray_executor import RayExecutor
+    from deepaas.runtime.ray_executor import RayExecutor
 
     sys.path.insert(0, str(model_sites["broken"]))
     try:
@@ -442,7 +442,7 @@ def test_a_runtime_started_here_has_room_for_every_worker(testmodels_installed):
         import asyncio
         import ray
         from deepaas.model.loading import ModelSpec
-        from deepaas.model.v2.ray_executor import RayExecutor
+        from deepaas.runtime.ray_executor import RayExecutor
 
         async def main():
             spec = ModelSpec("failing", "deepaas_testmodels.failing")

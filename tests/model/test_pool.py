@@ -14,8 +14,8 @@ import pytest
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.pool import LocalExecutor
 from deepaas.model.v2.types import EncodedJSON
+from deepaas.runtime.pool import LocalExecutor
 from tests import helpers
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
@@ -205,7 +205,7 @@ async def test_a_worker_imports_nothing_of_the_server(testmodels_installed):
 
 def test_pool_and_worker_do_not_import_aiohttp():
     code = (
-        "import sys, deepaas.model.v2.pool, deepaas.model.v2.worker;"
+        "import sys, deepaas.runtime.pool, deepaas.runtime.worker;"
         "print('aiohttp' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import protocol
-from deepaas.model.v2.protocol import (
+from deepaas.model.v2.types import EncodedJSON, SpooledResult
+from deepaas.runtime import protocol
+from deepaas.runtime.protocol import (
     Answer,
     Batch,
     Call,
@@ -26,7 +27,6 @@ from deepaas.model.v2.protocol import (
     Start,
     WorkerError,
 )
-from deepaas.model.v2.types import EncodedJSON, SpooledResult
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -201,7 +201,7 @@ def test_a_call_with_a_slot_is_the_same_call_but_its_slot():
     not to it would be dropped on the way to the worker."""
     import dataclasses
 
-    from deepaas.model.v2.protocol import Call, RawForm
+    from deepaas.runtime.protocol import Call, RawForm
 
     values = {field.name: f"value-{field.name}" for field in dataclasses.fields(Call)}
     values["form"] = RawForm(b"body", "boundary")

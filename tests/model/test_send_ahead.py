@@ -10,8 +10,8 @@ import pytest
 
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import pool as pool_mod
-from deepaas.model.v2.pool import LocalExecutor, WorkerProcess
+from deepaas.runtime import pool as pool_mod
+from deepaas.runtime.pool import LocalExecutor, WorkerProcess
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
 

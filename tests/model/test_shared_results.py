@@ -10,9 +10,9 @@ import os
 import pytest
 
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.pool import RESULT_SLOT_SIZE, LocalExecutor
-from deepaas.model.v2.protocol import Scratch
 from deepaas.model.v2.types import EncodedJSON, MappedResult, OpenResult
+from deepaas.runtime.pool import RESULT_SLOT_SIZE, LocalExecutor
+from deepaas.runtime.protocol import Scratch
 from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 
 OUTPUTS = ModelSpec("outputs", "deepaas_testmodels.outputs")

@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from deepaas.model.v2.pool import ResultSlots
-from deepaas.model.v2.protocol import ResultMemory, Scratch
 from deepaas.model.v2.types import EncodedJSON, MappedResult, SpooledResult
-from deepaas.model.v2.worker import SPOOL_MIN, SharedSlots, spooled
+from deepaas.runtime.pool import ResultSlots
+from deepaas.runtime.protocol import ResultMemory, Scratch
+from deepaas.runtime.worker import SPOOL_MIN, SharedSlots, spooled
 
 
 @pytest.fixture

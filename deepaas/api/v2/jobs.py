@@ -26,8 +26,8 @@ from deepaas.api.v2 import events, responses
 from deepaas.events import JOB
 from deepaas.jobs import DONE, RUNNING, Job, Keeper
 from deepaas.model.v2.encoding import raw_answer_headers
-from deepaas.model.v2.executor import ProgressCallback
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.executor import ProgressCallback
+from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.webhooks import Hook
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.wrapper import ModelWrapper
 
 
 def describe(base: str, model: ModelWrapper) -> dict[str, Any]:

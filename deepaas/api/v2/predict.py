@@ -17,14 +17,14 @@ from deepaas.api import auth, keys, routing
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES, raw_answer_headers
-from deepaas.model.v2.protocol import RawForm
 from deepaas.model.v2.types import (
     EncodedJSON,
     MappedResult,
     OpenResult,
     ReturnedFile,
 )
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.protocol import RawForm
+from deepaas.runtime.wrapper import ModelWrapper
 
 COPY_CHUNK = 1 << 20
 OCTET_STREAM = "application/octet-stream"

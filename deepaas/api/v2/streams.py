@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from deepaas import exceptions
-from deepaas.model.v2.executor import ItemStream
-from deepaas.model.v2.protocol import Streamed
+from deepaas.runtime.executor import ItemStream
+from deepaas.runtime.protocol import Streamed
 
 LOG = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from deepaas import webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import events, jobs, responses
 from deepaas.events import TRAINING
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.training_logs import OpenLog, open_log
 from deepaas.trainings import RUNNING
 

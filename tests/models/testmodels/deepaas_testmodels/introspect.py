@@ -4,7 +4,7 @@ it was given."""
 import os
 import sys
 
-SERVER_SIDE = ("aiohttp", "oslo_config", "deepaas.api", "deepaas.model.v2.wrapper")
+SERVER_SIDE = ("aiohttp", "oslo_config", "deepaas.api", "deepaas.runtime.wrapper")
 
 
 def predict(**kwargs):

@@ -3,7 +3,7 @@
 A worker is told which model to serve (``Start``), loads the model entry point
 itself, warms it, says ``Ready``, then answers one ``Call`` (or one ``Batch``
 of predictions, with ``Replies``) at a time over its socket
-(``deepaas.model.v2.protocol``). It writes the files of uploads sent inside a
+(``deepaas.runtime.protocol``). It writes the files of uploads sent inside a
 call, and large results, in its own scratch directories.
 A worker ends when its socket closes or its parent process dies. It imports
 the model layer only: the protocol, the value types and the encoding of
@@ -37,7 +37,6 @@ import marshmallow
 
 from deepaas import exceptions, log, reports
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import protocol
 from deepaas.model.v2.arguments import (
     Arguments,
     by_field,
@@ -51,7 +50,17 @@ from deepaas.model.v2.encoding import (
     response_schema_of,
 )
 from deepaas.model.v2.filenames import upload_suffix
-from deepaas.model.v2.protocol import (
+from deepaas.model.v2.types import (
+    EncodedJSON,
+    InlineUpload,
+    ReturnedFile,
+    SharedResult,
+    SpooledResult,
+    StagedUpload,
+    UploadedFile,
+)
+from deepaas.runtime import protocol
+from deepaas.runtime.protocol import (
     Answer,
     Batch,
     Call,
@@ -68,15 +77,6 @@ from deepaas.model.v2.protocol import (
     Start,
     Streamed,
     WorkerError,
-)
-from deepaas.model.v2.types import (
-    EncodedJSON,
-    InlineUpload,
-    ReturnedFile,
-    SharedResult,
-    SpooledResult,
-    StagedUpload,
-    UploadedFile,
 )
 
 LOG = logging.getLogger(__name__)
@@ -635,11 +635,11 @@ class LoadedModel:
 
     def _read_form(self, method: str, form: RawForm) -> tuple[dict[str, Any], FormRead]:
         """The arguments of a forwarded form, not yet loaded through their
-        schema, read as the server reads a form (``deepaas.forms``: the
+        schema, read as the server reads a form (``deepaas.runtime.forms``: the
         same parser, limits and merge); what it told, but ``accept``."""
         from multidict import MultiDict
 
-        from deepaas import forms
+        from deepaas.runtime import forms
 
         arguments = self._declaration(method)
         schema = arguments.schema

@@ -1,9 +1,9 @@
 """The interface every executor offers: where model calls actually run.
 
-The local spawned-process pool (``deepaas.model.v2.pool.LocalExecutor``) is the
-default; ``deepaas.model.v2.ray_executor.RayExecutor`` runs the workers as Ray
+The local spawned-process pool (``deepaas.runtime.pool.LocalExecutor``) is the
+default; ``deepaas.runtime.ray_executor.RayExecutor`` runs the workers as Ray
 actors across a cluster. Both are ``WorkerPool``-s and speak the same
-messages (``deepaas.model.v2.protocol``) to their workers. Cancelling the
+messages (``deepaas.runtime.protocol``) to their workers. Cancelling the
 task that awaits ``call`` cancels the call itself.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deepaas.model.v2.protocol import RawForm
+    from deepaas.runtime.protocol import RawForm
 
 
 class ItemStream:

@@ -1,9 +1,9 @@
 """The code a Ray actor runs to host a deepaas worker (``--executor ray``).
 
 An actor is one worker's home on its machine. It starts the same worker
-process the local pool starts (``deepaas.model.v2.worker``), connected by TCP
+process the local pool starts (``deepaas.runtime.worker``), connected by TCP
 straight to the front end, which talks to it as to a local worker
-(``deepaas.model.v2.protocol``): calls do not pass through Ray, so a call
+(``deepaas.runtime.protocol``): calls do not pass through Ray, so a call
 costs what it costs locally. The worker process loads the model entry point
 itself, warms it and runs it in its main thread. The actor, its parent,
 stays to:
@@ -41,8 +41,8 @@ from typing import Any
 
 from deepaas import leftovers
 from deepaas.model.v2.filenames import upload_suffix
-from deepaas.model.v2.protocol import Batch, Call, Scratch, worker_command
 from deepaas.model.v2.types import StagedUpload
+from deepaas.runtime.protocol import Batch, Call, Scratch, worker_command
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # bytes per piece of a file copied between machines

@@ -255,7 +255,7 @@ class Call:
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawForm:
     """A small prediction's multipart body with what else of the request
-    its arguments may come from, for the worker to read (``deepaas.forms``):
+    its arguments may come from, for the worker to read (``deepaas.runtime.forms``):
     the query string's items, the Accept header, and the limits that apply
     to the form."""
 
@@ -400,7 +400,7 @@ def worker_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-c", WORKER_COMMAND, *args]
 
 
-WORKER_COMMAND = "from deepaas.model.v2.worker import main; main()"
+WORKER_COMMAND = "from deepaas.runtime.worker import main; main()"
 
 
 # Every prediction crosses as a Call one way and, most often, an Answer

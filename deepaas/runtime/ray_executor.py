@@ -1,7 +1,7 @@
 """The Ray executor (``--executor ray``): a model's workers on a Ray cluster.
 
 The front end (this process: HTTP, validation, the spec, training records)
-keeps the pool of ``deepaas.model.v2.pool.WorkerPool``, so queueing, batching,
+keeps the pool of ``deepaas.runtime.pool.WorkerPool``, so queueing, batching,
 time limits, cancellation and replacement behave exactly as with local
 workers; only where a worker runs changes. Ray places each worker where the
 resources it asks for are free (``--worker-num-cpus``, ``--worker-num-gpus``,
@@ -54,15 +54,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 
 from deepaas import exceptions, private
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import protocol
-from deepaas.model.v2.pool import (
+from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
+from deepaas.runtime import protocol
+from deepaas.runtime.pool import (
     Channel,
     PendingCall,
     WorkerPool,
     WorkerProcess,
     WorkerState,
 )
-from deepaas.model.v2.protocol import (
+from deepaas.runtime.protocol import (
     Answer,
     Batch,
     Call,
@@ -71,7 +72,7 @@ from deepaas.model.v2.protocol import (
     Scratch,
     WorkerError,
 )
-from deepaas.model.v2.ray_worker import (
+from deepaas.runtime.ray_worker import (
     CHUNK,
     READ_AHEAD,
     Placement,
@@ -80,7 +81,6 @@ from deepaas.model.v2.ray_worker import (
     WorkerActor,
     remove_scratch,
 )
-from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "deepaas"

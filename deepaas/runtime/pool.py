@@ -3,7 +3,7 @@
 ``WorkerPool`` holds what every executor shares (the queue, dispatch,
 batching, time limits, replacements and health) over ``PoolWorker``-s, which
 may run anywhere; ``LocalExecutor`` is the pool of ``WorkerProcess``-es on
-this machine, and ``deepaas.model.v2.ray_executor`` one of Ray actors.
+this machine, and ``deepaas.runtime.ray_executor`` one of Ray actors.
 
 Each local worker loads the model entry point itself (a new process, not a
 fork, so CUDA and TensorFlow start clean), warms it once, then runs calls one
@@ -74,15 +74,21 @@ from typing import Any, cast
 
 from deepaas import exceptions, leftovers, log
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2 import protocol
-from deepaas.model.v2.executor import (
+from deepaas.model.v2.types import (
+    MappedResult,
+    OpenResult,
+    SharedResult,
+    SpooledResult,
+)
+from deepaas.runtime import protocol
+from deepaas.runtime.executor import (
     Executor,
     Health,
     ItemStream,
     ProgressCallback,
     WorkerInfo,
 )
-from deepaas.model.v2.protocol import (
+from deepaas.runtime.protocol import (
     Answer,
     Batch,
     Call,
@@ -99,12 +105,6 @@ from deepaas.model.v2.protocol import (
     ResultMemory,
     Scratch,
     Start,
-)
-from deepaas.model.v2.types import (
-    MappedResult,
-    OpenResult,
-    SharedResult,
-    SpooledResult,
 )
 
 LOG = logging.getLogger(__name__)
