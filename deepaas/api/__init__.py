@@ -40,8 +40,9 @@ from deepaas.jobs import JobRunner
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.runtime.executor import Executor
-from deepaas.runtime.pool import RESULT_SLOTS, LocalExecutor
+from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Scratch
+from deepaas.runtime.results import RESULT_SLOTS
 from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.store import (
     SQLiteEventStore,

@@ -18,7 +18,7 @@ from deepaas import exceptions, reports
 from deepaas.model import loading
 from deepaas.model.v2.types import UploadedFile
 from deepaas.runtime.executor import ProgressCallback
-from deepaas.runtime.pool import LocalExecutor
+from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Answer, Call
 from deepaas.runtime.worker import LoadedModel
 

@@ -254,7 +254,8 @@ def configure_logging(debug: bool) -> None:
     )
     if not debug:
         # The command reports a failed call itself, once, with its exit status.
-        logging.getLogger("deepaas.runtime.pool").setLevel(logging.CRITICAL)
+        for name in ("deepaas.runtime.pool", "deepaas.runtime.local"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def run_command(

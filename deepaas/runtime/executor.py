@@ -1,6 +1,6 @@
 """The interface every executor offers: where model calls actually run.
 
-The local spawned-process pool (``deepaas.runtime.pool.LocalExecutor``) is the
+The local spawned-process pool (``deepaas.runtime.local.LocalExecutor``) is the
 default; ``deepaas.runtime.ray_executor.RayExecutor`` runs the workers as Ray
 actors across a cluster. Both are ``WorkerPool``-s and speak the same
 messages (``deepaas.runtime.protocol``) to their workers. Cancelling the

@@ -56,13 +56,8 @@ from deepaas import exceptions, private
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
 from deepaas.runtime import protocol
-from deepaas.runtime.pool import (
-    Channel,
-    PendingCall,
-    WorkerPool,
-    WorkerProcess,
-    WorkerState,
-)
+from deepaas.runtime.local import Channel, WorkerProcess
+from deepaas.runtime.pool import PendingCall, WorkerPool, WorkerState
 from deepaas.runtime.protocol import (
     Answer,
     Batch,

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from deepaas.api import keys
-from deepaas.runtime.pool import RESULT_SLOT_SIZE, RESULT_SLOTS
+from deepaas.runtime.results import RESULT_SLOT_SIZE, RESULT_SLOTS
 from tests import helpers
 from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 

@@ -15,7 +15,7 @@ import pytest
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.types import EncodedJSON
-from deepaas.runtime.pool import LocalExecutor
+from deepaas.runtime.local import LocalExecutor
 from tests import helpers
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")

@@ -11,7 +11,7 @@ import pytest
 from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
 from deepaas.runtime import pool as pool_mod
-from deepaas.runtime.pool import LocalExecutor, WorkerProcess
+from deepaas.runtime.local import LocalExecutor, WorkerProcess
 
 FAILING = ModelSpec("failing", "deepaas_testmodels.failing")
 

@@ -11,8 +11,9 @@ import pytest
 
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.types import EncodedJSON, MappedResult, OpenResult
-from deepaas.runtime.pool import RESULT_SLOT_SIZE, LocalExecutor
+from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Scratch
+from deepaas.runtime.results import RESULT_SLOT_SIZE
 from tests.models.testmodels.deepaas_testmodels.outputs import pattern
 
 OUTPUTS = ModelSpec("outputs", "deepaas_testmodels.outputs")

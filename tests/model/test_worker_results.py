@@ -11,8 +11,8 @@ import os
 import pytest
 
 from deepaas.model.v2.types import EncodedJSON, MappedResult, SpooledResult
-from deepaas.runtime.pool import ResultSlots
 from deepaas.runtime.protocol import ResultMemory, Scratch
+from deepaas.runtime.results import ResultSlots
 from deepaas.runtime.worker import SPOOL_MIN, SharedSlots, spooled
 
 
