@@ -40,7 +40,7 @@ from common import descendants, start_server, tree_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from deepaas.runtime.worker import SPARES_KEPT  # noqa: E402
+from deepaas.runtime.worker_uploads import SPARES_KEPT  # noqa: E402
 from tests.helpers import install_model_packages, is_worker_spare  # noqa: E402
 
 # kind: (share of requests, expected status)

@@ -250,7 +250,7 @@ def ray_cluster(root: Path, **nodes: dict[str, Any]) -> Iterator[Any]:
 def is_worker_spare(path: str) -> bool:
     """A file a worker keeps in its memory-backed directory to write its next
     small uploads over."""
-    from deepaas.runtime.worker import SPARE_PREFIX
+    from deepaas.runtime.worker_uploads import SPARE_PREFIX
 
     directory, name = os.path.split(path)
     owner = os.path.basename(directory)  # a local worker's or a Ray actor's

@@ -4,8 +4,8 @@ The server side: the ``Executor`` interface (``executor``), the queue,
 batching and replacements every executor shares (``pool``), worker processes
 on this machine (``local``) with the memory they share for results
 (``results``), and ``ModelWrapper`` (``wrapper``). The worker process's own
-side (``worker``), the messages between the two (``protocol``) and the
-reading of forms both sides share (``forms``). The Ray executor
-(``ray_executor``, ``ray_worker``) is imported only when selected. Nothing
-here imports aiohttp.
+side (``worker``, with ``worker_uploads`` and ``worker_results``), the
+messages between the two (``protocol``) and the reading of forms both sides
+share (``forms``). The Ray executor (``ray_executor``, ``ray_worker``) is
+imported only when selected. Nothing here imports aiohttp.
 """

@@ -4,7 +4,8 @@ A worker is told which model to serve (``Start``), loads the model entry point
 itself, warms it, says ``Ready``, then answers one ``Call`` (or one ``Batch``
 of predictions, with ``Replies``) at a time over its socket
 (``deepaas.runtime.protocol``). It writes the files of uploads sent inside a
-call, and large results, in its own scratch directories.
+call (``worker_uploads``), and large results (``worker_results``), in its own
+scratch directories.
 A worker ends when its socket closes or its parent process dies. It imports
 the model layer only: the protocol, the value types and the encoding of
 results, never the server (aiohttp included).
@@ -18,15 +19,10 @@ import dataclasses
 import io
 import json
 import logging
-import mimetypes
-import mmap
 import os
-import pickle
 import signal
 import socket
-import stat
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -49,15 +45,9 @@ from deepaas.model.v2.encoding import (
     prediction_body,
     response_schema_of,
 )
-from deepaas.model.v2.filenames import upload_suffix
 from deepaas.model.v2.types import (
     EncodedJSON,
-    InlineUpload,
     ReturnedFile,
-    SharedResult,
-    SpooledResult,
-    StagedUpload,
-    UploadedFile,
 )
 from deepaas.runtime import protocol
 from deepaas.runtime.protocol import (
@@ -72,345 +62,24 @@ from deepaas.runtime.protocol import (
     RawForm,
     Ready,
     Replies,
-    ResultMemory,
     Scratch,
     Start,
     Streamed,
     WorkerError,
 )
+from deepaas.runtime.worker_results import (
+    SharedSlots,
+    encode_reply,
+    is_stream,
+    portable,
+    spooled,
+)
+from deepaas.runtime.worker_uploads import InlineFiles, SpareFiles
 
 LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
-# Finished results from this size on go through a scratch file, not the socket.
-SPOOL_MIN = 64 * 1024
 BATCH_IDS_SHOWN = 3  # request ids named in the log lines of a batch
 PROGRESS_INTERVAL = 0.1  # fewest seconds between progress reports sent
-
-
-def is_stream(result: Any) -> bool:
-    """Whether a prediction made its items one by one: a generator or an
-    iterator (not a file, which is answered as one)."""
-    return isinstance(result, Iterator) and not isinstance(result, io.IOBase)
-
-
-def portable(result: Any) -> Any:
-    """``result`` made fit to cross the process boundary: an open file becomes
-    a ``ReturnedFile`` pointing at its path."""
-    if not isinstance(result, io.IOBase):
-        return result
-    name = getattr(result, "name", None)
-    if isinstance(name, str):
-        path = os.path.abspath(name)
-        result.close()
-        return ReturnedFile(
-            name=None,
-            filename=path,
-            content_type=None,
-            original_filename=os.path.basename(path),
-        )
-    return result
-
-
-class SharedSlots:
-    """The worker's side of the memory it shares with the server for
-    results (``protocol.ResultMemory``)."""
-
-    def __init__(self, memory: ResultMemory) -> None:
-        self.slots = memory.slots
-        self.slot_size = memory.slot_size
-        try:
-            self.map = mmap.mmap(memory.fd, memory.slots * memory.slot_size)
-        finally:
-            os.close(memory.fd)
-
-    def put(
-        self, slot: int, data: bytes | bytearray | memoryview, is_json: bool
-    ) -> SharedResult | None:
-        """``data`` (one run of bytes) written into ``slot``; None if it
-        does not fit."""
-        view = memoryview(data).cast("B")
-        size = view.nbytes
-        if not 0 <= slot < self.slots or size > self.slot_size:
-            return None
-        start = slot * self.slot_size
-        self.map[start : start + size] = view
-        return SharedResult(slot, size, is_json)
-
-
-def spooled(
-    result: Any,
-    scratch: Scratch | None,
-    shared: SharedSlots | None = None,
-    slot: int | None = None,
-) -> Any:
-    """A finished result of ``SPOOL_MIN`` bytes or more as the server takes
-    it best: in the call's ``slot`` of the memory shared with the server (a
-    ``SharedResult``) when it fits, else written to a scratch file (a
-    ``SpooledResult``); or ``result`` to send through the socket: small, not
-    bytes, nowhere to put it, or no room (a memoryview, which does not
-    pickle, as bytes)."""
-    data: bytes | bytearray | memoryview
-    if isinstance(result, EncodedJSON):
-        data, is_json = result.data, True
-    elif isinstance(result, bytes | bytearray | memoryview):
-        if isinstance(result, memoryview) and not result.c_contiguous:
-            result = result.tobytes()  # a strided view: its bytes, in one run
-        data, is_json = result, False
-    else:
-        return result
-    size = memoryview(data).nbytes
-    if size < SPOOL_MIN:
-        return bytes(result) if isinstance(result, memoryview) else result
-    if shared is not None and slot is not None:
-        placed = shared.put(slot, data, is_json)
-        if placed is not None:
-            return placed
-    if scratch is not None:
-        fits = scratch.memory is not None and size <= scratch.memory_max
-        for directory in (scratch.memory, scratch.disk) if fits else (scratch.disk,):
-            assert directory is not None
-            written = _write_scratch(directory, data)
-            if written is not None:
-                return SpooledResult(written, size, is_json)
-    return bytes(result) if isinstance(result, memoryview) else result
-
-
-def _write_scratch(directory: str, data: bytes | bytearray | memoryview) -> str | None:
-    """The path of a new file in ``directory`` holding ``data``; None when
-    there is no room."""
-    try:
-        fd, path = tempfile.mkstemp(prefix="result-", dir=directory)
-    except OSError:
-        return None
-    try:
-        with open(fd, "wb") as f:
-            f.write(data)
-    except OSError:
-        os.unlink(path)
-        return None
-    return path
-
-
-def encode_reply(reply: Answer | Failure | Replies) -> bytes:
-    """The frame of a reply; a result that does not pickle goes as its str()."""
-    try:
-        return protocol.encode(reply)
-    except Exception:
-        if isinstance(reply, Replies):
-            return protocol.encode(Replies(tuple(map(_picklable, reply.replies))))
-        return protocol.encode(_picklable(reply))
-
-
-def _picklable(reply: Answer | Failure) -> Answer | Failure:
-    if isinstance(reply, Failure):
-        return reply  # a WorkerError is plain data
-    try:
-        pickle.dumps(reply.value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return Answer(str(reply.value))
-    return reply
-
-
-# Uploads that reach the worker as something other than a path to read.
-TRAVELLING = (InlineUpload, StagedUpload)
-
-
-SPARES_KEPT = 4  # files a worker keeps to write the next uploads over
-SPARE_PREFIX = ".spare-"  # their names in its memory-backed scratch directory
-
-
-def identity_of(status: os.stat_result) -> tuple[int, int, int]:
-    """What tells the file we wrote from another at its path: its device,
-    inode and time of last change (any write, chmod or link changes it)."""
-    return status.st_dev, status.st_ino, status.st_ctime_ns
-
-
-class SpareFiles:
-    """Files of the worker's memory-backed scratch directory that held an
-    upload of an earlier call, kept under hidden names (a few) to be written
-    over by the next uploads: a tmpfs file's pages cost more to allocate and
-    free than the bytes cost to write. The path the model was given is gone
-    when its call ends, as for any upload; a file is kept only as the worker
-    left it (same inode and change time, one link), so one the model
-    renamed, linked, changed or answered with is not."""
-
-    def __init__(self, directory: str | None, limit: int = SPARES_KEPT) -> None:
-        self.directory = directory
-        self.limit = limit
-        self._kept: list[tuple[str, tuple[int, int]]] = []  # path, (dev, inode)
-        self._count = 0  # spares made, which names them
-        self._taken = 0  # spares taken, which names the uploads they become
-
-    def take(self, suffix: str) -> tuple[int, str] | None:
-        """A spare under a new name of its own ending with ``suffix``,
-        opened for writing over: its descriptor and path; None if there is
-        none (or it cannot be used)."""
-        while self._kept and self.directory is not None:
-            spare, identity = self._kept.pop()
-            # Unique in the worker's own directory, never used twice (and no
-            # random number: on Linux each is a system call)
-            self._taken += 1
-            path = os.path.join(self.directory, f"upload-{self._taken:x}{suffix}")
-            try:
-                os.link(spare, path)  # never over a file already there
-            except (OSError, ValueError):  # ValueError: a name no call takes
-                _unlink_quietly(spare)
-                continue
-            _unlink_quietly(spare)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                _unlink_quietly(path)
-                continue
-            status = os.fstat(fd)
-            if (status.st_dev, status.st_ino) == identity and status.st_nlink == 1:
-                return fd, path
-            os.close(fd)
-            _unlink_quietly(path)
-        return None
-
-    def give_back(self, path: str, identity: tuple[int, int, int]) -> bool:
-        """Keep the file at ``path`` (under a hidden name) if it is still as
-        we wrote it and there is room; whether it was kept."""
-        if self.directory is None or len(self._kept) >= self.limit:
-            return False
-        try:
-            status = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return False
-        if (
-            not stat.S_ISREG(status.st_mode)
-            or status.st_nlink != 1
-            or identity_of(status) != identity
-        ):
-            return False
-        self._count += 1
-        spare = os.path.join(self.directory, f"{SPARE_PREFIX}{self._count}")
-        try:
-            os.rename(path, spare)
-        except OSError:
-            return False
-        self._kept.append((spare, identity[:2]))
-        return True
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-class InlineFiles:
-    """The files a worker writes for uploads sent inside calls (and those
-    staged on its machine), removed when the block ends (those handed over
-    as results excepted; memory-backed ones may be kept as ``spares``)."""
-
-    def __init__(
-        self, scratch: Scratch | None, spares: SpareFiles | None = None
-    ) -> None:
-        self.scratch = scratch
-        self.spares = spares
-        self.paths: set[str] = set()
-        # memory-backed files as written, by path: their identity_of
-        self._written: dict[str, tuple[int, int, int]] = {}
-
-    def written(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with each ``InlineUpload`` (or list of them) replaced by
-        an ``UploadedFile`` for a file holding it."""
-        if not any(
-            isinstance(v, TRAVELLING)
-            or (isinstance(v, list) and any(isinstance(i, TRAVELLING) for i in v))
-            for v in kwargs.values()
-        ):
-            return kwargs
-        written = {}
-        for name, value in kwargs.items():
-            try:
-                if isinstance(value, list):
-                    written[name] = [self._write(i) for i in value]
-                else:
-                    written[name] = self._write(value)
-            except ValueError:  # a name or path no system call takes
-                raise exceptions.InvalidArguments(
-                    {name: ["The uploaded file cannot be stored under its name."]}
-                ) from None
-        return written
-
-    def _write(self, value: Any) -> Any:
-        if isinstance(value, StagedUpload):  # already written: removed with ours
-            self.paths.add(value.path)
-            return UploadedFile(
-                value.name, value.path, value.content_type, value.original_filename
-            )
-        if not isinstance(value, InlineUpload):
-            return value
-        suffix = upload_suffix(value.original_filename)
-        directories = [tempfile.gettempdir()]
-        if self.scratch is not None:
-            directories = [d for d in (self.scratch.memory, self.scratch.disk) if d]
-        error: OSError | None = None
-        for directory in directories:
-            try:
-                fd, path = self._create(directory, suffix)
-            except OSError as exc:
-                error = exc
-                continue
-            self.paths.add(path)
-            try:
-                with open(fd, "wb") as f:
-                    f.write(value.data)
-                    f.flush()
-                    os.ftruncate(fd, len(value.data))  # a spare may be longer
-                    if self.spares is not None and directory == self.spares.directory:
-                        self._written[path] = identity_of(os.fstat(fd))
-            except OSError as exc:  # no room here: the next directory
-                error = exc
-                self._remove(path)
-                continue
-            return UploadedFile(
-                value.name, path, value.content_type, value.original_filename
-            )
-        assert error is not None
-        raise exceptions.InsufficientStorage(
-            f"No room to store the uploaded file {value.original_filename!r}: "
-            f"{error.strerror}"
-        )
-
-    def _create(self, directory: str, suffix: str) -> tuple[int, str]:
-        """A file to write an upload to: a spare, or a new one."""
-        if self.spares is not None and directory == self.spares.directory:
-            taken = self.spares.take(suffix)
-            if taken is not None:
-                return taken
-        return tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=directory)
-
-    def hand_over(self, path: str) -> SpooledResult | None:
-        """A returned upload of this call, given to the server as a result
-        (which removes it); None if ``path`` is not one."""
-        if path not in self.paths:
-            return None
-        self.paths.discard(path)
-        self._written.pop(path, None)
-        return SpooledResult(
-            path, os.path.getsize(path), False, mimetypes.guess_type(path)[0]
-        )
-
-    def _remove(self, path: str) -> None:
-        self.paths.discard(path)
-        self._written.pop(path, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-    def __enter__(self) -> InlineFiles:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for path in list(self.paths):
-            identity = self._written.get(path)
-            if identity and self.spares and self.spares.give_back(path, identity):
-                self.paths.discard(path)
-                continue
-            self._remove(path)
-        self._written.clear()
 
 
 # What reading a call's arguments may raise that is the client's to fix (or,

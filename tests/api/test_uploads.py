@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from deepaas.api import keys
-from deepaas.runtime.worker import SPARES_KEPT
+from deepaas.runtime.worker_uploads import SPARES_KEPT
 from tests import helpers
 
 PREDICT = "/v2/models/where/predict/"

@@ -13,7 +13,7 @@ import pytest
 from deepaas.model.v2.types import EncodedJSON, MappedResult, SpooledResult
 from deepaas.runtime.protocol import ResultMemory, Scratch
 from deepaas.runtime.results import ResultSlots
-from deepaas.runtime.worker import SPOOL_MIN, SharedSlots, spooled
+from deepaas.runtime.worker_results import SPOOL_MIN, SharedSlots, spooled
 
 
 @pytest.fixture
