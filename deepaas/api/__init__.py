@@ -29,8 +29,8 @@ from deepaas.api import (
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
 from deepaas.api.connections import Connections
-from deepaas.api.metrics import Metrics, metrics_handler
-from deepaas.api.parser import ArgumentParser, add_ignored_arguments_header
+from deepaas.api.metrics import METRICS, Metrics, metrics_handler
+from deepaas.api.parser import PARSER, ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.api.uploads import MemorySpool
 from deepaas.events import TRAINING as TRAINING_EVENTS
@@ -191,7 +191,7 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
             )
         )
     keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
-    spool = app[keys.PARSER].spool
+    spool = app[PARSER].spool
     if spool is not None:
         keepers.append(loop.create_task(spool.keep_spares_fresh()))
     yield
@@ -311,14 +311,14 @@ def get_app(
     )
     app[keys.CONFIG] = conf
     app[keys.BASE_PATH] = base
-    app[keys.AUTH] = authenticator
+    app[auth.AUTHENTICATOR] = authenticator
     app[keys.ROUTE_ACCESS] = {}
-    app[keys.INFLIGHT] = inflight
+    app[access.INFLIGHT] = inflight
     app[keys.CONNECTIONS] = connections
     spool = MemorySpool.from_options(
         conf.upload_memory_dir, conf.upload_memory_max, conf.upload_memory_total
     )
-    app[keys.PARSER] = ArgumentParser(
+    app[PARSER] = ArgumentParser(
         conf.client_max_size,
         strict=conf.strict_arguments,
         max_parts=conf.max_parts,
@@ -372,7 +372,7 @@ def get_app(
     }
     metrics = None
     if conf.metrics_endpoint:
-        metrics = app[keys.METRICS] = Metrics(
+        metrics = app[METRICS] = Metrics(
             executors,
             trainings,
             connections,
@@ -440,7 +440,7 @@ async def add_answer_headers(
 async def _authenticator_ctx(app: web.Application) -> AsyncIterator[None]:
     """Fetch an OIDC issuer's keys at start (in the background: a slow
     issuer delays nothing); close what the authenticator holds at the end."""
-    authenticator = app[keys.AUTH]
+    authenticator = app[auth.AUTHENTICATOR]
     assert authenticator is not None
     fetching = None
     if authenticator.oidc is not None:

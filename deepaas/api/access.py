@@ -72,6 +72,9 @@ class InFlight:
         return self.count == 0
 
 
+INFLIGHT: web.AppKey[InFlight] = web.AppKey("deepaas_inflight")
+
+
 def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
     """Return the request id to the client, and tell
     browsers to take every answer as the type it says it is (a file a model

@@ -105,10 +105,13 @@ class Principal:
         return "admin" in self.roles
 
 
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("deepaas_principal")
+
+
 def owner_filter(request: web.Request) -> str | None:
     """Whose trainings a request may see: None for everyone's (no
     authentication, or an admin), else its sender's."""
-    principal = request.get(keys.PRINCIPAL)
+    principal = request.get(PRINCIPAL)
     if principal is None or principal.is_admin:
         return None
     return principal.name
@@ -116,7 +119,7 @@ def owner_filter(request: web.Request) -> str | None:
 
 def owner_of(request: web.Request) -> str | None:
     """The name of the request's sender; None without authentication."""
-    principal = request.get(keys.PRINCIPAL)
+    principal = request.get(PRINCIPAL)
     return principal.name if principal is not None else None
 
 
@@ -559,8 +562,8 @@ class Authenticator:
 
     async def refusal(self, request: web.Request) -> web.Response | None:
         """The answer refusing ``request`` (401, 403); None when it may go
-        on, with its sender recorded as ``request[keys.PRINCIPAL]``."""
-        if hdrs.EXPECT in request.headers and keys.PRINCIPAL in request:
+        on, with its sender recorded as ``request[PRINCIPAL]``."""
+        if hdrs.EXPECT in request.headers and PRINCIPAL in request:
             return None  # checked already (before a 100 Continue)
         # A path without a route (404, 405) needs credentials like any other.
         access = request.app[keys.ROUTE_ACCESS].get(request.match_info.route, READ)
@@ -587,7 +590,7 @@ class Authenticator:
                 f"{request.method} {request.path} needs {NEEDED_ROLES[access]}; "
                 f"the credentials sent have role(s): {roles}.",
             )
-        request[keys.PRINCIPAL] = principal
+        request[PRINCIPAL] = principal
         return None
 
     def _known_key(self, request: web.Request) -> Principal | None:
@@ -643,6 +646,10 @@ class Authenticator:
     async def close(self) -> None:
         if self.oidc is not None:
             await self.oidc.close()
+
+
+# None: authentication is off
+AUTHENTICATOR: web.AppKey[Authenticator | None] = web.AppKey("deepaas_auth")
 
 
 def challenge(exc: exceptions.Unauthenticated) -> str:

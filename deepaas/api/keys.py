@@ -1,8 +1,10 @@
-"""Every key of what the Application and its requests hold.
+"""The keys of what the Application and its requests hold.
 
 State lives on the Application (``app[keys.X]``) or on a request, never in a
-module. This module imports the types it names for type checkers only, so any
-module of the API can import it.
+module. This module imports the types it names for type checkers only, and
+none of a module that imports it: the keys of what such a module defines
+live beside it (``access.INFLIGHT``, ``auth.AUTHENTICATOR``,
+``auth.PRINCIPAL``, ``metrics.METRICS``, ``parser.PARSER``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ if typing.TYPE_CHECKING:
     from aiohttp.web_urldispatcher import AbstractRoute
     from oslo_config import cfg
 
-    from deepaas.api.access import InFlight
-    from deepaas.api.auth import Authenticator, Principal
     from deepaas.api.capture import DebugCapture
     from deepaas.api.connections import Connections
-    from deepaas.api.metrics import Metrics
-    from deepaas.api.parser import ArgumentParser
     from deepaas.api.startup import Startup
     from deepaas.api.uploads import Uploads
     from deepaas.events import EventJournal
@@ -35,23 +33,18 @@ if typing.TYPE_CHECKING:
 CONFIG: web.AppKey[cfg.ConfigOpts] = web.AppKey("deepaas_config")
 BASE_PATH: web.AppKey[str] = web.AppKey("deepaas_base_path")
 MODELS: web.AppKey[dict[str, ModelWrapper]] = web.AppKey("deepaas_models")
-PARSER: web.AppKey[ArgumentParser] = web.AppKey("deepaas_parser")
 TRAININGS: web.AppKey[TrainingRunner] = web.AppKey("deepaas_trainings")
 JOBS: web.AppKey[JobRunner] = web.AppKey("deepaas_jobs")
 EVENTS: web.AppKey[EventJournal] = web.AppKey("deepaas_events")
 WEBHOOKS: web.AppKey[WebhookSender] = web.AppKey("deepaas_webhooks")
 DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")
 STARTUP: web.AppKey[Startup] = web.AppKey("deepaas_startup")
-METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
 OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
-INFLIGHT: web.AppKey[InFlight] = web.AppKey("deepaas_inflight")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("deepaas_connections")
-# The access each route needs (deepaas.api.auth); None: authentication is off
+# The access each route needs (deepaas.api.auth)
 ROUTE_ACCESS: web.AppKey[dict[AbstractRoute, str]] = web.AppKey("deepaas_access")
-AUTH: web.AppKey[Authenticator | None] = web.AppKey("deepaas_auth")
 
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
 UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")
 IGNORED_ARGUMENTS: web.RequestKey[Sequence[str]] = web.RequestKey("deepaas_ignored")
-PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("deepaas_principal")

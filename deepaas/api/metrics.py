@@ -357,6 +357,9 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry)
 
 
+METRICS: web.AppKey[Metrics] = web.AppKey("deepaas_metrics")
+
+
 def metrics_handler(metrics: Metrics) -> Handler:
     """The handler of ``GET /metrics`` for ``metrics``."""
 

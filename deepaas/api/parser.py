@@ -323,6 +323,9 @@ class ArgumentParser(AIOHTTPParser):
         raise exceptions.InvalidArguments(messages)
 
 
+PARSER: web.AppKey[ArgumentParser] = web.AppKey("deepaas_parser")
+
+
 def add_ignored_arguments_header(
     request: web.Request, response: web.StreamResponse
 ) -> None:

@@ -30,6 +30,7 @@ from deepaas.api import keys
 from deepaas.api.access import CLIENT_CLOSED, InFlight, RequestIds
 from deepaas.api.connections import Connections
 from deepaas.api.errors import MAX_REQUEST_TARGET, error_answer, error_response
+from deepaas.api.metrics import METRICS
 
 LOG = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def request_pipeline(
                 guard.request_ended()
             inflight.leave()
             log.REQUEST_ID.reset(token)
-            metrics = request.app.get(keys.METRICS)
+            metrics = request.app.get(METRICS)
             if metrics is not None:
                 uploads = request.get(keys.UPLOADS)
                 metrics.observe_request(

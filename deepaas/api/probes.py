@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from deepaas import exceptions
-from deepaas.api import keys
+from deepaas.api import auth, keys
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,7 +63,7 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "replacements are starting.",
             "models": workers,
         }
-    authenticator = app[keys.AUTH]
+    authenticator = app[auth.AUTHENTICATOR]
     keys_error = (
         authenticator.api_keys.reload_error
         if authenticator is not None and authenticator.api_keys is not None
@@ -123,7 +123,7 @@ async def is_admin(request: web.Request) -> bool:
     """Whether the request may see the server's insides: authentication
     is off, or it carries an admin's credentials (any others, or bad ones,
     are only not an admin's: a probe never answers 401)."""
-    authenticator = request.app[keys.AUTH]
+    authenticator = request.app[auth.AUTHENTICATOR]
     if authenticator is None:
         return True
     try:

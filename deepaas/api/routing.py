@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
 
-from deepaas.api import keys
+from deepaas.api import auth, keys
 
 
 def _undocumented(handler: Handler) -> Handler:
@@ -30,7 +30,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         return None
     if expect.lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
-    authenticator = request.app[keys.AUTH]
+    authenticator = request.app[auth.AUTHENTICATOR]
     if authenticator is not None:
         refused = await authenticator.refusal(request)
         if refused is not None:

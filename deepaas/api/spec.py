@@ -25,7 +25,7 @@ from apispec.ext.marshmallow import common as marshmallow_common
 from marshmallow import fields
 
 from deepaas import __version__
-from deepaas.api import keys
+from deepaas.api import auth, keys
 from deepaas.api.v2 import responses
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
     )
     swagger2.register(app, in_place=True)
     fix_swagger2(app[SWAGGER_DICT])
-    authenticator = app[keys.AUTH]
+    authenticator = app[auth.AUTHENTICATOR]
     if authenticator is not None:
         declare_security(app[SWAGGER_DICT], app[keys.OPENAPI3], authenticator)
     if with_ui:

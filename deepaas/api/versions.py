@@ -6,17 +6,7 @@ import aiohttp_apigami
 from aiohttp import web
 
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import responses
-
-V2_VERSION = {"version": "stable", "id": "v2"}
-
-
-def v2_version(base: str) -> dict[str, object]:
-    """The description of API version 2."""
-    return {
-        **V2_VERSION,
-        "links": [{"rel": "self", "type": "application/json", "href": f"{base}/v2/"}],
-    }
+from deepaas.api.v2 import responses, v2_version
 
 
 @aiohttp_apigami.docs(tags=["versions"], summary="List the API versions")

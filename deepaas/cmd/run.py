@@ -45,7 +45,7 @@ def _addresses(host: str, port: int, base: str) -> list[str]:
 
 def _access_lines(app: web.Application, conf: cfg.ConfigOpts, base: str) -> list[str]:
     """What the banner says about who may do what."""
-    authenticator = app[keys.AUTH]
+    authenticator = app[auth.AUTHENTICATOR]
     if authenticator is None:
         return [
             "  Auth:  off: whoever reaches this port may predict, train and "
@@ -90,7 +90,7 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        authenticator = app[keys.AUTH]
+        authenticator = app[auth.AUTHENTICATOR]
         if authenticator is not None and authenticator.api_keys is not None:
             loop.add_signal_handler(signal.SIGHUP, authenticator.api_keys.reload)
         stopping = loop.create_task(stop.wait())
@@ -152,11 +152,11 @@ async def shut_down(
     is answered with a JSON 503, and a running training recorded as
     interrupted."""
     listener.close()
-    if not await app[keys.INFLIGHT].drained(timeout):
+    if not await app[access.INFLIGHT].drained(timeout):
         LOG.warning(
             "%d request(s) still running after the %gs shutdown time-out: "
             "stopping them",
-            app[keys.INFLIGHT].count,
+            app[access.INFLIGHT].count,
             timeout,
         )
     await stop_work(app)

@@ -296,7 +296,7 @@ async def test_reload_takes_new_keys_and_keeps_the_old_on_a_mistake(serve, keys_
     new = "brand-new-key-0123456789"
     assert (await client.post(PREDICT, headers=bearer(new))).status == 401
     keys_file.write_text(f"{new} predict dave\n")
-    api_keys = client.app[keys.AUTH].api_keys
+    api_keys = client.app[auth.AUTHENTICATOR].api_keys
     assert api_keys.reload()
     assert (await client.post(PREDICT, headers=bearer(new))).status == 200
     assert (await client.post(PREDICT, headers=bearer(BOB))).status == 401
@@ -307,7 +307,7 @@ async def test_reload_takes_new_keys_and_keeps_the_old_on_a_mistake(serve, keys_
 
 async def test_a_failed_reload_is_seen_in_readyz_and_metrics(serve, keys_file):
     client = await serve("--metrics-endpoint")
-    api_keys = client.app[keys.AUTH].api_keys
+    api_keys = client.app[auth.AUTHENTICATOR].api_keys
     keys_file.write_text("broken\n")
     assert not api_keys.reload()
     ready = await client.get("/readyz", headers=bearer(ADMIN))

@@ -14,6 +14,7 @@ import stevedore
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepaas.api import keys
+from deepaas.api.metrics import METRICS
 from tests import helpers
 from tests.api.test_train import wait_status
 
@@ -187,7 +188,7 @@ class TestMetrics:
         resp = await client.get("/metrics")
         assert resp.status == 404
         assert "message" in await resp.json()
-        assert keys.METRICS not in client.app
+        assert METRICS not in client.app
         assert (await client.post(PREDICT)).status == 200
 
     async def test_under_the_base_path(self, make_client):

@@ -13,7 +13,7 @@ import tempfile
 import aiohttp
 import pytest
 
-from deepaas.api import keys
+from deepaas.api.parser import PARSER
 from deepaas.runtime.worker_uploads import SPARES_KEPT
 from tests import helpers
 
@@ -54,7 +54,7 @@ def files_in(*roots) -> list[str]:
 
 def leftovers(client, *roots) -> list[str]:
     """The files under ``roots`` but the server's and the workers' spares."""
-    spool = client.app[keys.PARSER].spool
+    spool = client.app[PARSER].spool
     spares = set(spool.spares()) if spool is not None else set()
     return [
         path
@@ -159,7 +159,7 @@ async def test_beyond_the_memory_total_uploads_go_to_disk(make_client, dirs):
         "--model-name", "where", "--upload-memory-dir", str(memory),
         "--upload-memory-total", "150000",
     )  # fmt: skip
-    parser = client.app[keys.PARSER]
+    parser = client.app[PARSER]
     assert parser.spool is not None
     # another request holds 100,000 bytes of the total
     assert parser.spool.reserve(100_000)
@@ -184,7 +184,7 @@ async def test_a_memory_directory_that_cannot_be_used_means_disk(
 async def test_turned_off_with_an_empty_directory(make_client, dirs):
     disk, _ = dirs
     client = await make_client("--model-name", "where", "--upload-memory-dir", "")
-    assert client.app[keys.PARSER].spool is None
+    assert client.app[PARSER].spool is None
     assert (await predict(client, 1000))["directory"] == str(disk)
 
 
@@ -216,7 +216,7 @@ async def test_concurrent_uploads_each_get_their_own_bytes(make_client, dirs):
         for a in answers
     )
     assert leftovers(client, memory, disk) == []
-    assert client.app[keys.PARSER].spool.reserved == 0
+    assert client.app[PARSER].spool.reserved == 0
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ async def test_a_spare_file_takes_the_next_upload(make_client, dirs):
     client = await make_client(
         "--model-name", "where", "--upload-memory-dir", str(memory)
     )
-    spool = client.app[keys.PARSER].spool
+    spool = client.app[PARSER].spool
     first = await predict(client, 3_000_000)
     assert placed(first["directory"], memory) == "server"
     assert [os.path.basename(p) for p in spool.spares()] == [first["name"]]
@@ -300,7 +300,7 @@ async def test_files_of_a_failed_call_are_removed_not_kept(make_client, dirs):
     form, _ = upload(400_000)
     resp = await client.post("/v2/models/failing/predict/?mode=raise", data=form)
     assert resp.status == 500
-    assert client.app[keys.PARSER].spool.spares() == []
+    assert client.app[PARSER].spool.spares() == []
     assert files_in(memory, disk) == []
 
 
@@ -316,7 +316,7 @@ async def test_a_file_the_model_answers_with_is_not_kept(make_client, dirs):
         resp = await client.post("/v2/models/echo/predict/?accept=image/png", data=form)
         assert resp.status == 200
         assert await resp.read() == content
-        assert client.app[keys.PARSER].spool.spares() == []
+        assert client.app[PARSER].spool.spares() == []
     assert files_in(memory, disk) == []
 
 

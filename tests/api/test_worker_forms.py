@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepaas.api import keys
+from deepaas.api.parser import PARSER
 from tests import helpers
 
 BOUNDARY = "form-b0undary"
@@ -179,8 +180,8 @@ async def pair(make_client, model: str, *options: str):
     by_server = await make_client(
         "--model-name", model, "--upload-memory-dir", "", *options
     )
-    assert by_worker.app[keys.PARSER].spool is not None
-    assert by_server.app[keys.PARSER].spool is None
+    assert by_worker.app[PARSER].spool is not None
+    assert by_server.app[PARSER].spool is None
     return by_worker, by_server
 
 

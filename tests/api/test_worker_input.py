@@ -11,6 +11,7 @@ import os
 import pytest
 
 from deepaas.api import keys
+from deepaas.api.parser import PARSER
 from tests import helpers
 
 BOUNDARY = "w0rker-input"
@@ -38,7 +39,7 @@ async def restarts(client) -> int:
 
 def leftovers(client) -> list[str]:
     """Upload files in the memory directory (spares excepted)."""
-    spool = client.app[keys.PARSER].spool
+    spool = client.app[PARSER].spool
     spares = set(spool.spares()) if spool is not None else set()
     directory = spool.directory if spool is not None else None
     if directory is None:
@@ -112,7 +113,7 @@ async def test_spares_survive_a_hostile_name(wide):
             PREDICT, data=body, headers={"Content-Type": CONTENT_TYPE}
         )
         assert response.status == 200, await response.text()
-    spool = wide.app[keys.PARSER].spool
+    spool = wide.app[PARSER].spool
     on_disk = {
         os.path.join(spool.directory, n)
         for n in os.listdir(spool.directory)

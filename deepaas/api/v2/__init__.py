@@ -5,14 +5,24 @@ from __future__ import annotations
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas.api import auth, keys, routing, versions
+from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import debug, jobs, models, predict, responses, train
+
+V2_VERSION = {"version": "stable", "id": "v2"}
+
+
+def v2_version(base: str) -> dict[str, object]:
+    """The description of API version 2."""
+    return {
+        **V2_VERSION,
+        "links": [{"rel": "self", "type": "application/json", "href": f"{base}/v2/"}],
+    }
 
 
 @aiohttp_apigami.docs(tags=["versions"], summary="Describe API version 2")
 @aiohttp_apigami.response_schema(responses.Version(), 200)
 async def get_version(request: web.Request) -> web.Response:
-    return web.json_response(versions.v2_version(request.app[keys.BASE_PATH]))
+    return web.json_response(v2_version(request.app[keys.BASE_PATH]))
 
 
 def setup_routes(app: web.Application, base: str) -> None:

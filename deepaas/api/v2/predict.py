@@ -14,6 +14,7 @@ from aiohttp import web
 
 from deepaas import exceptions, private, webhooks
 from deepaas.api import auth, keys, routing
+from deepaas.api.parser import PARSER
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES, raw_answer_headers
@@ -230,7 +231,7 @@ def make_handler(
     async def predict(request: web.Request) -> web.StreamResponse:
         if max_queued and model.executor.queued() >= max_queued:
             raise exceptions.TooManyQueued(max_queued)  # before any work
-        parser = request.app[keys.PARSER]
+        parser = request.app[PARSER]
         if jobs.prefers_async(request):
             key = jobs.idempotency_key(request)  # checked before any work
             if key is None:  # (a retry is answered its job, room or not)

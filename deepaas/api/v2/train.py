@@ -13,6 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from deepaas import webhooks
 from deepaas.api import auth, keys, routing
+from deepaas.api.parser import PARSER
 from deepaas.api.v2 import events, jobs, responses
 from deepaas.events import TRAINING
 from deepaas.runtime.wrapper import ModelWrapper
@@ -29,7 +30,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     arguments = model.declaration.train_arguments
 
     async def start_training(request: web.Request) -> web.Response:
-        parser = request.app[keys.PARSER]
+        parser = request.app[PARSER]
         owner = auth.owner_of(request)
         request.app[keys.TRAININGS].check_room(owner)  # before any work
         hook = webhooks.hook_from(request.headers, request.app[keys.WEBHOOKS].policy)
@@ -139,7 +140,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         training = runner.get(
             model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
-        query = await request.app[keys.PARSER].parse(
+        query = await request.app[PARSER].parse(
             LogQuery(), request, location="querystring"
         )
         path = runner.log_path(training.uuid)
