@@ -1,7 +1,8 @@
 """Where the models run: the executors and their workers.
 
-The server side: the ``Executor`` interface (``executor``), the queue,
-batching and replacements every executor shares (``pool``), worker processes
+The server side: the ``Executor`` interface (``executor``), the dispatch,
+batching and replacements every executor shares (``pool``, with its
+``queue`` of waiting calls and its ``workers``), worker processes
 on this machine (``local``) with the memory they share for results
 (``results``), and ``ModelWrapper`` (``wrapper``). The worker process's own
 side (``worker``, with ``worker_uploads`` and ``worker_results``), the

@@ -22,7 +22,7 @@ from deepaas.model.v2.types import (
     SharedResult,
 )
 from deepaas.runtime import protocol
-from deepaas.runtime.pool import PendingCall, PoolWorker, WorkerPool, WorkerState
+from deepaas.runtime.pool import WorkerPool
 from deepaas.runtime.protocol import (
     Answer,
     Batch,
@@ -38,6 +38,7 @@ from deepaas.runtime.protocol import (
     Start,
 )
 from deepaas.runtime.results import RESULT_SLOT_SIZE, ResultSlots
+from deepaas.runtime.workers import PendingCall, PoolWorker, WorkerState
 
 LOG = logging.getLogger(__name__)
 

@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
-import enum
 import itertools
 import logging
 from typing import Any
@@ -70,8 +68,6 @@ from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.types import (
     MappedResult,
     OpenResult,
-    SharedResult,
-    SpooledResult,
 )
 from deepaas.runtime.executor import (
     Executor,
@@ -91,7 +87,8 @@ from deepaas.runtime.protocol import (
     RawForm,
     Replies,
 )
-from deepaas.runtime.results import take_over
+from deepaas.runtime.queue import CallQueue
+from deepaas.runtime.workers import CallState, PendingCall, PoolWorker, WorkerState
 
 LOG = logging.getLogger(__name__)
 
@@ -103,165 +100,6 @@ RESTART_DELAY_MAX = 30.0
 # it answers, while recent predictions took less than this (seconds): the
 # worker then goes from call to call without sleeping in between.
 SEND_AHEAD_BELOW = 0.005
-
-
-class CallState(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SETTLED = "settled"
-
-
-class WorkerState(enum.Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    RETIRED = "retired"
-
-
-class PendingCall:
-    """One call: its request, its caller's future, where it runs."""
-
-    __slots__ = (
-        "method",
-        "message",
-        "future",
-        "time_limit",
-        "worker",
-        "timer",
-        "state",
-        "on_progress",
-        "items",
-        "slot",
-        "deadline",
-        "queue_timeout",
-    )
-
-    def __init__(
-        self,
-        message: Call,
-        future: asyncio.Future[Any],
-        time_limit: float | None,
-        on_progress: ProgressCallback | None = None,
-        items: ItemStream | None = None,
-    ) -> None:
-        self.method = message.method
-        self.items = items
-        self.message = message
-        self.future = future
-        self.time_limit = time_limit
-        self.on_progress = on_progress
-        self.worker: PoolWorker | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.state = CallState.QUEUED
-        self.slot: int | None = None  # of its worker's result memory, if given
-        # loop time by which a queued call must have a worker (queue_timeout)
-        self.deadline: float | None = None
-        self.queue_timeout = 0.0
-
-    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Give the caller its answer (once) and stop the call's timer."""
-        self.state = CallState.SETTLED
-        self.cancel_timer()
-        if self.future.done():
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(result)
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-class PoolWorker(abc.ABC):
-    """One worker as its pool sees it, wherever it runs: a process here
-    (``WorkerProcess``) or an actor on a cluster. It tells the pool of each
-    reply (``on_reply``) and of its loss (``on_worker_lost``)."""
-
-    pool: WorkerPool
-
-    def __init__(self, spec: ModelSpec, slot: int = 0) -> None:
-        self.spec = spec
-        self.slot = slot  # its place in the pool, kept by its replacements
-        self.state = WorkerState.STARTING
-        self.pid: int | None = None
-        self.node: str | None = None  # the machine it runs on, when not this one
-        # What it runs, when BUSY: one call, or the predictions of a batch.
-        self.calls: list[PendingCall] = []
-        # A prediction sent ahead to run next (never started while it waits
-        # here), and when the worker's current calls began (loop time).
-        self.ahead: PendingCall | None = None
-        self.started = 0.0
-        self.pinged_at: float | None = None  # an unanswered ping was sent then
-        self.exitcode: int | None = None  # once it has ended, if known
-
-    @property
-    def retired(self) -> bool:
-        """Stopped on purpose or dead: its end is expected."""
-        return self.state is WorkerState.RETIRED
-
-    @property
-    def devices(self) -> str | None:
-        """The GPUs this worker sees (its ``CUDA_VISIBLE_DEVICES``), if any
-        were given to it."""
-        return None
-
-    @abc.abstractmethod
-    async def start(self) -> None:
-        """Start the worker; return once it has loaded and warmed the model
-        (``ModelLoadError`` when it cannot)."""
-
-    @abc.abstractmethod
-    def run(self, calls: list[PendingCall]) -> None:
-        """Send one call, or several predictions as a batch, to this (idle)
-        worker; its reply comes back through ``pool.on_reply``."""
-
-    def received(self, value: Any, slot: int | None) -> Any:
-        """A call's result (None for a failure) as its caller gets it: a
-        result file taken over; an error for what cannot be. ``slot`` is the
-        call's slot of this worker's result memory, if it was given one."""
-        if isinstance(value, SpooledResult):
-            return take_over(value)
-        if isinstance(value, SharedResult):  # never given a slot
-            return exceptions.ModelCallError(
-                "The worker answered in memory it does not share with the server."
-            )
-        return value
-
-    def send_ahead(self, pending: PendingCall) -> bool:
-        """Send ``pending`` to this busy worker, to run once its calls are
-        answered; False where the worker cannot take calls ahead."""
-        return False
-
-    @abc.abstractmethod
-    def ping(self) -> None:
-        """Ask the worker to show it is alive (answered between calls);
-        clear ``pinged_at`` when it answers."""
-
-    @abc.abstractmethod
-    def is_alive(self) -> bool:
-        """Whether the worker still runs."""
-
-    @abc.abstractmethod
-    async def how_it_ended(self) -> str:
-        """Once it is lost: in words, how it ended (for ``WorkerDied``)."""
-
-    @abc.abstractmethod
-    def kill(self) -> None:
-        """End the worker at once, whatever it is doing."""
-
-    def pause_reading(self) -> None:  # noqa: B027 - optional flow control
-        """Stop taking the worker's messages for a while (it then blocks
-        sending)."""
-
-    def resume_reading(self) -> None:  # noqa: B027 - optional flow control
-        """Take the worker's messages again."""
-
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """End the worker once it is idle, and clean up after it."""
 
 
 class WorkerPool(Executor):
@@ -294,7 +132,7 @@ class WorkerPool(Executor):
         self._workers: set[PoolWorker] = set()  # STARTING, IDLE or BUSY
         self._idle: list[PoolWorker] = []
         self._busy: set[PoolWorker] = set()
-        self._queue: collections.deque[PendingCall] = collections.deque()
+        self._queue = CallQueue()
         self._tasks: set[asyncio.Task[None]] = set()  # replacements, reports
         self._dying: set[PoolWorker] = set()  # retired, not yet reaped
         self._restarts = 0
@@ -305,7 +143,6 @@ class WorkerPool(Executor):
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._sweep: asyncio.TimerHandle | None = None  # for queue time-outs
         # how long recent predictions took (seconds; None before the first)
         self.call_time: float | None = None
         self._batches = 0  # batches of more than one prediction run
@@ -403,10 +240,7 @@ class WorkerPool(Executor):
         refusal = self._refusal()
         if refusal is None:
             return
-        while self._queue:
-            pending = self._queue.popleft()
-            if pending.state is CallState.QUEUED:
-                pending.settle(error=refusal)
+        self._queue.fail_all(refusal)
 
     def _batchable(self, pending: PendingCall) -> bool:
         """Whether ``pending`` may run in a batch with others."""
@@ -427,12 +261,7 @@ class WorkerPool(Executor):
         if self._idle and not forming:
             self._run_on(self._idle.pop(), [pending])
             return
-        self._queue.append(pending)
-        if queue_timeout is not None:
-            pending.queue_timeout = queue_timeout
-            pending.deadline = deadline = self.loop.time() + queue_timeout
-            if self._sweep is None or deadline < self._sweep.when():
-                self._sweep_at(deadline)
+        self._queue.push(pending, queue_timeout, self.loop)
         if self._idle:  # a batch is forming
             if len(self._queue) >= self.batch_size:
                 self._flush()
@@ -452,24 +281,8 @@ class WorkerPool(Executor):
             self._run_on(self._idle.pop(), calls)
 
     def _take_next(self) -> list[PendingCall]:
-        """The next queued call, with as many other queued predictions as fit
-        in its batch when it is one; calls given up while queued are dropped."""
-        queue = self._queue
-        while queue:
-            first = queue.popleft()
-            if first.future.done():
-                continue
-            if not self._batchable(first):
-                return [first]
-            batch, others = [first], list[PendingCall]()
-            while queue and len(batch) < self.batch_size:
-                pending = queue.popleft()
-                if pending.future.done():
-                    continue
-                (batch if self._batchable(pending) else others).append(pending)
-            queue.extendleft(reversed(others))  # they keep their place
-            return batch
-        return []
+        """The next queued call, or batch of predictions."""
+        return self._queue.take(self.batch_size, self._batchable)
 
     def _run_on(self, worker: PoolWorker, calls: list[PendingCall]) -> None:
         """QUEUED -> RUNNING: the calls go to ``worker``, their time limits
@@ -516,11 +329,9 @@ class WorkerPool(Executor):
         ):
             return
         queue = self._queue
-        while queue and queue[0].future.done():
-            queue.popleft()  # given up while queued
-        if not queue:
+        pending = queue.head()
+        if pending is None:
             return
-        pending = queue[0]
         if (
             pending.method != "predict"
             or pending.items is not None
@@ -528,7 +339,7 @@ class WorkerPool(Executor):
         ):
             return
         if worker.send_ahead(pending):
-            queue.popleft()
+            queue.pop()
             pending.state = CallState.RUNNING
 
     def _return_ahead(self, worker: PoolWorker) -> None:
@@ -546,7 +357,7 @@ class WorkerPool(Executor):
             pending.settle(error=exceptions.PoolClosed("The server is shutting down."))
             return
         pending.state = CallState.QUEUED
-        self._queue.appendleft(pending)
+        self._queue.push_front(pending)
         if self._idle:
             self._flush()
 
@@ -637,34 +448,6 @@ class WorkerPool(Executor):
         self._idle.append(worker)
 
     # -- what cuts a call short ----------------------------------------------
-
-    def _sweep_at(self, when: float) -> None:
-        """Look for queued calls past their deadline at loop time ``when``.
-
-        One timer serves the whole queue (a timer per call cost a heap push
-        and a cancelled entry per prediction): it is set for the earliest
-        deadline, and each sweep sets it again for the next one.
-        """
-        if self._sweep is not None:
-            self._sweep.cancel()
-        self._sweep = self.loop.call_at(when, self._sweep_queue)
-
-    def _sweep_queue(self) -> None:
-        """Calls still queued past their deadline fail: no worker became free
-        within their caller's queue time-out."""
-        self._sweep = None
-        now = self.loop.time()
-        upcoming: float | None = None
-        for pending in self._queue:
-            deadline = pending.deadline
-            if deadline is None or pending.future.done():
-                continue  # no time-out, or given up (skipped when taken)
-            if deadline <= now:
-                pending.settle(error=exceptions.NoFreeWorker(pending.queue_timeout))
-            elif upcoming is None or deadline < upcoming:
-                upcoming = deadline
-        if upcoming is not None and not self._closed:
-            self._sweep_at(upcoming)
 
     def _on_time_limit(self, pending: PendingCall) -> None:
         """A call ran past its time limit: its worker is stopped."""
@@ -872,14 +655,10 @@ class WorkerPool(Executor):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         closed = exceptions.PoolClosed("The server is shutting down.")
-        while self._queue:
-            self._queue.popleft().settle(error=closed)
+        self._queue.close(closed)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
         for worker in list(self._busy):
             for pending in worker.calls:
                 pending.settle(error=closed)

@@ -57,7 +57,7 @@ from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
 from deepaas.runtime import protocol
 from deepaas.runtime.local import Channel, WorkerProcess
-from deepaas.runtime.pool import PendingCall, WorkerPool, WorkerState
+from deepaas.runtime.pool import WorkerPool
 from deepaas.runtime.protocol import (
     Answer,
     Batch,
@@ -76,6 +76,7 @@ from deepaas.runtime.ray_worker import (
     WorkerActor,
     remove_scratch,
 )
+from deepaas.runtime.workers import PendingCall, WorkerState
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "deepaas"
