@@ -1,7 +1,14 @@
 """The local executor: worker processes spawned on this machine
 (``WorkerProcess``, talking over a socket ``Channel``), pooled by
 ``LocalExecutor``. The queue, batching, time limits and replacements are the
-pool's (``deepaas.runtime.pool``)."""
+pool's (``deepaas.runtime.pool``).
+
+The workers are spawned as fresh interpreters (``python -c``) that import only
+the worker module, then told what to load with a ``Start`` message, which also
+names the worker's scratch directories (created here, removed when it ends), the
+memory it shares with the server for results (``ResultSlots``) and, through its
+environment, the GPUs it may see.
+"""
 
 from __future__ import annotations
 

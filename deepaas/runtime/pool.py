@@ -1,9 +1,10 @@
-"""Pools of workers, and the local executor: persistent, spawned processes.
+"""Pools of workers: what every executor shares.
 
 ``WorkerPool`` holds what every executor shares (the queue, dispatch,
 batching, time limits, replacements and health) over ``PoolWorker``-s, which
-may run anywhere; ``LocalExecutor`` is the pool of ``WorkerProcess``-es on
-this machine, and ``deepaas.runtime.ray_executor`` one of Ray actors.
+may run anywhere; ``deepaas.runtime.local.LocalExecutor`` is the pool of
+``WorkerProcess``-es on this machine, and ``deepaas.runtime.ray_executor``
+one of Ray actors.
 
 Each local worker loads the model entry point itself (a new process, not a
 fork, so CUDA and TensorFlow start clean), warms it once, then runs calls one
@@ -13,36 +14,8 @@ callbacks: when a worker's reply arrives, the next queued call is written to
 it in the same callback, so a busy pool's workers never wait for the event
 loop to come round to them.
 
-The life of one call (a ``PendingCall``)::
-
-    call() ─► QUEUED ── a worker is idle, or frees up ──► RUNNING
-                │                                          │
-                │ queue time-out: NoFreeWorker             │ reply: its result,
-                │ caller cancelled: skipped when dequeued  │   or the model's error
-                │ pool stopped: PoolClosed                 │ time limit: CallTimedOut
-                ▼                                          │ caller cancelled
-              SETTLED ◄────────────────────────────────────┘ worker died: WorkerDied
-                                                             pool stopped: PoolClosed
-
-``call`` creates it and hands it to ``_dispatch``; ``_run_on`` moves it to
-RUNNING on a worker; ``on_reply`` settles it and frees the worker for the next
-queued call. Everything that cuts a call short goes through ``_abandon``
-(time limit, cancellation) or ``on_worker_lost`` (the worker died); either way
-the worker is killed if need be and ``_replace``-d by a fresh one, started again
-with back-off until it starts.
-
-The life of one worker (a ``WorkerProcess``)::
-
-    STARTING ──Ready──► IDLE ◄──reply──► BUSY
-       │                  │               │
-       └── Failure ───────┴── killed, died, stopped or ──► RETIRED
-                              missed a heartbeat (idle)
-
-The workers are spawned as fresh interpreters (``python -c``) that import only
-the worker module, then told what to load with a ``Start`` message, which also
-names the worker's scratch directories (created here, removed when it ends), the
-memory it shares with the server for results (``ResultSlots``) and, through its
-environment, the GPUs it may see.
+The life of a call is told with ``CallState``, that of a worker with
+``WorkerState`` (``deepaas.runtime.workers``).
 
 While recent predictions took under ``SEND_AHEAD_BELOW``, a busy worker is
 also sent the next queued prediction ahead (``PoolWorker.ahead``): it reads it
@@ -88,14 +61,11 @@ from deepaas.runtime.protocol import (
     Replies,
 )
 from deepaas.runtime.queue import CallQueue
+from deepaas.runtime.replacements import Replacements
 from deepaas.runtime.workers import CallState, PendingCall, PoolWorker, WorkerState
 
 LOG = logging.getLogger(__name__)
 
-# Back-off between attempts to start a replacement, then every 30 s for good:
-# capacity that was lost is always won back once the fault is gone.
-RESTART_DELAYS = (0, 0.5, 1, 2, 5, 10)
-RESTART_DELAY_MAX = 30.0
 # A busy worker is sent the next queued prediction ahead, to read as soon as
 # it answers, while recent predictions took less than this (seconds): the
 # worker then goes from call to call without sleeping in between.
@@ -133,10 +103,13 @@ class WorkerPool(Executor):
         self._idle: list[PoolWorker] = []
         self._busy: set[PoolWorker] = set()
         self._queue = CallQueue()
-        self._tasks: set[asyncio.Task[None]] = set()  # replacements, reports
-        self._dying: set[PoolWorker] = set()  # retired, not yet reaped
-        self._restarts = 0
-        self._start_failures = 0  # replacements that could not start
+        self._replacements = Replacements(
+            spec.name,
+            self._workers,
+            self._new_worker,
+            self._worker_free,
+            lambda: self._closed,
+        )
         self._unresponsive = 0  # workers replaced for missing a heartbeat
         self._closed = False
         self.heartbeat = heartbeat
@@ -482,7 +455,7 @@ class WorkerPool(Executor):
         worker.calls = []
         self._busy.discard(worker)
         self._return_ahead(worker)
-        self._replace(worker)
+        self._replacements.replace(worker)
         worker.kill()
 
     def on_worker_lost(self, worker: PoolWorker) -> None:
@@ -494,10 +467,10 @@ class WorkerPool(Executor):
         if worker in self._idle:
             self._idle.remove(worker)
         self._return_ahead(worker)
-        self._replace(worker)
+        self._replacements.replace(worker)
         waiting = [pending for pending in calls if not pending.future.done()]
         if waiting:
-            self._track(self._report_death(worker, waiting))
+            self._replacements.track(self._report_death(worker, waiting))
         elif not self._closed:
             LOG.error("Model %r: idle worker %s died", self.spec.name, worker.pid)
 
@@ -521,60 +494,6 @@ class WorkerPool(Executor):
         LOG.error("Model %r: %s Replacing it.", self.spec.name, error.message)
         for pending in calls:
             pending.settle(error=error)
-
-    # -- replacing workers ---------------------------------------------------
-
-    def _track(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _replace(self, retired: PoolWorker) -> None:
-        """Retire a worker and start a fresh one in its place."""
-        retired.state = WorkerState.RETIRED
-        self._workers.discard(retired)
-        self._dying.add(retired)
-        self._restarts += 1
-        self._track(self._reap(retired))
-        if not self._closed:
-            self._track(self._start_replacement(retired.slot))
-
-    async def _reap(self, retired: PoolWorker) -> None:
-        await retired.stop()
-        self._dying.discard(retired)
-
-    async def _start_replacement(self, slot: int) -> None:
-        """Start a worker in place of a lost one, trying again (with back-off)
-        whatever goes wrong, until one starts or the pool stops."""
-        delays = itertools.chain(RESTART_DELAYS, itertools.repeat(RESTART_DELAY_MAX))
-        for attempt, delay in enumerate(delays, start=1):
-            await asyncio.sleep(delay)
-            if self._closed:
-                return
-            worker = self._new_worker(slot)
-            self._workers.add(worker)
-            try:
-                await worker.start()
-            except Exception as exc:  # a model that fails, or no fds or memory
-                self._workers.discard(worker)
-                self._start_failures += 1
-                LOG.error(
-                    "Model %r: a replacement worker could not start (attempt %d, "
-                    "next in %gs): %s",
-                    self.spec.name,
-                    attempt,
-                    RESTART_DELAYS[attempt]
-                    if attempt < len(RESTART_DELAYS)
-                    else RESTART_DELAY_MAX,
-                    getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
-                )
-                continue
-            if self._closed:
-                await worker.stop()
-                return
-            LOG.info("Model %r: worker %s started", self.spec.name, worker.pid)
-            self._worker_free(worker)
-            return
 
     # -- idle workers are watched --------------------------------------------
 
@@ -605,7 +524,7 @@ class WorkerPool(Executor):
         calls, worker.calls = worker.calls, []
         self._busy.discard(worker)
         self._return_ahead(worker)
-        self._replace(worker)
+        self._replacements.replace(worker)
         worker.kill()
         for pending in calls:
             pending.settle(error=exceptions.WorkerDied(None, pending.method))
@@ -631,8 +550,8 @@ class WorkerPool(Executor):
                 if w.state is not WorkerState.STARTING and w.is_alive()
             ),
             busy=len(self._busy),
-            restarts=self._restarts,
-            start_failures=self._start_failures,
+            restarts=self._replacements.restarts,
+            start_failures=self._replacements.start_failures,
             unresponsive=self._unresponsive,
             queued=self.queued(),
             workers=tuple(
@@ -651,9 +570,7 @@ class WorkerPool(Executor):
         self._closed = True
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._replacements.cancel()
         closed = exceptions.PoolClosed("The server is shutting down.")
         self._queue.close(closed)
         if self._flush_timer is not None:
@@ -666,9 +583,10 @@ class WorkerPool(Executor):
             worker.state = WorkerState.RETIRED
             worker.kill()
         await asyncio.gather(
-            *(w.stop() for w in self._workers | self._dying), return_exceptions=True
+            *(w.stop() for w in self._workers | self._replacements.dying),
+            return_exceptions=True,
         )
         self._workers.clear()
-        self._dying.clear()
+        self._replacements.dying.clear()
         self._idle.clear()
         self._busy.clear()

@@ -18,6 +18,27 @@ from deepaas.runtime.results import take_over
 
 
 class CallState(enum.Enum):
+    """Where a call is.
+
+    The life of one call (a ``PendingCall``) in its pool::
+
+        call() ─► QUEUED ── a worker is idle, or frees up ─► RUNNING
+                    │                                      │
+                    │ queue time-out: NoFreeWorker         │ reply: its result,
+                    │ caller cancelled: skipped when taken │   or the model's error
+                    │ pool stopped: PoolClosed             │ time limit: CallTimedOut
+                    ▼                                      │ caller cancelled
+                  SETTLED ◄────────────────────────────────┘ worker died: WorkerDied
+                                                             pool stopped: PoolClosed
+
+    The pool's ``call`` creates it and hands it to ``_dispatch``; ``_run_on``
+    (or ``_send_ahead``) moves it to RUNNING on a worker; ``on_reply`` settles
+    it and frees the worker for the next queued call. Everything that cuts a
+    call short goes through ``_abandon`` (time limit, cancellation) or
+    ``on_worker_lost`` (the worker died); either way the worker is killed if
+    need be and replaced by a fresh one (``deepaas.runtime.replacements``).
+    """
+
     QUEUED = "queued"
     RUNNING = "running"
     SETTLED = "settled"
@@ -97,6 +118,16 @@ class WorkerEvents(Protocol):
 
 
 class WorkerState(enum.Enum):
+    """Where a worker is.
+
+    The life of one worker (a ``WorkerProcess``)::
+
+        STARTING ──Ready──► IDLE ◄──reply──► BUSY
+           │                  │               │
+           └── Failure ───────┴── killed, died, stopped or ──► RETIRED
+                                  missed a heartbeat (idle)
+    """
+
     STARTING = "starting"
     IDLE = "idle"
     BUSY = "busy"
