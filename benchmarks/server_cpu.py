@@ -11,6 +11,7 @@ CPU time of the server process and of its workers around a wrk load at c=32.
 
     python benchmarks/server_cpu.py 0fbb6dc
     python benchmarks/server_cpu.py 0fbb6dc --args=--noaccess-log
+    python benchmarks/server_cpu.py 0fbb6dc --upload  # the 64 KiB upload, c=16
     python benchmarks/server_cpu.py HEAD --quick      # a smoke run
 """
 
@@ -26,9 +27,10 @@ from pathlib import Path
 
 from common import TreeCPU, descendants, start_server, stop_server, wrk_load
 from compare import install_model
-from regression import ensure_ref, ensure_worktree, resolve
+from regression import ensure_ref, ensure_worktree, multipart_body, resolve
 
 PREDICT = "/v2/models/bench/predict/?text=hello"
+UPLOAD = "/v2/models/bench/predict/"
 
 
 def measure(
@@ -42,10 +44,12 @@ def measure(
         log_args=(),  # every side at its default logging
     )
     try:
-        url = base + PREDICT
-        wrk_load("POST", url, 32, args.warm, args.scratch)
+        url = base + (UPLOAD if args.upload else PREDICT)
+        wrk_load("POST", url, args.concurrency, args.warm, args.scratch, **args.body)
         tree = TreeCPU(server.pid, [server.pid, *descendants(server.pid)])
-        rate, _ = wrk_load("POST", url, 32, args.seconds, args.scratch)
+        rate, _ = wrk_load(
+            "POST", url, args.concurrency, args.seconds, args.scratch, **args.body
+        )
         spent = tree.stop()
     finally:
         stop_server(server)
@@ -64,10 +68,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8, help="each load")
     parser.add_argument("--args", default="", help="more deepaas-run options")
+    parser.add_argument(
+        "--upload", action="store_true", help="the 64 KiB upload, c=16, instead"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args()
     args.extra = shlex.split(args.args)
     args.warm = 2
+    args.concurrency = 16 if args.upload else 32
     if args.quick:
         args.rounds, args.seconds, args.warm = 1, 1, 1
     sides = {"ours": ensure_worktree()}
@@ -76,6 +84,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="deepaas-server-cpu-") as scratch:
         args.scratch = scratch
         root = Path(scratch)
+        args.body = {}
+        if args.upload:
+            body, body_type = multipart_body(root / "upload.body")
+            args.body = {"body_file": str(body), "content_type": body_type}
         install_model(root / "site")
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "TMPDIR": scratch}
         env.pop("DEEPAAS_V2_MODEL", None)
@@ -97,7 +109,9 @@ def main() -> int:
         cells = [statistics.median(r[key] for r in rounds) for key in rounds[0]]
         print(f"| {name} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |")
     print(
-        f"\n{args.rounds} round(s), medians; wrk -t1 -c32 for {args.seconds:g} s "
+        f"\n{args.rounds} round(s), medians; "
+        f"{'a 64 KiB upload, ' if args.upload else ''}"
+        f"wrk -t1 -c{args.concurrency} for {args.seconds:g} s "
         f"after a {args.warm} s warm-up; 2 workers, {os.cpu_count()} CPUs; "
         f"options: {args.args or 'defaults'}; ours: the working tree on "
         f"{resolve('HEAD')[:7]}."

@@ -269,14 +269,20 @@ class WorkerProcess(PoolWorker):
 
     def _with_slot(self, pending: PendingCall) -> Call:
         """The call's message, with a slot of the result memory for its
-        result when it is a prediction answered at once and one is free."""
+        result when it is a prediction answered at once and one is free
+        (and its form's body written there: ``protocol.SharedBody``)."""
         message = pending.message
         if self.results is None or not message.finish_prediction or message.stream:
             return message
-        pending.slot = self.results.take()
-        if pending.slot is None:
+        slot = pending.slot = self.results.take()
+        if slot is None:
             return message
-        return message.with_slot(pending.slot)
+        form = message.form
+        if form is not None and type(form.body) is bytes:
+            body = self.results.put_body(slot, form.body)
+            if body is not None:
+                return message.with_slot(slot, form.with_body(body))
+        return message.with_slot(slot)
 
     def received(self, value: Any, slot: int | None) -> Any:
         results = self.results

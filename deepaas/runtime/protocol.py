@@ -235,9 +235,11 @@ class Call:
     slot: int | None = None
     form: RawForm | None = None
 
-    def with_slot(self, slot: int) -> Call:
-        """This call with a slot for its result (what ``dataclasses.replace``
-        does, at a fraction of its cost: it runs for every prediction)."""
+    def with_slot(self, slot: int, form: RawForm | None = None) -> Call:
+        """This call with a slot for its result (and its form, when given,
+        in place of its own: see ``SharedBody``); what
+        ``dataclasses.replace`` does, at a fraction of its cost: it runs for
+        every prediction."""
         return Call(
             self.method,
             self.kwargs,
@@ -247,7 +249,7 @@ class Call:
             self.request_id,
             self.stream,
             slot,
-            self.form,
+            self.form if form is None else form,
         )
 
 
@@ -259,12 +261,30 @@ class RawForm:
     the query string's items, the Accept header, and the limits that apply
     to the form."""
 
-    body: bytes
+    body: bytes | SharedBody
     boundary: str
     query: tuple[tuple[str, str], ...] = ()
     accept_header: str | None = None
     strict: bool = False  # undeclared arguments are a 422
     max_parts: int = 0
+
+    def with_body(self, body: bytes | SharedBody) -> RawForm:
+        """This form with its body elsewhere."""
+        return dataclasses.replace(self, body=body)
+
+
+@pickled_by_fields
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedBody:
+    """A form's body that the server wrote into the slot its call has of
+    the worker's ``ResultMemory`` (its first ``size`` bytes), instead of
+    sending it through the socket: a copy into memory already mapped costs
+    far less than the socket's. The worker reads the form out of it before
+    the model runs, so the slot is free again for the call's result.
+    """
+
+    slot: int
+    size: int
 
 
 @pickled_by_fields

@@ -19,6 +19,7 @@ from deepaas.model.v2.types import (
 )
 from deepaas.runtime.protocol import (
     ResultMemory,
+    SharedBody,
 )
 
 LOG = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ RESULT_SLOT_SIZE = 4 * 1024 * 1024
 
 class ResultSlots:
     """The server's side of the memory a worker shares with it for results
-    (``protocol.ResultMemory``): an anonymous file mapped read-only here,
-    and which of its slots are free.
+    (``protocol.ResultMemory``): an anonymous file mapped here too, and
+    which of its slots are free.
 
     A call that may end in a result of moderate size takes a free slot
     (``take``); the worker writes the result there; the caller gets a
     ``MappedResult``, a view of it, and frees the slot once the bytes are
     sent. With no slot free, results go to files as when there is none.
+    The server may first write the call's form there (``put_body``), which
+    the worker reads before it writes the result.
     """
 
     def __init__(self, slots: int, slot_size: int) -> None:
@@ -45,7 +48,7 @@ class ResultSlots:
         self.fd = os.memfd_create("deepaas-results")
         try:
             os.ftruncate(self.fd, slots * slot_size)
-            self._map = mmap.mmap(self.fd, slots * slot_size, prot=mmap.PROT_READ)
+            self._map = mmap.mmap(self.fd, slots * slot_size)
         except BaseException:
             os.close(self.fd)
             raise
@@ -81,6 +84,16 @@ class ResultSlots:
     def take(self) -> int | None:
         """A free slot, now taken; None if all are."""
         return self._free.pop() if self._free else None
+
+    def put_body(self, slot: int, body: bytes) -> SharedBody | None:
+        """A form's ``body`` written into the free ``slot`` just taken for
+        its call; None if it does not fit."""
+        size = len(body)
+        if size > self.slot_size:
+            return None
+        start = slot * self.slot_size
+        self._view[start : start + size] = body
+        return SharedBody(slot, size)
 
     def free(self, slot: int) -> None:
         self._free.append(slot)

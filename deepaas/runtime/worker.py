@@ -63,6 +63,7 @@ from deepaas.runtime.protocol import (
     Ready,
     Replies,
     Scratch,
+    SharedBody,
     Start,
     Streamed,
     WorkerError,
@@ -312,9 +313,14 @@ class LoadedModel:
 
         arguments = self._declaration(method)
         schema = arguments.schema
+        body = form.body
+        if isinstance(body, SharedBody):
+            if self.shared is None:
+                raise ValueError("A form in memory this worker does not share")
+            body = self.shared.body(body)
         try:
             values, parts = forms.read_whole_form(
-                form.body, form.boundary, forms.MemoryPart, max_parts=form.max_parts
+                body, form.boundary, forms.MemoryPart, max_parts=form.max_parts
             )
         except exceptions.DeepaasError as exc:  # BadRequest, TooManyParts
             raise exceptions.UnreadableRequest(exc.message, exc.status) from None

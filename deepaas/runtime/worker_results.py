@@ -25,6 +25,7 @@ from deepaas.runtime.protocol import (
     Replies,
     ResultMemory,
     Scratch,
+    SharedBody,
 )
 
 # Finished results from this size on go through a scratch file, not the socket.
@@ -66,6 +67,13 @@ class SharedSlots:
             self.map = mmap.mmap(memory.fd, memory.slots * memory.slot_size)
         finally:
             os.close(memory.fd)
+
+    def body(self, shared: SharedBody) -> bytes:
+        """The bytes of a form the server wrote into a slot."""
+        if not 0 <= shared.slot < self.slots or shared.size > self.slot_size:
+            raise ValueError(f"No form in slot {shared.slot} of {shared.size} bytes")
+        start = shared.slot * self.slot_size
+        return self.map[start : start + shared.size]
 
     def put(
         self, slot: int, data: bytes | bytearray | memoryview, is_json: bool

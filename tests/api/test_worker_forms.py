@@ -5,6 +5,7 @@ when it reads the form itself, as it does with no memory directory."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -288,3 +289,35 @@ async def test_a_batching_model_reads_each_form_on_its_own(make_client):
         )
     )
     assert [r.status for r in responses] == [200, 422, 400, 200]
+
+
+async def test_forms_in_flight_at_once_each_reach_their_own_call(make_client):
+    """Each small form travels in memory shared with its worker, in the
+    slot its call holds; many at once, sent ahead to busy workers too, each
+    reaches its own call whole."""
+    client = await make_client("--model-name", "where", "-p", "2")
+    sizes = [1, 1000, 65_536, 200_000, 250_000] * 6
+    contents = [
+        hashlib.sha256(str(n).encode()).digest() * (size // 32 + 1)
+        for n, size in enumerate(sizes)
+    ]
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/v2/models/where/predict/",
+                data=form(file("data", f"f{n}.bin", content[: sizes[n]])),
+                headers={"Content-Type": CONTENT_TYPE},
+            )
+            for n, content in enumerate(contents)
+        )
+    )
+    answers = [(await r.json())["predictions"] for r in responses]
+    assert [r.status for r in responses] == [200] * len(sizes)
+    assert [a["sha256"] for a in answers] == [
+        hashlib.sha256(content[:size]).hexdigest()
+        for content, size in zip(contents, sizes, strict=True)
+    ]
+    # read by the workers, in memory: not one file written by the server
+    assert {a["directory"].split("/")[-1][:15] for a in answers} == {"deepaas-worker-"}
+    restarts = (await (await client.get("/readyz")).json())["models"]["where"]
+    assert restarts["restarts"] == 0

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from deepaas.model.v2.types import EncodedJSON, MappedResult, SpooledResult
-from deepaas.runtime.protocol import ResultMemory, Scratch
+from deepaas.runtime.protocol import ResultMemory, Scratch, SharedBody
 from deepaas.runtime.results import ResultSlots
 from deepaas.runtime.worker_results import SPOOL_MIN, SharedSlots, spooled
 
@@ -144,3 +144,21 @@ def test_slots_are_taken_until_released(slots):
     dropped = server.result(worker.put(taken[1], b"d" * SPOOL_MIN, False))
     del dropped
     assert server.take() == taken[1]
+
+
+def test_a_form_goes_into_its_slot_and_its_result_after_it(slots):
+    """The server writes a call's form into the call's slot; the worker reads
+    it whole before the model runs, and the result takes the slot after."""
+    server, worker = slots
+    slot = server.take()
+    body = bytes(range(256)) * 900
+    shared = server.put_body(slot, body)
+    assert (shared.slot, shared.size) == (slot, len(body))
+    assert worker.body(shared) == body
+    result = server.result(worker.put(slot, b"r" * SPOOL_MIN, False))
+    assert bytes(result.view) == b"r" * SPOOL_MIN
+    result.release()
+    # a body larger than a slot stays in the call
+    assert server.put_body(server.take(), b"x" * (256 * 1024 + 1)) is None
+    with pytest.raises(ValueError):  # a slot the memory does not have
+        worker.body(SharedBody(3, 10))
