@@ -106,15 +106,23 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool
 
 
 async def eventually(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
-    """``wait_until`` for async tests: polls without blocking the event loop."""
+    """``wait_until`` for async tests: polls without blocking the event loop
+    (``predicate`` may be a coroutine function)."""
     import asyncio
+    import inspect
+
+    async def holds() -> bool:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        return bool(value)
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
+        if await holds():
             return True
         await asyncio.sleep(interval)
-    return predicate()
+    return await holds()
 
 
 def env_with(site: Path | None, **extra: str) -> dict[str, str]:

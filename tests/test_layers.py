@@ -1,7 +1,9 @@
 """The architecture's layers, kept by import-linter (pyproject.toml's
 ``[tool.importlinter]`` contracts): the model layer imports no part of the
-server, the runtime no part of the web server, Ray only where it is used, and
-the command line, API, runtime and model layer import only downwards."""
+server, the state layer none either, the runtime no part of the web server,
+Ray only where it is used; the command line, API, background work, runtime
+and state, and model layer import only downwards; and no package's modules
+import each other in a circle."""
 
 from __future__ import annotations
 

@@ -33,10 +33,7 @@ from deepaas.api.metrics import METRICS, Metrics, metrics_handler
 from deepaas.api.parser import PARSER, ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
 from deepaas.api.uploads import MemorySpool
-from deepaas.events import TRAINING as TRAINING_EVENTS
-from deepaas.events import EventJournal
 from deepaas.exceptions import ModelNotFound
-from deepaas.jobs import JobRunner
 from deepaas.model import loading
 from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.runtime.executor import Executor
@@ -44,14 +41,13 @@ from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Scratch
 from deepaas.runtime.results import RESULT_SLOTS
 from deepaas.runtime.wrapper import ModelWrapper
-from deepaas.store import (
-    SQLiteEventStore,
-    SQLiteJobStore,
-    SQLiteTrainingStore,
-    SQLiteWebhookStore,
-)
-from deepaas.trainings import TrainingRunner, keep_for
-from deepaas.webhooks import WebhookPolicy, WebhookSender
+from deepaas.state import open_database
+from deepaas.state.records import TRAINING
+from deepaas.work.events import EventJournal
+from deepaas.work.jobs import Jobs
+from deepaas.work.runner import Runner
+from deepaas.work.trainings import Trainings
+from deepaas.work.webhooks import WebhookPolicy, WebhookSender
 
 LOG = logging.getLogger(__name__)
 
@@ -157,23 +153,10 @@ def build_ray_executor(
     )
 
 
-def open_store(state_dir: str) -> SQLiteTrainingStore:
-    """The training store in ``state_dir``, with trainings cut by a previous
-    stop recorded as interrupted."""
-    store = SQLiteTrainingStore(state_dir)
-    interrupted = store.mark_interrupted()
-    if interrupted:
-        LOG.warning(
-            "%d training(s) were running when the server last stopped; recorded "
-            "as interrupted.",
-            interrupted,
-        )
-    return store
-
-
 async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start every model's executor in the background; stop them on shutdown.
-    Meanwhile, trainings past ``--training-retention`` are removed."""
+    Meanwhile, trainings and jobs past their retention are removed, and
+    webhooks delivered."""
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
     conf = app[keys.CONFIG]
@@ -184,12 +167,7 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
             loop.create_task(app[keys.TRAININGS].keep_for(conf.training_retention))
         )
     if conf.job_retention:
-        jobs = app[keys.JOBS]
-        keepers.append(
-            loop.create_task(
-                keep_for(jobs.purge, conf.job_retention, "job(s)", "--job-retention")
-            )
-        )
+        keepers.append(loop.create_task(app[keys.JOBS].keep_for(conf.job_retention)))
     keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
     spool = app[PARSER].spool
     if spool is not None:
@@ -201,7 +179,6 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     await stop_work(app)
     if spool is not None:
         spool.close()
-    app[keys.TRAININGS].store.close()
 
 
 async def stop_work(app: web.Application) -> None:
@@ -326,46 +303,33 @@ def get_app(
         body_timeout=conf.body_timeout,
         spool=spool,
     )
-    store = open_store(conf.state_dir)
-    events = app[keys.EVENTS] = EventJournal(SQLiteEventStore(store))
+    database = app[keys.DATABASE] = open_database(conf.state_dir)
+    events = app[keys.EVENTS] = EventJournal(database.events)
     sender = app[keys.WEBHOOKS] = WebhookSender(
-        SQLiteWebhookStore(store),
+        database.webhooks,
         secret=conf.webhook_secret,
         attempts=conf.webhook_attempts,
         policy=WebhookPolicy(conf.webhook_allow),
     )
     events.listeners.append(sender.on_event)
-    jobs = app[keys.JOBS] = JobRunner(
-        SQLiteJobStore(store),
-        os.path.join(conf.state_dir, "jobs"),
-        events=events,
-        base=base,
+    app[keys.JOBS] = Runner(
+        Jobs(os.path.join(conf.state_dir, "jobs")),
+        database,
+        events,
+        base,
         max_running=conf.max_jobs,
-        max_per_owner=conf.max_jobs_per_user,
+        max_per_user=conf.max_jobs_per_user,
         max_args_bytes=conf.max_job_arguments,
     )
-    interrupted = jobs.interrupted_at_start()
-    if interrupted:
-        LOG.warning(
-            "%d asynchronous prediction(s) were running when the server last "
-            "stopped; recorded as interrupted.",
-            interrupted,
-        )
-    trainings = app[keys.TRAININGS] = TrainingRunner(
-        store,
-        os.path.join(conf.state_dir, "logs"),
+    trainings = app[keys.TRAININGS] = Runner(
+        Trainings(os.path.join(conf.state_dir, "logs"), conf.training_log_max_bytes),
+        database,
+        events,
+        base,
         max_running=conf.max_trainings,
-        max_per_owner=conf.max_trainings_per_user,
-        log_max_bytes=conf.training_log_max_bytes,
-        events=events,
+        max_per_user=conf.max_trainings_per_user,
     )
-    resumed = sender.resume(
-        lambda kind, model, record: record_state(
-            trainings, jobs, base, kind, model, record
-        )
-    )
-    if resumed:
-        LOG.info("%d webhook(s) of interrupted work to deliver", resumed)
+    app.cleanup_ctx.append(_state_ctx)
     executors = {
         name: build_executor(conf, declaration, spool, len(declarations))
         for name, declaration in declarations.items()
@@ -407,25 +371,33 @@ def get_app(
     return app
 
 
-def record_state(
-    trainings: TrainingRunner,
-    jobs: JobRunner,
-    base: str,
-    kind: str,
-    model: str,
-    record: str,
-) -> tuple[bool, dict[str, Any]] | None:
-    """Whether a training or job has ended, and its JSON object; None if it
-    is gone (for webhooks kept across a restart)."""
-    if kind == TRAINING_EVENTS:
-        training = trainings.store.get(model, record)
-        if training is None:
+async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """At start, before any request: end the work a previous server left
+    running, and take up the webhooks it kept. At the end, once the work
+    has stopped: keep the last events and close the database."""
+    trainings, jobs = app[keys.TRAININGS], app[keys.JOBS]
+    await trainings.recover()
+    await jobs.recover()
+    base = app[keys.BASE_PATH]
+
+    async def state_of(
+        kind: str, model: str, record_id: str
+    ) -> tuple[bool, dict[str, Any]] | None:
+        """Whether a training or job has ended, and its JSON object; None
+        if it is gone."""
+        runner: Runner[Any] = trainings if kind == TRAINING else jobs
+        record = await runner.records.get(kind, model, record_id)
+        if record is None:
             return None
-        return training.status != "running", training.to_dict()
-    job = jobs.store.get(model, record)
-    if job is None:
-        return None
-    return job.status != "running", job.to_dict(base)
+        return not record.running, runner.kind.view(record, base)
+
+    resumed = await app[keys.WEBHOOKS].resume(state_of)
+    if resumed:
+        LOG.info("%d webhook(s) of interrupted work to deliver", resumed)
+    yield
+    await app[keys.EVENTS].flushed()
+    await app[keys.WEBHOOKS].flushed()
+    await app[keys.DATABASE].close()
 
 
 async def add_answer_headers(

@@ -23,18 +23,21 @@ if typing.TYPE_CHECKING:
     from deepaas.api.connections import Connections
     from deepaas.api.startup import Startup
     from deepaas.api.uploads import Uploads
-    from deepaas.events import EventJournal
-    from deepaas.jobs import JobRunner
     from deepaas.runtime.wrapper import ModelWrapper
-    from deepaas.trainings import TrainingRunner
-    from deepaas.webhooks import WebhookSender
+    from deepaas.state import Database
+    from deepaas.work.events import EventJournal
+    from deepaas.work.jobs import Jobs
+    from deepaas.work.runner import Runner
+    from deepaas.work.trainings import Trainings
+    from deepaas.work.webhooks import WebhookSender
 
 # The application's
 CONFIG: web.AppKey[cfg.ConfigOpts] = web.AppKey("deepaas_config")
 BASE_PATH: web.AppKey[str] = web.AppKey("deepaas_base_path")
 MODELS: web.AppKey[dict[str, ModelWrapper]] = web.AppKey("deepaas_models")
-TRAININGS: web.AppKey[TrainingRunner] = web.AppKey("deepaas_trainings")
-JOBS: web.AppKey[JobRunner] = web.AppKey("deepaas_jobs")
+DATABASE: web.AppKey[Database] = web.AppKey("deepaas_database")
+TRAININGS: web.AppKey[Runner[Trainings]] = web.AppKey("deepaas_trainings")
+JOBS: web.AppKey[Runner[Jobs]] = web.AppKey("deepaas_jobs")
 EVENTS: web.AppKey[EventJournal] = web.AppKey("deepaas_events")
 WEBHOOKS: web.AppKey[WebhookSender] = web.AppKey("deepaas_webhooks")
 DEBUG_CAPTURE: web.AppKey[DebugCapture] = web.AppKey("deepaas_debug_capture")

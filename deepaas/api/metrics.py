@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
@@ -27,7 +29,10 @@ from deepaas import exceptions
 from deepaas.api.auth import APIKeys
 from deepaas.api.connections import Connections
 from deepaas.runtime.executor import Executor
-from deepaas.trainings import TrainingRunner
+from deepaas.state.records import TRAINING
+from deepaas.work.runner import Runner
+
+LOG = logging.getLogger(__name__)
 
 # From a fast GET to a long prediction, in seconds.
 REQUEST_BUCKETS = (
@@ -154,12 +159,14 @@ class _StateCollector(Collector):
     def __init__(
         self,
         executors: Mapping[str, Executor],
-        trainings: TrainingRunner,
+        trainings: Runner[Any],
         connections: Connections,
         api_keys: APIKeys | None = None,
     ) -> None:
         self.executors = executors
         self.trainings = trainings
+        # (model, status) -> count, as read before the scrape (``refresh``)
+        self.training_counts: dict[tuple[str, str], int] = {}
         self.connections = connections
         self.api_keys = api_keys
 
@@ -247,9 +254,7 @@ class _StateCollector(Collector):
             "Trainings on record, by model and status.",
             labels=["model", "status"],
         )
-        for (model_name, status), count in sorted(
-            self.trainings.store.counts().items()
-        ):
+        for (model_name, status), count in sorted(self.training_counts.items()):
             trainings.add_metric([model_name, status], count)
         yield trainings
         yield GaugeMetricFamily(
@@ -287,7 +292,7 @@ class Metrics:
     def __init__(
         self,
         executors: Mapping[str, Executor],
-        trainings: TrainingRunner,
+        trainings: Runner[Any],
         connections: Connections,
         api_keys: APIKeys | None = None,
     ) -> None:
@@ -322,9 +327,8 @@ class Metrics:
                 (self.requests, self.latency, self.calls, self.upload_bytes)
             )
         )
-        self.registry.register(
-            _StateCollector(executors, trainings, connections, api_keys)
-        )
+        self._state = _StateCollector(executors, trainings, connections, api_keys)
+        self.registry.register(self._state)
         # route templates by resource (the app's own: a fixed few)
         self._templates: dict[AbstractResource, str] = {}
 
@@ -353,6 +357,15 @@ class Metrics:
     ) -> None:
         self.calls.observe((model, method, call_outcome(error)), seconds)
 
+    async def refresh(self) -> None:
+        """Read what the state database holds for the next scrape (the
+        last figures stay when it cannot be read)."""
+        state = self._state
+        try:
+            state.training_counts = await state.trainings.records.counts(TRAINING)
+        except exceptions.StoreError as exc:
+            LOG.warning("Training counts not read for the metrics: %s", exc.message)
+
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
 
@@ -364,6 +377,7 @@ def metrics_handler(metrics: Metrics) -> Handler:
     """The handler of ``GET /metrics`` for ``metrics``."""
 
     async def handler(request: web.Request) -> web.Response:
+        await metrics.refresh()
         response = web.Response(body=metrics.exposition())
         response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
         return response

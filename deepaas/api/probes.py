@@ -77,15 +77,15 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             f"keys are still in use: {keys_error}",
             "models": workers,
         }
-    trainings = app[keys.TRAININGS]
-    if trainings.unsaved:
-        # Serving, but results are held in memory only.
-        return True, {
-            "status": "degraded",
-            "reason": f"{trainings.unsaved} ended training(s) cannot be recorded "
-            f"(retrying): {trainings.store_error}",
-            "models": workers,
-        }
+    for runner in (app[keys.TRAININGS], app[keys.JOBS]):
+        if runner.unsaved:
+            # Serving, but results are held in memory only.
+            return True, {
+                "status": "degraded",
+                "reason": f"{runner.unsaved} ended {runner.kind.noun}(s) cannot be "
+                f"recorded (retrying): {runner.store_error}",
+                "models": workers,
+            }
     missing = [name for name, w in workers.items() if w["missing"]]
     if missing:
         # Still serving, with less capacity than configured.

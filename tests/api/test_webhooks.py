@@ -126,10 +126,13 @@ async def test_pending_deliveries_survive_a_restart(make_client, aiohttp_server)
     resp = await client.post(PREDICT, headers={**ASYNC, "Webhook-URL": url})
     job = await resp.json()
     sender = client.app[keys_webhooks()]
-    assert await helpers.eventually(lambda: sender.store.count() == 1)
-    assert await helpers.eventually(
-        lambda: sender.store.due(float("inf"), 1)[0].attempts >= 1
-    )
+    assert await helpers.eventually(lambda: sender.store.count(), timeout=30)
+    assert await sender.store.count() == 1
+
+    async def tried() -> bool:
+        return (await sender.store.due(float("inf"), 1))[0].attempts >= 1
+
+    assert await helpers.eventually(tried)
     await client.close()  # the server stops with the delivery pending
     await aiohttp_server(receiver.app(), port=port)
     client = await make_client(*serving())
@@ -197,7 +200,8 @@ def test_a_secret_that_is_no_key_stops_start_up(testmodels_installed, tmp_path):
 
 
 def test_deliveries_are_signed_only_with_a_secret():
-    from deepaas.webhooks import Delivery, WebhookSender
+    from deepaas.state import Delivery
+    from deepaas.work.webhooks import WebhookSender
 
     sender = WebhookSender(store=None, secret="")  # type: ignore[arg-type]
     headers = sender.headers(Delivery("msg_1", "u", "t", "{}", 0, 0.0, "job", "r"))

@@ -11,7 +11,7 @@ gets only those after it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,13 +19,14 @@ from aiohttp_sse import sse_response
 
 from deepaas import exceptions
 from deepaas.api import keys
-from deepaas.events import Event, Lagging
+from deepaas.state.repositories import Event
+from deepaas.work.events import Lagging
 
 RETRY_MS = 2000  # how soon a client reconnects after the stream breaks
 PING_SECONDS = 15.0  # a comment line this often keeps proxies from timing out
 EVENTS_PAGE = 100  # kept events read from the database at a time
 
-Snapshot = Callable[[], tuple[bool, dict[str, Any]]]
+Snapshot = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """The record now: whether it has ended, and its JSON object."""
 
 
@@ -49,8 +50,8 @@ async def stream(
     after = last_event_id(request)
     journal = request.app[keys.EVENTS]
     with journal.subscribe(kind, record) as live:
-        page = journal.after(kind, record, after, EVENTS_PAGE)
-        ended, body = snapshot()
+        page = await journal.after(kind, record, after, EVENTS_PAGE)
+        ended, body = await snapshot()
         if ended and after and not page:
             # The client has every event (a browser's EventSource reconnects
             # by itself after the end): 204 tells it to stop.
@@ -66,7 +67,7 @@ async def stream(
                         return response
                 if len(page) < EVENTS_PAGE:
                     break
-                page = journal.after(kind, record, last, EVENTS_PAGE)
+                page = await journal.after(kind, record, last, EVENTS_PAGE)
             if ended:
                 # Its final event may have come meanwhile; else (a record
                 # ended by a restart, say) the record itself ends the stream.

@@ -23,12 +23,12 @@ from aiohttp import web
 from deepaas import exceptions
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import events, responses
-from deepaas.events import JOB
-from deepaas.jobs import DONE, RUNNING, Job, Keeper
 from deepaas.model.v2.encoding import raw_answer_headers
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
-from deepaas.webhooks import Hook
+from deepaas.state.records import DONE, JOB, Record
+from deepaas.work.jobs import Keeper
+from deepaas.work.webhooks import Hook
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -113,7 +113,7 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def submit(
+async def submit(
     request: web.Request,
     model: ModelWrapper,
     kwargs: dict[str, Any],
@@ -131,24 +131,28 @@ def submit(
     except BaseException:
         cleanup()
         raise
-    job, created = request.app[keys.JOBS].submit(
+    runner = request.app[keys.JOBS]
+    job, created = await runner.start(
         model.name,
         kwargs,
-        run,
-        keep,
-        owner=auth.owner_of(request),
+        runner.kind.work(run, keep),
+        started_by=auth.owner_of(request),
         key=key,
         cleanup=cleanup,
     )
     base = request.app[keys.BASE_PATH]
+    view = runner.kind.view(job, base)
     if created and hook is not None:
-        request.app[keys.WEBHOOKS].watch(
-            JOB, job.id, model.name, hook, job.to_dict(base)
-        )
+        sender = request.app[keys.WEBHOOKS]
+        sender.watch(JOB, job.id, model.name, hook, view)
+        await sender.flushed()  # kept before the client hears of the job
     response = web.json_response(
-        job.to_dict(base),
+        view,
         status=202,
-        headers={"Location": job.url(base), "Preference-Applied": "respond-async"},
+        headers={
+            "Location": runner.kind.url(job, base),
+            "Preference-Applied": "respond-async",
+        },
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -192,11 +196,13 @@ def page_of(request: web.Request) -> tuple[int, str | None]:
     return limit, request.query.get("after") or None
 
 
-def read_inline(job: Job, path: str) -> bytes | None:
+def read_inline(job: Record, path: str) -> bytes | None:
     """A JSON result small enough to show inside its job object."""
-    if job.status != DONE or job.result_type != "application/json":
+    result = job.result if isinstance(job.result, dict) else {}
+    if job.status != DONE or result.get("type") != "application/json":
         return None
-    if job.result_size is None or job.result_size > INLINE_MAX:
+    size = result.get("size")
+    if not isinstance(size, int) or size > INLINE_MAX:
         return None
     try:
         with open(path, "rb") as f:
@@ -220,10 +226,12 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         base = request.app[keys.BASE_PATH]
         limit, after = page_of(request)
         # One more than asked tells whether there is a next page.
-        jobs = runner.list(
+        jobs = await runner.list(
             model.name, auth.owner_filter(request), after=after, limit=limit + 1
         )
-        response = web.json_response([job.to_dict(base) for job in jobs[:limit]])
+        response = web.json_response(
+            [runner.kind.view(job, base) for job in jobs[:limit]]
+        )
         if len(jobs) > limit:
             following = request.rel_url.update_query(
                 {"after": jobs[limit - 1].id, "limit": str(limit)}
@@ -241,14 +249,14 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.response_schema(responses.Job(), 200)
     async def get_job(request: web.Request) -> web.Response:
         runner = request.app[keys.JOBS]
-        job = runner.get(
+        job = await runner.get(
             model.name, request.match_info["id"], auth.owner_filter(request)
         )
         loop = asyncio.get_running_loop()
         inline = await loop.run_in_executor(
-            None, read_inline, job, runner.result_path(job.id)
+            None, read_inline, job, runner.kind.result_path(job.id)
         )
-        body = json.dumps(job.to_dict(request.app[keys.BASE_PATH])).encode()
+        body = json.dumps(runner.kind.view(job, request.app[keys.BASE_PATH])).encode()
         if inline is not None:
             body = body[:-1] + b', "result": ' + inline + b"}"
         return web.Response(body=body, content_type="application/json")
@@ -270,14 +278,15 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     async def get_result(request: web.Request) -> web.StreamResponse:
         runner = request.app[keys.JOBS]
-        job = runner.get(
+        job = await runner.get(
             model.name, request.match_info["id"], auth.owner_filter(request)
         )
         if job.status != DONE:
             raise exceptions.JobHasNoResult(job.status, job.message)
+        result = job.result if isinstance(job.result, dict) else {}
+        media_type = result.get("type") or "application/octet-stream"
         return web.FileResponse(
-            runner.result_path(job.id),
-            headers=raw_answer_headers(job.result_type or "application/octet-stream"),
+            runner.kind.result_path(job.id), headers=raw_answer_headers(media_type)
         )
 
     @aiohttp_apigami.docs(
@@ -294,7 +303,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         job = await runner.cancel(
             model.name, request.match_info["id"], auth.owner_filter(request)
         )
-        return web.json_response(job.to_dict(request.app[keys.BASE_PATH]))
+        return web.json_response(runner.kind.view(job, request.app[keys.BASE_PATH]))
 
     @aiohttp_apigami.docs(
         tags=["models"],
@@ -308,12 +317,12 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         runner = request.app[keys.JOBS]
         owner = auth.owner_filter(request)
         job_id = request.match_info["id"]
-        runner.get(model.name, job_id, owner)  # 404 before the stream starts
+        await runner.get(model.name, job_id, owner)  # 404 before the stream starts
         base = request.app[keys.BASE_PATH]
 
-        def snapshot() -> tuple[bool, dict[str, Any]]:
-            job = runner.get(model.name, job_id, owner)
-            return job.status != RUNNING, job.to_dict(base)
+        async def snapshot() -> tuple[bool, dict[str, Any]]:
+            job = await runner.get(model.name, job_id, owner)
+            return not job.running, runner.kind.view(job, base)
 
         return await events.stream(request, JOB, job_id, snapshot)
 

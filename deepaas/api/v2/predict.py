@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import aiohttp_apigami
 from aiohttp import web
 
-from deepaas import exceptions, private, webhooks
+from deepaas import exceptions, private
 from deepaas.api import auth, keys, routing
 from deepaas.api.parser import PARSER
 from deepaas.api.uploads import Uploads
@@ -26,6 +26,7 @@ from deepaas.model.v2.types import (
 )
 from deepaas.runtime.protocol import RawForm
 from deepaas.runtime.wrapper import ModelWrapper
+from deepaas.work import webhooks
 
 COPY_CHUNK = 1 << 20
 OCTET_STREAM = "application/octet-stream"
@@ -241,7 +242,7 @@ def make_handler(
                 request, arguments, short_lived=False
             )
             accept = kwargs.get("accept", None if validated else default_accept)
-            return jobs.submit(
+            return await jobs.submit(
                 request,
                 model,
                 kwargs,

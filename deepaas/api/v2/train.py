@@ -11,14 +11,15 @@ import aiohttp_apigami
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
-from deepaas import webhooks
 from deepaas.api import auth, keys, routing
 from deepaas.api.parser import PARSER
 from deepaas.api.v2 import events, jobs, responses
-from deepaas.events import TRAINING
+from deepaas.model.v2.encoding import jsonable
+from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
-from deepaas.training_logs import OpenLog, open_log
-from deepaas.trainings import RUNNING
+from deepaas.state.records import TRAINING, Record
+from deepaas.work import webhooks
+from deepaas.work.training_logs import OpenLog, open_log
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 TEXT = "text/plain; charset=utf-8"
@@ -42,21 +43,25 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         except BaseException:
             uploads.cleanup()
             raise
-        # The runner removes the uploads once the training has ended.
-        training = request.app[keys.TRAININGS].start(
-            model.name,
-            kwargs,
-            lambda log_path, on_progress: model.train(
-                kwargs, log_path=log_path, on_progress=on_progress
-            ),
-            cleanup=uploads.cleanup,
-            owner=owner,
-        )
-        if hook is not None:
-            request.app[keys.WEBHOOKS].watch(
-                TRAINING, training.uuid, model.name, hook, training.to_dict()
+        runner = request.app[keys.TRAININGS]
+        log_path = runner.kind.log_path
+
+        async def train(record: Record, on_progress: ProgressCallback) -> Any:
+            output = await model.train(
+                kwargs, log_path=log_path(record.id), on_progress=on_progress
             )
-        return web.json_response(training.to_dict())
+            return jsonable(output)
+
+        # The runner removes the uploads once the training has ended.
+        training, _ = await runner.start(
+            model.name, kwargs, train, cleanup=uploads.cleanup, started_by=owner
+        )
+        view = runner.kind.view(training, "")
+        if hook is not None:
+            sender = request.app[keys.WEBHOOKS]
+            sender.watch(TRAINING, training.id, model.name, hook, view)
+            await sender.flushed()  # kept before the client hears of it
+        return web.json_response(view)
 
     start: Any = aiohttp_apigami.request_schema(
         arguments.value_schema, location="querystring"
@@ -93,10 +98,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     @aiohttp_apigami.response_schema(responses.Training(many=True), 200)
     async def list_trainings(request: web.Request) -> web.Response:
-        trainings = request.app[keys.TRAININGS].list(
-            model.name, auth.owner_filter(request)
-        )
-        return web.json_response([t.to_dict() for t in trainings])
+        runner = request.app[keys.TRAININGS]
+        trainings = await runner.list(model.name, auth.owner_filter(request))
+        return web.json_response([runner.kind.view(t, "") for t in trainings])
 
     @aiohttp_apigami.docs(
         tags=["models"],
@@ -105,10 +109,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     @aiohttp_apigami.response_schema(responses.Training(), 200)
     async def get_training(request: web.Request) -> web.Response:
-        training = request.app[keys.TRAININGS].get(
+        runner = request.app[keys.TRAININGS]
+        training = await runner.get(
             model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
-        return web.json_response(training.to_dict())
+        return web.json_response(runner.kind.view(training, ""))
 
     @aiohttp_apigami.docs(
         tags=["models"],
@@ -117,10 +122,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     )
     @aiohttp_apigami.response_schema(responses.Training(), 200)
     async def cancel_training(request: web.Request) -> web.Response:
-        training = await request.app[keys.TRAININGS].cancel(
+        runner = request.app[keys.TRAININGS]
+        training = await runner.cancel(
             model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
-        return web.json_response(training.to_dict())
+        return web.json_response(runner.kind.view(training, ""))
 
     @aiohttp_apigami.docs(
         tags=["models"],
@@ -137,13 +143,13 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     @aiohttp_apigami.querystring_schema(LogQuery())
     async def get_training_log(request: web.Request) -> web.StreamResponse:
         runner = request.app[keys.TRAININGS]
-        training = runner.get(
+        training = await runner.get(
             model.name, request.match_info["uuid"], auth.owner_filter(request)
         )
         query = await request.app[PARSER].parse(
             LogQuery(), request, location="querystring"
         )
-        path = runner.log_path(training.uuid)
+        path = runner.kind.log_path(training.id)
         tail = query.get("tail")
         loop = asyncio.get_running_loop()
         if tail is not None:
@@ -175,11 +181,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         runner = request.app[keys.TRAININGS]
         owner = auth.owner_filter(request)
         uuid = request.match_info["uuid"]
-        runner.get(model.name, uuid, owner)  # 404 before the stream starts
+        await runner.get(model.name, uuid, owner)  # 404 before the stream starts
 
-        def snapshot() -> tuple[bool, dict[str, Any]]:
-            training = runner.get(model.name, uuid, owner)
-            return training.status != RUNNING, training.to_dict()
+        async def snapshot() -> tuple[bool, dict[str, Any]]:
+            training = await runner.get(model.name, uuid, owner)
+            return not training.running, runner.kind.view(training, "")
 
         return await events.stream(request, TRAINING, uuid, snapshot)
 

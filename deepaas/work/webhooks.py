@@ -23,18 +23,16 @@ import socket
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
 from deepaas import exceptions, hostnames
-
-if TYPE_CHECKING:
-    from deepaas.events import Event
-    from deepaas.store import SQLiteWebhookStore
+from deepaas.state.repositories import Delivery, Event, StoredHook, Webhooks
+from deepaas.work.ordered import InOrder
 
 LOG = logging.getLogger(__name__)
 
@@ -42,25 +40,11 @@ EVENTS = ("start", "progress", "completed")
 DEFAULT_EVENTS = ("completed",)
 TYPE_PREFIX = {"training": "training", "job": "prediction"}
 # (kind, model, record) -> (ended, its JSON object), or None if it is gone
-Lookup = Callable[[str, str, str], "tuple[bool, dict[str, Any]] | None"]
+Lookup = Callable[[str, str, str], Awaitable["tuple[bool, dict[str, Any]] | None"]]
 SEND_TIMEOUT = 10.0  # seconds a receiver has to answer
 MAX_WAIT = 600.0  # the longest wait between two attempts
 AT_ONCE = 16  # deliveries made concurrently
 MAX_URL = 2048
-
-
-@dataclasses.dataclass
-class Delivery:
-    """One webhook call to make (or to make again)."""
-
-    id: str
-    url: str
-    type: str
-    body: str
-    attempts: int
-    due: float  # time.time() from which it may be tried
-    kind: str
-    record: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +232,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: SQLiteWebhookStore,
+        store: Webhooks,
         *,
         secret: str = "",
         attempts: int = 8,
@@ -266,6 +250,7 @@ class WebhookSender:
             ) from None
         self._hooks: dict[tuple[str, str], Hook] = {}
         self._wake = asyncio.Event()
+        self._writes = InOrder()
         self._session: aiohttp.ClientSession | None = None
         self.delivered = 0
         self.failed = 0
@@ -279,33 +264,40 @@ class WebhookSender:
         snapshot: dict[str, Any],
     ) -> None:
         """Deliver the events ``hook`` asks for of a record (which has just
-        started: ``snapshot`` is what its start delivery carries)."""
-        self.store.add_hook(kind, record, model, hook.url, hook.events)
+        started: ``snapshot`` is what its start delivery carries). Told at
+        once, before any event of the record can be missed; kept in the
+        database in the background (``flushed``)."""
         self._hooks[(kind, record)] = hook
+        self._writes.add(
+            self.store.add_hook(StoredHook(kind, record, model, hook.url, hook.events)),
+            f"Webhook of {kind} {record}",
+        )
         if "start" in hook.events:
             self._enqueue(kind, record, hook, "start", snapshot)
 
-    def resume(self, lookup: Lookup) -> int:
+    async def resume(self, lookup: Lookup) -> int:
         """At start: the webhooks kept by an earlier run. A record that has
         ended meanwhile (cut by a crash: interrupted) gets its completed
         delivery now; one still running is watched again; one gone is
         forgotten. How many completed deliveries were made due."""
         due = 0
-        for kind, record, model, url, events in self.store.hooks():
-            refusal = self.policy.why_refused(url)
+        for stored in await self.store.hooks():
+            kind, record = stored.kind, stored.record
+            refusal = self.policy.why_refused(stored.url)
             if refusal is not None:  # the options changed since
                 LOG.warning("Webhook of %s %s dropped: %s", kind, record, refusal)
-                self.store.remove_hook(kind, record)
+                await self.store.remove_hook(kind, record)
                 continue
-            hook = Hook(url, tuple(events))
-            found = lookup(kind, model, record)
+            hook = Hook(stored.url, stored.events)
+            found = await lookup(kind, stored.model, record)
             if found is not None and not found[0]:
                 self._hooks[(kind, record)] = hook
                 continue
             if found is not None and "completed" in hook.events:
                 self._enqueue(kind, record, hook, "completed", found[1])
                 due += 1
-            self.store.remove_hook(kind, record)
+            await self._writes.flushed()
+            await self.store.remove_hook(kind, record)
         return due
 
     def on_event(self, kind: str, record: str, event: Event) -> None:
@@ -321,10 +313,9 @@ class WebhookSender:
             del self._hooks[(kind, record)]
             if "completed" in hook.events:
                 self._enqueue(kind, record, hook, "completed", json.loads(event.data))
-            try:
-                self.store.remove_hook(kind, record)
-            except exceptions.StoreError as exc:
-                LOG.error("%s", exc.message)
+            self._writes.add(
+                self.store.remove_hook(kind, record), f"End of webhook of {record}"
+            )
 
     def _enqueue(
         self, kind: str, record: str, hook: Hook, what: str, data: dict[str, Any]
@@ -340,32 +331,36 @@ class WebhookSender:
                 "data": data,
             }
         )
-        try:
-            # Progress not sent yet is replaced by newer progress, not queued
-            # behind it: a receiver gets the news, not the whole history.
-            waiting = self.store.pending_progress(kind, record)
-            if what == "progress" and waiting is not None:
-                waiting.body = body
-                self.store.add_delivery(waiting)
-            else:
-                delivery_id = f"msg_{uuid.uuid4().hex}"
-                self.store.add_delivery(
-                    Delivery(delivery_id, hook.url, type_, body, 0, now, kind, record)
-                )
-        except exceptions.StoreError as exc:
-            LOG.error("Webhook %s to %s not kept: %s", type_, hook.url, exc.message)
-            return
+        delivery_id = f"msg_{uuid.uuid4().hex}"
+        delivery = Delivery(delivery_id, hook.url, type_, body, 0, now, kind, record)
+        # Progress not sent yet is replaced by newer progress, not queued
+        # behind it: a receiver gets the news, not the whole history.
+        keep = (
+            self.store.add_progress if what == "progress" else self.store.add_delivery
+        )
+        self._writes.add(self._keep(keep(delivery)), f"Webhook {type_} to {hook.url}")
+
+    async def _keep(self, write: Awaitable[None]) -> None:
+        await write
         self._wake.set()
+
+    async def flushed(self) -> None:
+        """Return once every delivery asked for so far is kept."""
+        await self._writes.flushed()
 
     async def run(self) -> None:
         """Make due deliveries until cancelled."""
         try:
             while True:
-                due = self.store.due(time.time(), AT_ONCE)
+                try:
+                    due = await self.store.due(time.time(), AT_ONCE)
+                    next_due = None if due else await self.store.next_due()
+                except exceptions.StoreError as exc:
+                    LOG.error("Webhooks cannot be read: %s", exc.message)
+                    due, next_due = [], time.time() + 5
                 if due:
                     await asyncio.gather(*(self._deliver(d) for d in due))
                     continue
-                next_due = self.store.next_due()
                 wait = 60.0 if next_due is None else max(0.0, next_due - time.time())
                 self._wake.clear()
                 try:
@@ -395,7 +390,7 @@ class WebhookSender:
         refusal = self.policy.why_refused(delivery.url)
         if refusal is not None:  # kept by a run with other options
             LOG.error("Webhook %s %s dropped: %s", delivery.type, delivery.id, refusal)
-            self.store.remove_delivery(delivery.id)
+            await self._forget(delivery)
             self.failed += 1
             return
         if self._session is None:
@@ -417,7 +412,7 @@ class WebhookSender:
             ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
-                    self.store.remove_delivery(delivery.id)
+                    await self._forget(delivery)
                     self.delivered += 1
                     return
                 why = f"answered {response.status}"
@@ -433,7 +428,7 @@ class WebhookSender:
                 delivery.attempts,
                 why,
             )
-            self.store.remove_delivery(delivery.id)
+            await self._forget(delivery)
             self.failed += 1
             return
         wait = min(2.0 ** (delivery.attempts - 1), MAX_WAIT)
@@ -447,4 +442,13 @@ class WebhookSender:
             wait,
         )
         delivery.due = time.time() + wait
-        self.store.add_delivery(delivery)
+        try:
+            await self.store.add_delivery(delivery)
+        except exceptions.StoreError as exc:
+            LOG.error("Webhook %s %s not kept: %s", delivery.type, delivery.id, exc)
+
+    async def _forget(self, delivery: Delivery) -> None:
+        try:
+            await self.store.remove_delivery(delivery.id)
+        except exceptions.StoreError as exc:
+            LOG.error("Webhook %s %s not removed: %s", delivery.type, delivery.id, exc)

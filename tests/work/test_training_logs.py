@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from deepaas.training_logs import LogCap, open_log
+from deepaas.work.training_logs import LogCap, open_log
 
 
 def append(path, first: int, count: int) -> None:

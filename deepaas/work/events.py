@@ -6,26 +6,24 @@ next number of its record and is kept in the state database, so that a
 client reconnecting with ``Last-Event-ID`` gets what it missed, even after a
 restart; and it is handed to the live subscribers of its record through
 in-memory queues, so that any number of them costs the worker nothing.
+Events are written in the order they are published, without the publisher
+waiting (``InOrder``); a reader of kept events waits for those written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deepaas import exceptions
-
-if TYPE_CHECKING:
-    from deepaas.store import SQLiteEventStore
+from deepaas.state.repositories import Event, Events
+from deepaas.work.ordered import InOrder
 
 LOG = logging.getLogger(__name__)
 
-TRAINING, JOB = "training", "job"
 SUBSCRIBER_BACKLOG = 1000  # events a subscriber may lag behind before it is cut
 # The most events kept per record: a chatty training's log does not fill the
 # database (a client further behind resumes from the oldest kept).
@@ -35,17 +33,6 @@ PRUNE_EVERY = 1_000
 # would otherwise keep gigabytes), checked every PRUNE_BYTES published.
 EVENT_BYTES_KEPT = 32 << 20
 PRUNE_BYTES = 1 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """One event: its number within its record, name, data (text; JSON
-    for all but log lines) and whether it is the record's last."""
-
-    seq: int
-    name: str
-    data: str
-    final: bool = False
 
 
 class Lagging(Exception):
@@ -91,11 +78,12 @@ class Subscription:
 class EventJournal:
     """Numbers, keeps and hands out the events of every training and job."""
 
-    def __init__(self, store: SQLiteEventStore) -> None:
+    def __init__(self, store: Events) -> None:
         self.store = store
         self._last: dict[tuple[str, str], int] = {}
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
         self._unpruned: dict[tuple[str, str], int] = {}  # bytes since a prune
+        self._writes = InOrder()
         # told of every event as it is published (webhooks)
         self.listeners: list[Callable[[str, str, Event], None]] = []
 
@@ -108,29 +96,26 @@ class EventJournal:
         *,
         final: bool = False,
     ) -> Event:
+        """Number and hand out an event of a record this server runs (its
+        first is number 1), and have it kept."""
         key = (kind, record)
-        seq = self._last.get(key)
-        if seq is None:
-            seq = self.store.last_seq(kind, record)
         text = data if isinstance(data, str) else json.dumps(data)
-        event = Event(seq + 1, name, text, final)
+        event = Event(self._last.get(key, 0) + 1, name, text, final)
         if final:
             self._last.pop(key, None)
         else:
             self._last[key] = event.seq
         unpruned = self._unpruned.get(key, 0) + len(text.encode())
         self._unpruned[key] = unpruned
-        try:
-            self.store.add(kind, record, event)
-            if event.seq % PRUNE_EVERY == 0:
-                self.store.prune(kind, record, event.seq - EVENTS_KEPT)
-            if unpruned >= PRUNE_BYTES:
-                self._unpruned[key] = 0
-                self.store.prune_to_bytes(kind, record, EVENT_BYTES_KEPT)
-            if final:
-                self._unpruned.pop(key, None)
-        except exceptions.StoreError as exc:
-            LOG.error("Event %s of %s %s not kept: %s", name, kind, record, exc.message)
+        prune_bytes = unpruned >= PRUNE_BYTES
+        if prune_bytes:
+            self._unpruned[key] = 0
+        if final:
+            self._unpruned.pop(key, None)
+        self._writes.add(
+            self._keep(kind, record, event, prune_bytes),
+            f"Event {name} of {kind} {record}",
+        )
         for listener in self.listeners:
             try:
                 listener(kind, record, event)
@@ -141,6 +126,15 @@ class EventJournal:
                 subscription.cut()
                 self._subscribers[key].discard(subscription)
         return event
+
+    async def _keep(
+        self, kind: str, record: str, event: Event, prune_bytes: bool
+    ) -> None:
+        await self.store.add(kind, record, event)
+        if event.seq % PRUNE_EVERY == 0:
+            await self.store.prune(kind, record, event.seq - EVENTS_KEPT)
+        if prune_bytes:
+            await self.store.prune_to_bytes(kind, record, EVENT_BYTES_KEPT)
 
     @contextlib.contextmanager
     def subscribe(self, kind: str, record: str) -> Iterator[Subscription]:
@@ -157,18 +151,24 @@ class EventJournal:
                 if not subscribers:
                     del self._subscribers[key]
 
-    def after(
+    async def after(
         self, kind: str, record: str, seq: int, limit: int | None = None
     ) -> list[Event]:
         """The kept events of a record after number ``seq`` (the first
         ``limit`` of them, when given)."""
-        return self.store.after(kind, record, seq, limit)
+        await self._writes.flushed()
+        return await self.store.after(kind, record, seq, limit)
 
-    def forget(self, kind: str, record: str) -> None:
+    async def forget(self, kind: str, record: str) -> None:
         """Remove a record's events (with the record)."""
         self._last.pop((kind, record), None)
         self._unpruned.pop((kind, record), None)
-        self.store.remove(kind, record)
+        await self._writes.flushed()
+        await self.store.remove(kind, record)
+
+    async def flushed(self) -> None:
+        """Return once every event published so far is kept (or failed)."""
+        await self._writes.flushed()
 
     def subscribers(self, kind: str, record: str) -> int:
         return len(self._subscribers.get((kind, record), ()))

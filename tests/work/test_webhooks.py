@@ -11,8 +11,9 @@ import time
 import pytest
 
 from deepaas import exceptions
-from deepaas.store import SQLiteTrainingStore, SQLiteWebhookStore
-from deepaas.webhooks import Delivery, Hook, WebhookPolicy, WebhookSender
+from deepaas.state import Delivery, StoredHook
+from deepaas.state.sqlite import SQLiteDatabase
+from deepaas.work.webhooks import Hook, WebhookPolicy, WebhookSender, hook_from
 
 
 @pytest.mark.parametrize(
@@ -66,36 +67,61 @@ def test_an_address_named_by_an_entry_may_be_connected_to():
     assert not policy.may_connect(ipaddress.ip_address("::ffff:127.0.0.1"))
 
 
-def test_stored_hooks_are_checked_again_at_start(tmp_path):
-    database = SQLiteTrainingStore(str(tmp_path))
-    store = SQLiteWebhookStore(database)
-    store.add_hook("job", "j1", "m", "http://127.0.0.1:8080/hook", ("completed",))
-    store.add_hook("job", "j2", "m", "https://hooks.example.org/", ("completed",))
+async def test_stored_hooks_are_checked_again_at_start(tmp_path):
+    database = SQLiteDatabase(str(tmp_path))
+    store = database.webhooks
+    for record, url in (
+        ("j1", "http://127.0.0.1:8080/hook"),
+        ("j2", "https://hooks.example.org/"),
+    ):
+        await store.add_hook(StoredHook("job", record, "m", url, ("completed",)))
     sender = WebhookSender(store, policy=WebhookPolicy(["hooks.example.org"]))
     running = {"j1": (False, {}), "j2": (False, {})}
-    assert sender.resume(lambda kind, model, record: running[record]) == 0
-    assert [hook[1] for hook in store.hooks()] == ["j2"]
-    database.close()
+
+    async def state_of(kind, model, record):
+        return running[record]
+
+    assert await sender.resume(state_of) == 0
+    assert [hook.record for hook in await store.hooks()] == ["j2"]
+    await database.close()
+
+
+async def test_an_ended_record_gets_its_completed_delivery_at_start(tmp_path):
+    database = SQLiteDatabase(str(tmp_path))
+    store = database.webhooks
+    url = "https://hooks.example.org/"
+    await store.add_hook(StoredHook("job", "j1", "m", url, ("completed",)))
+    await store.add_hook(StoredHook("job", "gone", "m", url, ("completed",)))
+    sender = WebhookSender(store, policy=WebhookPolicy(["hooks.example.org"]))
+    ended = {"j1": (True, {"id": "j1", "status": "interrupted"}), "gone": None}
+
+    async def state_of(kind, model, record):
+        return ended[record]
+
+    assert await sender.resume(state_of) == 1
+    assert await store.hooks() == []
+    (due,) = await store.due(time.time() + 1, 10)
+    assert (due.type, due.record) == ("prediction.completed", "j1")
+    assert '"status": "interrupted"' in due.body
+    await database.close()
 
 
 async def test_a_stored_delivery_no_longer_allowed_is_dropped(tmp_path):
-    database = SQLiteTrainingStore(str(tmp_path))
-    store = SQLiteWebhookStore(database)
+    database = SQLiteDatabase(str(tmp_path))
+    store = database.webhooks
     sender = WebhookSender(store, policy=WebhookPolicy(["hooks.example.org"]))
     delivery = Delivery(
         "msg_1", "http://127.0.0.1:9/", "prediction.completed", "{}", 0,
         time.time(), "job", "j1",
     )  # fmt: skip
-    store.add_delivery(delivery)
+    await store.add_delivery(delivery)
     await sender._deliver(delivery)
     assert sender.failed == 1
-    assert store.due(time.time() + 3600, 10) == []
-    database.close()
+    assert await store.due(time.time() + 3600, 10) == []
+    await database.close()
 
 
 def test_hook_from_checks_the_url():
-    from deepaas.webhooks import hook_from
-
     policy = WebhookPolicy(["hooks.example.org"])
     assert hook_from({"Webhook-URL": "https://hooks.example.org/x"}, policy) == Hook(
         "https://hooks.example.org/x", ("completed",)
@@ -113,7 +139,5 @@ def test_hook_from_checks_the_url():
     ],
 )
 def test_a_url_that_is_not_printable_ascii_is_refused(url):
-    from deepaas.webhooks import hook_from
-
     with pytest.raises(exceptions.InvalidWebhook, match="printable ASCII"):
         hook_from({"Webhook-URL": url}, WebhookPolicy(["*"]))

@@ -1,0 +1,219 @@
+"""What the state layer offers the rest of the server: a ``Database`` with
+one repository per table, behind small asynchronous interfaces. Every
+backend implements these (``deepaas.state.sqlite`` the embedded default);
+nothing above this package builds a query.
+
+A repository method that fails raises ``exceptions.StoreError``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+from collections.abc import Callable
+
+from deepaas.state.records import Record
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event of a record's stream: its number within the record, name,
+    data (text; JSON for all but log lines) and whether it is the last."""
+
+    seq: int
+    name: str
+    data: str
+    final: bool = False
+
+
+@dataclasses.dataclass
+class Delivery:
+    """One webhook call to make (or to make again)."""
+
+    id: str
+    url: str
+    type: str
+    body: str
+    attempts: int
+    due: float  # time.time() from which it may be tried
+    kind: str
+    record: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredHook:
+    """A webhook a record asked for, as kept."""
+
+    kind: str
+    record: str
+    model: str
+    url: str
+    events: tuple[str, ...]
+
+
+class Records(abc.ABC):
+    """The records of trainings and jobs."""
+
+    @abc.abstractmethod
+    async def add(self, record: Record) -> None:
+        """Keep a new record."""
+
+    @abc.abstractmethod
+    async def update(self, record: Record) -> None:
+        """Save how a kept record stands now (status, dates, message, result,
+        progress)."""
+
+    @abc.abstractmethod
+    async def get(self, kind: str, model: str, record_id: str) -> Record | None:
+        """The record, or None if there is none."""
+
+    @abc.abstractmethod
+    async def find(
+        self,
+        kind: str,
+        model: str,
+        started_by: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """A model's records of ``kind`` (of ``started_by`` only, when
+        given), oldest first (by date, then id): at most ``limit``, from the
+        one after record ``after``."""
+
+    @abc.abstractmethod
+    async def remove(self, kind: str, model: str, record_id: str) -> None:
+        """Forget a record (no error if there is none)."""
+
+    @abc.abstractmethod
+    async def finished_before(
+        self, kind: str, cutoff: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        """(model, id) of each record of ``kind`` that ended before ``cutoff``."""
+
+    @abc.abstractmethod
+    async def interrupt(
+        self,
+        kind: str,
+        status: str,
+        message: str,
+        is_gone: Callable[[str | None], bool],
+    ) -> list[Record]:
+        """End with ``status`` and ``message`` every running record of
+        ``kind`` whose owner ``is_gone``; those records, as they are now."""
+
+    @abc.abstractmethod
+    async def counts(self, kind: str) -> dict[tuple[str, str], int]:
+        """How many records of ``kind`` there are, by (model, status)."""
+
+
+class IdempotencyKeys(abc.ABC):
+    """Which record an ``Idempotency-Key`` of a user started."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, model: str, started_by: str | None, key: str, record_id: str
+    ) -> str | None:
+        """Take ``key`` for ``record_id``; the id of the record that already
+        holds it instead, if one does (then nothing changes)."""
+
+    @abc.abstractmethod
+    async def release(self, record_id: str) -> None:
+        """Forget the key a record holds, if any."""
+
+
+class Events(abc.ABC):
+    """The kept events of every record."""
+
+    @abc.abstractmethod
+    async def add(self, kind: str, record: str, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    async def after(
+        self, kind: str, record: str, seq: int, limit: int | None = None
+    ) -> list[Event]:
+        """A record's events after number ``seq``, oldest first (the first
+        ``limit`` of them, when given)."""
+
+    @abc.abstractmethod
+    async def last_seq(self, kind: str, record: str) -> int:
+        """The number of a record's last event (0 if none)."""
+
+    @abc.abstractmethod
+    async def remove(self, kind: str, record: str) -> None: ...
+
+    @abc.abstractmethod
+    async def prune(self, kind: str, record: str, up_to: int) -> None:
+        """Forget a record's events numbered ``up_to`` and below."""
+
+    @abc.abstractmethod
+    async def prune_to_bytes(self, kind: str, record: str, keep: int) -> None:
+        """Forget a record's oldest events until the rest hold at most
+        ``keep`` bytes of data."""
+
+
+class Webhooks(abc.ABC):
+    """The webhooks records asked for, and the deliveries not made yet."""
+
+    @abc.abstractmethod
+    async def add_hook(self, hook: StoredHook) -> None: ...
+
+    @abc.abstractmethod
+    async def hooks(self) -> list[StoredHook]: ...
+
+    @abc.abstractmethod
+    async def remove_hook(self, kind: str, record: str) -> None: ...
+
+    @abc.abstractmethod
+    async def add_delivery(self, delivery: Delivery) -> None:
+        """Keep a delivery (in place of the one with its id, if any)."""
+
+    @abc.abstractmethod
+    async def add_progress(self, delivery: Delivery) -> None:
+        """Keep a progress delivery, in place of a progress delivery of its
+        record not tried yet (a receiver gets the latest, not every one)."""
+
+    @abc.abstractmethod
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        """The deliveries due by ``now``, earliest first."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None: ...
+
+    @abc.abstractmethod
+    async def remove_delivery(self, delivery_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def count(self) -> int: ...
+
+
+class Database(abc.ABC):
+    """The server's state: its repositories, and who this process is to
+    them (``owner``, written on the records it runs)."""
+
+    records: Records
+    keys: IdempotencyKeys
+    events: Events
+    webhooks: Webhooks
+    owner: str
+    where: str  # what to name it in messages
+
+    @abc.abstractmethod
+    def owner_is_gone(self, owner: str | None) -> bool:
+        """Whether the process that ran a record no longer runs."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+__all__ = [
+    "Database",
+    "Delivery",
+    "Event",
+    "Events",
+    "IdempotencyKeys",
+    "Records",
+    "StoredHook",
+    "Webhooks",
+]

@@ -1,0 +1,536 @@
+"""The embedded backend: every repository in one SQLite file.
+
+The file (``trainings.sqlite3`` in the state directory, its name since the
+first version) is opened in WAL mode, so that readers and the writer
+proceed together and several processes may share it. Every query runs on
+one thread of its own, in the order asked, never on the event loop: a slow
+disk delays the answers that need the database, not the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from deepaas import exceptions, private
+from deepaas.state import processes, sqlite_schema
+from deepaas.state.records import (
+    ERROR,
+    RUNNING,
+    UNREADABLE_DATE,
+    Record,
+    date_text,
+    parse_date,
+)
+from deepaas.state.repositories import (
+    Database,
+    Delivery,
+    Event,
+    Events,
+    IdempotencyKeys,
+    Records,
+    StoredHook,
+    Webhooks,
+)
+
+FILENAME = "trainings.sqlite3"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class SQLiteDatabase(Database):
+    """The state in ``<state_dir>/trainings.sqlite3``."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, FILENAME)
+        self.where = self.path
+        self.owner = processes.this_process()
+        self.migrated_from: int | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="deepaas-sqlite"
+        )
+        try:
+            self._db = self._thread.submit(self._open, state_dir).result()
+        except (OSError, sqlite3.Error) as exc:
+            self._thread.shutdown()
+            raise exceptions.StoreError(
+                f"Cannot use the state database {self.path}: {exc}. Check that "
+                "the state directory (--state-dir) is writable and the file is an "
+                "intact SQLite database (move a damaged one aside to start afresh)."
+            ) from exc
+        self.records = SQLiteRecords(self)
+        self.keys = SQLiteIdempotencyKeys(self)
+        self.events = SQLiteEvents(self)
+        self.webhooks = SQLiteWebhooks(self)
+
+    def _open(self, state_dir: str) -> sqlite3.Connection:
+        private.private_directory(state_dir)
+        # SQLite gives the WAL and shared-memory files the database's mode.
+        private.private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            private.restrict_if_present(self.path + suffix)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, timeout=10, check_same_thread=False
+        )
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self.migrated_from = sqlite_schema.migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    async def run(
+        self, what: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``function(*args)`` on the database's thread; a failure is a
+        ``StoreError`` saying ``what`` was being done."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        try:
+            return await loop.run_in_executor(self._thread, call)
+        except sqlite3.Error as exc:
+            raise exceptions.StoreError(f"Cannot {what}: {exc}") from exc
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one statement (on the database's thread)."""
+        return self._db.execute(sql, params)
+
+    def transaction(self, statements: list[tuple[str, Any]]) -> None:
+        """Run statements as one transaction (on the database's thread)."""
+        self._db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def owner_is_gone(self, owner: str | None) -> bool:
+        return processes.is_gone(owner)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._db.close)
+        self._thread.shutdown()
+
+    def close_now(self) -> None:
+        """Close from outside an event loop (the file is done with)."""
+        self._thread.submit(self._db.close).result()
+        self._thread.shutdown()
+
+
+RECORD_COLUMNS = ", ".join(sqlite_schema.COLUMNS["records"])
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    (kind, model, record_id, date, args, status, finished, message, result,
+     error_status, owner, started_by, progress, progress_message) = row  # fmt: skip
+    try:
+        return Record(
+            kind=kind,
+            model=model,
+            id=record_id,
+            date=datetime.datetime.fromisoformat(date),
+            args=json.loads(args),
+            status=status,
+            finish_date=parse_date(finished),
+            message=message,
+            result=json.loads(result) if result is not None else None,
+            error_status=error_status,
+            owner=owner,
+            started_by=started_by,
+            progress=progress,
+            progress_message=progress_message,
+        )
+    except (TypeError, ValueError) as exc:
+        # One damaged record must not hide the others: it reads as failed.
+        return Record(
+            kind=str(kind),
+            model=str(model),
+            id=str(record_id),
+            date=UNREADABLE_DATE,
+            args={},
+            status=ERROR,
+            message=f"This {kind}'s record cannot be read: {exc}",
+            started_by=started_by,
+        )
+
+
+def _values(record: Record) -> dict[str, Any]:
+    return {
+        "kind": record.kind,
+        "model": record.model,
+        "id": record.id,
+        "date": date_text(record.date),
+        "args": json.dumps(record.args),
+        "status": record.status,
+        "finish_date": date_text(record.finish_date) if record.finish_date else None,
+        "message": record.message,
+        "result": json.dumps(record.result) if record.result is not None else None,
+        "error_status": record.error_status,
+        "owner": record.owner,
+        "started_by": record.started_by,
+        "progress": record.progress,
+        "progress_message": record.progress_message,
+    }
+
+
+class SQLiteRecords(Records):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    async def add(self, record: Record) -> None:
+        names = ", ".join(f":{c}" for c in sqlite_schema.COLUMNS["records"])
+        await self.db.run(
+            f"save {record.kind} {record.id}",
+            self.db.execute,
+            f"INSERT INTO records VALUES ({names})",
+            _values(record),
+        )
+
+    async def update(self, record: Record) -> None:
+        await self.db.run(
+            f"save {record.kind} {record.id}",
+            self.db.execute,
+            "UPDATE records SET status = :status, finish_date = :finish_date, "
+            "message = :message, result = :result, error_status = :error_status, "
+            "progress = :progress, progress_message = :progress_message "
+            "WHERE kind = :kind AND id = :id",
+            _values(record),
+        )
+
+    def _get(self, kind: str, model: str, record_id: str) -> Record | None:
+        row = self.db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records "
+            "WHERE kind = ? AND model = ? AND id = ?",
+            (kind, model, record_id),
+        ).fetchone()
+        return _record(row) if row else None
+
+    async def get(self, kind: str, model: str, record_id: str) -> Record | None:
+        return await self.db.run(
+            f"read {kind} {record_id}", self._get, kind, model, record_id
+        )
+
+    def _find(
+        self,
+        kind: str,
+        model: str,
+        started_by: str | None,
+        after: str | None,
+        limit: int | None,
+    ) -> list[Record]:
+        sql = f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = ? AND model = ?"
+        params: tuple[Any, ...] = (kind, model)
+        if started_by is not None:
+            sql += " AND started_by = ?"
+            params += (started_by,)
+        if after is not None:
+            sql += (
+                " AND (date, id) > (SELECT date, id FROM records "
+                "WHERE kind = ? AND model = ? AND id = ?)"
+            )
+            params += (kind, model, after)
+        sql += " ORDER BY date, id LIMIT ?"
+        params += (-1 if limit is None else limit,)
+        return [_record(row) for row in self.db.execute(sql, params).fetchall()]
+
+    async def find(
+        self,
+        kind: str,
+        model: str,
+        started_by: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        return await self.db.run(
+            f"list the {kind}s", self._find, kind, model, started_by, after, limit
+        )
+
+    async def remove(self, kind: str, model: str, record_id: str) -> None:
+        await self.db.run(
+            f"remove {kind} {record_id}",
+            self.db.execute,
+            "DELETE FROM records WHERE kind = ? AND model = ? AND id = ?",
+            (kind, model, record_id),
+        )
+
+    def _finished_before(self, kind: str, cutoff: str) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT model, id FROM records WHERE kind = ? AND status != ? "
+            "AND finish_date IS NOT NULL AND finish_date < ?",
+            (kind, RUNNING, cutoff),
+        ).fetchall()
+        return [(model, record_id) for model, record_id in rows]
+
+    async def finished_before(
+        self, kind: str, cutoff: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        return await self.db.run(
+            f"find old {kind}s", self._finished_before, kind, date_text(cutoff)
+        )
+
+    def _interrupt(
+        self,
+        kind: str,
+        status: str,
+        message: str,
+        is_gone: Callable[[str | None], bool],
+    ) -> list[Record]:
+        rows = self.db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = ? AND status = ?",
+            (kind, RUNNING),
+        ).fetchall()
+        stale = [_record(row) for row in rows if is_gone(row[10])]
+        ended = date_text(datetime.datetime.now())
+        self.db.transaction(
+            [
+                (
+                    "UPDATE records SET status = ?, message = ?, finish_date = ? "
+                    "WHERE kind = ? AND id = ? AND status = ?",
+                    (status, message, ended, kind, record.id, RUNNING),
+                )
+                for record in stale
+            ]
+        )
+        for record in stale:
+            record.status, record.message = status, message
+            record.finish_date = datetime.datetime.fromisoformat(ended)
+        return stale
+
+    async def interrupt(
+        self,
+        kind: str,
+        status: str,
+        message: str,
+        is_gone: Callable[[str | None], bool],
+    ) -> list[Record]:
+        return await self.db.run(
+            f"record interrupted {kind}s",
+            self._interrupt,
+            kind,
+            status,
+            message,
+            is_gone,
+        )
+
+    def _counts(self, kind: str) -> dict[tuple[str, str], int]:
+        rows = self.db.execute(
+            "SELECT model, status, COUNT(*) FROM records WHERE kind = ? "
+            "GROUP BY model, status",
+            (kind,),
+        ).fetchall()
+        return {(model, status): count for model, status, count in rows}
+
+    async def counts(self, kind: str) -> dict[tuple[str, str], int]:
+        return await self.db.run(f"count the {kind}s", self._counts, kind)
+
+
+class SQLiteIdempotencyKeys(IdempotencyKeys):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def _claim(
+        self, model: str, started_by: str, key: str, record_id: str
+    ) -> str | None:
+        inserted = self.db.execute(
+            "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)",
+            (model, started_by, key, record_id),
+        ).rowcount
+        if inserted:
+            return None
+        row = self.db.execute(
+            "SELECT record FROM idempotency_keys "
+            "WHERE model = ? AND started_by = ? AND key = ?",
+            (model, started_by, key),
+        ).fetchone()
+        return row[0] if row else None
+
+    async def claim(
+        self, model: str, started_by: str | None, key: str, record_id: str
+    ) -> str | None:
+        return await self.db.run(
+            "keep an idempotency key",
+            self._claim,
+            model,
+            started_by or "",
+            key,
+            record_id,
+        )
+
+    async def release(self, record_id: str) -> None:
+        await self.db.run(
+            "forget an idempotency key",
+            self.db.execute,
+            "DELETE FROM idempotency_keys WHERE record = ?",
+            (record_id,),
+        )
+
+
+class SQLiteEvents(Events):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    async def add(self, kind: str, record: str, event: Event) -> None:
+        await self.db.run(
+            "save an event",
+            self.db.execute,
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, record, event.seq, event.name, event.data, int(event.final)),
+        )
+
+    def _after(self, kind: str, record: str, seq: int, limit: int) -> list[Event]:
+        rows = self.db.execute(
+            "SELECT seq, name, data, final FROM events "
+            "WHERE kind = ? AND record = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (kind, record, seq, limit),
+        ).fetchall()
+        return [Event(s, name, data, bool(final)) for s, name, data, final in rows]
+
+    async def after(
+        self, kind: str, record: str, seq: int, limit: int | None = None
+    ) -> list[Event]:
+        return await self.db.run(
+            "read events",
+            self._after,
+            kind,
+            record,
+            seq,
+            -1 if limit is None else limit,
+        )
+
+    def _last_seq(self, kind: str, record: str) -> int:
+        row = self.db.execute(
+            "SELECT MAX(seq) FROM events WHERE kind = ? AND record = ?",
+            (kind, record),
+        ).fetchone()
+        return row[0] or 0
+
+    async def last_seq(self, kind: str, record: str) -> int:
+        return await self.db.run("read events", self._last_seq, kind, record)
+
+    async def remove(self, kind: str, record: str) -> None:
+        await self.db.run(
+            "remove events",
+            self.db.execute,
+            "DELETE FROM events WHERE kind = ? AND record = ?",
+            (kind, record),
+        )
+
+    async def prune(self, kind: str, record: str, up_to: int) -> None:
+        await self.db.run(
+            "prune events",
+            self.db.execute,
+            "DELETE FROM events WHERE kind = ? AND record = ? AND seq <= ?",
+            (kind, record, up_to),
+        )
+
+    def _prune_to_bytes(self, kind: str, record: str, keep: int) -> None:
+        rows = self.db.execute(
+            "SELECT seq, LENGTH(CAST(data AS BLOB)) FROM events "
+            "WHERE kind = ? AND record = ? ORDER BY seq DESC",
+            (kind, record),
+        )
+        total = 0
+        for seq, size in rows:
+            total += size or 0
+            if total > keep:
+                self.db.execute(
+                    "DELETE FROM events WHERE kind = ? AND record = ? AND seq <= ?",
+                    (kind, record, seq),
+                )
+                return
+
+    async def prune_to_bytes(self, kind: str, record: str, keep: int) -> None:
+        await self.db.run("prune events", self._prune_to_bytes, kind, record, keep)
+
+
+class SQLiteWebhooks(Webhooks):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    async def _write(self, sql: str, params: Any) -> None:
+        await self.db.run("save a webhook", self.db.execute, sql, params)
+
+    async def add_hook(self, hook: StoredHook) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?, ?, ?)",
+            (hook.kind, hook.record, hook.model, hook.url, ",".join(hook.events)),
+        )
+
+    def _hooks(self) -> list[StoredHook]:
+        rows = self.db.execute(
+            "SELECT kind, record, model, url, events FROM webhooks"
+        ).fetchall()
+        return [
+            StoredHook(kind, record, model, url, tuple(events.split(",")))
+            for kind, record, model, url, events in rows
+        ]
+
+    async def hooks(self) -> list[StoredHook]:
+        return await self.db.run("read the webhooks", self._hooks)
+
+    async def remove_hook(self, kind: str, record: str) -> None:
+        await self._write(
+            "DELETE FROM webhooks WHERE kind = ? AND record = ?", (kind, record)
+        )
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            dataclasses.astuple(delivery),
+        )
+
+    def _add_progress(self, delivery: Delivery) -> None:
+        row = self.db.execute(
+            "SELECT id FROM deliveries WHERE kind = ? AND record = ? AND "
+            "type LIKE '%.progress' AND attempts = 0",
+            (delivery.kind, delivery.record),
+        ).fetchone()
+        if row is not None:
+            delivery = dataclasses.replace(delivery, id=row[0])
+        self.db.execute(
+            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            dataclasses.astuple(delivery),
+        )
+
+    async def add_progress(self, delivery: Delivery) -> None:
+        await self.db.run("save a webhook", self._add_progress, delivery)
+
+    def _due(self, now: float, limit: int) -> list[Delivery]:
+        rows = self.db.execute(
+            "SELECT * FROM deliveries WHERE due <= ? ORDER BY due LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        return await self.db.run("read the webhooks", self._due, now, limit)
+
+    def _next_due(self) -> float | None:
+        return self.db.execute("SELECT MIN(due) FROM deliveries").fetchone()[0]
+
+    async def next_due(self) -> float | None:
+        return await self.db.run("read the webhooks", self._next_due)
+
+    async def remove_delivery(self, delivery_id: str) -> None:
+        await self._write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def _count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+
+    async def count(self) -> int:
+        return await self.db.run("read the webhooks", self._count)

@@ -1,0 +1,114 @@
+"""Asynchronous predictions as a kind of background work: jobs.
+
+A prediction sent with ``Prefer: respond-async`` becomes a job: it runs on
+the model's executor like any prediction, its record lives in the state
+database so that it survives restarts, and its result, whatever its form,
+is kept as a file in ``<state>/jobs/`` until the job is removed (by the
+client, or after ``--job-retention``). A job cut by a stop ends
+``interrupted``; a DELETE cancels a running job and removes an ended one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from deepaas import exceptions, private
+from deepaas.runtime.executor import ProgressCallback
+from deepaas.state.records import DONE, INTERRUPTED, JOB, RUNNING, Record
+from deepaas.work.runner import Kind, Work
+
+# What keeps a finished prediction's result in a file: (media type, size).
+Keeper = Callable[[Any, str], tuple[str, int]]
+
+
+class Jobs(Kind):
+    name = JOB
+    noun = "asynchronous prediction"
+    interrupted_status = INTERRUPTED
+    interrupted_by_restart = (
+        "Interrupted by a restart: the server stopped while this prediction was "
+        "running; send it again."
+    )
+    interrupted_by_shutdown = (
+        "Interrupted: the server shut down while this prediction was running; "
+        "send it again."
+    )
+    forget_cancelled = False
+    retention_option = "--job-retention"
+
+    def __init__(self, result_dir: str) -> None:
+        self.result_dir = result_dir
+
+    def result_path(self, job_id: str) -> str:
+        return os.path.join(self.result_dir, f"{job_id}.result")
+
+    def files(self, record_id: str) -> list[str]:
+        return [self.result_path(record_id)]
+
+    def interrupted(self, record: Record) -> None:
+        self.remove_files(record.id)
+
+    def work(
+        self, run: Callable[[ProgressCallback], Awaitable[Any]], keep: Keeper
+    ) -> Work:
+        """The work of a job: ``run(on_progress)``, its result kept by
+        ``keep(result, path)`` (off the event loop) as the job's file."""
+
+        async def work(record: Record, on_progress: ProgressCallback) -> Any:
+            result = await run(on_progress)
+            private.private_directory(self.result_dir)
+            media_type, size = await asyncio.get_running_loop().run_in_executor(
+                None, keep, result, self.result_path(record.id)
+            )
+            return {"type": media_type, "size": size}
+
+        return work
+
+    @staticmethod
+    def url(record: Record, base: str) -> str:
+        return f"{base}/v2/models/{record.model}/predict/{record.id}"
+
+    def view(self, record: Record, base: str) -> dict[str, Any]:
+        """The job object of the HTTP API (without its inline result)."""
+        url = self.url(record, base)
+        body: dict[str, Any] = {
+            "id": record.id,
+            "model": record.model,
+            "status": record.status,
+            "date": str(record.date),
+            "args": record.args,
+        }
+        if record.finish_date is not None:
+            body["finish_date"] = str(record.finish_date)
+            body["duration"] = str(record.duration())
+        if record.message is not None:
+            body["message"] = record.message
+        if record.error_status is not None:
+            body["error_status"] = record.error_status
+        if record.started_by is not None:
+            body["owner"] = record.started_by
+        if record.status == RUNNING:
+            if record.progress is not None:
+                body["progress"] = record.progress
+            if record.progress_message is not None:
+                body["progress_message"] = record.progress_message
+        body["links"] = {"self": url}
+        if record.status == DONE:
+            result = record.result if isinstance(record.result, dict) else {}
+            body["result_type"] = result.get("type")
+            body["result_size"] = result.get("size")
+            body["links"]["result"] = url + "/result"
+        return body
+
+    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
+        return exceptions.JobNotFound(
+            f"No prediction job {record_id!r} for model {model!r}."
+        )
+
+    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
+        if of_user:
+            return exceptions.TooManyJobsOfUser(limit)
+        return exceptions.TooManyJobs(limit)

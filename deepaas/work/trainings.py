@@ -1,0 +1,164 @@
+"""Trainings as a kind of background work: each writes a log, followed
+for its event stream and held to ``--training-log-max-bytes``; a training
+cut by a stop ends as an error (the statuses upstream's clients know), and
+a DELETE stops and forgets it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from deepaas import exceptions, private
+from deepaas.state.records import DONE, ERROR, RUNNING, TRAINING, Record
+from deepaas.work.runner import Kind
+from deepaas.work.training_logs import LogCap
+
+if TYPE_CHECKING:
+    from deepaas.work.runner import Runner
+
+LOG = logging.getLogger(__name__)
+
+LOG_CAP_INTERVAL = 1.0  # seconds between checks of a running training's log size
+LOG_EVENT_INTERVAL = 0.1  # seconds between reads of a log for its event stream
+LOG_EVENT_MAX = 256 * 1024  # most bytes of log in one event
+
+
+class Trainings(Kind):
+    name = TRAINING
+    noun = "training"
+    interrupted_status = ERROR
+    interrupted_by_restart = (
+        "Interrupted by a restart: the server stopped while this training was running."
+    )
+    interrupted_by_shutdown = (
+        "Interrupted: the server shut down while this training was running."
+    )
+    forget_cancelled = True
+    retention_option = "--training-retention"
+
+    def __init__(self, log_dir: str, log_max_bytes: int = 0) -> None:
+        """Each training's output goes to ``<log_dir>/<id>.log``, of at most
+        ``log_max_bytes`` (0: no limit)."""
+        self.log_dir = log_dir
+        self.log_max_bytes = log_max_bytes
+
+    def log_path(self, training_id: str) -> str:
+        """Where the output of a training is written."""
+        return os.path.join(self.log_dir, f"{training_id}.log")
+
+    def files(self, record_id: str) -> list[str]:
+        return [self.log_path(record_id)]
+
+    def view(self, record: Record, base: str = "") -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "uuid": record.id,
+            "date": str(record.date),
+            "args": record.args,
+            "status": record.status,
+        }
+        if record.status == DONE and record.finish_date is not None:
+            body["result"] = {
+                "output": record.result,
+                "finish_date": str(record.finish_date),
+                "duration": str(record.duration()),
+            }
+        if record.message is not None:
+            body["message"] = record.message
+        if record.started_by is not None:
+            body["owner"] = record.started_by
+        if record.status == RUNNING:
+            if record.progress is not None:
+                body["progress"] = record.progress
+            if record.progress_message is not None:
+                body["progress_message"] = record.progress_message
+        return body
+
+    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
+        return exceptions.TrainingNotFound(
+            f"No training {record_id!r} for model {model!r}."
+        )
+
+    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
+        if of_user:
+            return exceptions.TooManyTrainingsOfUser(limit)
+        return exceptions.TooManyTrainings(limit)
+
+    @contextlib.asynccontextmanager
+    async def running(self, record: Record, runner: Runner[Any]) -> AsyncIterator[None]:
+        """Follow the log for the event stream and hold it to its cap while
+        the training runs; publish its last lines when it ends."""
+        loop = asyncio.get_running_loop()
+        private.private_directory(self.log_dir)
+        log = LogFollower(self.log_path(record.id), record, runner)
+        following = loop.create_task(log.follow()) if runner.events else None
+        cap = capping = None
+        if self.log_max_bytes:
+            cap = LogCap(self.log_path(record.id), self.log_max_bytes)
+            capping = loop.create_task(_keep_capped(cap))
+        try:
+            yield
+        finally:
+            if following is not None:
+                following.cancel()
+                log.publish(whole=True)
+            if capping is not None and cap is not None:
+                capping.cancel()
+                _enforce(cap)  # what was written last
+
+
+class LogFollower:
+    """Publishes the lines a running training adds to its log, as events."""
+
+    def __init__(self, path: str, record: Record, runner: Runner[Any]) -> None:
+        self.path = path
+        self.record = record
+        self.runner = runner
+        self.offset = 0  # bytes of the log published
+
+    async def follow(self) -> None:
+        """Publish new lines a few times a second, until cancelled."""
+        while True:
+            await asyncio.sleep(LOG_EVENT_INTERVAL)
+            self.publish(whole=False)
+
+    def publish(self, *, whole: bool) -> None:
+        """Publish the lines written since the last time (with ``whole``, a
+        last line without its end too)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(LOG_EVENT_MAX)
+        except OSError:
+            return
+        if not whole:
+            end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            if end == 0 and len(data) < LOG_EVENT_MAX:
+                return  # no whole line yet
+            data = data[: end or len(data)]
+        if not data:
+            return
+        self.offset += len(data)
+        text = data.replace(b"\0", b"").decode("utf-8", errors="replace")
+        # one event's lines, without the end of the last (SSE data lines)
+        text = text.removesuffix("\n").removesuffix("\r")
+        if text and self.runner.events is not None:
+            self.runner.events.publish(TRAINING, self.record.id, "log", text)
+
+
+async def _keep_capped(cap: LogCap) -> None:
+    """Hold a running training's log to its cap until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(LOG_CAP_INTERVAL)
+        await loop.run_in_executor(None, _enforce, cap)
+
+
+def _enforce(cap: LogCap) -> None:
+    try:
+        cap.enforce()
+    except OSError as exc:
+        LOG.warning("Cannot hold %s to its size cap: %s", cap.path, exc)

@@ -1,0 +1,63 @@
+"""The events and webhooks repositories, on every backend."""
+
+from __future__ import annotations
+
+from deepaas.state import Delivery, Event, StoredHook
+
+
+async def test_events_are_kept_in_order_and_pruned(database):
+    events = database.events
+    for seq in range(1, 8):
+        await events.add("job", "j1", Event(seq, "progress", f'{{"n": {seq}}}'))
+    await events.add("job", "j2", Event(1, "status", "{}"))
+    assert await events.last_seq("job", "j1") == 7
+    assert await events.last_seq("job", "nothing") == 0
+    assert [e.seq for e in await events.after("job", "j1", 2, 3)] == [3, 4, 5]
+    await events.prune("job", "j1", 4)
+    assert [e.seq for e in await events.after("job", "j1", 0)] == [5, 6, 7]
+    await events.add("job", "j1", Event(8, "result", "x" * 100, final=True))
+    await events.prune_to_bytes("job", "j1", 110)  # 100 + 8, not + 8 more
+    kept = await events.after("job", "j1", 0)
+    assert [e.seq for e in kept] == [7, 8] and kept[-1].final
+    await events.remove("job", "j1")
+    assert await events.after("job", "j1", 0) == []
+    assert len(await events.after("job", "j2", 0)) == 1
+
+
+def delivery(id_: str, due: float, type_: str = "prediction.completed", **kw):
+    fields = {"url": "http://hooks.example.org/", "body": "{}", "attempts": 0}
+    fields.update(kw)
+    return Delivery(id_, fields["url"], type_, fields["body"], fields["attempts"],
+                    due, "job", kw.get("record", "j1"))  # fmt: skip
+
+
+async def test_hooks_and_deliveries_are_kept_until_removed(database):
+    webhooks = database.webhooks
+    hook = StoredHook("job", "j1", "m", "http://hooks.example.org/", ("completed",))
+    await webhooks.add_hook(hook)
+    assert await webhooks.hooks() == [hook]
+    await webhooks.remove_hook("job", "j1")
+    assert await webhooks.hooks() == []
+    await webhooks.add_delivery(delivery("d2", 20.0))
+    await webhooks.add_delivery(delivery("d1", 10.0))
+    await webhooks.add_delivery(delivery("d3", 30.0))
+    assert [d.id for d in await webhooks.due(25.0, 10)] == ["d1", "d2"]
+    assert [d.id for d in await webhooks.due(25.0, 1)] == ["d1"]
+    assert await webhooks.next_due() == 10.0
+    retried = delivery("d1", 40.0, attempts=1)
+    await webhooks.add_delivery(retried)  # in place of the first attempt
+    assert await webhooks.count() == 3
+    await webhooks.remove_delivery("d2")
+    assert [d.id for d in await webhooks.due(100.0, 10)] == ["d3", "d1"]
+
+
+async def test_progress_not_sent_yet_is_replaced_by_newer_progress(database):
+    webhooks = database.webhooks
+    await webhooks.add_progress(delivery("p1", 1.0, "prediction.progress", body="1"))
+    await webhooks.add_progress(delivery("p2", 2.0, "prediction.progress", body="2"))
+    due = await webhooks.due(10.0, 10)
+    assert [(d.id, d.body) for d in due] == [("p1", "2")]  # one, the latest
+    tried = delivery("p1", 3.0, "prediction.progress", body="2", attempts=1)
+    await webhooks.add_delivery(tried)
+    await webhooks.add_progress(delivery("p3", 4.0, "prediction.progress", body="3"))
+    assert [d.id for d in await webhooks.due(10.0, 10)] == ["p1", "p3"]
