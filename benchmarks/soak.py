@@ -1,7 +1,7 @@
 """Soak a real deepaas-run with a bounded mix of good and bad traffic.
 
 Sends --requests requests at --concurrency to a server on 127.0.0.1 serving the
-test model ``failing`` (installed from tests/models into a temporary directory):
+test model ``failing`` (installed from tests/packages into a temporary directory):
 good predicts (some with a file upload), bad arguments, model exceptions,
 worker deaths, slow predicts cut by --predict-timeout, trainings,
 asynchronous predictions (Prefer: respond-async) and clients following a

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).parent / "packages"
 TEST_DATA_HOME = os.path.join(
     os.environ.get("TMPDIR", "/tmp"), f"deepaas-tests-{os.getuid()}"
 )

@@ -1,5 +1,5 @@
 """The local executor: worker processes spawned on this machine
-(``WorkerProcess``, talking over a socket ``Channel``), pooled by
+(``WorkerProcess``, a ``ConnectedWorker`` talking over a socket pair), pooled by
 ``LocalExecutor``. The queue, batching, time limits and replacements are the
 pool's (``deepaas.runtime.pool``).
 
@@ -13,7 +13,6 @@ environment, the GPUs it may see.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -21,143 +20,40 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Any, cast
+from typing import Any
 
 from deepaas import exceptions, leftovers
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.types import (
-    SharedResult,
-)
+from deepaas.model.v2.types import SharedResult
 from deepaas.runtime import protocol
+from deepaas.runtime.channel import Channel, ConnectedWorker
 from deepaas.runtime.pool import WorkerPool
-from deepaas.runtime.protocol import (
-    Answer,
-    Batch,
-    Call,
-    Failure,
-    Item,
-    Ping,
-    Pong,
-    Progress,
-    Ready,
-    Replies,
-    Scratch,
-    Start,
-)
+from deepaas.runtime.protocol import Call, ResultMemory, Scratch
 from deepaas.runtime.results import RESULT_SLOT_SIZE, ResultSlots
-from deepaas.runtime.workers import PendingCall, PoolWorker, WorkerState
+from deepaas.runtime.workers import PendingCall, WorkerState
 
 LOG = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0  # seconds a worker gets to exit after its socket closes
-PING_FRAME = protocol.encode(Ping())
 # A worker's scratch directories: deepaas-worker-<server pid>-<random>.
 SCRATCH_PREFIX = "deepaas-worker-"
 
 
-class Channel(asyncio.Protocol):
-    """The server's end of a worker socket: frames in, messages to its worker."""
-
-    def __init__(self, worker: WorkerProcess) -> None:
-        self.worker = worker
-        self.transport: asyncio.Transport | None = None
-        self._frames = protocol.FrameReader()
-        # Messages read but held back while paused (flow control)
-        self._held: collections.deque[protocol.Message] = collections.deque()
-        self.paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport (uvloop's are not asyncio.Transport subclasses)
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        messages = self._frames.feed(data)
-        if not self.paused and not self._held:
-            for index, message in enumerate(messages):
-                self.worker.on_message(message)
-                if self.paused:  # that message paused us: hold the rest
-                    self._held.extend(messages[index + 1 :])
-                    return
-            return
-        self._held.extend(messages)
-
-    def pause(self) -> None:
-        """Take no more messages (nor bytes) until ``resume()``."""
-        self.paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        self.paused = False
-        while self._held and not self.paused:
-            self.worker.on_message(self._held.popleft())
-        if not self.paused and self.transport is not None:
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.worker.on_closed()
-
-    def send(self, frame: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        """Drop the connection at once (its peer is known to be gone)."""
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class WorkerProcess(PoolWorker):
+class WorkerProcess(ConnectedWorker):
     """One spawned worker and the socket to it."""
 
     pool: LocalExecutor
 
     def __init__(self, spec: ModelSpec, pool: LocalExecutor, slot: int = 0) -> None:
-        super().__init__(spec, slot)
-        self.pool = pool
+        super().__init__(spec, pool, slot)
         self.process: asyncio.subprocess.Process | None = None
-        self._channel: Channel | None = None
-        self._greeting: asyncio.Future[Ready | Failure | None] | None = None
-        self.scratch: Scratch | None = None  # its directories for large results
         self.results: ResultSlots | None = None  # memory shared for results
+
+    def result_memory(self) -> ResultMemory | None:
+        return self.results.memory if self.results is not None else None
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
-
-    async def start(self) -> None:
-        """Launch the worker and wait until it has loaded and warmed the model."""
-        self._greeting = asyncio.get_running_loop().create_future()
-        sys_path = await self._launch()
-        assert self._channel is not None
-        self._channel.send(
-            protocol.encode(
-                Start(
-                    spec=self.spec,
-                    warm=self.pool.warm,
-                    log_level=self.pool.log_level,
-                    log_format=self.pool.log_format,
-                    sys_path=sys_path,
-                    scratch=self.scratch,
-                    results=self.results.memory if self.results else None,
-                )
-            )
-        )
-        greeting = await self._greeting
-        if greeting is None:
-            how = await self.how_it_ended()
-            await self.stop()
-            raise exceptions.ModelLoadError(
-                f"Worker for model {self.spec.name!r} died while loading it ({how})."
-            )
-        if isinstance(greeting, Failure):
-            await self.stop()
-            raise greeting.error.to_load_error(self.spec.name)
-        self.pid = greeting.pid
-        self.state = WorkerState.IDLE
 
     async def _launch(self) -> list[str]:
         """Spawn the process, connected to this one by a socket pair; the
@@ -244,29 +140,6 @@ class WorkerProcess(PoolWorker):
                     shutil.rmtree(directory, ignore_errors=True)
             self.scratch = None
 
-    def run(self, calls: list[PendingCall]) -> None:
-        """Send one call, or several predictions as a batch, to this (idle)
-        worker."""
-        self._send(self._take(calls))
-
-    def _take(self, calls: list[PendingCall]) -> Call | Batch:
-        """BUSY with ``calls``: the message that runs them."""
-        self.state = WorkerState.BUSY
-        for call in calls:
-            call.worker = self
-        self.calls = calls
-        if len(calls) == 1:
-            return self._with_slot(calls[0])
-        return Batch(tuple(self._with_slot(call) for call in calls))
-
-    def send_ahead(self, pending: PendingCall) -> bool:
-        # The worker reads its socket only between calls, in order: what is
-        # sent now waits there until the current calls are answered.
-        pending.worker = self
-        self.ahead = pending
-        self._send(self._with_slot(pending))
-        return True
-
     def _with_slot(self, pending: PendingCall) -> Call:
         """The call's message, with a slot of the result memory for its
         result when it is a prediction answered at once and one is free
@@ -291,47 +164,6 @@ class WorkerProcess(PoolWorker):
                 return results.result(value)
             results.free(slot)  # not used
         return super().received(value, slot)
-
-    def _send(self, message: protocol.Message) -> None:
-        assert self._channel is not None
-        self._channel.send(protocol.encode(message))
-
-    def pause_reading(self) -> None:
-        if self._channel is not None:
-            self._channel.pause()
-
-    def resume_reading(self) -> None:
-        if self._channel is not None:
-            self._channel.resume()
-
-    def ping(self) -> None:
-        """Ask the worker to show it is alive (answered between calls)."""
-        assert self._channel is not None
-        self.pinged_at = asyncio.get_running_loop().time()
-        self._channel.send(PING_FRAME)
-
-    def on_message(self, message: protocol.Message) -> None:
-        if self._greeting is not None and not self._greeting.done():
-            assert isinstance(message, Ready | Failure)
-            self._greeting.set_result(message)
-            return
-        if isinstance(message, Pong):
-            self.pinged_at = None
-            return
-        if isinstance(message, Progress):
-            self.pool.on_progress(self, message)
-            return
-        if isinstance(message, Item):
-            self.pool.on_item(self, message)
-            return
-        assert isinstance(message, Answer | Failure | Replies)
-        self.pool.on_reply(self, message)
-
-    def on_closed(self) -> None:
-        if self._greeting is not None and not self._greeting.done():
-            self._greeting.set_result(None)
-            return
-        self.pool.on_worker_lost(self)
 
     async def wait(self, timeout: float = STOP_GRACE) -> int | None:
         """Wait (without blocking the loop) for the process to end; its exit

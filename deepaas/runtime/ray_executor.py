@@ -7,9 +7,9 @@ workers; only where a worker runs changes. Ray places each worker where the
 resources it asks for are free (``--worker-num-cpus``, ``--worker-num-gpus``,
 ``--worker-resources``) as a ``WorkerActor`` (``ray_worker``), which starts
 the worker process there. That process connects straight back to this one
-over TCP and speaks the protocol a local worker speaks over its socket pair,
-so an ``ActorWorker`` here is a ``WorkerProcess`` whose process runs
-elsewhere, and a call costs no Ray round trip.
+over TCP and speaks the protocol a local worker speaks over its socket pair:
+an ``ActorWorker`` here is a ``ConnectedWorker`` as a local ``WorkerProcess``
+is, whose process runs elsewhere, and a call costs no Ray round trip.
 
 A worker on the front end's own machine reads uploads where the server wrote
 them and writes results and logs where the server reads them, as a local
@@ -30,18 +30,13 @@ executor is chosen.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
-import math
-import mimetypes
 import os
 import secrets
-import socket
 import sys
 import tempfile
-import threading
 import uuid
 from typing import Any, cast
 
@@ -52,11 +47,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 import ray  # noqa: E402 - after the environment it reads
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from deepaas import exceptions, private
+from deepaas import exceptions
 from deepaas.model.loading import ModelSpec
-from deepaas.model.v2.types import ReturnedFile, SpooledResult, UploadedFile
 from deepaas.runtime import protocol
-from deepaas.runtime.local import Channel, WorkerProcess
+from deepaas.runtime.channel import Channel, ConnectedWorker
 from deepaas.runtime.pool import WorkerPool
 from deepaas.runtime.protocol import (
     Answer,
@@ -67,11 +61,20 @@ from deepaas.runtime.protocol import (
     Scratch,
     WorkerError,
 )
+from deepaas.runtime.ray_cluster import (
+    TOKEN_SIZE,
+    Connection,
+    Handshake,
+    describe_death,
+)
+from deepaas.runtime.ray_files import (
+    RemoteFiles,
+    failed,
+    has_uploads,
+    with_remote_uploads,
+)
 from deepaas.runtime.ray_worker import (
-    CHUNK,
-    READ_AHEAD,
     Placement,
-    RemoteUpload,
     UploadSource,
     WorkerActor,
     remove_scratch,
@@ -79,98 +82,18 @@ from deepaas.runtime.ray_worker import (
 from deepaas.runtime.workers import PendingCall, WorkerState
 
 LOG = logging.getLogger(__name__)
-NAMESPACE = "deepaas"
 STOP_GRACE = 5.0  # seconds a worker gets to exit, and its actor to clean up
-LOG_INTERVAL = 0.5  # seconds between copies of a remote call's log
 PLACEMENT_WARNING = 30.0  # seconds between warnings about a worker not ready
 # Seconds after which a worker Ray has not placed counts as unplaced: while
 # no worker runs, calls are refused at once (WorkersUnplaced).
 UNPLACED_AFTER = 5.0
-TOKEN_SIZE = 32  # bytes of the token a worker's connection opens with
-HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to send it
 CONNECT_TIMEOUT = 60.0  # seconds a started worker has to connect
 ENDED_WAIT = 10.0  # seconds to learn from Ray how a lost worker ended
-CONNECT_CHECK = 10.0  # seconds a cluster's address has to answer
 
 RemoteWorker = ray.remote(  # type: ignore[call-overload]
     concurrency_groups={"io": 2, "watch": 1}
 )(WorkerActor)
 RemoteSource = ray.remote(UploadSource)
-
-
-class Connection:
-    """This process's connection to Ray, shared by the executors of every
-    model: made by the first to start, closed by the last to stop (unless
-    something else connected this process to Ray first)."""
-
-    lock = threading.Lock()
-    users = 0
-    ours = False
-
-    @classmethod
-    def open(cls, address: str, num_cpus: float = 0) -> None:
-        """Join the cluster at ``address`` (``auto``, ``HOST:PORT``), or
-        with an empty one, the cluster ``RAY_ADDRESS`` names or else a new
-        Ray runtime on this machine, with ``num_cpus`` logical CPUs (what
-        the workers of every model ask for together: the local executor
-        starts them all too) or this machine's count if that is more."""
-        with cls.lock:
-            cls.users += 1
-            if ray.is_initialized():
-                return
-            address = address or os.environ.get("RAY_ADDRESS", "")
-            options: dict[str, Any] = {
-                "namespace": NAMESPACE,
-                "configure_logging": False,
-                "log_to_driver": True,
-            }
-            try:
-                if address:
-                    LOG.info("Joining the Ray cluster at %s", address)
-                    check_reachable(address)
-                    ray.init(address=address, **options)
-                else:
-                    cpus = max(math.ceil(num_cpus), os.cpu_count() or 1)
-                    LOG.info("Starting a Ray runtime on this machine (%d CPUs)", cpus)
-                    ray.init(
-                        address="local",
-                        include_dashboard=False,
-                        num_cpus=cpus,
-                        **options,
-                    )
-            except exceptions.DeepaasError:
-                cls.users -= 1
-                raise
-            except Exception as exc:
-                cls.users -= 1
-                what = f"join the Ray cluster at {address}" if address else "start Ray"
-                raise exceptions.ConfigurationError(
-                    f"Could not {what}: {type(exc).__name__}: {exc}"
-                ) from None
-            cls.ours = True
-
-    @classmethod
-    def close(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users == 0 and cls.ours:
-                cls.ours = False
-                ray.shutdown()
-
-
-def check_reachable(address: str) -> None:
-    """Fail at once when a ``HOST:PORT`` address does not answer (Ray itself
-    would try to connect for ever)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # auto, or another form Ray reads itself
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK).close()
-    except OSError as exc:
-        raise exceptions.ConfigurationError(
-            f"Cannot reach the Ray cluster at {address} (--ray-address or "
-            f"RAY_ADDRESS): {exc.strerror or exc}"
-        ) from None
 
 
 class RayExecutor(WorkerPool):
@@ -226,7 +149,7 @@ class RayExecutor(WorkerPool):
             self.node_id = ray.get_runtime_context().get_node_id()
             host = ray.util.get_node_ip_address()
             self._server = await loop.create_server(
-                lambda: Handshake(self), host=host, port=0
+                lambda: Handshake(self.connected), host=host, port=0
             )
             self.listening = self._server.sockets[0].getsockname()[:2]
             self.source = RemoteSource.options(
@@ -312,68 +235,16 @@ class RayExecutor(WorkerPool):
             await asyncio.get_running_loop().run_in_executor(None, Connection.close)
 
 
-def describe_death(exc: BaseException, placement: Placement | None) -> str:
-    """How an actor ended, in words, from the error Ray raised for it."""
-    text = str(exc)
-    if "node has died" in text or "node was terminated" in text:
-        why = "its node was lost"
-    elif isinstance(exc, ray.exceptions.OutOfMemoryError):
-        why = "killed by Ray for lack of memory"
-    elif "worker process has died" in text:
-        why = "its process ended: it exited, crashed or was killed"
-    else:
-        why = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    if placement is None:
-        return f"Ray actor: {why}"
-    return f"Ray actor pid {placement.pid} on {placement.address}: {why}"
-
-
-class Handshake(asyncio.Protocol):
-    """A new connection to the front end: it must open with the token of a
-    worker that is expected, and then is that worker's channel; anything
-    else is dropped."""
-
-    def __init__(self, executor: RayExecutor) -> None:
-        self.executor = executor
-        self.transport: asyncio.Transport | None = None
-        self.received = bytearray()
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.timer = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT, self.transport.abort
-        )
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.received += data
-        if len(self.received) < TOKEN_SIZE:
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-        token, rest = bytes(self.received[:TOKEN_SIZE]), self.received[TOKEN_SIZE:]
-        channel = self.executor.connected(token, self.transport)
-        if channel is None:
-            LOG.warning("A connection without a worker's token was dropped")
-            self.transport.abort()
-        elif rest:
-            channel.data_received(bytes(rest))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-
-
-class ActorWorker(WorkerProcess):
+class ActorWorker(ConnectedWorker):
     """A worker process on a Ray node, started by its actor there, and the
     connection to it."""
 
-    pool: RayExecutor  # type: ignore[assignment]
+    pool: RayExecutor
 
     def __init__(self, spec: ModelSpec, pool: RayExecutor, slot: int = 0) -> None:
-        super().__init__(spec, cast(Any, pool), slot)
+        super().__init__(spec, pool, slot)
         self.actor: Any = None
+        self.files: RemoteFiles | None = None  # through the actor, once made
         self.placement: Placement | None = None
         self._token: bytes | None = None
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -418,6 +289,7 @@ class ActorWorker(WorkerProcess):
         self._token, connection = pool.expect(self)
         try:
             self.actor = RemoteWorker.options(**options).remote()
+            self.files = RemoteFiles(self.actor, pool.scratch)
             self.placement = await self._placed(
                 self.actor.start.remote(
                     self.spec.name,
@@ -582,20 +454,21 @@ class ActorWorker(WorkerProcess):
         """Send a call to a worker on another machine: its uploads copied
         there first, its log written there and copied here as it grows."""
         try:
-            if _has_uploads(message):
-                staged = await self.actor.stage.remote(_with_remote_uploads(message))
+            if has_uploads(message):
+                staged = await self.actor.stage.remote(with_remote_uploads(message))
                 message = cast(Call | Batch, staged)
         except ray.exceptions.RayActorError:
             return  # its death is being reported
         except Exception as exc:  # noqa: BLE001 - a file that could not be copied
-            self._deliver(_failed(message, exc))
+            self._deliver(failed(message, exc))
             return
         if isinstance(message, Call) and message.log_path is not None:
             assert self.placement is not None and self.placement.scratch is not None
+            assert self.files is not None  # remote: its actor is placed
             there = os.path.join(self.placement.scratch.disk, f"log-{uuid.uuid4().hex}")
             done = asyncio.Event()
             copy = asyncio.get_running_loop().create_task(
-                self._copy_log(there, message.log_path, done)
+                self.files.copy_log(there, message.log_path, done)
             )
             self._tasks.add(copy)  # cancelled if the worker stops first
             copy.add_done_callback(self._tasks.discard)
@@ -624,8 +497,9 @@ class ActorWorker(WorkerProcess):
             done.set()
             with contextlib.suppress(Exception):
                 await copy
+        assert self.files is not None  # remote: its actor is placed
         try:
-            reply = await self._bring_back(reply)
+            reply = await self.files.bring_back(reply)
         except ray.exceptions.RayActorError:
             return  # its death is being reported
         except Exception as exc:  # noqa: BLE001 - no room here, for one
@@ -635,124 +509,3 @@ class ActorWorker(WorkerProcess):
     def _deliver(self, reply: Answer | Failure | Replies) -> None:
         if not self.retired:
             self.pool.on_reply(self, reply)
-
-    async def _copy_log(self, there: str, here: str, done: asyncio.Event) -> None:
-        """Append what the call writes to its log there to the log here,
-        every ``LOG_INTERVAL`` seconds, and once more when it has ended."""
-        offset = 0
-        read = self.actor.read.options(concurrency_group="io")
-        with open(private.open_private(here, os.O_WRONLY | os.O_APPEND), "ab") as log:
-            while True:
-                finished = done.is_set()
-                while True:
-                    try:
-                        data = await read.remote(there, offset, CHUNK, True)
-                    except ray.exceptions.RayError:
-                        return  # the worker is gone: what was copied stays
-                    if data:
-                        log.write(data)
-                        log.flush()
-                        offset += len(data)
-                    if len(data) < CHUNK:
-                        break
-                if finished:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), LOG_INTERVAL)
-        self.actor.discard.options(concurrency_group="io").remote(there)
-
-    async def _bring_back(
-        self, reply: Answer | Failure | Replies
-    ) -> Answer | Failure | Replies:
-        """``reply`` with each result file of the worker's machine copied to
-        a file of this one."""
-        if isinstance(reply, Replies):
-            return Replies(
-                tuple([await self._bring_back_one(r) for r in reply.replies])
-            )
-        return await self._bring_back_one(reply)
-
-    async def _bring_back_one(self, reply: Answer | Failure) -> Answer | Failure:
-        if isinstance(reply, Failure):
-            return reply
-        value = reply.value
-        if isinstance(value, SpooledResult):
-            here = await self._copy_file(value.path, value.size)
-            self.actor.discard.options(concurrency_group="io").remote(value.path)
-            return Answer(dataclasses.replace(value, path=here))
-        if isinstance(value, ReturnedFile):  # the model's: left where it is
-            here = await self._copy_file(value.filename, None)
-            content_type = value.content_type or mimetypes.guess_type(value.filename)[0]
-            return Answer(
-                SpooledResult(here, os.path.getsize(here), False, content_type)
-            )
-        return reply
-
-    async def _copy_file(self, there: str, size: int | None) -> str:
-        """Copy a file of the worker's machine to a new file here (in memory
-        when its ``size`` is known to fit), a few chunks in flight; its path."""
-        scratch = self.pool.scratch
-        directory = scratch.disk
-        if scratch.memory and size is not None and size <= scratch.memory_max:
-            directory = scratch.memory
-        fd, here = tempfile.mkstemp(prefix="deepaas-result-", dir=directory)
-        read = self.actor.read.options(concurrency_group="io")
-        pending: collections.deque[Any] = collections.deque()
-        try:
-            with open(fd, "wb") as f:
-                offset = 0
-                while True:
-                    while len(pending) < READ_AHEAD:
-                        pending.append(read.remote(there, offset, CHUNK))
-                        offset += CHUNK
-                    data = await pending.popleft()
-                    f.write(data)
-                    if len(data) < CHUNK:
-                        break
-        except BaseException:
-            os.unlink(here)
-            raise
-        return here
-
-
-def _has_uploads(message: Call | Batch) -> bool:
-    calls = message.calls if isinstance(message, Batch) else (message,)
-    return any(
-        isinstance(value, UploadedFile)
-        or (isinstance(value, list) and any(isinstance(i, UploadedFile) for i in value))
-        for call in calls
-        for value in call.kwargs.values()
-    )
-
-
-def _with_remote_uploads(message: Call | Batch) -> Call | Batch:
-    """``message`` with each ``UploadedFile`` (a path here) a ``RemoteUpload``."""
-    if isinstance(message, Batch):
-        return Batch(tuple(_call_with_remote_uploads(c) for c in message.calls))
-    return _call_with_remote_uploads(message)
-
-
-def _call_with_remote_uploads(call: Call) -> Call:
-    def remote(value: Any) -> Any:
-        if isinstance(value, list):
-            return [remote(item) for item in value]
-        if not isinstance(value, UploadedFile):
-            return value
-        return RemoteUpload(
-            value.name,
-            value.filename,
-            os.path.getsize(value.filename),
-            value.content_type,
-            value.original_filename,
-        )
-
-    kwargs = {name: remote(value) for name, value in call.kwargs.items()}
-    return dataclasses.replace(call, kwargs=kwargs)
-
-
-def _failed(message: Call | Batch, exc: Exception) -> Failure | Replies:
-    """The reply that fails every call of ``message`` with ``exc``."""
-    if isinstance(message, Batch):
-        failure = Failure(WorkerError.from_exception(exc, "predict"))
-        return Replies(tuple(failure for _ in message.calls))
-    return Failure(WorkerError.from_exception(exc, message.method))

@@ -14,7 +14,7 @@ from deepaas.api import keys
 from tests import helpers
 from tests.conftest import EXECUTORS
 from tests.helpers import wait_job
-from tests.models.testmodels.deepaas_testmodels.outputs import pattern
+from tests.packages.testmodels.deepaas_testmodels.outputs import pattern
 
 ASYNC = {"Prefer": "respond-async"}
 FAILING = "/v2/models/failing/predict/"

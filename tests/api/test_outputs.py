@@ -19,7 +19,7 @@ import pytest
 from deepaas.api import keys
 from deepaas.runtime.results import RESULT_SLOT_SIZE, RESULT_SLOTS
 from tests import helpers
-from tests.models.testmodels.deepaas_testmodels.outputs import pattern
+from tests.packages.testmodels.deepaas_testmodels.outputs import pattern
 
 PREDICT = "/v2/models/outputs/predict/"
 

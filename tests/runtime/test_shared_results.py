@@ -14,7 +14,7 @@ from deepaas.model.v2.types import EncodedJSON, MappedResult, OpenResult
 from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Scratch
 from deepaas.runtime.results import RESULT_SLOT_SIZE
-from tests.models.testmodels.deepaas_testmodels.outputs import pattern
+from tests.packages.testmodels.deepaas_testmodels.outputs import pattern
 
 OUTPUTS = ModelSpec("outputs", "deepaas_testmodels.outputs")
 SLOTS = 2
