@@ -17,7 +17,7 @@ from typing import Any
 
 from deepaas import exceptions, private
 from deepaas.runtime.executor import ProgressCallback
-from deepaas.state.records import DONE, INTERRUPTED, JOB, RUNNING, Record
+from deepaas.state.records import DONE, INTERRUPTED, JOB, Record
 from deepaas.work.runner import Kind, Work
 
 # What keeps a finished prediction's result in a file: (media type, size).
@@ -37,6 +37,10 @@ class Jobs(Kind):
         "send it again."
     )
     forget_cancelled = False
+    missing = exceptions.JobNotFound
+    missing_what = "prediction job"
+    too_many_running = exceptions.TooManyJobs
+    too_many_of_user = exceptions.TooManyJobsOfUser
     retention_option = "--job-retention"
 
     def __init__(self, result_dir: str) -> None:
@@ -90,11 +94,7 @@ class Jobs(Kind):
             body["error_status"] = record.error_status
         if record.started_by is not None:
             body["owner"] = record.started_by
-        if record.status == RUNNING:
-            if record.progress is not None:
-                body["progress"] = record.progress
-            if record.progress_message is not None:
-                body["progress_message"] = record.progress_message
+        self.add_progress(record, body)
         body["links"] = {"self": url}
         if record.status == DONE:
             result = record.result if isinstance(record.result, dict) else {}
@@ -102,13 +102,3 @@ class Jobs(Kind):
             body["result_size"] = result.get("size")
             body["links"]["result"] = url + "/result"
         return body
-
-    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
-        return exceptions.JobNotFound(
-            f"No prediction job {record_id!r} for model {model!r}."
-        )
-
-    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
-        if of_user:
-            return exceptions.TooManyJobsOfUser(limit)
-        return exceptions.TooManyJobs(limit)

@@ -60,16 +60,36 @@ class Kind(abc.ABC):
     forget_cancelled: bool
     retention_option: str
 
+    # the errors of a record that is not there ("No <what> 'id' for model
+    # 'name'."), and of one too many running, of all users or of one
+    missing: type[exceptions.DeepaasError]
+    missing_what: str
+    too_many_running: Callable[[int], exceptions.DeepaasError]
+    too_many_of_user: Callable[[int], exceptions.DeepaasError]
+
     @abc.abstractmethod
     def view(self, record: Record, base: str) -> dict[str, Any]:
         """The record as the HTTP API shows it (``base``: the server's base
         path)."""
 
-    @abc.abstractmethod
-    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError: ...
+    @staticmethod
+    def add_progress(record: Record, body: dict[str, Any]) -> None:
+        """A running record's last progress report, in its view."""
+        if record.status == RUNNING:
+            if record.progress is not None:
+                body["progress"] = record.progress
+            if record.progress_message is not None:
+                body["progress_message"] = record.progress_message
 
-    @abc.abstractmethod
-    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError: ...
+    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
+        return self.missing(
+            f"No {self.missing_what} {record_id!r} for model {model!r}."
+        )
+
+    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
+        if of_user:
+            return self.too_many_of_user(limit)
+        return self.too_many_running(limit)
 
     def files(self, record_id: str) -> list[str]:
         """The files a record has, removed with it."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from deepaas import exceptions, private
-from deepaas.state.records import DONE, ERROR, RUNNING, TRAINING, Record
+from deepaas.state.records import DONE, ERROR, TRAINING, Record
 from deepaas.work.runner import Kind
 from deepaas.work.training_logs import LogCap
 
@@ -38,6 +38,10 @@ class Trainings(Kind):
         "Interrupted: the server shut down while this training was running."
     )
     forget_cancelled = True
+    missing = exceptions.TrainingNotFound
+    missing_what = "training"
+    too_many_running = exceptions.TooManyTrainings
+    too_many_of_user = exceptions.TooManyTrainingsOfUser
     retention_option = "--training-retention"
 
     def __init__(self, log_dir: str, log_max_bytes: int = 0) -> None:
@@ -70,22 +74,8 @@ class Trainings(Kind):
             body["message"] = record.message
         if record.started_by is not None:
             body["owner"] = record.started_by
-        if record.status == RUNNING:
-            if record.progress is not None:
-                body["progress"] = record.progress
-            if record.progress_message is not None:
-                body["progress_message"] = record.progress_message
+        self.add_progress(record, body)
         return body
-
-    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
-        return exceptions.TrainingNotFound(
-            f"No training {record_id!r} for model {model!r}."
-        )
-
-    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
-        if of_user:
-            return exceptions.TooManyTrainingsOfUser(limit)
-        return exceptions.TooManyTrainings(limit)
 
     @contextlib.asynccontextmanager
     async def running(self, record: Record, runner: Runner[Any]) -> AsyncIterator[None]:
