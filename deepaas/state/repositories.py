@@ -130,6 +130,10 @@ class Events(abc.ABC):
     async def add(self, kind: str, record: str, event: Event) -> None: ...
 
     @abc.abstractmethod
+    async def add_all(self, events: list[tuple[str, str, Event]]) -> None:
+        """Keep several events, each with its (kind, record), at once."""
+
+    @abc.abstractmethod
     async def after(
         self, kind: str, record: str, seq: int, limit: int | None = None
     ) -> list[Event]:

@@ -392,6 +392,19 @@ class SQLiteEvents(Events):
             (kind, record, event.seq, event.name, event.data, int(event.final)),
         )
 
+    async def add_all(self, events: list[tuple[str, str, Event]]) -> None:
+        await self.db.run(
+            "save events",
+            self.db.transaction,
+            [
+                (
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                    (kind, record, e.seq, e.name, e.data, int(e.final)),
+                )
+                for kind, record, e in events
+            ],
+        )
+
     def _after(self, kind: str, record: str, seq: int, limit: int) -> list[Event]:
         rows = self.db.execute(
             "SELECT seq, name, data, final FROM events "

@@ -84,6 +84,7 @@ class EventJournal:
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
         self._unpruned: dict[tuple[str, str], int] = {}  # bytes since a prune
         self._writes = InOrder()
+        self._unkept: list[tuple[str, str, Event, bool]] = []  # to write next
         # told of every event as it is published (webhooks)
         self.listeners: list[Callable[[str, str, Event], None]] = []
 
@@ -112,10 +113,11 @@ class EventJournal:
             self._unpruned[key] = 0
         if final:
             self._unpruned.pop(key, None)
-        self._writes.add(
-            self._keep(kind, record, event, prune_bytes),
-            f"Event {name} of {kind} {record}",
-        )
+        # Kept with the events published until the write before is made:
+        # one write for a burst of them.
+        self._unkept.append((kind, record, event, prune_bytes))
+        if len(self._unkept) == 1:
+            self._writes.add(self._keep(), "Events")
         for listener in self.listeners:
             try:
                 listener(kind, record, event)
@@ -127,14 +129,14 @@ class EventJournal:
                 self._subscribers[key].discard(subscription)
         return event
 
-    async def _keep(
-        self, kind: str, record: str, event: Event, prune_bytes: bool
-    ) -> None:
-        await self.store.add(kind, record, event)
-        if event.seq % PRUNE_EVERY == 0:
-            await self.store.prune(kind, record, event.seq - EVENTS_KEPT)
-        if prune_bytes:
-            await self.store.prune_to_bytes(kind, record, EVENT_BYTES_KEPT)
+    async def _keep(self) -> None:
+        unkept, self._unkept = self._unkept, []
+        await self.store.add_all([(kind, record, e) for kind, record, e, _ in unkept])
+        for kind, record, event, prune_bytes in unkept:
+            if event.seq % PRUNE_EVERY == 0:
+                await self.store.prune(kind, record, event.seq - EVENTS_KEPT)
+            if prune_bytes:
+                await self.store.prune_to_bytes(kind, record, EVENT_BYTES_KEPT)
 
     @contextlib.contextmanager
     def subscribe(self, kind: str, record: str) -> Iterator[Subscription]:

@@ -24,6 +24,22 @@ async def test_events_are_kept_in_order_and_pruned(database):
     assert len(await events.after("job", "j2", 0)) == 1
 
 
+async def test_events_of_several_records_are_kept_at_once(database):
+    events = database.events
+    await events.add_all(
+        [
+            ("job", "j1", Event(1, "status", "{}")),
+            ("training", "t1", Event(1, "log", "line")),
+            ("job", "j1", Event(2, "result", "{}", final=True)),
+        ]
+    )
+    assert [(e.seq, e.final) for e in await events.after("job", "j1", 0)] == [
+        (1, False),
+        (2, True),
+    ]
+    assert (await events.after("training", "t1", 0))[0].data == "line"
+
+
 def delivery(id_: str, due: float, type_: str = "prediction.completed", **kw):
     fields = {"url": "http://hooks.example.org/", "body": "{}", "attempts": 0}
     fields.update(kw)
