@@ -7,6 +7,7 @@ build theirs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -16,7 +17,16 @@ from deepaas import __version__
 
 MODEL_NAME_ENV = "DEEPAAS_V2_MODEL"
 
+# Where the server listens, what it serves, and its connections.
 server_opts = [
+    cfg.StrOpt(
+        "model-name",
+        sample_default="$" + MODEL_NAME_ENV,
+        help="Name of the model entry point to serve (from the deepaas.v2.model "
+        "group). Required when several models are installed and only one is "
+        "wanted; by default every installed model is served. Defaults to the "
+        "DEEPAAS_V2_MODEL environment variable.",
+    ),
     cfg.HostAddressOpt(
         "listen-ip",
         default="127.0.0.1",
@@ -27,46 +37,36 @@ server_opts = [
         default=5000,
         help="Port the API server listens on.",
     ),
-    cfg.MultiStrOpt(
-        "cors-origin",
-        default=[],
-        help="An origin (for example https://app.example.org) whose web pages "
-        "may call this server from the browser: its requests get CORS headers "
-        "and their preflights are answered. Repeat for several. Pages of any "
-        "other site may not POST or DELETE here (checked with Sec-Fetch-Site "
-        "and Origin); clients that are not browsers are not affected.",
-    ),
-    cfg.ListOpt(
-        "allowed-hosts",
-        default=[],
-        help="Host names (the Host header) this server answers to, besides "
-        "its loopback names and addresses: exact names, '*.example.org' for "
-        "one label under it, a ':port' to require that port, or '*' for any. "
-        "A server listening on a loopback address refuses (421) requests for "
-        "any other name, so that a web page whose name was made to resolve to "
-        "127.0.0.1 (DNS rebinding) cannot drive it; on other addresses, names "
-        "are checked only when this option is set.",
-    ),
     cfg.StrOpt(
         "base-path",
         default="",
         help="Path prefix for every route, the spec and the UI, for a server "
         "published under a sub-path behind a reverse proxy (e.g. /models).",
     ),
-    cfg.IntOpt(
-        "workers",
-        short="p",
-        default=1,
-        min=1,
-        help="Number of worker processes that run predict and train calls. "
-        "Each loads the model once.",
+    cfg.BoolOpt(
+        "predict-endpoint",
+        default=True,
+        help="Serve the predict endpoints.",
     ),
-    cfg.IntOpt(
-        "client-max-size",
-        default=0,
-        min=0,
-        help="Largest request body accepted, in bytes; larger ones get 413. "
-        "0 means no limit.",
+    cfg.BoolOpt(
+        "train-endpoint",
+        default=True,
+        help="Serve the train endpoints.",
+    ),
+    cfg.BoolOpt(
+        "doc-endpoint",
+        default=True,
+        help="Serve the Swagger UI at /api and /ui.",
+    ),
+    cfg.BoolOpt(
+        "metrics-endpoint",
+        default=True,
+        help="Serve GET /metrics in the Prometheus text format.",
+    ),
+    cfg.BoolOpt(
+        "debug-endpoint",
+        default=False,
+        help="Serve GET /v2/debug/ with captured output and logs.",
     ),
     cfg.IntOpt(
         "max-connections",
@@ -85,12 +85,10 @@ server_opts = [
         "the connection closed beyond). 0 means no limit.",
     ),
     cfg.FloatOpt(
-        "body-timeout",
-        default=60.0,
+        "keepalive-timeout",
+        default=75.0,
         min=0,
-        help="Seconds a request body may go without sending data (a file "
-        "upload), or take in all (a body read into memory); 408 beyond. 0 "
-        "means no limit.",
+        help="Seconds an idle keep-alive connection is kept open.",
     ),
     cfg.BoolOpt(
         "answer-half-closed",
@@ -100,10 +98,22 @@ server_opts = [
         "whose call is cancelled by default.",
     ),
     cfg.FloatOpt(
-        "keepalive-timeout",
-        default=75.0,
+        "shutdown-timeout",
+        default=30.0,
         min=0,
-        help="Seconds an idle keep-alive connection is kept open.",
+        help="On SIGTERM/SIGINT, seconds to let in-flight requests finish before "
+        "they are cut; running trainings are then recorded as interrupted.",
+    ),
+]
+
+# Request bodies: their sizes, their time, where uploaded files go.
+upload_opts = [
+    cfg.IntOpt(
+        "client-max-size",
+        default=0,
+        min=0,
+        help="Largest request body accepted, in bytes; larger ones get 413. "
+        "0 means no limit.",
     ),
     cfg.IntOpt(
         "max-memory-body",
@@ -113,6 +123,21 @@ server_opts = [
         "decompression: a JSON or urlencoded body, or the non-file fields of a "
         "multipart body (413 beyond). Uploaded files stream to disk and are "
         "bounded by --client-max-size only. 0 means no limit.",
+    ),
+    cfg.FloatOpt(
+        "body-timeout",
+        default=60.0,
+        min=0,
+        help="Seconds a request body may go without sending data (a file "
+        "upload), or take in all (a body read into memory); 408 beyond. 0 "
+        "means no limit.",
+    ),
+    cfg.IntOpt(
+        "max-parts",
+        default=500,
+        min=0,
+        help="Most parts a multipart request body may have (413 beyond). "
+        "0 means no limit.",
     ),
     cfg.StrOpt(
         "upload-memory-dir",
@@ -138,28 +163,6 @@ server_opts = [
         help="Most bytes the uploads of all requests may hold in "
         "--upload-memory-dir at once; beyond, new uploads go to disk.",
     ),
-    cfg.IntOpt(
-        "max-parts",
-        default=500,
-        min=0,
-        help="Most parts a multipart request body may have (413 beyond). "
-        "0 means no limit.",
-    ),
-    cfg.BoolOpt(
-        "warm",
-        default=True,
-        help="Call the model's warm() in every worker before it takes calls.",
-    ),
-    cfg.BoolOpt(
-        "metrics-endpoint",
-        default=True,
-        help="Serve GET /metrics in the Prometheus text format.",
-    ),
-    cfg.BoolOpt(
-        "debug-endpoint",
-        default=False,
-        help="Serve GET /v2/debug/ with captured output and logs.",
-    ),
     cfg.BoolOpt(
         "strict-arguments",
         default=False,
@@ -167,49 +170,36 @@ server_opts = [
         "are ignored, as upstream DEEPaaS does, and named in the answer's "
         "Deepaas-Ignored-Arguments header.",
     ),
-    cfg.BoolOpt(
-        "predict-endpoint",
-        default=True,
-        help="Serve the predict endpoints.",
-    ),
-    cfg.BoolOpt(
-        "train-endpoint",
-        default=True,
-        help="Serve the train endpoints.",
-    ),
-    cfg.BoolOpt(
-        "doc-endpoint",
-        default=True,
-        help="Serve the Swagger UI at /api and /ui.",
-    ),
-    cfg.StrOpt(
-        "model-name",
-        sample_default="$" + MODEL_NAME_ENV,
-        help="Name of the model entry point to serve (from the deepaas.v2.model "
-        "group). Required when several models are installed and only one is "
-        "wanted; by default every installed model is served. Defaults to the "
-        "DEEPAAS_V2_MODEL environment variable.",
-    ),
 ]
 
-operations_opts = [
-    cfg.StrOpt(
-        "state-dir",
-        default=os.path.join(
-            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
-            "deepaas",
-        ),
-        sample_default="$XDG_DATA_HOME/deepaas (~/.local/share/deepaas)",
-        help="Directory where deepaas keeps its state: the training records "
-        "(trainings.sqlite3) and each training's log (logs/<uuid>.log). It must "
-        "be writable; keep it on a volume to keep trainings across restarts.",
+# The worker processes (or Ray actors) that run the model, and their queue.
+worker_opts = [
+    cfg.IntOpt(
+        "workers",
+        short="p",
+        default=1,
+        min=1,
+        help="Number of worker processes that run predict and train calls. "
+        "Each loads the model once.",
     ),
-    cfg.FloatOpt(
-        "shutdown-timeout",
-        default=30.0,
-        min=0,
-        help="On SIGTERM/SIGINT, seconds to let in-flight requests finish before "
-        "they are cut; running trainings are then recorded as interrupted.",
+    cfg.BoolOpt(
+        "warm",
+        default=True,
+        help="Call the model's warm() in every worker before it takes calls.",
+    ),
+    cfg.StrOpt(
+        "executor",
+        default="local",
+        choices=[
+            ("local", "worker processes on this machine"),
+            (
+                "ray",
+                "workers as Ray actors, on this machine or across a cluster "
+                "(needs pip install 'deepaas[ray]')",
+            ),
+        ],
+        help="Where the workers run. With ray, the server (HTTP, validation, the "
+        "spec, training records) stays here and each worker is a Ray actor.",
     ),
     cfg.FloatOpt(
         "predict-timeout",
@@ -217,13 +207,6 @@ operations_opts = [
         min=0,
         help="Longest a predict may run, in seconds; a slower one answers 504 and "
         "its worker is replaced. 0 means no limit.",
-    ),
-    cfg.FloatOpt(
-        "worker-heartbeat",
-        default=10.0,
-        min=0,
-        help="Seconds between checks that idle workers still answer; one that "
-        "misses a check (stopped, wedged) is replaced. 0 turns the checks off.",
     ),
     cfg.FloatOpt(
         "queue-timeout",
@@ -240,97 +223,12 @@ operations_opts = [
         "more is answered 503 with Retry-After at once, before its body is read. "
         "0 means no limit (--queue-timeout still bounds each wait).",
     ),
-    cfg.IntOpt(
-        "max-trainings",
-        default=0,
-        min=0,
-        help="Most trainings running at once on this server, all models "
-        "together; one more is answered 429 with Retry-After and nothing is "
-        "started. 0 means no limit.",
-    ),
     cfg.FloatOpt(
-        "training-retention",
-        default=0.0,
+        "worker-heartbeat",
+        default=10.0,
         min=0,
-        help="Seconds a finished training is kept (record and log) after it "
-        "ended, for example 604800 for a week; older ones are removed. 0 keeps "
-        "them until deleted.",
-    ),
-    cfg.FloatOpt(
-        "job-retention",
-        default=86400.0,
-        min=0,
-        help="Seconds an asynchronous prediction (sent with Prefer: "
-        "respond-async) and its result are kept after it ended; older ones are "
-        "removed. 0 keeps them until deleted.",
-    ),
-    cfg.IntOpt(
-        "max-jobs",
-        default=1000,
-        min=1,
-        help="Most asynchronous predictions waiting or running at once, all "
-        "users and models together; one more is answered 429 with Retry-After "
-        "and nothing is stored.",
-    ),
-    cfg.IntOpt(
-        "max-jobs-per-user",
-        default=100,
-        min=1,
-        help="With authentication on: most asynchronous predictions one user "
-        "may have waiting or running at once; one more is answered 429 with "
-        "Retry-After and nothing is stored.",
-    ),
-    cfg.IntOpt(
-        "max-job-arguments",
-        default=1 << 20,
-        min=1024,
-        help="Most bytes of an asynchronous prediction's arguments, as the JSON "
-        "kept with it (an uploaded file counts as its name); more is answered "
-        "413 and nothing is stored.",
-    ),
-    cfg.StrOpt(
-        "webhook-secret",
-        default="",
-        secret=True,
-        help="The key that signs webhook deliveries as the Standard Webhooks "
-        "specification says (webhook-id, webhook-timestamp, webhook-signature "
-        "headers): whsec_ and the key in base64. Empty: deliveries go unsigned.",
-    ),
-    cfg.ListOpt(
-        "webhook-allow",
-        default=[],
-        help="Hosts that a Webhook-URL may name: names matched label by label "
-        "(hooks.example.org, *.example.org for one label under it), addresses "
-        "or networks (10.0.0.0/24), each with a port (:8443, or :* for any); "
-        "without one, ports 80 and 443 only. A name is looked up at every "
-        "delivery, and loopback, private, link-local and multicast addresses "
-        "are refused unless an entry names the address or its network. None "
-        "(the default): webhooks are refused with a 422, so that the server "
-        "cannot be made to call any address.",
-    ),
-    cfg.IntOpt(
-        "webhook-attempts",
-        default=8,
-        min=1,
-        help="Most attempts to deliver one webhook; between them the wait "
-        "doubles from one second (at most ten minutes). Pending deliveries "
-        "survive a restart.",
-    ),
-    cfg.IntOpt(
-        "training-log-max-bytes",
-        default=0,
-        min=0,
-        help="Most bytes a training's log keeps: beyond it the oldest output is "
-        "dropped (checked every second), and the log, when read, starts with a "
-        "line saying how much was cut. 0 means no limit.",
-    ),
-    cfg.ListOpt(
-        "worker-gpus",
-        default=[],
-        help="GPU device ids (for example 0,1) given to the workers round robin: "
-        "worker i sees only the i-th (CUDA_VISIBLE_DEVICES, set before the model "
-        "is imported; a replacement sees what the worker it replaces saw). "
-        "Empty leaves the workers' environment as the server's.",
+        help="Seconds between checks that idle workers still answer; one that "
+        "misses a check (stopped, wedged) is replaced. 0 turns the checks off.",
     ),
     cfg.IntOpt(
         "max-batch-size",
@@ -351,19 +249,13 @@ operations_opts = [
         "runs at once. 0 never waits: batches then form only from predictions "
         "that queued while every worker was busy.",
     ),
-    cfg.StrOpt(
-        "executor",
-        default="local",
-        choices=[
-            ("local", "worker processes on this machine"),
-            (
-                "ray",
-                "workers as Ray actors, on this machine or across a cluster "
-                "(needs pip install 'deepaas[ray]')",
-            ),
-        ],
-        help="Where the workers run. With ray, the server (HTTP, validation, the "
-        "spec, training records) stays here and each worker is a Ray actor.",
+    cfg.ListOpt(
+        "worker-gpus",
+        default=[],
+        help="GPU device ids (for example 0,1) given to the workers round robin: "
+        "worker i sees only the i-th (CUDA_VISIBLE_DEVICES, set before the model "
+        "is imported; a replacement sees what the worker it replaces saw). "
+        "Empty leaves the workers' environment as the server's.",
     ),
     cfg.StrOpt(
         "ray-address",
@@ -394,6 +286,121 @@ operations_opts = [
     ),
 ]
 
+# What the server keeps on disk, and for how long.
+state_opts = [
+    cfg.StrOpt(
+        "state-dir",
+        default=os.path.join(
+            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+            "deepaas",
+        ),
+        sample_default="$XDG_DATA_HOME/deepaas (~/.local/share/deepaas)",
+        help="Directory where deepaas keeps its state: the training records "
+        "(trainings.sqlite3) and each training's log (logs/<uuid>.log). It must "
+        "be writable; keep it on a volume to keep trainings across restarts.",
+    ),
+    cfg.FloatOpt(
+        "training-retention",
+        default=0.0,
+        min=0,
+        help="Seconds a finished training is kept (record and log) after it "
+        "ended, for example 604800 for a week; older ones are removed. 0 keeps "
+        "them until deleted.",
+    ),
+    cfg.FloatOpt(
+        "job-retention",
+        default=86400.0,
+        min=0,
+        help="Seconds an asynchronous prediction (sent with Prefer: "
+        "respond-async) and its result are kept after it ended; older ones are "
+        "removed. 0 keeps them until deleted.",
+    ),
+    cfg.IntOpt(
+        "training-log-max-bytes",
+        default=0,
+        min=0,
+        help="Most bytes a training's log keeps: beyond it the oldest output is "
+        "dropped (checked every second), and the log, when read, starts with a "
+        "line saying how much was cut. 0 means no limit.",
+    ),
+]
+
+# Trainings and asynchronous predictions: how many at once.
+job_opts = [
+    cfg.IntOpt(
+        "max-trainings",
+        default=0,
+        min=0,
+        help="Most trainings running at once on this server, all models "
+        "together; one more is answered 429 with Retry-After and nothing is "
+        "started. 0 means no limit.",
+    ),
+    cfg.IntOpt(
+        "max-trainings-per-user",
+        default=0,
+        min=0,
+        help="With authentication on: most trainings one user may have running "
+        "at once; one more is answered 429 with Retry-After. 0 means no limit.",
+    ),
+    cfg.IntOpt(
+        "max-jobs",
+        default=1000,
+        min=1,
+        help="Most asynchronous predictions waiting or running at once, all "
+        "users and models together; one more is answered 429 with Retry-After "
+        "and nothing is stored.",
+    ),
+    cfg.IntOpt(
+        "max-jobs-per-user",
+        default=100,
+        min=1,
+        help="With authentication on: most asynchronous predictions one user "
+        "may have waiting or running at once; one more is answered 429 with "
+        "Retry-After and nothing is stored.",
+    ),
+    cfg.IntOpt(
+        "max-job-arguments",
+        default=1 << 20,
+        min=1024,
+        help="Most bytes of an asynchronous prediction's arguments, as the JSON "
+        "kept with it (an uploaded file counts as its name); more is answered "
+        "413 and nothing is stored.",
+    ),
+]
+
+# Webhooks: where they may go, how they are signed and retried.
+webhook_opts = [
+    cfg.ListOpt(
+        "webhook-allow",
+        default=[],
+        help="Hosts that a Webhook-URL may name: names matched label by label "
+        "(hooks.example.org, *.example.org for one label under it), addresses "
+        "or networks (10.0.0.0/24), each with a port (:8443, or :* for any); "
+        "without one, ports 80 and 443 only. A name is looked up at every "
+        "delivery, and loopback, private, link-local and multicast addresses "
+        "are refused unless an entry names the address or its network. None "
+        "(the default): webhooks are refused with a 422, so that the server "
+        "cannot be made to call any address.",
+    ),
+    cfg.StrOpt(
+        "webhook-secret",
+        default="",
+        secret=True,
+        help="The key that signs webhook deliveries as the Standard Webhooks "
+        "specification says (webhook-id, webhook-timestamp, webhook-signature "
+        "headers): whsec_ and the key in base64. Empty: deliveries go unsigned.",
+    ),
+    cfg.IntOpt(
+        "webhook-attempts",
+        default=8,
+        min=1,
+        help="Most attempts to deliver one webhook; between them the wait "
+        "doubles from one second (at most ten minutes). Pending deliveries "
+        "survive a restart.",
+    ),
+]
+
+# Who may call the server, from which sites and names.
 security_opts = [
     cfg.StrOpt(
         "api-keys-file",
@@ -464,15 +471,29 @@ security_opts = [
         help="With authentication on: serve /metrics without credentials (for a "
         "Prometheus on a private network); otherwise it needs the admin role.",
     ),
-    cfg.IntOpt(
-        "max-trainings-per-user",
-        default=0,
-        min=0,
-        help="With authentication on: most trainings one user may have running "
-        "at once; one more is answered 429 with Retry-After. 0 means no limit.",
+    cfg.ListOpt(
+        "allowed-hosts",
+        default=[],
+        help="Host names (the Host header) this server answers to, besides "
+        "its loopback names and addresses: exact names, '*.example.org' for "
+        "one label under it, a ':port' to require that port, or '*' for any. "
+        "A server listening on a loopback address refuses (421) requests for "
+        "any other name, so that a web page whose name was made to resolve to "
+        "127.0.0.1 (DNS rebinding) cannot drive it; on other addresses, names "
+        "are checked only when this option is set.",
+    ),
+    cfg.MultiStrOpt(
+        "cors-origin",
+        default=[],
+        help="An origin (for example https://app.example.org) whose web pages "
+        "may call this server from the browser: its requests get CORS headers "
+        "and their preflights are answered. Repeat for several. Pages of any "
+        "other site may not POST or DELETE here (checked with Sec-Fetch-Site "
+        "and Origin); clients that are not browsers are not affected.",
     ),
 ]
 
+# What is logged, and where.
 logging_opts = [
     cfg.BoolOpt(
         "debug",
@@ -485,19 +506,6 @@ logging_opts = [
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="Level of the log messages written.",
-    ),
-    cfg.StrOpt(
-        "log-file",
-        metavar="PATH",
-        deprecated_name="logfile",
-        help="Write logs to this file instead of standard error (relative to "
-        "--log-dir when that is set).",
-    ),
-    cfg.StrOpt(
-        "log-dir",
-        deprecated_name="logdir",
-        help="Directory of the log file; without --log-file the file is "
-        "deepaas-run.log there.",
     ),
     cfg.StrOpt(
         "log-format",
@@ -517,6 +525,19 @@ logging_opts = [
         metavar="DATE_FORMAT",
         help="strftime format of the time in text log lines (default: ISO 8601 "
         "with milliseconds).",
+    ),
+    cfg.StrOpt(
+        "log-file",
+        metavar="PATH",
+        deprecated_name="logfile",
+        help="Write logs to this file instead of standard error (relative to "
+        "--log-dir when that is set).",
+    ),
+    cfg.StrOpt(
+        "log-dir",
+        deprecated_name="logdir",
+        help="Directory of the log file; without --log-file the file is "
+        "deepaas-run.log there.",
     ),
     cfg.BoolOpt(
         "watch-log-file",
@@ -561,9 +582,33 @@ logging_opts = [
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Concern:
+    """Options that belong together: documented under one title and read
+    into one settings object (``deepaas.settings``)."""
+
+    name: str
+    title: str
+    opts: Sequence[cfg.Opt]
+
+
+CONCERNS = [
+    Concern("server", "Server", server_opts),
+    Concern("uploads", "Uploads and request bodies", upload_opts),
+    Concern("workers", "Workers", worker_opts),
+    Concern("state", "State", state_opts),
+    Concern("jobs", "Trainings and jobs", job_opts),
+    Concern("webhooks", "Webhooks", webhook_opts),
+    Concern("security", "Security", security_opts),
+    Concern("logging", "Logging", logging_opts),
+]
+
+
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """All options by group, for registration and the sample generator."""
-    return [(None, server_opts + operations_opts + security_opts + logging_opts)]
+    """Every option, for registration and the sample generator. The options
+    stay in one flat group (``[DEFAULT]`` in a configuration file, plain
+    ``--name`` on the command line), as upstream DEEPaaS has them."""
+    return [(None, [opt for concern in CONCERNS for opt in concern.opts])]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

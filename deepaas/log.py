@@ -24,7 +24,7 @@ from pythonjsonlogger.json import JsonFormatter
 from deepaas import exceptions
 
 if typing.TYPE_CHECKING:
-    from oslo_config import cfg
+    from deepaas.settings import LoggingSettings
 
 TEXT_FORMAT = (
     "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -135,49 +135,39 @@ def configure(
     root.setLevel(level)
 
 
-def format_of(conf: cfg.ConfigOpts) -> str:
-    """``text`` or ``json``: --log-format, or json with --use-json."""
-    return "json" if conf.use_json else str(conf.log_format)
-
-
-def log_path(conf: cfg.ConfigOpts) -> str | None:
-    """Where the log file is (--log-file, under --log-dir), if there is one."""
-    if conf.log_dir:
-        return os.path.join(conf.log_dir, conf.log_file or "deepaas-run.log")
-    return conf.log_file or None
-
-
-def setup(conf: cfg.ConfigOpts) -> None:
+def setup(settings: LoggingSettings) -> None:
     """Configure the root logger from the logging options.
 
     Raises ``ConfigurationError`` for a logging option that cannot be used.
     """
-    if conf.log_config_append:
-        load_config_file(conf.log_config_append)
+    if settings.log_config_append:
+        load_config_file(settings.log_config_append)
     else:
-        level = logging.DEBUG if conf.debug else getattr(logging, conf.log_level)
+        level = (
+            logging.DEBUG if settings.debug else getattr(logging, settings.log_level)
+        )
         configure(
             level,
-            format_of(conf),
-            handlers=handlers_of(conf),
-            date_format=conf.log_date_format,
+            settings.format,
+            handlers=handlers_of(settings),
+            date_format=settings.log_date_format,
         )
     # Access lines are INFO: shown at the INFO and DEBUG levels, unless
     # --noaccess-log turns them off.
     logging.getLogger("aiohttp.access").setLevel(
-        logging.NOTSET if conf.access_log else logging.WARNING
+        logging.NOTSET if settings.access_log else logging.WARNING
     )
 
 
-def handlers_of(conf: cfg.ConfigOpts) -> list[logging.Handler]:
+def handlers_of(settings: LoggingSettings) -> list[logging.Handler]:
     """The handlers the options ask for: a file or standard error, and
     syslog and the journal when wanted."""
     handlers: list[logging.Handler] = []
-    path = log_path(conf)
+    path = settings.path
     try:
         if path is None:
             handlers.append(logging.StreamHandler(sys.stderr))
-        elif conf.watch_log_file:
+        elif settings.watch_log_file:
             handlers.append(logging.handlers.WatchedFileHandler(path))
         else:
             handlers.append(logging.FileHandler(path))
@@ -185,14 +175,14 @@ def handlers_of(conf: cfg.ConfigOpts) -> list[logging.Handler]:
         raise exceptions.ConfigurationError(
             f"Cannot open the log file {path}: {exc.strerror}"
         ) from None
-    if conf.use_syslog:
+    if settings.use_syslog:
         handlers.append(
             logging.handlers.SysLogHandler(
                 address=syslog_address(),
-                facility=syslog_facility(conf.syslog_log_facility),
+                facility=syslog_facility(settings.syslog_log_facility),
             )
         )
-    if conf.use_journal:
+    if settings.use_journal:
         handlers.append(JournalHandler())
     return handlers
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deepaas import config, exceptions, log
+from deepaas import exceptions, log
+from deepaas.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def root_logger() -> Iterator[logging.Logger]:
 
 
 def set_up(*argv: str) -> None:
-    log.setup(config.build_config(list(argv)))
+    log.setup(Settings.parse(list(argv)).logging)
 
 
 def lines(path: Path) -> list[str]:

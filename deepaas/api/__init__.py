@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from aiohttp import web, web_response
 from oslo_config import cfg
 
-from deepaas import config, exceptions, log
+from deepaas import exceptions
 from deepaas.api import (
     access,
     auth,
@@ -41,6 +40,7 @@ from deepaas.runtime.local import LocalExecutor
 from deepaas.runtime.protocol import Scratch
 from deepaas.runtime.results import RESULT_SLOTS
 from deepaas.runtime.wrapper import ModelWrapper
+from deepaas.settings import Settings, WorkerSettings, normalize_base_path
 from deepaas.state import open_database
 from deepaas.state.records import TRAINING
 from deepaas.work.events import EventJournal
@@ -57,29 +57,25 @@ def smallest_limit(*limits: int) -> int:
     return min((limit for limit in limits if limit), default=0)
 
 
-def normalize_base_path(base_path: str | None) -> str:
-    """``/x/y`` from ``x/y/``, ``/x/y`` or ``''``."""
-    base = (base_path or "").strip().strip("/")
-    return f"/{base}" if base else ""
-
-
-def load_declarations(conf: cfg.ConfigOpts) -> dict[str, ModelDeclaration]:
-    """Import the configured models and read what each declares.
+def load_declarations(model_name: str | None) -> dict[str, ModelDeclaration]:
+    """Import the models (every installed one, or the one named) and read
+    what each declares.
 
     Raises ``ModelLoadError`` naming the model when one cannot be loaded or
     declares something invalid.
     """
     return {
         name: ModelDeclaration.read(model_spec, model)
-        for name, (model_spec, model) in loading.load_models(conf.model_name).items()
+        for name, (model_spec, model) in loading.load_models(model_name).items()
     }
 
 
 def build_executor(
-    conf: cfg.ConfigOpts,
+    settings: WorkerSettings,
     declaration: ModelDeclaration,
     spool: MemorySpool | None = None,
     models: int = 1,
+    log_format: str = "text",
 ) -> Executor:
     """The executor (not started) that runs one model's calls. Results of
     moderate size come back through memory each local worker shares with
@@ -91,31 +87,31 @@ def build_executor(
         spool.max_request if spool is not None else 0,
     )
     options: dict[str, Any] = {
-        "warm": conf.warm,
+        "warm": settings.warm,
         "log_level": logging.getLogger().getEffectiveLevel(),
-        "log_format": log.format_of(conf),
-        "heartbeat": conf.worker_heartbeat or None,
-        "batch_size": conf.max_batch_size
+        "log_format": log_format,
+        "heartbeat": settings.worker_heartbeat or None,
+        "batch_size": settings.max_batch_size
         if "predict_batch" in declaration.implements
         else 1,
-        "batch_wait": conf.max_batch_wait_ms / 1000,
+        "batch_wait": settings.max_batch_wait_ms / 1000,
     }
-    if conf.executor == "ray":
+    if settings.executor == "ray":
         # A Ray runtime started here gets the CPUs every worker asks for.
-        options["runtime_cpus"] = models * conf.workers * conf.worker_num_cpus
-        return build_ray_executor(conf, declaration, scratch, options)
+        options["runtime_cpus"] = models * settings.workers * settings.worker_num_cpus
+        return build_ray_executor(settings, declaration, scratch, options)
     return LocalExecutor(
         declaration.spec,
-        conf.workers,
+        settings.workers,
         scratch=scratch,
         result_slots=RESULT_SLOTS,
-        devices=[d.strip() for d in conf.worker_gpus if d.strip()],
+        devices=settings.devices,
         **options,
     )
 
 
 def build_ray_executor(
-    conf: cfg.ConfigOpts,
+    settings: WorkerSettings,
     declaration: ModelDeclaration,
     scratch: Scratch,
     options: dict[str, Any],
@@ -129,23 +125,23 @@ def build_ray_executor(
             f"pip install 'deepaas[ray]' ({exc})"
         ) from None
     try:
-        resources = {k: float(v) for k, v in conf.worker_resources.items()}
+        resources = {k: float(v) for k, v in settings.worker_resources.items()}
     except ValueError:
         raise exceptions.ConfigurationError(
             "--worker-resources takes NAME:AMOUNT pairs with numeric amounts, not "
-            f"{','.join(f'{k}:{v}' for k, v in conf.worker_resources.items())}"
+            f"{','.join(f'{k}:{v}' for k, v in settings.worker_resources.items())}"
         ) from None
-    if conf.worker_gpus:
+    if settings.worker_gpus:
         LOG.warning(
             "--worker-gpus is for local workers; with --executor ray, Ray "
             "assigns GPUs (--worker-num-gpus)"
         )
     return RayExecutor(
         declaration.spec,
-        conf.workers,
-        address=conf.ray_address,
-        num_cpus=conf.worker_num_cpus,
-        num_gpus=conf.worker_num_gpus,
+        settings.workers,
+        address=settings.ray_address,
+        num_cpus=settings.worker_num_cpus,
+        num_gpus=settings.worker_num_gpus,
         resources=resources,
         scratch=scratch,
         upload_roots=[d for d in (scratch.memory, scratch.disk) if d],
@@ -159,15 +155,15 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     webhooks delivered."""
     startup = app[keys.STARTUP]
     startup.begin(app[keys.MODELS].values())
-    conf = app[keys.CONFIG]
+    state = app[keys.SETTINGS].state
     loop = asyncio.get_running_loop()
     keepers = []
-    if conf.training_retention:
+    if state.training_retention:
         keepers.append(
-            loop.create_task(app[keys.TRAININGS].keep_for(conf.training_retention))
+            loop.create_task(app[keys.TRAININGS].keep_for(state.training_retention))
         )
-    if conf.job_retention:
-        keepers.append(loop.create_task(app[keys.JOBS].keep_for(conf.job_retention)))
+    if state.job_retention:
+        keepers.append(loop.create_task(app[keys.JOBS].keep_for(state.job_retention)))
     keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
     spool = app[PARSER].spool
     if spool is not None:
@@ -240,27 +236,37 @@ def hide_server_versions() -> None:
 
 
 def get_app(
-    conf: cfg.ConfigOpts | None = None,
+    settings: Settings | cfg.ConfigOpts | None = None,
     *,
     declarations: dict[str, ModelDeclaration] | None = None,
 ) -> web.Application:
-    """Build the Application for ``conf`` (default: every option at its default).
+    """Build the Application for ``settings`` (default: every option at its
+    default; a ``ConfigOpts`` is read into settings first).
 
     ``declarations`` replaces loading the models from their entry points (the
     commands load them first so that a bad model stops start-up before
     anything listens).
     """
-    conf = conf if conf is not None else config.build_config([])
+    if settings is None:
+        settings = Settings.parse()
+    elif isinstance(settings, cfg.ConfigOpts):
+        settings = Settings.from_conf(settings)
+    server, uploads, state, jobs = (
+        settings.server,
+        settings.uploads,
+        settings.state,
+        settings.jobs,
+    )
     hide_server_versions()
-    authenticator = auth.Authenticator.from_config(conf)
+    authenticator = auth.Authenticator.from_settings(settings.security)
     if declarations is None:
-        declarations = load_declarations(conf)
-    base = normalize_base_path(conf.base_path)
+        declarations = load_declarations(server.model_name)
+    base = server.base
     inflight = access.InFlight()
     connections = Connections(
-        conf.max_connections,
-        conf.header_timeout,
-        answer_half_closed=conf.answer_half_closed,
+        server.max_connections,
+        server.header_timeout,
+        answer_half_closed=server.answer_half_closed,
     )
     # Who may do what: with authentication on, the credentials a request
     # carries in its headers (which a browser never adds by itself to a
@@ -270,8 +276,10 @@ def get_app(
         access.RequestIds(),
         inflight,
         connections,
-        host_check=hosts.host_check(conf.listen_ip, conf.allowed_hosts),
-        access_check=crosssite.cross_site_check(conf.cors_origin)
+        host_check=hosts.host_check(
+            server.listen_ip, list(settings.security.allowed_hosts)
+        ),
+        access_check=crosssite.cross_site_check(settings.security.cors_origin)
         if authenticator is None
         else None,
         auth_check=authenticator.refusal if authenticator is not None else None,
@@ -280,62 +288,72 @@ def get_app(
         middlewares=[middleware],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
-        client_max_size=smallest_limit(conf.client_max_size, conf.max_memory_body),
+        client_max_size=smallest_limit(
+            uploads.client_max_size, uploads.max_memory_body
+        ),
         handler_args={
             "max_line_size": errors.PARSER_LINE_LIMIT,
-            "keepalive_timeout": conf.keepalive_timeout,
+            "keepalive_timeout": server.keepalive_timeout,
         },
     )
-    app[keys.CONFIG] = conf
+    app[keys.SETTINGS] = settings
     app[keys.BASE_PATH] = base
     app[auth.AUTHENTICATOR] = authenticator
     app[keys.ROUTE_ACCESS] = {}
     app[access.INFLIGHT] = inflight
     app[keys.CONNECTIONS] = connections
     spool = MemorySpool.from_options(
-        conf.upload_memory_dir, conf.upload_memory_max, conf.upload_memory_total
+        uploads.upload_memory_dir,
+        uploads.upload_memory_max,
+        uploads.upload_memory_total,
     )
     app[PARSER] = ArgumentParser(
-        conf.client_max_size,
-        strict=conf.strict_arguments,
-        max_parts=conf.max_parts,
-        max_memory=conf.max_memory_body,
-        body_timeout=conf.body_timeout,
+        uploads.client_max_size,
+        strict=uploads.strict_arguments,
+        max_parts=uploads.max_parts,
+        max_memory=uploads.max_memory_body,
+        body_timeout=uploads.body_timeout,
         spool=spool,
     )
-    database = app[keys.DATABASE] = open_database(conf.state_dir)
+    database = app[keys.DATABASE] = open_database(state.state_dir)
     events = app[keys.EVENTS] = EventJournal(database.events)
     sender = app[keys.WEBHOOKS] = WebhookSender(
         database.webhooks,
-        secret=conf.webhook_secret,
-        attempts=conf.webhook_attempts,
-        policy=WebhookPolicy(conf.webhook_allow),
+        secret=settings.webhooks.webhook_secret,
+        attempts=settings.webhooks.webhook_attempts,
+        policy=WebhookPolicy(list(settings.webhooks.webhook_allow)),
     )
     events.listeners.append(sender.on_event)
     app[keys.JOBS] = Runner(
-        Jobs(os.path.join(conf.state_dir, "jobs")),
+        Jobs(state.jobs_dir),
         database,
         events,
         base,
-        max_running=conf.max_jobs,
-        max_per_user=conf.max_jobs_per_user,
-        max_args_bytes=conf.max_job_arguments,
+        max_running=jobs.max_jobs,
+        max_per_user=jobs.max_jobs_per_user,
+        max_args_bytes=jobs.max_job_arguments,
     )
     trainings = app[keys.TRAININGS] = Runner(
-        Trainings(os.path.join(conf.state_dir, "logs"), conf.training_log_max_bytes),
+        Trainings(state.logs_dir, state.training_log_max_bytes),
         database,
         events,
         base,
-        max_running=conf.max_trainings,
-        max_per_user=conf.max_trainings_per_user,
+        max_running=jobs.max_trainings,
+        max_per_user=jobs.max_trainings_per_user,
     )
     app.cleanup_ctx.append(_state_ctx)
     executors = {
-        name: build_executor(conf, declaration, spool, len(declarations))
+        name: build_executor(
+            settings.workers,
+            declaration,
+            spool,
+            len(declarations),
+            log_format=settings.logging.format,
+        )
         for name, declaration in declarations.items()
     }
     metrics = None
-    if conf.metrics_endpoint:
+    if server.metrics_endpoint:
         metrics = app[METRICS] = Metrics(
             executors,
             trainings,
@@ -352,7 +370,7 @@ def get_app(
         for name, declaration in declarations.items()
     }
     app.on_response_prepare.append(add_answer_headers)
-    if conf.debug_endpoint:
+    if server.debug_endpoint:
         app[keys.DEBUG_CAPTURE] = DebugCapture()
         app.cleanup_ctx.append(_debug_capture)
     app[keys.STARTUP] = Startup()
@@ -361,12 +379,12 @@ def get_app(
         app.cleanup_ctx.append(_authenticator_ctx)
 
     probes.setup_routes(app, base)
-    versions.setup_routes(app, base)
+    versions.setup_routes(app, base, docs=server.doc_endpoint)
     v2_api.setup_routes(app, base)
     _unknown_model_routes(app, base)
-    spec.setup(app, base, conf.doc_endpoint)
-    if conf.cors_origin:
-        crosssite.setup_cors(app, conf.cors_origin)
+    spec.setup(app, base, server.doc_endpoint)
+    if settings.security.cors_origin:
+        crosssite.setup_cors(app, settings.security.cors_origin)
     auth.classify_routes(app, base)
     return app
 

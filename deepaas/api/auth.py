@@ -28,7 +28,6 @@ import re
 from collections.abc import Iterable, Sequence
 
 from aiohttp import hdrs, web
-from oslo_config import cfg
 
 from deepaas import exceptions
 from deepaas.api import keys
@@ -49,6 +48,7 @@ from deepaas.api.principals import (
     owner_filter,
     owner_of,
 )
+from deepaas.settings import SecuritySettings, Settings
 
 LOG = logging.getLogger(__name__)
 
@@ -201,17 +201,17 @@ class Authenticator:
             self.open_accesses.add(METRICS)
 
     @classmethod
-    def from_config(cls, conf: cfg.ConfigOpts) -> Authenticator | None:
+    def from_settings(cls, security: SecuritySettings) -> Authenticator | None:
         """The authenticator the options ask for; None when auth is off."""
-        api_keys = APIKeys(conf.api_keys_file) if conf.api_keys_file else None
-        oidc = OIDC.from_config(conf) if conf.oidc_issuer else None
+        api_keys = APIKeys(security.api_keys_file) if security.api_keys_file else None
+        oidc = OIDC.from_settings(security) if security.oidc_issuer else None
         if api_keys is None and oidc is None:
             return None
         return cls(
             api_keys,
             oidc,
-            public_docs=conf.public_docs,
-            public_metrics=conf.public_metrics,
+            public_docs=security.public_docs,
+            public_metrics=security.public_metrics,
         )
 
     def schemes(self) -> list[str]:
@@ -362,14 +362,16 @@ def classify_routes(app: web.Application, base: str) -> None:
             raise AssertionError(f"no access declared for {route.method} {canonical}")
 
 
-def describe_access(conf: cfg.ConfigOpts, base: str) -> list[str]:
+def describe_access(settings: Settings) -> list[str]:
     """The paths open without credentials, for the banner."""
+    server, security = settings.server, settings.security
+    base = server.base
     public = [f"{base}/healthz", f"{base}/readyz"]
-    if conf.public_docs and conf.doc_endpoint:
+    if security.public_docs and server.doc_endpoint:
         public += [f"{base}/swagger.json", f"{base}/openapi.json", f"{base}/api"]
-    elif conf.public_docs:
+    elif security.public_docs:
         public += [f"{base}/swagger.json", f"{base}/openapi.json"]
-    if conf.public_metrics and conf.metrics_endpoint:
+    if security.public_metrics and server.metrics_endpoint:
         public.append(f"{base}/metrics")
     return public
 

@@ -17,13 +17,13 @@ if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from aiohttp.web_urldispatcher import AbstractRoute
-    from oslo_config import cfg
 
     from deepaas.api.capture import DebugCapture
     from deepaas.api.connections import Connections
     from deepaas.api.startup import Startup
     from deepaas.api.uploads import Uploads
     from deepaas.runtime.wrapper import ModelWrapper
+    from deepaas.settings import Settings
     from deepaas.state import Database
     from deepaas.work.events import EventJournal
     from deepaas.work.jobs import Jobs
@@ -32,7 +32,7 @@ if typing.TYPE_CHECKING:
     from deepaas.work.webhooks import WebhookSender
 
 # The application's
-CONFIG: web.AppKey[cfg.ConfigOpts] = web.AppKey("deepaas_config")
+SETTINGS: web.AppKey[Settings] = web.AppKey("deepaas_settings")
 BASE_PATH: web.AppKey[str] = web.AppKey("deepaas_base_path")
 MODELS: web.AppKey[dict[str, ModelWrapper]] = web.AppKey("deepaas_models")
 DATABASE: web.AppKey[Database] = web.AppKey("deepaas_database")

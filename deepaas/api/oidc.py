@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from oslo_config import cfg
 
 from deepaas import exceptions
 from deepaas.api.principals import ROLES, Principal
+from deepaas.settings import SecuritySettings
 
 if TYPE_CHECKING:
     import jwt
@@ -95,7 +95,7 @@ class OIDC:
         )
 
     @classmethod
-    def from_config(cls, conf: cfg.ConfigOpts) -> OIDC:
+    def from_settings(cls, conf: SecuritySettings) -> OIDC:
         """The checker ``--oidc-*`` describe; strict: a token must name this
         server's audience, and roles come from ``--oidc-role`` alone."""
         if not conf.oidc_audience.strip():

@@ -12,6 +12,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
 
 from deepaas.api import auth, keys
+from deepaas.api.parser import PARSER
 
 
 def _undocumented(handler: Handler) -> Handler:
@@ -38,7 +39,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     # Files stream to disk (bounded by --client-max-size); other bodies are
     # held in memory (bounded by aiohttp's limit, the smaller one).
     if request.content_type.startswith("multipart/"):
-        limit = request.app[keys.CONFIG].client_max_size
+        limit = request.app[PARSER].client_max_size
     else:
         limit = request.client_max_size
     declared = request.content_length or 0

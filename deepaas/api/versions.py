@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import aiohttp_apigami
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from deepaas.api import auth, keys, routing
+from deepaas.api import auth, routing
 from deepaas.api.v2 import responses, v2_version
 
 
-@aiohttp_apigami.docs(tags=["versions"], summary="List the API versions")
-@aiohttp_apigami.response_schema(responses.Versions(), 200)
-async def get_versions(request: web.Request) -> web.Response:
-    base = request.app[keys.BASE_PATH]
+def versions_handler(base: str, docs: bool) -> Handler:
+    """The handler of ``GET /``: its answer depends only on the base path and
+    whether the UI is served, so it is made once."""
     links = [
         {
             "rel": "describedby",
@@ -20,10 +20,19 @@ async def get_versions(request: web.Request) -> web.Response:
             "href": f"{base}/swagger.json",
         }
     ]
-    if request.app[keys.CONFIG].doc_endpoint:
+    if docs:
         links.insert(0, {"rel": "help", "type": "text/html", "href": f"{base}/api"})
-    return web.json_response({"versions": [v2_version(base)], "links": links})
+    answer = {"versions": [v2_version(base)], "links": links}
+
+    @aiohttp_apigami.docs(tags=["versions"], summary="List the API versions")
+    @aiohttp_apigami.response_schema(responses.Versions(), 200)
+    async def get_versions(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    return get_versions
 
 
-def setup_routes(app: web.Application, base: str) -> None:
-    routing.add_route(app, "GET", f"{base}/", get_versions, access=auth.READ)
+def setup_routes(app: web.Application, base: str, *, docs: bool) -> None:
+    routing.add_route(
+        app, "GET", f"{base}/", versions_handler(base, docs), access=auth.READ
+    )

@@ -13,19 +13,18 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
 
 from aiohttp import web
-from oslo_config import cfg
 
-from deepaas import config, exceptions, log
+from deepaas import exceptions, log
 from deepaas.api import (
     access,
     auth,
     get_app,
     keys,
     load_declarations,
-    normalize_base_path,
     stop_work,
 )
 from deepaas.api.connections import Connections
+from deepaas.settings import Settings
 
 LOG = logging.getLogger("deepaas.cmd.run")
 FLUSH_TIMEOUT = 2.0  # seconds the last answers get to be written at shutdown
@@ -43,7 +42,7 @@ def _addresses(host: str, port: int, base: str) -> list[str]:
     ]
 
 
-def _access_lines(app: web.Application, conf: cfg.ConfigOpts, base: str) -> list[str]:
+def _access_lines(app: web.Application, settings: Settings) -> list[str]:
     """What the banner says about who may do what."""
     authenticator = app[auth.AUTHENTICATOR]
     if authenticator is None:
@@ -53,11 +52,11 @@ def _access_lines(app: web.Application, conf: cfg.ConfigOpts, base: str) -> list
         ]
     return [
         f"  Auth:  on: {'; '.join(authenticator.schemes())}",
-        f"  Open without credentials: {', '.join(auth.describe_access(conf, base))}",
+        f"  Open without credentials: {', '.join(auth.describe_access(settings))}",
     ]
 
 
-async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None:
+async def serve(app: web.Application, banner: str) -> None:
     """Listen at once, start the workers in the background, serve until SIGINT
     or SIGTERM; raise why the workers could not start, if they could not."""
     runner = web.AppRunner(
@@ -71,16 +70,19 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
         shutdown_timeout=FLUSH_TIMEOUT,
     )
     await runner.setup()
+    settings = app[keys.SETTINGS]
     connections = app[keys.CONNECTIONS]
-    fit_to_descriptor_limit(connections, conf.workers * len(app[keys.MODELS]))
+    fit_to_descriptor_limit(
+        connections, settings.workers.workers * len(app[keys.MODELS])
+    )
     loop = asyncio.get_running_loop()
     server = runner.server
     assert server is not None
     # Every connection through its guard (connections.py).
     listener = await loop.create_server(
         lambda: connections.guard(server()),
-        conf.listen_ip,
-        conf.listen_port,
+        settings.server.listen_ip,
+        settings.server.listen_port,
         reuse_address=True,
         backlog=BACKLOG,
     )
@@ -110,7 +112,7 @@ async def serve(app: web.Application, conf: cfg.ConfigOpts, banner: str) -> None
                 loop.remove_signal_handler(sig)
     finally:
         watching.cancel()
-        await shut_down(app, listener, conf.shutdown_timeout)
+        await shut_down(app, listener, settings.server.shutdown_timeout)
         await runner.cleanup()
 
 
@@ -164,27 +166,29 @@ async def shut_down(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, load the models, serve until SIGINT/SIGTERM."""
-    conf = config.build_config(sys.argv[1:] if argv is None else argv)
+    settings = Settings.parse(list(sys.argv[1:] if argv is None else argv))
+    server, workers = settings.server, settings.workers
     try:
-        log.setup(conf)
-        declarations = load_declarations(conf)
-        app = get_app(conf, declarations=declarations)
+        log.setup(settings.logging)
+        declarations = load_declarations(server.model_name)
+        app = get_app(settings, declarations=declarations)
     except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1
-    base = normalize_base_path(conf.base_path)
-    lines = [f"deepaas serving {', '.join(declarations)} with {conf.workers} worker(s)"]
-    if conf.executor == "ray":
-        cluster = conf.ray_address or os.environ.get("RAY_ADDRESS")
+    lines = [
+        f"deepaas serving {', '.join(declarations)} with {workers.workers} worker(s)"
+    ]
+    if workers.executor == "ray":
+        cluster = workers.ray_address or os.environ.get("RAY_ADDRESS")
         lines[0] += " on Ray: " + (
             f"the cluster at {cluster}" if cluster else "a Ray runtime of this machine"
         )
-    lines += _addresses(conf.listen_ip, conf.listen_port, base)
-    if not conf.doc_endpoint:
+    lines += _addresses(server.listen_ip, server.listen_port, server.base)
+    if not server.doc_endpoint:
         lines.pop()
-    lines += _access_lines(app, conf, base)
+    lines += _access_lines(app, settings)
     try:
-        asyncio.run(serve(app, conf, "\n".join(lines)))
+        asyncio.run(serve(app, "\n".join(lines)))
     except exceptions.DeepaasError as exc:
         print(f"deepaas-run: {exc.message}", file=sys.stderr)
         return 1

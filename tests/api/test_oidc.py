@@ -15,8 +15,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from deepaas import config, exceptions
+from deepaas import exceptions
 from deepaas.api.auth import Authenticator
+from deepaas.settings import Settings
 from tests import helpers
 
 PREDICT = "/v2/models/failing/predict/"
@@ -314,9 +315,9 @@ async def test_a_token_taken_again_from_the_cache_still_expires(serve, issuer):
     ],
 )
 def test_oidc_without_an_audience_or_roles_does_not_start(argv, complaint):
-    conf = config.build_config(["--oidc-issuer", "https://issuer.example", *argv])
+    settings = Settings.parse(["--oidc-issuer", "https://issuer.example", *argv])
     with pytest.raises(exceptions.ConfigurationError, match=complaint):
-        Authenticator.from_config(conf)
+        Authenticator.from_settings(settings.security)
 
 
 async def test_any_audience_only_when_asked_and_said(make_client, issuer, caplog):

@@ -27,14 +27,14 @@ async def get_version(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application, base: str) -> None:
     """Add every V2 route the configuration enables."""
-    conf = app[keys.CONFIG]
+    server = app[keys.SETTINGS].server
     routing.add_route(app, "GET", f"{base}/v2/", get_version, access=auth.READ)
     models.setup_routes(app, base)
     for wrapper in app[keys.MODELS].values():
-        if conf.predict_endpoint:
+        if server.predict_endpoint:
             predict.setup_routes(app, base, wrapper)
             jobs.setup_routes(app, base, wrapper)
-        if conf.train_endpoint:
+        if server.train_endpoint:
             train.setup_routes(app, base, wrapper)
-    if conf.debug_endpoint:
+    if server.debug_endpoint:
         debug.setup_routes(app, base)

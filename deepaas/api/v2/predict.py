@@ -342,13 +342,12 @@ def make_handler(
 
 
 def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
-    # Options are read once here: an oslo.config lookup is slow for a hot path.
-    conf = app[keys.CONFIG]
+    workers = app[keys.SETTINGS].workers
     handler = make_handler(
         model,
-        conf.predict_timeout or None,
-        conf.queue_timeout or None,
-        conf.max_queued_predictions,
+        workers.predict_timeout or None,
+        workers.queue_timeout or None,
+        workers.max_queued_predictions,
         app[keys.WEBHOOKS].policy,
     )
     routing.add_route(
