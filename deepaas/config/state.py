@@ -1,0 +1,45 @@
+"""Options of the state: what the server keeps on disk, and for how long."""
+
+from __future__ import annotations
+
+import os
+
+from oslo_config import cfg
+
+OPTS = [
+    cfg.StrOpt(
+        "state-dir",
+        default=os.path.join(
+            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+            "deepaas",
+        ),
+        sample_default="$XDG_DATA_HOME/deepaas (~/.local/share/deepaas)",
+        help="Directory where deepaas keeps its state: the training records "
+        "(trainings.sqlite3) and each training's log (logs/<uuid>.log). It must "
+        "be writable; keep it on a volume to keep trainings across restarts.",
+    ),
+    cfg.FloatOpt(
+        "training-retention",
+        default=0.0,
+        min=0,
+        help="Seconds a finished training is kept (record and log) after it "
+        "ended, for example 604800 for a week; older ones are removed. 0 keeps "
+        "them until deleted.",
+    ),
+    cfg.FloatOpt(
+        "job-retention",
+        default=86400.0,
+        min=0,
+        help="Seconds an asynchronous prediction (sent with Prefer: "
+        "respond-async) and its result are kept after it ended; older ones are "
+        "removed. 0 keeps them until deleted.",
+    ),
+    cfg.IntOpt(
+        "training-log-max-bytes",
+        default=0,
+        min=0,
+        help="Most bytes a training's log keeps: beyond it the oldest output is "
+        "dropped (checked every second), and the log, when read, starts with a "
+        "line saying how much was cut. 0 means no limit.",
+    ),
+]
