@@ -41,18 +41,64 @@ class Concern:
 
     name: str
     title: str
+    summary: str
     opts: Sequence[cfg.Opt]
 
 
 CONCERNS = [
-    Concern("server", "Server", server.OPTS),
-    Concern("uploads", "Uploads and request bodies", uploads.OPTS),
-    Concern("workers", "Workers", workers.OPTS),
-    Concern("state", "State", state.OPTS),
-    Concern("jobs", "Trainings and jobs", jobs.OPTS),
-    Concern("webhooks", "Webhooks", webhooks.OPTS),
-    Concern("security", "Security", security.OPTS),
-    Concern("logging", "Logging", logs.OPTS),
+    Concern(
+        "server",
+        "Server",
+        "Where the server listens, what it serves, and its connections.",
+        server.OPTS,
+    ),
+    Concern(
+        "uploads",
+        "Uploads and request bodies",
+        "How large request bodies may be, how long they may take, and where "
+        "uploaded files go.",
+        uploads.OPTS,
+    ),
+    Concern(
+        "workers",
+        "Workers",
+        "The worker processes (or Ray actors) that run the model, and the "
+        "queue of calls waiting for them.",
+        workers.OPTS,
+    ),
+    Concern(
+        "state",
+        "State",
+        "What the server keeps on disk, and for how long.",
+        state.OPTS,
+    ),
+    Concern(
+        "jobs",
+        "Trainings and jobs",
+        "How many trainings and asynchronous predictions may run at once, and "
+        "how much a job may keep.",
+        jobs.OPTS,
+    ),
+    Concern(
+        "webhooks",
+        "Webhooks",
+        "Where webhooks may go, how they are signed and how often they are tried.",
+        webhooks.OPTS,
+    ),
+    Concern(
+        "security",
+        "Security",
+        "Who may call the server, and from which web pages and host names.",
+        security.OPTS,
+    ),
+    Concern(
+        "logging",
+        "Logging",
+        "What is logged, in which form, and where. These options carry "
+        "upstream's (oslo.log's) names, so an existing command line or "
+        "configuration file starts unchanged.",
+        logs.OPTS,
+    ),
 ]
 
 

@@ -14,9 +14,10 @@ OPTS = [
             "deepaas",
         ),
         sample_default="$XDG_DATA_HOME/deepaas (~/.local/share/deepaas)",
-        help="Directory where deepaas keeps its state: the training records "
-        "(trainings.sqlite3) and each training's log (logs/<uuid>.log). It must "
-        "be writable; keep it on a volume to keep trainings across restarts.",
+        help="Directory where deepaas keeps its state: the records of "
+        "trainings and jobs with their events and webhooks (trainings.sqlite3), "
+        "each training's log (logs/<uuid>.log) and each job's result (jobs/). "
+        "It must be writable; keep it on a volume to keep them across restarts.",
     ),
     cfg.FloatOpt(
         "training-retention",

@@ -1,7 +1,7 @@
 """What clients and model packages written for upstream DEEPaaS 2.6 rely on.
 
-One test (or class) per behaviour, numbered as in the compatibility list of the
-README; each sends the input that upstream answers with success.
+One test (or class) per behaviour; each sends the input that upstream answers
+with success.
 """
 
 from __future__ import annotations

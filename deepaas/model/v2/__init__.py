@@ -1,1 +1,1 @@
-"""Version 2 of the model contract: base class, adapter, worker pool."""
+"""Version 2 of the model contract: what a model author touches."""
