@@ -202,6 +202,9 @@ class Database(abc.ABC):
     webhooks: Webhooks
     owner: str
     where: str  # what to name it in messages
+    # Whether other servers change it too: then what this server wrote may
+    # have changed since, and none of it is answered from memory.
+    shared: bool = False
 
     @abc.abstractmethod
     def owner_is_gone(self, owner: str | None) -> bool:

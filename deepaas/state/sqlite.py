@@ -42,6 +42,9 @@ from deepaas.state.repositories import (
 )
 
 FILENAME = "trainings.sqlite3"
+# Events written by one INSERT: 6 values each, within SQLite's oldest limit
+# of 999 values a statement.
+EVENTS_PER_INSERT = 150
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -393,17 +396,22 @@ class SQLiteEvents(Events):
         )
 
     async def add_all(self, events: list[tuple[str, str, Event]]) -> None:
-        await self.db.run(
-            "save events",
-            self.db.transaction,
-            [
-                (
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                    (kind, record, e.seq, e.name, e.data, int(e.final)),
-                )
-                for kind, record, e in events
-            ],
-        )
+        # A statement of many rows rather than one per event: each statement
+        # the thread runs waits for the event loop to let go of the GIL.
+        statements = []
+        for start in range(0, len(events), EVENTS_PER_INSERT):
+            chunk = events[start : start + EVENTS_PER_INSERT]
+            rows = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            values = [
+                value
+                for kind, record, e in chunk
+                for value in (kind, record, e.seq, e.name, e.data, int(e.final))
+            ]
+            statements.append((f"INSERT INTO events VALUES {rows}", values))
+        if len(statements) == 1:
+            await self.db.run("save events", self.db.execute, *statements[0])
+        elif statements:
+            await self.db.run("save events", self.db.transaction, statements)
 
     def _after(self, kind: str, record: str, seq: int, limit: int) -> list[Event]:
         rows = self.db.execute(

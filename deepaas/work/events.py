@@ -7,12 +7,16 @@ client reconnecting with ``Last-Event-ID`` gets what it missed, even after a
 restart; and it is handed to the live subscribers of its record through
 in-memory queues, so that any number of them costs the worker nothing.
 Events are written in the order they are published, without the publisher
-waiting (``InOrder``); a reader of kept events waits for those written.
+waiting (``InOrder``); a reader of kept events waits for those written,
+unless the last events of the record are still in memory (``Tail``): those
+of the records this server has published lately are, so that a client
+following a record it has just started reads no database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -33,6 +37,12 @@ PRUNE_EVERY = 1_000
 # would otherwise keep gigabytes), checked every PRUNE_BYTES published.
 EVENT_BYTES_KEPT = 32 << 20
 PRUNE_BYTES = 1 << 20
+# The last events of the records published lately, kept in memory too: at
+# most this many events and bytes of a record, bytes of all, and records.
+TAIL_EVENTS = 256
+TAIL_BYTES = 256 << 10
+TAILS_BYTES = 8 << 20
+TAILS = 1024
 
 
 class Lagging(Exception):
@@ -75,6 +85,38 @@ class Subscription:
         return events
 
 
+class Tail:
+    """The last events of one record, in order, with no gap: every event
+    published for it from number ``first`` on."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[Event] = collections.deque()
+        self.first = 1  # the number of the oldest event held (or the next)
+        self.size = 0  # bytes of the events' data
+
+    def add(self, event: Event) -> int:
+        """Hold ``event`` (the next of the record), dropping the oldest beyond
+        the limits; the change in bytes held."""
+        before = self.size
+        self.events.append(event)
+        self.size += len(event.data)
+        while self.events and (
+            len(self.events) > TAIL_EVENTS or self.size > TAIL_BYTES
+        ):
+            dropped = self.events.popleft()
+            self.size -= len(dropped.data)
+            self.first = dropped.seq + 1
+        return self.size - before
+
+    def after(self, seq: int, limit: int | None) -> list[Event] | None:
+        """The events after number ``seq``; None when some are no longer
+        held."""
+        if seq + 1 < self.first:
+            return None
+        found = [event for event in self.events if event.seq > seq]
+        return found if limit is None else found[:limit]
+
+
 class EventJournal:
     """Numbers, keeps and hands out the events of every training and job."""
 
@@ -85,6 +127,11 @@ class EventJournal:
         self._unpruned: dict[tuple[str, str], int] = {}  # bytes since a prune
         self._writes = InOrder()
         self._unkept: list[tuple[str, str, Event, bool]] = []  # to write next
+        # the last events of the records published lately, least lately first
+        self._tails: collections.OrderedDict[tuple[str, str], Tail] = (
+            collections.OrderedDict()
+        )
+        self._tails_size = 0
         # told of every event as it is published (webhooks)
         self.listeners: list[Callable[[str, str, Event], None]] = []
 
@@ -113,6 +160,7 @@ class EventJournal:
             self._unpruned[key] = 0
         if final:
             self._unpruned.pop(key, None)
+        self._hold(key, event)
         # Kept with the events published until the write before is made:
         # one write for a burst of them.
         self._unkept.append((kind, record, event, prune_bytes))
@@ -128,6 +176,31 @@ class EventJournal:
                 subscription.cut()
                 self._subscribers[key].discard(subscription)
         return event
+
+    def _hold(self, key: tuple[str, str], event: Event) -> None:
+        """Keep ``event`` in memory too, when its record's events are: those
+        of records whose first event was published here."""
+        tail = self._tails.get(key)
+        if tail is not None and event.seq != tail.first + len(tail.events):
+            self._drop_tail(key)  # not the next of those held: hold none
+            tail = None
+        if tail is None:
+            if event.seq != 1:
+                return
+            tail = self._tails[key] = Tail()
+        else:
+            self._tails.move_to_end(key)
+        self._tails_size += tail.add(event)
+        while self._tails and (
+            len(self._tails) > TAILS or self._tails_size > TAILS_BYTES
+        ):
+            _, dropped = self._tails.popitem(last=False)
+            self._tails_size -= dropped.size
+
+    def _drop_tail(self, key: tuple[str, str]) -> None:
+        tail = self._tails.pop(key, None)
+        if tail is not None:
+            self._tails_size -= tail.size
 
     async def _keep(self) -> None:
         unkept, self._unkept = self._unkept, []
@@ -157,7 +230,13 @@ class EventJournal:
         self, kind: str, record: str, seq: int, limit: int | None = None
     ) -> list[Event]:
         """The kept events of a record after number ``seq`` (the first
-        ``limit`` of them, when given)."""
+        ``limit`` of them, when given): from memory when they are all there,
+        else once those published are written."""
+        tail = self._tails.get((kind, record))
+        if tail is not None:
+            held = tail.after(seq, limit)
+            if held is not None:
+                return held
         await self._writes.flushed()
         return await self.store.after(kind, record, seq, limit)
 
@@ -165,12 +244,18 @@ class EventJournal:
         """Remove a record's events (with the record)."""
         self._last.pop((kind, record), None)
         self._unpruned.pop((kind, record), None)
+        self._drop_tail((kind, record))
         await self._writes.flushed()
         await self.store.remove(kind, record)
 
     async def flushed(self) -> None:
         """Return once every event published so far is kept (or failed)."""
         await self._writes.flushed()
+
+    @property
+    def held(self) -> int:
+        """Bytes of events held in memory (at most ``TAILS_BYTES``)."""
+        return self._tails_size
 
     def subscribers(self, kind: str, record: str) -> int:
         return len(self._subscribers.get((kind, record), ()))

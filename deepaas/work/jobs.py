@@ -22,6 +22,9 @@ from deepaas.work.runner import Kind, Work
 
 # What keeps a finished prediction's result in a file: (media type, size).
 Keeper = Callable[[Any, str], tuple[str, int]]
+# Whether a result is small enough to be kept on the event loop: a thread's
+# wake-up costs more than writing a few kilobytes.
+Small = Callable[[Any], bool]
 
 
 class Jobs(Kind):
@@ -56,17 +59,25 @@ class Jobs(Kind):
         self.remove_files(record.id)
 
     def work(
-        self, run: Callable[[ProgressCallback], Awaitable[Any]], keep: Keeper
+        self,
+        run: Callable[[ProgressCallback], Awaitable[Any]],
+        keep: Keeper,
+        small: Small = lambda result: False,
     ) -> Work:
         """The work of a job: ``run(on_progress)``, its result kept by
-        ``keep(result, path)`` (off the event loop) as the job's file."""
+        ``keep(result, path)`` as the job's file: on a thread, unless the
+        result is ``small``."""
 
         async def work(record: Record, on_progress: ProgressCallback) -> Any:
             result = await run(on_progress)
             private.private_directory(self.result_dir)
-            media_type, size = await asyncio.get_running_loop().run_in_executor(
-                None, keep, result, self.result_path(record.id)
-            )
+            path = self.result_path(record.id)
+            if small(result):
+                media_type, size = keep(result, path)
+            else:
+                media_type, size = await asyncio.get_running_loop().run_in_executor(
+                    None, keep, result, path
+                )
             return {"type": media_type, "size": size}
 
         return work

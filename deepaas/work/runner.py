@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 import datetime
 import itertools
@@ -40,6 +41,9 @@ from deepaas.work.events import EventJournal
 LOG = logging.getLogger(__name__)
 
 SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
+# The records that ended last here, answered from memory (an ended record
+# changes no more; it is only removed, which goes through its runner).
+ENDED_KEPT = 128
 
 # What runs a record: given the record and where its progress goes, its
 # result as the record keeps it.
@@ -142,6 +146,7 @@ class Runner(Generic[K]):
         # Ended records whose final state the database refused (a full
         # disk): answered from here, and written again until it takes them.
         self._unsaved: dict[str, Record] = {}
+        self._ended: collections.OrderedDict[str, Record] = collections.OrderedDict()
         self._saving: asyncio.Task[None] | None = None
         self.store_error: str | None = None  # why the last write failed
         self._stopping = False
@@ -251,7 +256,11 @@ class Runner(Generic[K]):
 
     def _forget_task(self, record_id: str) -> None:
         self._tasks.pop(record_id, None)
-        self._live.pop(record_id, None)
+        record = self._live.pop(record_id, None)
+        if record is not None and not record.running and not self.database.shared:
+            self._ended[record_id] = record
+            if len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
 
     async def _run(
         self, record: Record, work: Work, cleanup: Callable[[], None]
@@ -369,7 +378,11 @@ class Runner(Generic[K]):
         """The record (if ``started_by``'s, when given); the kind's
         ``not_found`` otherwise (for another user's too: its existence is
         not theirs to know)."""
-        record = self._live.get(record_id) or self._unsaved.get(record_id)
+        record = (
+            self._live.get(record_id)
+            or self._unsaved.get(record_id)
+            or self._ended.get(record_id)
+        )
         if record is None or record.model != model:
             record = await self.records.get(self.kind.name, model, record_id)
         if record is None or (
@@ -415,6 +428,7 @@ class Runner(Generic[K]):
     async def remove(self, model: str, record_id: str) -> None:
         """Forget an ended record, its events, key and files."""
         self._unsaved.pop(record_id, None)
+        self._ended.pop(record_id, None)
         await self.records.remove(self.kind.name, model, record_id)
         await self.database.keys.release(record_id)
         if self.events is not None:

@@ -70,17 +70,19 @@ async def test_prefer_is_read_as_rfc_7240_says(make_client, prefer):
     assert resp.status == 202
 
 
-async def test_a_bytes_result_is_served_as_it_is(make_client):
+# a result written as it comes, and one written on a thread
+@pytest.mark.parametrize("size", [1000, 300_000])
+async def test_a_bytes_result_is_served_as_it_is(make_client, size):
     client = await make_client("--model-name", "outputs")
-    resp, job = await submit(client, OUTPUTS + "?size=300000&accept=image/png")
+    resp, job = await submit(client, OUTPUTS + f"?size={size}&accept=image/png")
     done = await wait_job(client, resp.headers["Location"])
     assert done["status"] == "done", done
-    assert done["result_type"] == "image/png" and done["result_size"] == 300000
+    assert done["result_type"] == "image/png" and done["result_size"] == size
     assert "result" not in done
     result = await client.get(done["links"]["result"])
     assert result.content_type == "image/png"
-    sync = await client.post(OUTPUTS + "?size=300000&accept=image/png")
-    assert await result.read() == await sync.read() == pattern(300_000)
+    sync = await client.post(OUTPUTS + f"?size={size}&accept=image/png")
+    assert await result.read() == await sync.read() == pattern(size)
 
 
 async def test_an_upload_lives_until_the_job_ends_then_goes(

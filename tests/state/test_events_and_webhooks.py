@@ -40,6 +40,16 @@ async def test_events_of_several_records_are_kept_at_once(database):
     assert (await events.after("training", "t1", 0))[0].data == "line"
 
 
+async def test_many_events_are_kept_at_once_in_order(database):
+    """More events than one statement takes: every one kept, in order."""
+    many = [("job", "j1", Event(n, "log", f"line {n}")) for n in range(1, 401)]
+    await database.events.add_all(many)
+    kept = await database.events.after("job", "j1", 0)
+    assert [(e.seq, e.data) for e in kept] == [(n, f"line {n}") for n in range(1, 401)]
+    await database.events.add_all([])
+    assert len(await database.events.after("job", "j1", 0)) == 400
+
+
 def delivery(id_: str, due: float, type_: str = "prediction.completed", **kw):
     fields = {"url": "http://hooks.example.org/", "body": "{}", "attempts": 0}
     fields.update(kw)

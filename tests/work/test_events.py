@@ -65,3 +65,85 @@ async def test_publishing_never_waits_and_readers_see_every_event(journal):
         assert live.pending() == [last]
     kept = await journal.after("job", "j1", 0)
     assert kept == [*published, last]
+
+
+class CountingReads:
+    """The database's events, counting the reads made of them."""
+
+    def __init__(self, events):
+        self.events = events
+        self.reads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.events, name)
+
+    async def after(self, *args):
+        self.reads += 1
+        return await self.events.after(*args)
+
+
+async def test_the_last_events_of_a_record_published_here_are_read_from_memory(
+    tmp_path,
+):
+    database = SQLiteDatabase(str(tmp_path))
+    store = CountingReads(database.events)
+    journal = EventJournal(store)
+    try:
+        for n in range(10):
+            journal.publish("job", "j1", "progress", {"n": n})
+        assert [e.seq for e in await journal.after("job", "j1", 0)] == list(
+            range(1, 11)
+        )
+        assert [e.seq for e in await journal.after("job", "j1", 7, 2)] == [8, 9]
+        assert await journal.after("job", "j1", 10) == []
+        assert store.reads == 0
+        # more than a tail holds: the oldest are read from the database
+        for n in range(events.TAIL_EVENTS):
+            journal.publish("job", "j1", "progress", {"n": n})
+        everything = await journal.after("job", "j1", 0)
+        assert [e.seq for e in everything] == list(range(1, events.TAIL_EVENTS + 11))
+        assert store.reads == 1
+        latest = await journal.after("job", "j1", events.TAIL_EVENTS)
+        assert [e.seq for e in latest] == list(
+            range(events.TAIL_EVENTS + 1, events.TAIL_EVENTS + 11)
+        )
+        assert store.reads == 1
+        # what the memory holds is what the database keeps
+        await journal.flushed()
+        assert await database.events.after("job", "j1", 0) == everything
+        # a forgotten record is forgotten in memory too
+        await journal.forget("job", "j1")
+        assert await journal.after("job", "j1", 0) == []
+        assert store.reads == 2
+    finally:
+        await database.close()
+
+
+async def test_a_record_no_longer_held_is_read_from_the_database(tmp_path):
+    """Once more records have been published than memory holds, the least
+    recent one's events, old and new, come from the database."""
+    database = SQLiteDatabase(str(tmp_path))
+    store = CountingReads(database.events)
+    journal = EventJournal(store)
+    try:
+        journal.publish("job", "first", "status", {"status": "running"})
+        for n in range(events.TAILS):
+            journal.publish("job", f"other{n}", "status", {"status": "running"})
+        journal.publish("job", "first", "result", {"status": "done"}, final=True)
+        assert [e.seq for e in await journal.after("job", "first", 0)] == [1, 2]
+        assert store.reads == 1
+        assert len(await journal.after("job", f"other{events.TAILS - 1}", 0)) == 1
+        assert store.reads == 1
+    finally:
+        await database.close()
+
+
+async def test_memory_holds_a_bounded_number_of_bytes(journal):
+    line = "y" * (64 * 1024)
+    for record in range(3 * events.TAILS_BYTES // events.TAIL_BYTES):
+        for _ in range(events.TAIL_BYTES // len(line) + 2):
+            journal.publish("training", f"t{record}", "log", line)
+    assert 0 < journal.held <= events.TAILS_BYTES
+    # every record still reads whole, from memory or from the database
+    first = await journal.after("training", "t0", 0)
+    assert [e.seq for e in first] == list(range(1, events.TAIL_BYTES // len(line) + 3))

@@ -39,12 +39,16 @@ async def database(tmp_path) -> AsyncIterator[SQLiteDatabase]:
     await opened.close()
 
 
+def runners_of(database, root):
+    journal = EventJournal(database.events)
+    trainings = Runner(Trainings(str(root / "logs")), database, journal)
+    jobs = Runner(Jobs(str(root / "jobs")), database, journal, "/base")
+    return trainings, jobs
+
+
 @pytest.fixture
 def runners(database, tmp_path):
-    journal = EventJournal(database.events)
-    trainings = Runner(Trainings(str(tmp_path / "logs")), database, journal)
-    jobs = Runner(Jobs(str(tmp_path / "jobs")), database, journal, "/base")
-    return trainings, jobs
+    return runners_of(database, tmp_path)
 
 
 async def returns(value, record, on_progress):
@@ -81,6 +85,29 @@ async def test_both_kinds_run_and_end_the_same_way(runners):
         events = await runner.events.after(runner.kind.name, record.id, 0)
         assert [e.name for e in events] == ["status", "progress", "status", "result"]
         assert events[-1].final
+
+
+async def test_an_ended_record_is_answered_from_memory_unless_shared(
+    database, tmp_path
+):
+    """What ended here changes no more but by its runner's removal, so it is
+    answered from memory, unless other servers share the database."""
+    _, jobs = runners_of(database, tmp_path)
+    record, _ = await jobs.start("m", {}, lambda r, p: returns({"x": 1}, r, p))
+    await ended(jobs, record)
+    await database.records.remove(JOB, "m", record.id)  # behind the runner's back
+    assert (await jobs.get("m", record.id)).status == DONE
+    await jobs.remove("m", record.id)
+    with pytest.raises(exceptions.JobNotFound):
+        await jobs.get("m", record.id)
+
+    database.shared = True
+    _, shared = runners_of(database, tmp_path)
+    record, _ = await shared.start("m", {}, lambda r, p: returns({"x": 1}, r, p))
+    await ended(shared, record)
+    await database.records.remove(JOB, "m", record.id)  # by another server
+    with pytest.raises(exceptions.JobNotFound):
+        await shared.get("m", record.id)
 
 
 async def test_a_failure_is_an_error_with_its_status(runners):

@@ -18,9 +18,10 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from deepaas import exceptions
-from deepaas.api import keys
+from deepaas.api import auth, keys
 from deepaas.state.repositories import Event
 from deepaas.work.events import Lagging
+from deepaas.work.runner import Runner
 
 RETRY_MS = 2000  # how soon a client reconnects after the stream breaks
 PING_SECONDS = 15.0  # a comment line this often keeps proxies from timing out
@@ -41,6 +42,26 @@ def last_event_id(request: web.Request) -> int:
             f"Last-Event-ID must be the id of an event of this stream, not {value!r}."
         )
     return int(value)
+
+
+async def follow(
+    request: web.Request,
+    runner: Runner[Any],
+    model: str,
+    record_id: str,
+    base: str,
+) -> web.StreamResponse:
+    """The event stream of a training or job of ``runner``, for the user the
+    request is from (a 404 before the stream starts when it is not theirs)."""
+    owner = auth.owner_filter(request)
+    found = await runner.get(model, record_id, owner)
+
+    async def snapshot() -> tuple[bool, dict[str, Any]]:
+        # An ended record stays as it is: no need to read it again.
+        record = await runner.get(model, record_id, owner) if found.running else found
+        return not record.running, runner.kind.view(record, base)
+
+    return await stream(request, runner.kind.name, record_id, snapshot)
 
 
 async def stream(

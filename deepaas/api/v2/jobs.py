@@ -27,7 +27,7 @@ from deepaas.model.v2.encoding import raw_answer_headers
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.state.records import DONE, JOB, Record
-from deepaas.work.jobs import Keeper
+from deepaas.work.jobs import Keeper, Small
 from deepaas.work.webhooks import Hook
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
@@ -119,6 +119,7 @@ async def submit(
     kwargs: dict[str, Any],
     run: Callable[[ProgressCallback], Awaitable[Any]],
     keep: Keeper,
+    small: Small,
     *,
     key: str | None,
     hook: Hook | None = None,
@@ -135,7 +136,7 @@ async def submit(
     job, created = await runner.start(
         model.name,
         kwargs,
-        runner.kind.work(run, keep),
+        runner.kind.work(run, keep, small),
         started_by=auth.owner_of(request),
         key=key,
         cleanup=cleanup,
@@ -314,17 +315,13 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         responses={200: {"description": "The event stream"}, **NOT_FOUND},
     )
     async def job_events(request: web.Request) -> web.StreamResponse:
-        runner = request.app[keys.JOBS]
-        owner = auth.owner_filter(request)
-        job_id = request.match_info["id"]
-        await runner.get(model.name, job_id, owner)  # 404 before the stream starts
-        base = request.app[keys.BASE_PATH]
-
-        async def snapshot() -> tuple[bool, dict[str, Any]]:
-            job = await runner.get(model.name, job_id, owner)
-            return not job.running, runner.kind.view(job, base)
-
-        return await events.stream(request, JOB, job_id, snapshot)
+        return await events.follow(
+            request,
+            request.app[keys.JOBS],
+            model.name,
+            request.match_info["id"],
+            request.app[keys.BASE_PATH],
+        )
 
     return {
         "events": job_events,

@@ -87,6 +87,17 @@ def open_returned_file(result: ReturnedFile) -> BinaryIO:
         ) from None
 
 
+# A job's result up to this size is written on the event loop.
+SMALL_RESULT = 64 * 1024
+
+
+def small_result(result: Any) -> bool:
+    """Whether a result is bytes in memory, few enough to write at once."""
+    if isinstance(result, EncodedJSON):
+        return len(result.data) <= SMALL_RESULT
+    return isinstance(result, bytes | str) and len(result) <= SMALL_RESULT
+
+
 def keep_result(result: Any, path: str, accept: str | None) -> tuple[str, int]:
     """Write a finished prediction's answer to ``path`` (an asynchronous
     job's result); its media type and size."""
@@ -253,6 +264,7 @@ def make_handler(
                     on_progress=on_progress,
                 ),
                 lambda result, path: keep_result(result, path, accept),
+                small_result,
                 key=key,
                 hook=hook,
                 cleanup=uploads.cleanup,

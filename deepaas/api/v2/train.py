@@ -178,16 +178,14 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         responses={200: {"description": "The event stream"}, **NOT_FOUND},
     )
     async def training_events(request: web.Request) -> web.StreamResponse:
-        runner = request.app[keys.TRAININGS]
-        owner = auth.owner_filter(request)
-        uuid = request.match_info["uuid"]
-        await runner.get(model.name, uuid, owner)  # 404 before the stream starts
-
-        async def snapshot() -> tuple[bool, dict[str, Any]]:
-            training = await runner.get(model.name, uuid, owner)
-            return not training.running, runner.kind.view(training, "")
-
-        return await events.stream(request, TRAINING, uuid, snapshot)
+        # Trainings' views have no links: no base path.
+        return await events.follow(
+            request,
+            request.app[keys.TRAININGS],
+            model.name,
+            request.match_info["uuid"],
+            "",
+        )
 
     return {
         "events": training_events,
