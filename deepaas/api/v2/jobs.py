@@ -306,25 +306,17 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         return web.json_response(runner.kind.view(job, request.app[keys.BASE_PATH]))
 
-    @aiohttp_apigami.docs(
-        tags=["models"],
-        summary=f"Follow an asynchronous prediction of {model.name} as it goes",
-        description="Server-sent events: status, progress and, last, result (the "
-        "job). Reconnect with Last-Event-ID to get only what was missed.",
-        produces=["text/event-stream"],
-        responses={200: {"description": "The event stream"}, **NOT_FOUND},
-    )
-    async def job_events(request: web.Request) -> web.StreamResponse:
-        return await events.follow(
-            request,
-            request.app[keys.JOBS],
-            model.name,
-            request.match_info["id"],
-            request.app[keys.BASE_PATH],
-        )
-
     return {
-        "events": job_events,
+        "events": events.events_handler(
+            keys.JOBS,
+            model.name,
+            "id",
+            summary=f"Follow an asynchronous prediction of {model.name} as it goes",
+            description="Server-sent events: status, progress and, last, result "
+            "(the job). Reconnect with Last-Event-ID to get only what was missed.",
+            not_found=NOT_FOUND,
+            links=True,
+        ),
         "list": list_jobs,
         "get": get_job,
         "result": get_result,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 import aiohttp_apigami
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from marshmallow import Schema, fields, validate
 
 from deepaas.api import auth, keys, routing
@@ -19,12 +21,16 @@ from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.state.records import TRAINING, Record
 from deepaas.work import webhooks
+from deepaas.work.runner import Runner
 from deepaas.work.training_logs import OpenLog, open_log
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 TEXT = "text/plain; charset=utf-8"
 TAIL_MAX_BYTES = 4 << 20  # the most of a log that ?tail= reads
 STREAM_CHUNK = 256 * 1024
+
+# What a handler does to a training: (runner, model, id, owner) -> the training
+RecordAction = Callable[[Runner[Any], str, str, str | None], Awaitable[Record]]
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
@@ -102,31 +108,39 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         trainings = await runner.list(model.name, auth.owner_filter(request))
         return web.json_response([runner.kind.view(t, "") for t in trainings])
 
-    @aiohttp_apigami.docs(
+    def answer_with(act: RecordAction) -> Handler:
+        """A handler answering with the training ``act`` gives back."""
+
+        async def handler(request: web.Request) -> web.Response:
+            runner = request.app[keys.TRAININGS]
+            training = await act(
+                runner,
+                model.name,
+                request.match_info["uuid"],
+                auth.owner_filter(request),
+            )
+            return web.json_response(runner.kind.view(training, ""))
+
+        return handler
+
+    get_training = aiohttp_apigami.docs(
         tags=["models"],
         summary=f"Get the status of a training of {model.name}",
         responses=NOT_FOUND,
-    )
-    @aiohttp_apigami.response_schema(responses.Training(), 200)
-    async def get_training(request: web.Request) -> web.Response:
-        runner = request.app[keys.TRAININGS]
-        training = await runner.get(
-            model.name, request.match_info["uuid"], auth.owner_filter(request)
+    )(
+        aiohttp_apigami.response_schema(responses.Training(), 200)(
+            answer_with(Runner.get)
         )
-        return web.json_response(runner.kind.view(training, ""))
-
-    @aiohttp_apigami.docs(
+    )
+    cancel_training = aiohttp_apigami.docs(
         tags=["models"],
         summary=f"Cancel a training of {model.name} and forget it",
         responses=NOT_FOUND,
-    )
-    @aiohttp_apigami.response_schema(responses.Training(), 200)
-    async def cancel_training(request: web.Request) -> web.Response:
-        runner = request.app[keys.TRAININGS]
-        training = await runner.cancel(
-            model.name, request.match_info["uuid"], auth.owner_filter(request)
+    )(
+        aiohttp_apigami.response_schema(responses.Training(), 200)(
+            answer_with(Runner.cancel)
         )
-        return web.json_response(runner.kind.view(training, ""))
+    )
 
     @aiohttp_apigami.docs(
         tags=["models"],
@@ -168,27 +182,18 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         finally:
             log.close()
 
-    @aiohttp_apigami.docs(
-        tags=["models"],
-        summary=f"Follow a training of {model.name} as it goes",
-        description="Server-sent events: status, progress, log (new lines) and, "
-        "last, result (the training). Reconnect with Last-Event-ID to get only "
-        "what was missed.",
-        produces=["text/event-stream"],
-        responses={200: {"description": "The event stream"}, **NOT_FOUND},
-    )
-    async def training_events(request: web.Request) -> web.StreamResponse:
-        # Trainings' views have no links: no base path.
-        return await events.follow(
-            request,
-            request.app[keys.TRAININGS],
-            model.name,
-            request.match_info["uuid"],
-            "",
-        )
-
     return {
-        "events": training_events,
+        "events": events.events_handler(
+            keys.TRAININGS,
+            model.name,
+            "uuid",
+            summary=f"Follow a training of {model.name} as it goes",
+            description="Server-sent events: status, progress, log (new lines) "
+            "and, last, result (the training). Reconnect with Last-Event-ID to get "
+            "only what was missed.",
+            not_found=NOT_FOUND,
+            links=False,  # trainings' views have no links
+        ),
         "start": start,
         "list": list_trainings,
         "get": get_training,
