@@ -14,9 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp_apigami
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from aiohttp_sse import sse_response
 
 from deepaas import exceptions
@@ -44,39 +42,6 @@ def last_event_id(request: web.Request) -> int:
             f"Last-Event-ID must be the id of an event of this stream, not {value!r}."
         )
     return int(value)
-
-
-def events_handler(
-    runner_key: web.AppKey[Runner[Any]],
-    model: str,
-    id_name: str,
-    *,
-    summary: str,
-    description: str,
-    not_found: dict[int, Any],
-    links: bool,
-) -> Handler:
-    """The handler of a record's ``/events`` route (the record's id in the
-    path as ``id_name``); ``links``: whether the record's view has links,
-    under the base path."""
-
-    @aiohttp_apigami.docs(
-        tags=["models"],
-        summary=summary,
-        description=description,
-        produces=["text/event-stream"],
-        responses={200: {"description": "The event stream"}, **not_found},
-    )
-    async def record_events(request: web.Request) -> web.StreamResponse:
-        return await follow(
-            request,
-            request.app[runner_key],
-            model,
-            request.match_info[id_name],
-            request.app[keys.BASE_PATH] if links else "",
-        )
-
-    return record_events
 
 
 async def follow(

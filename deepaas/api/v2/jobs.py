@@ -22,12 +22,14 @@ from aiohttp import web
 
 from deepaas import exceptions
 from deepaas.api import auth, keys, routing
-from deepaas.api.v2 import events, responses
+from deepaas.api.v2 import responses
+from deepaas.api.v2.records import RecordRoutes
 from deepaas.model.v2.encoding import raw_answer_headers
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.state.records import DONE, JOB, Record
 from deepaas.work.jobs import Keeper, Small
+from deepaas.work.runner import Runner
 from deepaas.work.webhooks import Hook
 
 INLINE_MAX = 4 << 20  # the largest JSON result shown inside the job object
@@ -213,6 +215,8 @@ def read_inline(job: Record, path: str) -> bytes | None:
 
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
+    routes = RecordRoutes(keys.JOBS, model.name, "id", True, NOT_FOUND)
+
     @aiohttp_apigami.docs(
         tags=["models"],
         summary=f"List the asynchronous predictions of {model.name}",
@@ -290,32 +294,24 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             runner.kind.result_path(job.id), headers=raw_answer_headers(media_type)
         )
 
-    @aiohttp_apigami.docs(
+    cancel_job = aiohttp_apigami.docs(
         tags=["models"],
         summary=f"Cancel an asynchronous prediction of {model.name}, or remove an "
         "ended one",
         description="A running prediction is stopped (its worker is replaced) and "
         "kept as cancelled; an ended one is removed with its result.",
         responses=NOT_FOUND,
-    )
-    @aiohttp_apigami.response_schema(responses.Job(), 200)
-    async def cancel_job(request: web.Request) -> web.Response:
-        runner = request.app[keys.JOBS]
-        job = await runner.cancel(
-            model.name, request.match_info["id"], auth.owner_filter(request)
+    )(
+        aiohttp_apigami.response_schema(responses.Job(), 200)(
+            routes.answer(Runner.cancel)
         )
-        return web.json_response(runner.kind.view(job, request.app[keys.BASE_PATH]))
+    )
 
     return {
-        "events": events.events_handler(
-            keys.JOBS,
-            model.name,
-            "id",
+        "events": routes.events(
             summary=f"Follow an asynchronous prediction of {model.name} as it goes",
             description="Server-sent events: status, progress and, last, result "
             "(the job). Reconnect with Last-Event-ID to get only what was missed.",
-            not_found=NOT_FOUND,
-            links=True,
         ),
         "list": list_jobs,
         "get": get_job,

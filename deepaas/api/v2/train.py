@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 import aiohttp_apigami
@@ -15,7 +14,8 @@ from marshmallow import Schema, fields, validate
 
 from deepaas.api import auth, keys, routing
 from deepaas.api.parser import PARSER
-from deepaas.api.v2 import events, jobs, responses
+from deepaas.api.v2 import jobs, responses
+from deepaas.api.v2.records import RecordRoutes
 from deepaas.model.v2.encoding import jsonable
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
@@ -29,11 +29,10 @@ TEXT = "text/plain; charset=utf-8"
 TAIL_MAX_BYTES = 4 << 20  # the most of a log that ?tail= reads
 STREAM_CHUNK = 256 * 1024
 
-# What a handler does to a training: (runner, model, id, owner) -> the training
-RecordAction = Callable[[Runner[Any], str, str, str | None], Awaitable[Record]]
-
 
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
+    # trainings' views have no links
+    routes = RecordRoutes(keys.TRAININGS, model.name, "uuid", False, NOT_FOUND)
     arguments = model.declaration.train_arguments
 
     async def start_training(request: web.Request) -> web.Response:
@@ -108,38 +107,17 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         trainings = await runner.list(model.name, auth.owner_filter(request))
         return web.json_response([runner.kind.view(t, "") for t in trainings])
 
-    def answer_with(act: RecordAction) -> Handler:
-        """A handler answering with the training ``act`` gives back."""
+    def documented(summary: str, handler: Handler) -> Handler:
+        return aiohttp_apigami.docs(
+            tags=["models"], summary=summary, responses=NOT_FOUND
+        )(aiohttp_apigami.response_schema(responses.Training(), 200)(handler))
 
-        async def handler(request: web.Request) -> web.Response:
-            runner = request.app[keys.TRAININGS]
-            training = await act(
-                runner,
-                model.name,
-                request.match_info["uuid"],
-                auth.owner_filter(request),
-            )
-            return web.json_response(runner.kind.view(training, ""))
-
-        return handler
-
-    get_training = aiohttp_apigami.docs(
-        tags=["models"],
-        summary=f"Get the status of a training of {model.name}",
-        responses=NOT_FOUND,
-    )(
-        aiohttp_apigami.response_schema(responses.Training(), 200)(
-            answer_with(Runner.get)
-        )
+    get_training = documented(
+        f"Get the status of a training of {model.name}", routes.answer(Runner.get)
     )
-    cancel_training = aiohttp_apigami.docs(
-        tags=["models"],
-        summary=f"Cancel a training of {model.name} and forget it",
-        responses=NOT_FOUND,
-    )(
-        aiohttp_apigami.response_schema(responses.Training(), 200)(
-            answer_with(Runner.cancel)
-        )
+    cancel_training = documented(
+        f"Cancel a training of {model.name} and forget it",
+        routes.answer(Runner.cancel),
     )
 
     @aiohttp_apigami.docs(
@@ -183,16 +161,11 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             log.close()
 
     return {
-        "events": events.events_handler(
-            keys.TRAININGS,
-            model.name,
-            "uuid",
+        "events": routes.events(
             summary=f"Follow a training of {model.name} as it goes",
             description="Server-sent events: status, progress, log (new lines) "
             "and, last, result (the training). Reconnect with Last-Event-ID to get "
             "only what was missed.",
-            not_found=NOT_FOUND,
-            links=False,  # trainings' views have no links
         ),
         "start": start,
         "list": list_trainings,
