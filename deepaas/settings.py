@@ -113,6 +113,7 @@ class StateSettings(_Concern):
     concern = "state"
 
     state_dir: str
+    database: str
     training_retention: float
     job_retention: float
     training_log_max_bytes: int

@@ -6,7 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,12 @@ from aiohttp.test_utils import TestClient
 from deepaas import config
 from deepaas.api import get_app, keys
 from tests import helpers
+from tests.pgcluster import Cluster
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 # Tiers left out of a plain ``pytest`` run (see the markers in pyproject.toml).
-SLOW_TIERS = ("slow", "browser", "fuzz", "compat", "ray")
+SLOW_TIERS = ("slow", "browser", "fuzz", "compat", "ray", "postgres")
 
 # Ray (imported by the Ray tests only) keeps every node it starts, and every
 # listener, on loopback, in this process and the servers it starts.
@@ -59,6 +60,39 @@ def pytest_collection_modifyitems(
         config.hook.pytest_deselected(items=slow)
         chosen = set(map(id, slow))
         items[:] = [i for i in items if id(i) not in chosen]
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of this test process's own (the postgres tier)."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# The state backends the repository and runner tests run on
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Any]:
+    """A fresh state database of each backend (PostgreSQL's in the postgres
+    tier, on a throwaway cluster)."""
+    if request.param == "sqlite":
+        from deepaas.state.sqlite import SQLiteDatabase
+
+        opened: Any = SQLiteDatabase(str(tmp_path / "state"))
+    else:
+        from deepaas.state.postgres import PostgresDatabase
+
+        cluster = request.getfixturevalue("postgres_cluster")
+        opened = PostgresDatabase(await cluster.new_database())
+        await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture(scope="session")

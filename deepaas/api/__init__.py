@@ -315,7 +315,7 @@ def get_app(
         body_timeout=uploads.body_timeout,
         spool=spool,
     )
-    database = app[keys.DATABASE] = open_database(state.state_dir)
+    database = app[keys.DATABASE] = open_database(state.state_dir, state.database)
     events = app[keys.EVENTS] = EventJournal(database.events)
     sender = app[keys.WEBHOOKS] = WebhookSender(
         database.webhooks,
@@ -394,6 +394,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     running, and take up the webhooks it kept. At the end, once the work
     has stopped: keep the last events and close the database."""
     trainings, jobs = app[keys.TRAININGS], app[keys.JOBS]
+    await app[keys.DATABASE].open()
     await trainings.recover()
     await jobs.recover()
     base = app[keys.BASE_PATH]

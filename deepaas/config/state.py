@@ -19,6 +19,18 @@ OPTS = [
         "each training's log (logs/<uuid>.log) and each job's result (jobs/). "
         "It must be writable; keep it on a volume to keep them across restarts.",
     ),
+    cfg.StrOpt(
+        "database",
+        default="",
+        sample_default="sqlite:///<state-dir>/trainings.sqlite3",
+        help="Where the records of trainings and jobs, their events, webhooks "
+        "and idempotency keys are kept: sqlite:///PATH, a SQLite file (by "
+        "default trainings.sqlite3 in --state-dir), or "
+        "postgresql://USER@HOST:PORT/DATABASE, a PostgreSQL database (pip "
+        "install 'deepaas[postgres]'; the password may also come from "
+        "PGPASSWORD or a password file, TLS from the URL's sslmode and "
+        "sslrootcert parameters).",
+    ),
     cfg.FloatOpt(
         "training-retention",
         default=0.0,

@@ -206,6 +206,9 @@ class Database(abc.ABC):
     # have changed since, and none of it is answered from memory.
     shared: bool = False
 
+    async def open(self) -> None:  # noqa: B027 - most open at once
+        """Connect, and create or migrate the schema (before any other use)."""
+
     @abc.abstractmethod
     def owner_is_gone(self, owner: str | None) -> bool:
         """Whether the process that ran a record no longer runs."""

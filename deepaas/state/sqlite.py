@@ -14,7 +14,6 @@ import concurrent.futures
 import dataclasses
 import datetime
 import functools
-import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -23,12 +22,9 @@ from typing import Any, ParamSpec, TypeVar
 from deepaas import exceptions, private
 from deepaas.state import processes, sqlite_schema
 from deepaas.state.records import (
-    ERROR,
     RUNNING,
-    UNREADABLE_DATE,
     Record,
     date_text,
-    parse_date,
 )
 from deepaas.state.repositories import (
     Database,
@@ -40,6 +36,7 @@ from deepaas.state.repositories import (
     StoredHook,
     Webhooks,
 )
+from deepaas.state.rows import OWNER, record_from_row, record_names, record_values
 
 FILENAME = "trainings.sqlite3"
 # Events written by one INSERT: 6 values each, within SQLite's oldest limit
@@ -51,10 +48,11 @@ T = TypeVar("T")
 
 
 class SQLiteDatabase(Database):
-    """The state in ``<state_dir>/trainings.sqlite3``."""
+    """The state in ``<state_dir>/trainings.sqlite3``, or in the file
+    ``path`` names."""
 
-    def __init__(self, state_dir: str) -> None:
-        self.path = os.path.join(state_dir, FILENAME)
+    def __init__(self, state_dir: str, path: str | None = None) -> None:
+        self.path = path or os.path.join(state_dir, FILENAME)
         self.where = self.path
         self.owner = processes.this_process()
         self.migrated_from: int | None = None
@@ -62,7 +60,7 @@ class SQLiteDatabase(Database):
             1, thread_name_prefix="deepaas-sqlite"
         )
         try:
-            self._db = self._thread.submit(self._open, state_dir).result()
+            self._db = self._thread.submit(self._open).result()
         except (OSError, sqlite3.Error) as exc:
             self._thread.shutdown()
             raise exceptions.StoreError(
@@ -75,8 +73,8 @@ class SQLiteDatabase(Database):
         self.events = SQLiteEvents(self)
         self.webhooks = SQLiteWebhooks(self)
 
-    def _open(self, state_dir: str) -> sqlite3.Connection:
-        private.private_directory(state_dir)
+    def _open(self) -> sqlite3.Connection:
+        private.private_directory(os.path.dirname(os.path.abspath(self.path)))
         # SQLite gives the WAL and shared-memory files the database's mode.
         private.private_file(self.path)
         for suffix in ("-wal", "-shm", "-journal"):
@@ -134,60 +132,7 @@ class SQLiteDatabase(Database):
         self._thread.shutdown()
 
 
-RECORD_COLUMNS = ", ".join(sqlite_schema.COLUMNS["records"])
-
-
-def _record(row: tuple[Any, ...]) -> Record:
-    (kind, model, record_id, date, args, status, finished, message, result,
-     error_status, owner, started_by, progress, progress_message) = row  # fmt: skip
-    try:
-        return Record(
-            kind=kind,
-            model=model,
-            id=record_id,
-            date=datetime.datetime.fromisoformat(date),
-            args=json.loads(args),
-            status=status,
-            finish_date=parse_date(finished),
-            message=message,
-            result=json.loads(result) if result is not None else None,
-            error_status=error_status,
-            owner=owner,
-            started_by=started_by,
-            progress=progress,
-            progress_message=progress_message,
-        )
-    except (TypeError, ValueError) as exc:
-        # One damaged record must not hide the others: it reads as failed.
-        return Record(
-            kind=str(kind),
-            model=str(model),
-            id=str(record_id),
-            date=UNREADABLE_DATE,
-            args={},
-            status=ERROR,
-            message=f"This {kind}'s record cannot be read: {exc}",
-            started_by=started_by,
-        )
-
-
-def _values(record: Record) -> dict[str, Any]:
-    return {
-        "kind": record.kind,
-        "model": record.model,
-        "id": record.id,
-        "date": date_text(record.date),
-        "args": json.dumps(record.args),
-        "status": record.status,
-        "finish_date": date_text(record.finish_date) if record.finish_date else None,
-        "message": record.message,
-        "result": json.dumps(record.result) if record.result is not None else None,
-        "error_status": record.error_status,
-        "owner": record.owner,
-        "started_by": record.started_by,
-        "progress": record.progress,
-        "progress_message": record.progress_message,
-    }
+RECORD_COLUMNS = ", ".join(record_names)
 
 
 class SQLiteRecords(Records):
@@ -195,12 +140,12 @@ class SQLiteRecords(Records):
         self.db = db
 
     async def add(self, record: Record) -> None:
-        names = ", ".join(f":{c}" for c in sqlite_schema.COLUMNS["records"])
+        names = ", ".join(f":{c}" for c in record_names)
         await self.db.run(
             f"save {record.kind} {record.id}",
             self.db.execute,
             f"INSERT INTO records VALUES ({names})",
-            _values(record),
+            record_values(record),
         )
 
     async def update(self, record: Record) -> None:
@@ -211,7 +156,7 @@ class SQLiteRecords(Records):
             "message = :message, result = :result, error_status = :error_status, "
             "progress = :progress, progress_message = :progress_message "
             "WHERE kind = :kind AND id = :id",
-            _values(record),
+            record_values(record),
         )
 
     def _get(self, kind: str, model: str, record_id: str) -> Record | None:
@@ -220,7 +165,7 @@ class SQLiteRecords(Records):
             "WHERE kind = ? AND model = ? AND id = ?",
             (kind, model, record_id),
         ).fetchone()
-        return _record(row) if row else None
+        return record_from_row(row) if row else None
 
     async def get(self, kind: str, model: str, record_id: str) -> Record | None:
         return await self.db.run(
@@ -248,7 +193,7 @@ class SQLiteRecords(Records):
             params += (kind, model, after)
         sql += " ORDER BY date, id LIMIT ?"
         params += (-1 if limit is None else limit,)
-        return [_record(row) for row in self.db.execute(sql, params).fetchall()]
+        return [record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
     async def find(
         self,
@@ -297,7 +242,7 @@ class SQLiteRecords(Records):
             f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = ? AND status = ?",
             (kind, RUNNING),
         ).fetchall()
-        stale = [_record(row) for row in rows if is_gone(row[10])]
+        stale = [record_from_row(row) for row in rows if is_gone(row[OWNER])]
         ended = date_text(datetime.datetime.now())
         self.db.transaction(
             [

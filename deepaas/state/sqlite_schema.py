@@ -14,6 +14,8 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+from deepaas.state.rows import record_names
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
 
@@ -167,11 +169,7 @@ VERSION = len(MIGRATIONS)
 
 # The columns each table has at VERSION, in order: checked at every start.
 COLUMNS = {
-    "records": (
-        "kind", "model", "id", "date", "args", "status", "finish_date", "message",
-        "result", "error_status", "owner", "started_by", "progress",
-        "progress_message",
-    ),
+    "records": record_names,
     "idempotency_keys": ("model", "started_by", "key", "record"),
     "events": ("kind", "record", "seq", "name", "data", "final"),
     "webhooks": ("kind", "record", "model", "url", "events"),

@@ -7,7 +7,6 @@ import asyncio
 import datetime
 import os
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -30,13 +29,6 @@ from deepaas.work.trainings import Trainings
 from tests import helpers
 
 GONE = f"{socket.gethostname()}:{os.getpid()}:0"  # this pid, another start
-
-
-@pytest.fixture
-async def database(tmp_path) -> AsyncIterator[SQLiteDatabase]:
-    opened = SQLiteDatabase(str(tmp_path / "state"))
-    yield opened
-    await opened.close()
 
 
 def runners_of(database, root):
@@ -92,6 +84,7 @@ async def test_an_ended_record_is_answered_from_memory_unless_shared(
 ):
     """What ended here changes no more but by its runner's removal, so it is
     answered from memory, unless other servers share the database."""
+    database.shared = False
     _, jobs = runners_of(database, tmp_path)
     record, _ = await jobs.start("m", {}, lambda r, p: returns({"x": 1}, r, p))
     await ended(jobs, record)
@@ -201,6 +194,22 @@ async def test_quotas_refuse_before_anything_is_kept(database, tmp_path):
     await trainings.stop()
 
 
+async def refuse_writes(database, refuse: bool) -> None:
+    """Make the database refuse to save records, or take them again."""
+    if isinstance(database, SQLiteDatabase):
+        pragma = "PRAGMA query_only = " + ("ON" if refuse else "OFF")
+        await database.run("refused", database.execute, pragma)
+    elif refuse:
+        await database.pool.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER refuse BEFORE UPDATE ON records "
+            "FOR EACH STATEMENT EXECUTE FUNCTION refuse()"
+        )
+    else:
+        await database.pool.execute("DROP TRIGGER refuse ON records")
+
+
 async def test_an_end_the_database_refuses_is_kept_and_saved_later(database, runners):
     trainings, _ = runners
     go = asyncio.Event()
@@ -210,13 +219,13 @@ async def test_an_end_the_database_refuses_is_kept_and_saved_later(database, run
         return {"loss": 0.1}
 
     record, _ = await trainings.start("m", {}, waits)
-    await database.run("refuse", database.execute, "PRAGMA query_only = ON")
+    await refuse_writes(database, True)
     go.set()  # it ends; its end cannot be written
     assert await helpers.eventually(lambda: trainings.unsaved == 1, timeout=10)
-    assert "readonly" in trainings.store_error
+    assert "Cannot save training" in trainings.store_error
     answered = await trainings.get("m", record.id)  # from memory meanwhile
     assert answered.status == DONE and answered.result == {"loss": 0.1}
-    await database.run("allow", database.execute, "PRAGMA query_only = OFF")
+    await refuse_writes(database, False)
     assert await helpers.eventually(lambda: trainings.unsaved == 0, timeout=15)
     assert trainings.store_error is None
     kept = await trainings.records.get(TRAINING, "m", record.id)

@@ -1,0 +1,511 @@
+"""The PostgreSQL backend: every repository in a PostgreSQL database that
+several servers (replicas behind a load balancer) may share.
+
+Queries go through a pool of asyncpg connections, on the event loop itself
+(asyncpg is asynchronous: nothing waits on a thread). The schema is created
+and migrated when the database is opened (``postgres_schema``). Install
+with ``pip install 'deepaas[postgres]'``; nothing else imports asyncpg.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from deepaas import exceptions
+from deepaas.state import postgres_schema, processes
+from deepaas.state.records import RUNNING, Record, date_text, now
+from deepaas.state.repositories import (
+    Database,
+    Delivery,
+    Event,
+    Events,
+    IdempotencyKeys,
+    Records,
+    StoredHook,
+    Webhooks,
+)
+from deepaas.state.rows import OWNER, record_from_row, record_names, record_values
+
+T = TypeVar("T")
+
+# Connections a server keeps open at most
+POOL_SIZE = 10
+RECORD_COLUMNS = ", ".join(record_names)
+FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, to name it in messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+
+
+class PostgresDatabase(Database):
+    """The state in the PostgreSQL database at ``url``
+    (``postgresql://user:password@host:port/database?sslmode=...``; the
+    password may come from ``PGPASSWORD`` or a password file instead)."""
+
+    shared = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self.owner = processes.this_process()
+        self.migrated_from: int | None = None
+        self._pool: asyncpg.Pool | None = None
+        self.records = PostgresRecords(self)
+        self.keys = PostgresIdempotencyKeys(self)
+        self.events = PostgresEvents(self)
+        self.webhooks = PostgresWebhooks(self)
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=POOL_SIZE
+            )
+            async with self._pool.acquire() as connection:
+                self.migrated_from = await postgres_schema.migrate(connection)
+        except (*FAILURES, postgres_schema.SchemaError) as exc:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            raise exceptions.StoreError(
+                f"Cannot use the state database {self.where}: {exc}. Check that "
+                "PostgreSQL answers there (--database) and that its user may "
+                "create tables in that database."
+            ) from exc
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise exceptions.StoreError(f"The state database {self.where} is closed")
+        return self._pool
+
+    async def run(self, what: str, query: Callable[[], Awaitable[T]]) -> T:
+        """``await query()``; a failure is a ``StoreError`` saying ``what``
+        was being done."""
+        try:
+            return await query()
+        except FAILURES as exc:
+            raise exceptions.StoreError(f"Cannot {what}: {exc}") from exc
+
+    def owner_is_gone(self, owner: str | None) -> bool:
+        return processes.is_gone(owner)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+class PostgresRecords(Records):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add(self, record: Record) -> None:
+        names = ", ".join(f"${n}" for n in range(1, len(record_names) + 1))
+        await self.db.run(
+            f"save {record.kind} {record.id}",
+            lambda: self.db.pool.execute(
+                f"INSERT INTO records VALUES ({names})",
+                *record_values(record).values(),
+            ),
+        )
+
+    async def update(self, record: Record) -> None:
+        values = record_values(record)
+        await self.db.run(
+            f"save {record.kind} {record.id}",
+            lambda: self.db.pool.execute(
+                "UPDATE records SET status = $1, finish_date = $2, message = $3, "
+                "result = $4, error_status = $5, progress = $6, "
+                "progress_message = $7 WHERE kind = $8 AND id = $9",
+                values["status"],
+                values["finish_date"],
+                values["message"],
+                values["result"],
+                values["error_status"],
+                values["progress"],
+                values["progress_message"],
+                record.kind,
+                record.id,
+            ),
+        )
+
+    async def get(self, kind: str, model: str, record_id: str) -> Record | None:
+        row = await self.db.run(
+            f"read {kind} {record_id}",
+            lambda: self.db.pool.fetchrow(
+                f"SELECT {RECORD_COLUMNS} FROM records "
+                "WHERE kind = $1 AND model = $2 AND id = $3",
+                kind,
+                model,
+                record_id,
+            ),
+        )
+        return record_from_row(row) if row is not None else None
+
+    async def find(
+        self,
+        kind: str,
+        model: str,
+        started_by: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        sql = f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1 AND model = $2"
+        params: list[Any] = [kind, model]
+        if started_by is not None:
+            params.append(started_by)
+            sql += f" AND started_by = ${len(params)}"
+        if after is not None:
+            params.append(after)
+            sql += (
+                " AND (date, id) > (SELECT date, id FROM records "
+                f"WHERE kind = $1 AND model = $2 AND id = ${len(params)})"
+            )
+        params.append(limit)
+        sql += f" ORDER BY date, id LIMIT ${len(params)}"
+        rows = await self.db.run(
+            f"list the {kind}s", lambda: self.db.pool.fetch(sql, *params)
+        )
+        return [record_from_row(row) for row in rows]
+
+    async def remove(self, kind: str, model: str, record_id: str) -> None:
+        await self.db.run(
+            f"remove {kind} {record_id}",
+            lambda: self.db.pool.execute(
+                "DELETE FROM records WHERE kind = $1 AND model = $2 AND id = $3",
+                kind,
+                model,
+                record_id,
+            ),
+        )
+
+    async def finished_before(
+        self, kind: str, cutoff: datetime.datetime
+    ) -> list[tuple[str, str]]:
+        rows = await self.db.run(
+            f"find old {kind}s",
+            lambda: self.db.pool.fetch(
+                "SELECT model, id FROM records WHERE kind = $1 AND status != $2 "
+                "AND finish_date IS NOT NULL AND finish_date < $3",
+                kind,
+                RUNNING,
+                date_text(cutoff),
+            ),
+        )
+        return [(row["model"], row["id"]) for row in rows]
+
+    async def interrupt(
+        self,
+        kind: str,
+        status: str,
+        message: str,
+        is_gone: Callable[[str | None], bool],
+    ) -> list[Record]:
+        async def interrupt() -> list[Record]:
+            ended = now()
+            async with self.db.pool.acquire() as connection:
+                async with connection.transaction():
+                    # Locked, so that two servers never end the same record.
+                    rows = await connection.fetch(
+                        f"SELECT {RECORD_COLUMNS} FROM records "
+                        "WHERE kind = $1 AND status = $2 FOR UPDATE SKIP LOCKED",
+                        kind,
+                        RUNNING,
+                    )
+                    stale = [
+                        record_from_row(row) for row in rows if is_gone(row[OWNER])
+                    ]
+                    await connection.executemany(
+                        "UPDATE records SET status = $1, message = $2, "
+                        "finish_date = $3 WHERE kind = $4 AND id = $5",
+                        [
+                            (status, message, date_text(ended), kind, record.id)
+                            for record in stale
+                        ],
+                    )
+            for record in stale:
+                record.status, record.message, record.finish_date = (
+                    status,
+                    message,
+                    ended,
+                )
+            return stale
+
+        return await self.db.run(f"record interrupted {kind}s", interrupt)
+
+    async def counts(self, kind: str) -> dict[tuple[str, str], int]:
+        rows = await self.db.run(
+            f"count the {kind}s",
+            lambda: self.db.pool.fetch(
+                "SELECT model, status, COUNT(*) AS n FROM records WHERE kind = $1 "
+                "GROUP BY model, status",
+                kind,
+            ),
+        )
+        return {(row["model"], row["status"]): row["n"] for row in rows}
+
+
+class PostgresIdempotencyKeys(IdempotencyKeys):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def claim(
+        self, model: str, started_by: str | None, key: str, record_id: str
+    ) -> str | None:
+        async def claim() -> str | None:
+            # Of servers racing on one key, one inserts it; the others wait
+            # for it to commit, insert nothing, and read (in a statement of
+            # their own, which sees the commit) the record it names.
+            taken = await self.db.pool.fetchval(
+                "INSERT INTO idempotency_keys VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT DO NOTHING RETURNING record",
+                model,
+                started_by or "",
+                key,
+                record_id,
+            )
+            if taken is not None:
+                return None
+            holder = await self.db.pool.fetchval(
+                "SELECT record FROM idempotency_keys "
+                "WHERE model = $1 AND started_by = $2 AND key = $3",
+                model,
+                started_by or "",
+                key,
+            )
+            return str(holder) if holder is not None else None
+
+        return await self.db.run("keep an idempotency key", claim)
+
+    async def release(self, record_id: str) -> None:
+        await self.db.run(
+            "forget an idempotency key",
+            lambda: self.db.pool.execute(
+                "DELETE FROM idempotency_keys WHERE record = $1", record_id
+            ),
+        )
+
+
+class PostgresEvents(Events):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add(self, kind: str, record: str, event: Event) -> None:
+        await self.add_all([(kind, record, event)])
+
+    async def add_all(self, events: list[tuple[str, str, Event]]) -> None:
+        if not events:
+            return
+        # One statement, whatever the number of events
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for kind, record, event in events:
+            for column, value in zip(
+                columns,
+                (kind, record, event.seq, event.name, event.data, event.final),
+                strict=True,
+            ):
+                column.append(value)
+        await self.db.run(
+            "save events",
+            lambda: self.db.pool.execute(
+                "INSERT INTO events SELECT * FROM unnest($1::text[], $2::text[], "
+                "$3::integer[], $4::text[], $5::text[], $6::boolean[])",
+                *columns,
+            ),
+        )
+
+    async def after(
+        self, kind: str, record: str, seq: int, limit: int | None = None
+    ) -> list[Event]:
+        rows = await self.db.run(
+            "read events",
+            lambda: self.db.pool.fetch(
+                "SELECT seq, name, data, final FROM events WHERE kind = $1 AND "
+                "record = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                kind,
+                record,
+                seq,
+                limit,
+            ),
+        )
+        return [
+            Event(row["seq"], row["name"], row["data"], row["final"]) for row in rows
+        ]
+
+    async def last_seq(self, kind: str, record: str) -> int:
+        last = await self.db.run(
+            "read events",
+            lambda: self.db.pool.fetchval(
+                "SELECT MAX(seq) FROM events WHERE kind = $1 AND record = $2",
+                kind,
+                record,
+            ),
+        )
+        return int(last or 0)
+
+    async def remove(self, kind: str, record: str) -> None:
+        await self.db.run(
+            "remove events",
+            lambda: self.db.pool.execute(
+                "DELETE FROM events WHERE kind = $1 AND record = $2", kind, record
+            ),
+        )
+
+    async def prune(self, kind: str, record: str, up_to: int) -> None:
+        await self.db.run(
+            "prune events",
+            lambda: self.db.pool.execute(
+                "DELETE FROM events WHERE kind = $1 AND record = $2 AND seq <= $3",
+                kind,
+                record,
+                up_to,
+            ),
+        )
+
+    async def prune_to_bytes(self, kind: str, record: str, keep: int) -> None:
+        # The newest event beyond ``keep`` bytes, counting from the newest,
+        # and every one before it go.
+        await self.db.run(
+            "prune events",
+            lambda: self.db.pool.execute(
+                "DELETE FROM events WHERE kind = $1 AND record = $2 AND seq <= ("
+                "SELECT seq FROM (SELECT seq, SUM(octet_length(data)) OVER "
+                "(ORDER BY seq DESC) AS held FROM events WHERE kind = $1 "
+                "AND record = $2) AS newest WHERE held > $3 "
+                "ORDER BY seq DESC LIMIT 1)",
+                kind,
+                record,
+                keep,
+            ),
+        )
+
+
+UPSERT_DELIVERY = (
+    "INSERT INTO deliveries VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+    "ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, type = EXCLUDED.type, "
+    "body = EXCLUDED.body, attempts = EXCLUDED.attempts, due = EXCLUDED.due, "
+    "kind = EXCLUDED.kind, record = EXCLUDED.record"
+)
+
+
+class PostgresWebhooks(Webhooks):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add_hook(self, hook: StoredHook) -> None:
+        await self.db.run(
+            "save a webhook",
+            lambda: self.db.pool.execute(
+                "INSERT INTO webhooks VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (kind, record) DO UPDATE SET model = EXCLUDED.model, "
+                "url = EXCLUDED.url, events = EXCLUDED.events",
+                hook.kind,
+                hook.record,
+                hook.model,
+                hook.url,
+                ",".join(hook.events),
+            ),
+        )
+
+    async def hooks(self) -> list[StoredHook]:
+        rows = await self.db.run(
+            "read the webhooks",
+            lambda: self.db.pool.fetch(
+                "SELECT kind, record, model, url, events FROM webhooks"
+            ),
+        )
+        return [
+            StoredHook(
+                row["kind"],
+                row["record"],
+                row["model"],
+                row["url"],
+                tuple(row["events"].split(",")),
+            )
+            for row in rows
+        ]
+
+    async def remove_hook(self, kind: str, record: str) -> None:
+        await self.db.run(
+            "save a webhook",
+            lambda: self.db.pool.execute(
+                "DELETE FROM webhooks WHERE kind = $1 AND record = $2", kind, record
+            ),
+        )
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        await self.db.run(
+            "save a webhook",
+            lambda: self.db.pool.execute(
+                UPSERT_DELIVERY, *dataclasses.astuple(delivery)
+            ),
+        )
+
+    async def add_progress(self, delivery: Delivery) -> None:
+        async def add_progress() -> None:
+            async with self.db.pool.acquire() as connection:
+                async with connection.transaction():
+                    pending = await connection.fetchval(
+                        "SELECT id FROM deliveries WHERE kind = $1 AND record = $2 "
+                        "AND type LIKE '%.progress' AND attempts = 0 FOR UPDATE",
+                        delivery.kind,
+                        delivery.record,
+                    )
+                    replacing = delivery
+                    if pending is not None:
+                        replacing = dataclasses.replace(delivery, id=pending)
+                    await connection.execute(
+                        UPSERT_DELIVERY, *dataclasses.astuple(replacing)
+                    )
+
+        await self.db.run("save a webhook", add_progress)
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self.db.run(
+            "read the webhooks",
+            lambda: self.db.pool.fetch(
+                "SELECT id, url, type, body, attempts, due, kind, record "
+                "FROM deliveries WHERE due <= $1 ORDER BY due LIMIT $2",
+                now,
+                limit,
+            ),
+        )
+        return [Delivery(*row) for row in rows]
+
+    async def next_due(self) -> float | None:
+        due = await self.db.run(
+            "read the webhooks",
+            lambda: self.db.pool.fetchval("SELECT MIN(due) FROM deliveries"),
+        )
+        return float(due) if due is not None else None
+
+    async def remove_delivery(self, delivery_id: str) -> None:
+        await self.db.run(
+            "save a webhook",
+            lambda: self.db.pool.execute(
+                "DELETE FROM deliveries WHERE id = $1", delivery_id
+            ),
+        )
+
+    async def count(self) -> int:
+        count = await self.db.run(
+            "read the webhooks",
+            lambda: self.db.pool.fetchval("SELECT COUNT(*) FROM deliveries"),
+        )
+        return int(count)
