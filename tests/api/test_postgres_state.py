@@ -4,10 +4,15 @@ trainings, their events and restarts, as the SQLite default answers them."""
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from deepaas import exceptions
+from deepaas.api import get_app
+from deepaas.settings import Settings
 from tests.api.test_jobs import FAILING, submit
 from tests.api.test_train import TRAIN, wait_status
 from tests.helpers import wait_job
+from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -46,10 +51,17 @@ async def test_jobs_and_trainings_are_kept_in_postgresql(make_client, postgres_c
     assert (await replay.text()).count("event: ") == text.count("event: ")
 
 
-async def test_an_unreachable_database_fails_the_start(make_client):
-    from tests.pgcluster import free_port
-
+async def test_an_unreachable_database_fails_the_start(testmodels_installed, tmp_path):
     url = f"postgresql://deepaas:hidden@127.0.0.1:{free_port()}/state"
-    with pytest.raises(Exception, match="Cannot use the state database") as caught:
-        await make_client("--model-name", "failing", "--database", url)
-    assert "hidden" not in str(caught.value)
+    settings = Settings.parse(
+        ["--model-name", "failing", "--state-dir", str(tmp_path), "--database", url]
+    )
+    client = TestClient(TestServer(get_app(settings)))
+    try:
+        with pytest.raises(exceptions.StoreError) as caught:
+            await client.start_server()
+    finally:
+        await client.close()
+    assert "Cannot use the state database" in caught.value.message
+    assert "deepaas:***@127.0.0.1" in caught.value.message
+    assert "hidden" not in caught.value.message
