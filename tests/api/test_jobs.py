@@ -63,6 +63,26 @@ async def test_a_json_prediction_runs_in_the_background_and_keeps_its_result(
     assert "result" not in listed[0]  # listed without results
 
 
+async def test_a_job_seen_done_always_shows_its_result(make_client):
+    """A job read while it ends is answered as it was when read: never done
+    without its result (the record changes on the event loop while its
+    result file is read on a thread)."""
+    client = await make_client("--model-name", "failing")
+
+    async def follow() -> int:
+        resp, _ = await submit(client, FAILING)
+        seen = 0
+        while True:
+            job = await (await client.get(resp.headers["Location"])).json()
+            seen += 1
+            if job["status"] != "running":
+                assert job["status"] == "done" and "result" in job, job
+                return seen
+
+    polls = await asyncio.gather(*(follow() for _ in range(40)))
+    assert sum(polls) >= 40
+
+
 @pytest.mark.parametrize("prefer", ["respond-async", "wait=10, Respond-Async"])
 async def test_prefer_is_read_as_rfc_7240_says(make_client, prefer):
     client = await make_client("--model-name", "failing")

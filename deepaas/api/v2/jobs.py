@@ -199,14 +199,21 @@ def page_of(request: web.Request) -> tuple[int, str | None]:
     return limit, request.query.get("after") or None
 
 
-def read_inline(job: Record, path: str) -> bytes | None:
-    """A JSON result small enough to show inside its job object."""
+def shows_inline(job: Record) -> bool:
+    """Whether a job's result is JSON small enough to show inside the job
+    object (read on the event loop: a running job's record changes there)."""
     result = job.result if isinstance(job.result, dict) else {}
-    if job.status != DONE or result.get("type") != "application/json":
-        return None
     size = result.get("size")
-    if not isinstance(size, int) or size > INLINE_MAX:
-        return None
+    return (
+        job.status == DONE
+        and result.get("type") == "application/json"
+        and isinstance(size, int)
+        and size <= INLINE_MAX
+    )
+
+
+def read_inline(path: str) -> bytes | None:
+    """The JSON result of a job, to show inside its object (on a thread)."""
     try:
         with open(path, "rb") as f:
             return f.read(INLINE_MAX + 1)
@@ -257,11 +264,14 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         job = await runner.get(
             model.name, request.match_info["id"], auth.owner_filter(request)
         )
-        loop = asyncio.get_running_loop()
-        inline = await loop.run_in_executor(
-            None, read_inline, job, runner.kind.result_path(job.id)
-        )
+        # The job as it is now, and whether its result goes inside: decided
+        # here, before a thread reads the file, as the job may end meanwhile.
         body = json.dumps(runner.kind.view(job, request.app[keys.BASE_PATH])).encode()
+        inline = None
+        if shows_inline(job):
+            inline = await asyncio.get_running_loop().run_in_executor(
+                None, read_inline, runner.kind.result_path(job.id)
+            )
         if inline is not None:
             body = body[:-1] + b', "result": ' + inline + b"}"
         return web.Response(body=body, content_type="application/json")
