@@ -114,6 +114,7 @@ class StateSettings(_Concern):
 
     state_dir: str
     database: str
+    replica_lease: float
     training_retention: float
     job_retention: float
     training_log_max_bytes: int

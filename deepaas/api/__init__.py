@@ -165,6 +165,9 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     if state.job_retention:
         keepers.append(loop.create_task(app[keys.JOBS].keep_for(state.job_retention)))
     keepers.append(loop.create_task(app[keys.WEBHOOKS].run()))
+    lease = app[keys.DATABASE].lease
+    if lease is not None:
+        keepers.append(loop.create_task(end_work_of_gone_servers(app, lease)))
     spool = app[PARSER].spool
     if spool is not None:
         keepers.append(loop.create_task(spool.keep_spares_fresh()))
@@ -175,6 +178,18 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     await stop_work(app)
     if spool is not None:
         spool.close()
+
+
+async def end_work_of_gone_servers(app: web.Application, lease: float) -> None:
+    """With servers sharing the database: every third of a lease, end as
+    interrupted the trainings and jobs of servers whose lease lapsed."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        for runner in (app[keys.TRAININGS], app[keys.JOBS]):
+            try:
+                await runner.recover()
+            except exceptions.StoreError as exc:
+                LOG.error("Cannot look for work of gone servers: %s", exc.message)
 
 
 async def stop_work(app: web.Application) -> None:
@@ -315,7 +330,9 @@ def get_app(
         body_timeout=uploads.body_timeout,
         spool=spool,
     )
-    database = app[keys.DATABASE] = open_database(state.state_dir, state.database)
+    database = app[keys.DATABASE] = open_database(
+        state.state_dir, state.database, state.replica_lease
+    )
     events = app[keys.EVENTS] = EventJournal(database.events)
     sender = app[keys.WEBHOOKS] = WebhookSender(
         database.webhooks,

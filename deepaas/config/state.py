@@ -32,6 +32,15 @@ OPTS = [
         "sslrootcert parameters).",
     ),
     cfg.FloatOpt(
+        "replica-lease",
+        default=15.0,
+        min=1,
+        help="With a PostgreSQL --database: seconds a server's lease lasts. "
+        "Each server renews its own every third of it; the trainings and jobs "
+        "of a server whose lease has lapsed (it died, or lost the database) "
+        "are ended as interrupted by the others.",
+    ),
+    cfg.FloatOpt(
         "training-retention",
         default=0.0,
         min=0,

@@ -12,7 +12,7 @@ from deepaas.state.records import Record
 from deepaas.state.repositories import Database, Delivery, Event, StoredHook
 
 
-def open_database(state_dir: str, url: str = "") -> Database:
+def open_database(state_dir: str, url: str = "", lease: float = 15.0) -> Database:
     """The state database at ``url`` (``--database``), by default the SQLite
     file of the state directory ``state_dir``. A SQLite file is opened (and
     migrated) at once; a PostgreSQL database by ``Database.open()``.
@@ -37,7 +37,7 @@ def open_database(state_dir: str, url: str = "") -> Database:
                 "--database postgresql://... needs asyncpg, which is not "
                 f"installed: pip install 'deepaas[postgres]' ({exc})"
             ) from None
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, lease)
     raise exceptions.ConfigurationError(
         f"--database takes sqlite:///PATH or postgresql://..., not {scheme}://"
     )

@@ -9,9 +9,13 @@ with ``pip install 'deepaas[postgres]'``; nothing else imports asyncpg.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime
+import logging
 import urllib.parse
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,6 +37,10 @@ from deepaas.state.repositories import (
 from deepaas.state.rows import OWNER, record_from_row, record_names, record_values
 
 T = TypeVar("T")
+LOG = logging.getLogger(__name__)
+
+# Seconds a server's lease lasts: one gone is noticed within this
+DEFAULT_LEASE = 15.0
 
 # Connections a server keeps open at most
 POOL_SIZE = 10
@@ -55,14 +63,24 @@ def redacted(url: str) -> str:
 class PostgresDatabase(Database):
     """The state in the PostgreSQL database at ``url``
     (``postgresql://user:password@host:port/database?sslmode=...``; the
-    password may come from ``PGPASSWORD`` or a password file instead)."""
+    password may come from ``PGPASSWORD`` or a password file instead).
+
+    Each server holds a lease of ``lease`` seconds in the ``replicas`` table,
+    renewed every third of it: a server whose lease has lapsed is gone, and
+    its running records may be ended by the others (``owner_is_gone``)."""
 
     shared = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lease: float = DEFAULT_LEASE) -> None:
         self.url = url
+        self.lease = lease
+        self._live: frozenset[str] = frozenset()  # servers whose lease holds
+        self._renewing: asyncio.Task[None] | None = None
+        self._registered = False
         self.where = redacted(url)
-        self.owner = processes.this_process()
+        # This server among those sharing the database: its process, and a
+        # token of this opening (a process may open it again after a lapse).
+        self.owner = f"{processes.this_process()}/{uuid.uuid4().hex[:12]}"
         self.migrated_from: int | None = None
         self._pool: asyncpg.Pool | None = None
         self.records = PostgresRecords(self)
@@ -77,6 +95,7 @@ class PostgresDatabase(Database):
             )
             async with self._pool.acquire() as connection:
                 self.migrated_from = await postgres_schema.migrate(connection)
+            await self.renew()
         except (*FAILURES, postgres_schema.SchemaError) as exc:
             if self._pool is not None:
                 self._pool.terminate()
@@ -86,6 +105,40 @@ class PostgresDatabase(Database):
                 "PostgreSQL answers there (--database) and that its user may "
                 "create tables in that database."
             ) from exc
+        self._renewing = asyncio.get_running_loop().create_task(self._keep_lease())
+
+    async def renew(self) -> None:
+        """Renew this server's lease, and learn whose leases hold."""
+        renewed = await self.pool.execute(
+            "UPDATE replicas SET expires = now() + make_interval(secs => $2) "
+            "WHERE id = $1",
+            self.owner,
+            self.lease,
+        )
+        if renewed == "UPDATE 0":
+            if self._registered:
+                LOG.error(
+                    "This server's lease in %s lapsed: its running work may have "
+                    "been ended by another server",
+                    self.where,
+                )
+            await self.pool.execute(
+                "INSERT INTO replicas VALUES ($1, now() + make_interval(secs => $2)) "
+                "ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires",
+                self.owner,
+                self.lease,
+            )
+            self._registered = True
+        rows = await self.pool.fetch("SELECT id FROM replicas WHERE expires > now()")
+        self._live = frozenset(row["id"] for row in rows)
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep((self.lease or DEFAULT_LEASE) / 3)
+            try:
+                await self.renew()
+            except (*FAILURES, exceptions.StoreError) as exc:
+                LOG.error("Cannot renew this server's lease in %s: %s", self.where, exc)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -102,11 +155,20 @@ class PostgresDatabase(Database):
             raise exceptions.StoreError(f"Cannot {what}: {exc}") from exc
 
     def owner_is_gone(self, owner: str | None) -> bool:
-        return processes.is_gone(owner)
+        """Whether the server that ran a record is gone: its lease lapsed
+        (as of the last renewal), or it never had one."""
+        return owner != self.owner and owner not in self._live
 
     async def close(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            with contextlib.suppress(*FAILURES):
+                # Gone for good: its records were ended as it stopped.
+                await pool.execute("DELETE FROM replicas WHERE id = $1", self.owner)
             await pool.close()
 
 
@@ -124,14 +186,15 @@ class PostgresRecords(Records):
             ),
         )
 
-    async def update(self, record: Record) -> None:
+    async def update(self, record: Record) -> bool:
         values = record_values(record)
-        await self.db.run(
+        done = await self.db.run(
             f"save {record.kind} {record.id}",
             lambda: self.db.pool.execute(
                 "UPDATE records SET status = $1, finish_date = $2, message = $3, "
                 "result = $4, error_status = $5, progress = $6, "
-                "progress_message = $7 WHERE kind = $8 AND id = $9",
+                "progress_message = $7 WHERE kind = $8 AND id = $9 "
+                f"AND status = '{RUNNING}'",
                 values["status"],
                 values["finish_date"],
                 values["message"],
@@ -143,6 +206,7 @@ class PostgresRecords(Records):
                 record.id,
             ),
         )
+        return done != "UPDATE 0"
 
     async def get(self, kind: str, model: str, record_id: str) -> Record | None:
         row = await self.db.run(

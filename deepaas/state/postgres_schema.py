@@ -56,6 +56,10 @@ MIGRATIONS = [
     );
     CREATE INDEX deliveries_by_due ON deliveries (due);
     """,
+    # 2: the servers sharing the database, each with a lease it renews
+    """
+    CREATE TABLE replicas (id TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL)
+    """,
 ]
 VERSION = len(MIGRATIONS)
 
@@ -66,6 +70,7 @@ COLUMNS = {
     "events": ("kind", "record", "seq", "name", "data", "final"),
     "webhooks": ("kind", "record", "model", "url", "events"),
     "deliveries": ("id", "url", "type", "body", "attempts", "due", "kind", "record"),
+    "replicas": ("id", "expires"),
 }
 
 

@@ -60,9 +60,10 @@ class Records(abc.ABC):
         """Keep a new record."""
 
     @abc.abstractmethod
-    async def update(self, record: Record) -> None:
+    async def update(self, record: Record) -> bool:
         """Save how a kept record stands now (status, dates, message, result,
-        progress)."""
+        progress), unless it has ended already (another server may have
+        ended it as interrupted): whether it was saved."""
 
     @abc.abstractmethod
     async def get(self, kind: str, model: str, record_id: str) -> Record | None:
@@ -205,6 +206,9 @@ class Database(abc.ABC):
     # Whether other servers change it too: then what this server wrote may
     # have changed since, and none of it is answered from memory.
     shared: bool = False
+    # With other servers: seconds within which a server that is gone (its
+    # lease lapsed) is noticed, and its running records may be ended.
+    lease: float | None = None
 
     async def open(self) -> None:  # noqa: B027 - most open at once
         """Connect, and create or migrate the schema (before any other use)."""

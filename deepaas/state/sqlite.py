@@ -148,16 +148,17 @@ class SQLiteRecords(Records):
             record_values(record),
         )
 
-    async def update(self, record: Record) -> None:
-        await self.db.run(
+    async def update(self, record: Record) -> bool:
+        saved = await self.db.run(
             f"save {record.kind} {record.id}",
             self.db.execute,
             "UPDATE records SET status = :status, finish_date = :finish_date, "
             "message = :message, result = :result, error_status = :error_status, "
             "progress = :progress, progress_message = :progress_message "
-            "WHERE kind = :kind AND id = :id",
+            f"WHERE kind = :kind AND id = :id AND status = '{RUNNING}'",
             record_values(record),
         )
+        return saved.rowcount > 0
 
     def _get(self, kind: str, model: str, record_id: str) -> Record | None:
         row = self.db.execute(

@@ -164,7 +164,7 @@ class Runner(Generic[K]):
             self.kind.interrupted(record)
         if stale:
             LOG.warning(
-                "%d %s(s) were running when the server last stopped; recorded "
+                "%d %s(s) were running on a server that stopped; recorded "
                 "as interrupted.",
                 len(stale),
                 self.kind.noun,
@@ -325,11 +325,31 @@ class Runner(Generic[K]):
         else:
             LOG.info("%s %s", what, status)
         try:
-            await asyncio.shield(self.records.update(record))
+            saved = await asyncio.shield(self.records.update(record))
         except exceptions.StoreError as exc:
             self._keep_unsaved(record, exc.message)
-        self._publish(record, "status", {"status": status})
+        else:
+            if not saved:
+                await self._ended_elsewhere(record)
+        self._publish(record, "status", {"status": record.status})
         self._publish(record, "result", self.kind.view(record, self.base), final=True)
+
+    async def _ended_elsewhere(self, record: Record) -> None:
+        """The database holds ``record`` as ended already: another server
+        ended it (this one's lease lapsed while it ran). It stays as kept."""
+        kept = await self.records.get(record.kind, record.model, record.id)
+        if kept is None:
+            return
+        LOG.warning(
+            "%s %s of %r was ended as %s by another server while it ran here; "
+            "it stays so",
+            self.kind.noun,
+            record.id,
+            record.model,
+            kept.status,
+        )
+        for field in ("status", "message", "result", "error_status", "finish_date"):
+            setattr(record, field, getattr(kept, field))
 
     def _keep_unsaved(self, record: Record, why: str) -> None:
         """Answer ``record`` from memory and keep trying to save it."""

@@ -15,6 +15,7 @@ from deepaas.state import Record, open_database
 from deepaas.state import postgres_schema as schema
 from deepaas.state.records import INTERRUPTED, JOB, RUNNING
 from deepaas.state.sqlite import SQLiteDatabase
+from tests import helpers
 from tests.pgcluster import free_port
 
 postgres = pytest.mark.postgres
@@ -143,3 +144,42 @@ def test_the_database_option_chooses_the_backend(tmp_path):
     for wrong in ("sqlite://relative.db", "mysql://db.example.org/state"):
         with pytest.raises(exceptions.ConfigurationError, match="--database"):
             open_database(str(tmp_path / "state"), wrong)
+
+
+@postgres
+async def test_a_server_whose_lease_lapses_is_gone_and_cannot_undo_it(
+    postgres_cluster,
+):
+    from deepaas.state.postgres import PostgresDatabase
+
+    url = await postgres_cluster.new_database()
+    stalled, survivor = PostgresDatabase(url, lease=1), PostgresDatabase(url, lease=1)
+    await stalled.open()
+    await survivor.open()
+    try:
+        record = Record(kind=JOB, model="m", args={}, owner=stalled.owner)
+        await stalled.records.add(record)
+        assert not survivor.owner_is_gone(stalled.owner)
+        assert survivor.owner_is_gone("a server that never was")
+        stalled._renewing.cancel()  # it stops renewing its lease, as if frozen
+
+        async def gone() -> bool:
+            await survivor.renew()
+            return survivor.owner_is_gone(stalled.owner)
+
+        assert await helpers.eventually(gone, timeout=10)
+        ended = await survivor.records.interrupt(
+            JOB, INTERRUPTED, "cut", survivor.owner_is_gone
+        )
+        assert [r.id for r in ended] == [record.id]
+        # it wakes up and saves how its record ended: the interruption stays
+        record.status = "done"
+        assert not await stalled.records.update(record)
+        kept = await survivor.records.get(JOB, "m", record.id)
+        assert kept.status == INTERRUPTED
+        await stalled.renew()  # and it holds a lease again, for its new work
+        await survivor.renew()
+        assert not survivor.owner_is_gone(stalled.owner)
+    finally:
+        await stalled.close()
+        await survivor.close()

@@ -114,3 +114,22 @@ async def test_an_idempotency_key_is_held_by_one_record(database):
     assert await keys.claim("other", "alice", "k1", "r6") is None
     await keys.release("r1")
     assert await keys.claim("m", "alice", "k1", "r7") is None
+
+
+async def test_an_ended_record_is_not_changed_by_a_later_save(database):
+    """Another server may have ended a record as interrupted: the server that
+    ran it, saving how it ended later, changes nothing."""
+    mine = record(JOB, owner="slow")
+    await database.records.add(mine)
+    ended = await database.records.interrupt(
+        JOB, INTERRUPTED, "cut short", lambda owner: owner == "slow"
+    )
+    assert [r.id for r in ended] == [mine.id]
+    mine.status, mine.result = DONE, {"type": "application/json", "size": 2}
+    assert not await database.records.update(mine)
+    kept = await database.records.get(JOB, "m", mine.id)
+    assert (kept.status, kept.result) == (INTERRUPTED, None)
+    running = record(JOB)
+    await database.records.add(running)
+    running.status = DONE
+    assert await database.records.update(running)
