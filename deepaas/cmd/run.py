@@ -116,6 +116,11 @@ async def serve(app: web.Application, banner: str) -> None:
         await runner.cleanup()
 
 
+# Seconds a thread that wants the GIL waits for the event loop to let go of
+# it (Python's default is 5 ms): the state database's thread answers within
+# this while the loop is busy.
+SWITCH_INTERVAL = 0.0005
+
 # Allocations between two collections of the youngest generation (Python's
 # default is 700): requests allocate many short-lived objects.
 GC_YOUNG_THRESHOLD = 10_000
@@ -168,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, load the models, serve until SIGINT/SIGTERM."""
     settings = Settings.parse(list(sys.argv[1:] if argv is None else argv))
     server, workers = settings.server, settings.workers
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         log.setup(settings.logging)
         declarations = load_declarations(server.model_name)

@@ -50,6 +50,26 @@ ENDED_KEPT = 128
 Work = Callable[[Record, ProgressCallback], Awaitable[Any]]
 
 
+def once(function: Callable[[], None]) -> Callable[[], None]:
+    """``function``, called the first time only."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            function()
+
+    return call
+
+
+async def written(adding: asyncio.Task[None]) -> bool:
+    """Whether a record's first write (``adding``) succeeded, once it is
+    over: a record that was never written is not ended."""
+    await asyncio.gather(adding, return_exceptions=True)
+    return not adding.cancelled() and adding.exception() is None
+
+
 class Kind(abc.ABC):
     """What one kind of background work is, beside what all share."""
 
@@ -185,6 +205,7 @@ class Runner(Generic[K]):
         background; ``cleanup`` once it has ended, however it ended (at once
         when it cannot start). With an ``Idempotency-Key`` that user has
         used: the record it started, and False (nothing runs)."""
+        cleanup = once(cleanup)
         try:
             record = Record(
                 kind=self.kind.name,
@@ -202,7 +223,7 @@ class Runner(Generic[K]):
             try:
                 self.check_room(started_by)
                 self._check_size(record.args)
-                await self.records.add(record)
+                await self._begin(record, work, cleanup)
             except BaseException:
                 if key is not None:
                     await self.database.keys.release(record.id)
@@ -210,14 +231,33 @@ class Runner(Generic[K]):
         except BaseException:
             cleanup()
             raise
+        return record, True
+
+    async def _begin(
+        self, record: Record, work: Work, cleanup: Callable[[], None]
+    ) -> None:
+        """Write the new record and run its work: the work begins while the
+        record is written (a worker's wake-up overlaps the database's) and
+        is ended, and saved, only once the record is. Raises why the record
+        could not be written (the work is then stopped, and nothing kept)."""
+        loop = asyncio.get_running_loop()
+        adding = loop.create_task(self.records.add(record))
         self._live[record.id] = record
         self._publish(record, "status", {"status": RUNNING})
-        task = asyncio.get_running_loop().create_task(
-            self._run(record, work, cleanup), name=f"{self.kind.name}-{record.id}"
+        task = loop.create_task(
+            self._run(record, work, cleanup, adding),
+            name=f"{self.kind.name}-{record.id}",
         )
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._forget_task(record.id))
-        return record, True
+        try:
+            await asyncio.shield(adding)
+        except BaseException:
+            task.cancel()  # it ends the record if it was written after all
+            await asyncio.gather(task, return_exceptions=True)
+            if self.events is not None and not await written(adding):
+                await self.events.forget(self.kind.name, record.id)
+            raise
 
     async def _claim(self, record: Record, key: str) -> Record | None:
         """The record that holds ``key`` already (its arguments must be
@@ -263,29 +303,44 @@ class Runner(Generic[K]):
                 self._ended.popitem(last=False)
 
     async def _run(
-        self, record: Record, work: Work, cleanup: Callable[[], None]
+        self,
+        record: Record,
+        work: Work,
+        cleanup: Callable[[], None],
+        adding: asyncio.Task[None],
     ) -> None:
         try:
-            async with self.kind.running(record, self):
-                result = await work(
-                    record,
-                    lambda fraction, message: self._progress(record, fraction, message),
-                )
-        except asyncio.CancelledError:
-            if self._stopping:
-                message = self.kind.interrupted_by_shutdown
-                await self._finish(record, self.kind.interrupted_status, message)
+            try:
+                async with self.kind.running(record, self):
+                    result = await work(
+                        record,
+                        lambda fraction, message: self._progress(
+                            record, fraction, message
+                        ),
+                    )
+            except asyncio.CancelledError:
+                if await written(adding):
+                    if self._stopping:
+                        message = self.kind.interrupted_by_shutdown
+                        await self._finish(
+                            record, self.kind.interrupted_status, message
+                        )
+                    else:
+                        await self._finish(record, CANCELLED)
+                raise
+            except exceptions.DeepaasError as exc:
+                if await written(adding):
+                    await self._finish(
+                        record, ERROR, exc.message, error_status=exc.status
+                    )
+            except Exception as exc:  # never leave a record "running"
+                LOG.exception("%s %s failed unexpectedly", self.kind.noun, record.id)
+                if await written(adding):
+                    message = f"{type(exc).__name__}: {exc}"
+                    await self._finish(record, ERROR, message, error_status=500)
             else:
-                await self._finish(record, CANCELLED)
-            raise
-        except exceptions.DeepaasError as exc:
-            await self._finish(record, ERROR, exc.message, error_status=exc.status)
-        except Exception as exc:  # never leave a record "running"
-            LOG.exception("%s %s failed unexpectedly", self.kind.noun, record.id)
-            message = f"{type(exc).__name__}: {exc}"
-            await self._finish(record, ERROR, message, error_status=500)
-        else:
-            await self._finish(record, DONE, result=result)
+                if await written(adding):
+                    await self._finish(record, DONE, result=result)
         finally:
             cleanup()
 
@@ -324,6 +379,12 @@ class Runner(Generic[K]):
             LOG.error("%s failed: %s", what, message)
         else:
             LOG.info("%s %s", what, status)
+        # Alone on its database, this server's word on how a record ended is
+        # the last: it is told at once and saved meanwhile (answered from
+        # memory until it is). Sharing it, another server may have ended the
+        # record first: what the database holds is told, once saved.
+        if not self.database.shared:
+            self._publish_end(record)
         try:
             saved = await asyncio.shield(self.records.update(record))
         except exceptions.StoreError as exc:
@@ -331,6 +392,10 @@ class Runner(Generic[K]):
         else:
             if not saved:
                 await self._ended_elsewhere(record)
+        if self.database.shared:
+            self._publish_end(record)
+
+    def _publish_end(self, record: Record) -> None:
         self._publish(record, "status", {"status": record.status})
         self._publish(record, "result", self.kind.view(record, self.base), final=True)
 

@@ -204,7 +204,7 @@ async def refuse_writes(database, refuse: bool) -> None:
         await database.pool.execute(
             "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
             "RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql; "
-            "CREATE TRIGGER refuse BEFORE UPDATE ON records "
+            "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON records "
             "FOR EACH STATEMENT EXECUTE FUNCTION refuse()"
         )
     else:
@@ -231,6 +231,28 @@ async def test_an_end_the_database_refuses_is_kept_and_saved_later(database, run
     assert trainings.store_error is None
     kept = await trainings.records.get(TRAINING, "m", record.id)
     assert kept.status == DONE and kept.result == {"loss": 0.1}
+
+
+async def test_work_whose_record_cannot_be_written_is_stopped_and_leaves_nothing(
+    database, runners
+):
+    _, jobs = runners
+    cleaned = []
+    started = asyncio.Event()
+
+    async def runs(record, on_progress):
+        started.set()
+        await asyncio.sleep(3600)
+
+    await refuse_writes(database, True)
+    with pytest.raises(exceptions.StoreError):
+        await jobs.start("m", {}, runs, cleanup=lambda: cleaned.append(1))
+    await refuse_writes(database, False)
+    assert cleaned == [1]  # once, however it went
+    assert await jobs.list("m") == []
+    assert jobs.unsaved == 0 and not jobs._tasks
+    record, _ = await jobs.start("m", {}, lambda r, p: returns({"x": 1}, r, p))
+    assert (await ended(jobs, record)).status == DONE
 
 
 async def test_retention_forgets_ended_records_their_events_keys_and_files(
