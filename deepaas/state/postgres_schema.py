@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deepaas.state.rows import record_names
+from deepaas.state.rows import shared_tables
 
 if TYPE_CHECKING:
     import asyncpg
@@ -64,14 +64,7 @@ MIGRATIONS = [
 VERSION = len(MIGRATIONS)
 
 # The columns each table has at VERSION, in order: checked at every start.
-COLUMNS = {
-    "records": record_names,
-    "idempotency_keys": ("model", "started_by", "key", "record"),
-    "events": ("kind", "record", "seq", "name", "data", "final"),
-    "webhooks": ("kind", "record", "model", "url", "events"),
-    "deliveries": ("id", "url", "type", "body", "attempts", "due", "kind", "record"),
-    "replicas": ("id", "expires"),
-}
+COLUMNS = {**shared_tables, "replicas": ("id", "expires")}
 
 
 class SchemaError(Exception):

@@ -25,6 +25,15 @@ record_names = (
 )  # fmt: skip
 OWNER = record_names.index("owner")
 
+# The columns of every table both backends keep, in order
+shared_tables = {
+    "records": record_names,
+    "idempotency_keys": ("model", "started_by", "key", "record"),
+    "events": ("kind", "record", "seq", "name", "data", "final"),
+    "webhooks": ("kind", "record", "model", "url", "events"),
+    "deliveries": ("id", "url", "type", "body", "attempts", "due", "kind", "record"),
+}
+
 
 def record_from_row(row: Sequence[Any]) -> Record:
     """The record a row holds; one that cannot be read is a failed record

@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-from deepaas.state.rows import record_names
+from deepaas.state.rows import shared_tables
 
 Migration = str | Callable[[sqlite3.Connection], None]
 
@@ -168,13 +168,7 @@ MIGRATIONS: list[Migration] = [
 VERSION = len(MIGRATIONS)
 
 # The columns each table has at VERSION, in order: checked at every start.
-COLUMNS = {
-    "records": record_names,
-    "idempotency_keys": ("model", "started_by", "key", "record"),
-    "events": ("kind", "record", "seq", "name", "data", "final"),
-    "webhooks": ("kind", "record", "model", "url", "events"),
-    "deliveries": ("id", "url", "type", "body", "attempts", "due", "kind", "record"),
-}  # fmt: skip
+COLUMNS = shared_tables
 
 
 def migrate(db: sqlite3.Connection) -> int:
