@@ -120,9 +120,9 @@ def test_a_training_that_ends_on_a_full_disk_keeps_its_result(model_sites, tmp_p
         done = wait_training(server.url + path)
         assert done["status"] == "done"
         assert len(done["result"]["output"]["blob"]) == 200_000
-        ready = readiness(server)
-        assert ready["status"] == "degraded"
-        assert "cannot be recorded" in ready["reason"]
+        # Its end is told as it happens; the failed save follows.
+        assert helpers.wait_until(lambda: readiness(server)["status"] == "degraded", 30)
+        assert "cannot be recorded" in readiness(server)["reason"]
         assert metric(server, r"deepaas_trainings_unsaved ") == 1
         listed = get_json(server.url + "/v2/models/failing/train/")
         assert [t["status"] for t in listed] == ["done"]

@@ -53,10 +53,12 @@ async def forever(record, on_progress):
 
 
 async def ended(runner, record) -> Record:
-    """``record`` once it has ended."""
+    """``record`` once it has ended, and its end is saved (a server alone on
+    its database tells the end first)."""
 
     async def done():
-        return not (await runner.get(record.model, record.id)).running
+        kept = await runner.records.get(runner.kind.name, record.model, record.id)
+        return kept is not None and not kept.running
 
     assert await helpers.eventually(done, timeout=10)
     return await runner.get(record.model, record.id)
