@@ -146,8 +146,9 @@ class Server:
         bin_dir: Path = BIN_DIR,
         preexec_fn: Callable[[], None] | None = None,
         cwd: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Files, not pipes: a server logging a line per request must never
         # block on a pipe nobody reads until the test ends.

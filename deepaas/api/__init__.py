@@ -42,12 +42,12 @@ from deepaas.runtime.results import RESULT_SLOTS
 from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.settings import Settings, WorkerSettings, normalize_base_path
 from deepaas.state import open_database
-from deepaas.state.records import TRAINING
+from deepaas.state.records import JOB, TRAINING
 from deepaas.work.events import EventJournal
 from deepaas.work.jobs import Jobs
 from deepaas.work.runner import Runner
 from deepaas.work.trainings import Trainings
-from deepaas.work.webhooks import WebhookPolicy, WebhookSender
+from deepaas.work.webhooks import Lookup, WebhookPolicy, WebhookSender
 
 LOG = logging.getLogger(__name__)
 
@@ -182,14 +182,37 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def end_work_of_gone_servers(app: web.Application, lease: float) -> None:
     """With servers sharing the database: every third of a lease, end as
-    interrupted the trainings and jobs of servers whose lease lapsed."""
+    interrupted the trainings and jobs of servers whose lease lapsed, and
+    give their webhooks (of all the servers sweeping, one ends a record and
+    one gives its completed webhook)."""
     while True:
         await asyncio.sleep(lease / 3)
-        for runner in (app[keys.TRAININGS], app[keys.JOBS]):
-            try:
-                await runner.recover()
-            except exceptions.StoreError as exc:
-                LOG.error("Cannot look for work of gone servers: %s", exc.message)
+        try:
+            ended = 0
+            for runner in (app[keys.TRAININGS], app[keys.JOBS]):
+                ended += await runner.recover()
+            if ended:
+                await app[keys.WEBHOOKS].resume(state_of(app), watch=False)
+        except exceptions.StoreError as exc:
+            LOG.error("Cannot look for work of gone servers: %s", exc.message)
+
+
+def state_of(app: web.Application) -> Lookup:
+    """How the webhooks look a record up: whether a training or job has
+    ended, and its JSON object (None if it is gone)."""
+    trainings, jobs = app[keys.TRAININGS], app[keys.JOBS]
+    base = app[keys.BASE_PATH]
+
+    async def lookup(
+        kind: str, model: str, record_id: str
+    ) -> tuple[bool, dict[str, Any]] | None:
+        runner: Runner[Any] = trainings if kind == TRAINING else jobs
+        record = await runner.records.get(kind, model, record_id)
+        if record is None:
+            return None
+        return not record.running, runner.kind.view(record, base)
+
+    return lookup
 
 
 async def stop_work(app: web.Application) -> None:
@@ -339,10 +362,11 @@ def get_app(
         secret=settings.webhooks.webhook_secret,
         attempts=settings.webhooks.webhook_attempts,
         policy=WebhookPolicy(list(settings.webhooks.webhook_allow)),
+        shared=database.shared,
     )
     events.listeners.append(sender.on_event)
     app[keys.JOBS] = Runner(
-        Jobs(state.jobs_dir),
+        Jobs(state.jobs_dir, database.outputs if database.shared else None),
         database,
         events,
         base,
@@ -351,12 +375,22 @@ def get_app(
         max_args_bytes=jobs.max_job_arguments,
     )
     trainings = app[keys.TRAININGS] = Runner(
-        Trainings(state.logs_dir, state.training_log_max_bytes),
+        Trainings(
+            state.logs_dir,
+            state.training_log_max_bytes,
+            database.outputs if database.shared else None,
+        ),
         database,
         events,
         base,
         max_running=jobs.max_trainings,
         max_per_user=jobs.max_trainings_per_user,
+    )
+    runners: dict[str, Runner[Any]] = {JOB: app[keys.JOBS], TRAINING: trainings}
+    database.listen(
+        events.heard,
+        lambda kind, record: runners[kind].cancel_here(record),
+        events.caught_up,
     )
     app.cleanup_ctx.append(_state_ctx)
     executors = {
@@ -414,20 +448,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[keys.DATABASE].open()
     await trainings.recover()
     await jobs.recover()
-    base = app[keys.BASE_PATH]
-
-    async def state_of(
-        kind: str, model: str, record_id: str
-    ) -> tuple[bool, dict[str, Any]] | None:
-        """Whether a training or job has ended, and its JSON object; None
-        if it is gone."""
-        runner: Runner[Any] = trainings if kind == TRAINING else jobs
-        record = await runner.records.get(kind, model, record_id)
-        if record is None:
-            return None
-        return not record.running, runner.kind.view(record, base)
-
-    resumed = await app[keys.WEBHOOKS].resume(state_of)
+    database = app[keys.DATABASE]
+    resumed = await app[keys.WEBHOOKS].resume(state_of(app), watch=not database.shared)
     if resumed:
         LOG.info("%d webhook(s) of interrupted work to deliver", resumed)
     yield

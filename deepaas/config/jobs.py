@@ -10,22 +10,25 @@ OPTS = [
         default=0,
         min=0,
         help="Most trainings running at once on this server, all models "
-        "together; one more is answered 429 with Retry-After and nothing is "
-        "started. 0 means no limit.",
+        "together (on all the servers sharing a PostgreSQL --database); one "
+        "more is answered 429 with Retry-After and nothing is started. 0 means "
+        "no limit.",
     ),
     cfg.IntOpt(
         "max-trainings-per-user",
         default=0,
         min=0,
         help="With authentication on: most trainings one user may have running "
-        "at once; one more is answered 429 with Retry-After. 0 means no limit.",
+        "at once (on all the servers sharing a PostgreSQL --database); one more "
+        "is answered 429 with Retry-After. 0 means no limit.",
     ),
     cfg.IntOpt(
         "max-jobs",
         default=1000,
         min=1,
         help="Most asynchronous predictions waiting or running at once, all "
-        "users and models together; one more is answered 429 with Retry-After "
+        "users and models together (and all the servers sharing a PostgreSQL "
+        "--database); one more is answered 429 with Retry-After "
         "and nothing is stored.",
     ),
     cfg.IntOpt(
@@ -33,7 +36,8 @@ OPTS = [
         default=100,
         min=1,
         help="With authentication on: most asynchronous predictions one user "
-        "may have waiting or running at once; one more is answered 429 with "
+        "may have waiting or running at once (on all the servers sharing a "
+        "PostgreSQL --database); one more is answered 429 with "
         "Retry-After and nothing is stored.",
     ),
     cfg.IntOpt(

@@ -25,22 +25,43 @@ from deepaas import exceptions
 from deepaas.state import postgres_schema, processes
 from deepaas.state.records import RUNNING, Record, date_text, now
 from deepaas.state.repositories import (
+    CancelAsked,
     Database,
     Delivery,
     Event,
     Events,
+    EventsKept,
     IdempotencyKeys,
+    Outputs,
     Records,
     StoredHook,
     Webhooks,
 )
-from deepaas.state.rows import OWNER, record_from_row, record_names, record_values
+from deepaas.state.rows import (
+    OWNER,
+    limit_reached,
+    record_from_row,
+    record_names,
+    record_values,
+)
 
 T = TypeVar("T")
 LOG = logging.getLogger(__name__)
 
 # Seconds a server's lease lasts: one gone is noticed within this
 DEFAULT_LEASE = 15.0
+
+# The first key of the advisory locks under which records start within the
+# limits (the second: the kind's)
+QUOTA_LOCK = 0x6471
+
+# What servers sharing the database tell each other (LISTEN/NOTIFY):
+# "owner kind record first last" of the events a server kept, and "owner
+# kind record" of a record its owner is asked to cancel.
+EVENTS_CHANNEL = "deepaas_events"
+CANCEL_CHANNEL = "deepaas_cancel"
+LISTEN_CHECK = 5.0  # seconds between checks that the listening connection lives
+LISTEN_RETRY = 1.0  # seconds before connecting again to listen
 
 # Connections a server keeps open at most
 POOL_SIZE = 10
@@ -83,10 +104,15 @@ class PostgresDatabase(Database):
         self.owner = f"{processes.this_process()}/{uuid.uuid4().hex[:12]}"
         self.migrated_from: int | None = None
         self._pool: asyncpg.Pool | None = None
+        self._kept: EventsKept | None = None
+        self._cancel: CancelAsked | None = None
+        self._caught_up: Callable[[], None] = lambda: None
+        self._listening: asyncio.Task[None] | None = None
         self.records = PostgresRecords(self)
         self.keys = PostgresIdempotencyKeys(self)
         self.events = PostgresEvents(self)
         self.webhooks = PostgresWebhooks(self)
+        self.outputs = PostgresOutputs(self)
 
     async def open(self) -> None:
         try:
@@ -105,7 +131,76 @@ class PostgresDatabase(Database):
                 "PostgreSQL answers there (--database) and that its user may "
                 "create tables in that database."
             ) from exc
-        self._renewing = asyncio.get_running_loop().create_task(self._keep_lease())
+        loop = asyncio.get_running_loop()
+        self._renewing = loop.create_task(self._keep_lease())
+        if self._kept is not None or self._cancel is not None:
+            heard = asyncio.Event()
+            self._listening = loop.create_task(self._keep_listening(heard))
+            # Heard from the start: no event kept after open() is missed.
+            await asyncio.wait(
+                [self._listening, loop.create_task(heard.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+    def listen(
+        self, kept: EventsKept, cancel: CancelAsked, caught_up: Callable[[], None]
+    ) -> None:
+        self._kept, self._cancel, self._caught_up = kept, cancel, caught_up
+
+    async def ask_to_cancel(self, owner: str, kind: str, record: str) -> None:
+        await self.run(
+            f"ask for {kind} {record} to be cancelled",
+            lambda: self.pool.execute(
+                "SELECT pg_notify($1, $2)", CANCEL_CHANNEL, f"{owner} {kind} {record}"
+            ),
+        )
+
+    async def _keep_listening(self, heard: asyncio.Event) -> None:
+        """Hold a connection of its own that listens to the other servers,
+        connecting again when it is lost (then ``caught_up``)."""
+        first = True
+        while True:
+            try:
+                connection = await asyncpg.connect(self.url)
+            except FAILURES as exc:
+                LOG.error(
+                    "Cannot listen to the other servers in %s: %s", self.where, exc
+                )
+                await asyncio.sleep(LISTEN_RETRY)
+                continue
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _, lost=lost: lost.set())
+            try:
+                await connection.add_listener(EVENTS_CHANNEL, self._heard_events)
+                await connection.add_listener(CANCEL_CHANNEL, self._heard_cancel)
+                if not first:
+                    LOG.info("Listening to the other servers in %s again", self.where)
+                    self._caught_up()
+                first = False
+                heard.set()
+                while not lost.is_set():
+                    # A connection that died without a word is found out too.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), LISTEN_CHECK)
+                    if not lost.is_set():
+                        await asyncio.wait_for(
+                            connection.fetchval("SELECT 1"), LISTEN_CHECK
+                        )
+            except (*FAILURES, TimeoutError) as exc:
+                LOG.error("Lost the connection listening in %s: %s", self.where, exc)
+            finally:
+                connection.terminate()
+            await asyncio.sleep(LISTEN_RETRY)
+
+    def _heard_events(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
+        owner, kind, record, first, last = payload.split(" ")
+        if owner != self.owner and self._kept is not None:
+            self._kept(kind, record, int(first), int(last))
+
+    def _heard_cancel(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
+        owner, kind, record = payload.split(" ")
+        if owner == self.owner and self._cancel is not None:
+            self._cancel(kind, record)
 
     async def renew(self) -> None:
         """Renew this server's lease, and learn whose leases hold."""
@@ -160,6 +255,10 @@ class PostgresDatabase(Database):
         return owner != self.owner and owner not in self._live
 
     async def close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.gather(self._listening, return_exceptions=True)
+            self._listening = None
         if self._renewing is not None:
             self._renewing.cancel()
             await asyncio.gather(self._renewing, return_exceptions=True)
@@ -185,6 +284,41 @@ class PostgresRecords(Records):
                 *record_values(record).values(),
             ),
         )
+
+    async def add_if_room(
+        self, record: Record, max_running: int, max_of_user: int
+    ) -> str | None:
+        names = ", ".join(f"${n}" for n in range(1, len(record_names) + 1))
+
+        async def add_if_room() -> str | None:
+            async with self.db.pool.acquire() as connection:
+                async with connection.transaction():
+                    # Servers starting records of a kind take turns: each
+                    # counts what the one before it added.
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                        QUOTA_LOCK,
+                        record.kind,
+                    )
+                    counted = await connection.fetchrow(
+                        "SELECT COUNT(*) AS running, COUNT(*) FILTER "
+                        "(WHERE started_by = $3) AS of_user FROM records "
+                        "WHERE kind = $1 AND status = $2",
+                        record.kind,
+                        RUNNING,
+                        record.started_by,
+                    )
+                    refused = limit_reached(
+                        counted["running"], counted["of_user"], max_running, max_of_user
+                    )
+                    if refused is None:
+                        await connection.execute(
+                            f"INSERT INTO records VALUES ({names})",
+                            *record_values(record).values(),
+                        )
+                    return refused
+
+        return await self.db.run(f"save {record.kind} {record.id}", add_if_room)
 
     async def update(self, record: Record) -> bool:
         values = record_values(record)
@@ -385,12 +519,18 @@ class PostgresEvents(Events):
                 strict=True,
             ):
                 column.append(value)
+        # The other servers are told of them as they are committed.
         await self.db.run(
             "save events",
             lambda: self.db.pool.execute(
-                "INSERT INTO events SELECT * FROM unnest($1::text[], $2::text[], "
-                "$3::integer[], $4::text[], $5::text[], $6::boolean[])",
+                "WITH kept AS (INSERT INTO events SELECT * FROM unnest($1::text[], "
+                "$2::text[], $3::integer[], $4::text[], $5::text[], $6::boolean[]) "
+                "RETURNING kind, record, seq) "
+                "SELECT pg_notify($7, concat_ws(' ', $8::text, kind, record, "
+                "MIN(seq), MAX(seq))) FROM kept GROUP BY kind, record",
                 *columns,
+                EVENTS_CHANNEL,
+                self.db.owner,
             ),
         )
 
@@ -513,6 +653,27 @@ class PostgresWebhooks(Webhooks):
             ),
         )
 
+    async def fire(self, kind: str, record: str, delivery: Delivery | None) -> bool:
+        async def fire() -> bool:
+            async with self.db.pool.acquire() as connection:
+                async with connection.transaction():
+                    # Of servers firing at once, one deletes the row; the
+                    # others wait for it to commit, and delete none.
+                    gone = await connection.execute(
+                        "DELETE FROM webhooks WHERE kind = $1 AND record = $2",
+                        kind,
+                        record,
+                    )
+                    if gone == "DELETE 0":
+                        return False
+                    if delivery is not None:
+                        await connection.execute(
+                            UPSERT_DELIVERY, *dataclasses.astuple(delivery)
+                        )
+                    return True
+
+        return await self.db.run("save a webhook", fire)
+
     async def add_delivery(self, delivery: Delivery) -> None:
         await self.db.run(
             "save a webhook",
@@ -552,6 +713,23 @@ class PostgresWebhooks(Webhooks):
         )
         return [Delivery(*row) for row in rows]
 
+    async def claim(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        # Locked rows are another server's claim being made: skipped.
+        rows = await self.db.run(
+            "read the webhooks",
+            lambda: self.db.pool.fetch(
+                "WITH claimed AS (SELECT id, due FROM deliveries WHERE due <= $1 "
+                "ORDER BY due LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                "UPDATE deliveries SET due = $1 + $3 FROM claimed "
+                "WHERE deliveries.id = claimed.id RETURNING deliveries.id, url, "
+                "type, body, attempts, claimed.due, kind, record",
+                now,
+                limit,
+                hold,
+            ),
+        )
+        return sorted((Delivery(*row) for row in rows), key=lambda d: d.due)
+
     async def next_due(self) -> float | None:
         due = await self.db.run(
             "read the webhooks",
@@ -573,3 +751,74 @@ class PostgresWebhooks(Webhooks):
             lambda: self.db.pool.fetchval("SELECT COUNT(*) FROM deliveries"),
         )
         return int(count)
+
+
+class PostgresOutputs(Outputs):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add(self, kind: str, record: str, at: int, data: bytes) -> None:
+        await self.db.run(
+            "save output",
+            lambda: self.db.pool.execute(
+                "INSERT INTO outputs VALUES ($1, $2, $3, $4) ON CONFLICT "
+                "(kind, record, at) DO UPDATE SET data = EXCLUDED.data",
+                kind,
+                record,
+                at,
+                data,
+            ),
+        )
+
+    async def _read(self, sql: str, *params: Any) -> list[tuple[int, bytes]]:
+        rows = await self.db.run(
+            "read output", lambda: self.db.pool.fetch(sql, *params)
+        )
+        return [(row["at"], bytes(row["data"])) for row in rows]
+
+    async def read(
+        self, kind: str, record: str, start: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        return await self._read(
+            "SELECT at, data FROM outputs WHERE kind = $1 AND record = $2 "
+            "AND at >= $3 ORDER BY at LIMIT $4",
+            kind,
+            record,
+            start,
+            count,
+        )
+
+    async def last(self, kind: str, record: str, size: int) -> list[tuple[int, bytes]]:
+        return await self._read(
+            "SELECT at, data FROM outputs WHERE kind = $1 AND record = $2 AND at >= "
+            "COALESCE((SELECT at FROM (SELECT at, SUM(octet_length(data)) OVER "
+            "(ORDER BY at DESC) AS held FROM outputs WHERE kind = $1 AND "
+            "record = $2) AS newest WHERE held >= $3 ORDER BY at DESC LIMIT 1), 0) "
+            "ORDER BY at",
+            kind,
+            record,
+            size,
+        )
+
+    async def trim(self, kind: str, record: str, keep: int) -> None:
+        await self.db.run(
+            "trim output",
+            lambda: self.db.pool.execute(
+                "DELETE FROM outputs WHERE kind = $1 AND record = $2 AND at <= ("
+                "SELECT at FROM (SELECT at, SUM(octet_length(data)) OVER "
+                "(ORDER BY at DESC) AS held, ROW_NUMBER() OVER (ORDER BY at DESC) "
+                "AS n FROM outputs WHERE kind = $1 AND record = $2) AS newest "
+                "WHERE held > $3 AND n > 1 ORDER BY at DESC LIMIT 1)",
+                kind,
+                record,
+                keep,
+            ),
+        )
+
+    async def remove(self, kind: str, record: str) -> None:
+        await self.db.run(
+            "remove output",
+            lambda: self.db.pool.execute(
+                "DELETE FROM outputs WHERE kind = $1 AND record = $2", kind, record
+            ),
+        )

@@ -60,6 +60,13 @@ MIGRATIONS = [
     """
     CREATE TABLE replicas (id TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL)
     """,
+    # 3: the bytes of job results and training logs, in chunks by offset
+    """
+    CREATE TABLE outputs (
+        kind TEXT NOT NULL, record TEXT NOT NULL, at BIGINT NOT NULL,
+        data BYTEA NOT NULL, PRIMARY KEY (kind, record, at)
+    )
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

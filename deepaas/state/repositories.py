@@ -27,6 +27,13 @@ class Event:
     final: bool = False
 
 
+# Told of events another server kept: kind, record, and the numbers of the
+# first and last of them
+EventsKept = Callable[[str, str, int, int], None]
+# Told that another server asks this one to cancel a record: kind, record
+CancelAsked = Callable[[str, str], None]
+
+
 @dataclasses.dataclass
 class Delivery:
     """One webhook call to make (or to make again)."""
@@ -52,12 +59,27 @@ class StoredHook:
     events: tuple[str, ...]
 
 
+# The limits Records.add_if_room tells were reached
+ALL = "all"
+OF_USER = "of user"
+
+
 class Records(abc.ABC):
     """The records of trainings and jobs."""
 
     @abc.abstractmethod
     async def add(self, record: Record) -> None:
         """Keep a new record."""
+
+    @abc.abstractmethod
+    async def add_if_room(
+        self, record: Record, max_running: int, max_of_user: int
+    ) -> str | None:
+        """Keep a new record unless ``max_running`` records of its kind are
+        running already, or ``max_of_user`` of its ``started_by`` (0: no
+        limit): checked and kept in one step, whatever other servers start
+        meanwhile. None when kept; else the limit reached, ``ALL`` or
+        ``OF_USER``."""
 
     @abc.abstractmethod
     async def update(self, record: Record) -> bool:
@@ -171,6 +193,12 @@ class Webhooks(abc.ABC):
     async def remove_hook(self, kind: str, record: str) -> None: ...
 
     @abc.abstractmethod
+    async def fire(self, kind: str, record: str, delivery: Delivery | None) -> bool:
+        """Forget a record's webhook and keep ``delivery`` (its last, if
+        any) in its place, in one step, if the webhook is kept still:
+        whether it was. Of servers ending the same record, one fires it."""
+
+    @abc.abstractmethod
     async def add_delivery(self, delivery: Delivery) -> None:
         """Keep a delivery (in place of the one with its id, if any)."""
 
@@ -184,6 +212,13 @@ class Webhooks(abc.ABC):
         """The deliveries due by ``now``, earliest first."""
 
     @abc.abstractmethod
+    async def claim(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        """The deliveries due by ``now``, earliest first (at most ``limit``),
+        each made due again only ``hold`` seconds later: another server
+        sharing the database leaves them alone meanwhile, and one this
+        server never made (it stopped) is tried again after that."""
+
+    @abc.abstractmethod
     async def next_due(self) -> float | None: ...
 
     @abc.abstractmethod
@@ -191,6 +226,36 @@ class Webhooks(abc.ABC):
 
     @abc.abstractmethod
     async def count(self) -> int: ...
+
+
+class Outputs(abc.ABC):
+    """The bytes records leave (a job's result, a training's log) kept in
+    the database, where every server sharing it reads them: in chunks, each
+    at its offset in the whole."""
+
+    @abc.abstractmethod
+    async def add(self, kind: str, record: str, at: int, data: bytes) -> None:
+        """Keep the chunk ``data`` of a record's output, at offset ``at``."""
+
+    @abc.abstractmethod
+    async def read(
+        self, kind: str, record: str, start: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        """(offset, bytes) of a record's first ``count`` chunks from offset
+        ``start`` on, in order."""
+
+    @abc.abstractmethod
+    async def last(self, kind: str, record: str, size: int) -> list[tuple[int, bytes]]:
+        """(offset, bytes) of a record's last chunks, in order: as many as
+        hold ``size`` bytes (and one more, in which they begin)."""
+
+    @abc.abstractmethod
+    async def trim(self, kind: str, record: str, keep: int) -> None:
+        """Forget a record's oldest chunks until the rest hold at most
+        ``keep`` bytes (its newest chunk is kept, however large)."""
+
+    @abc.abstractmethod
+    async def remove(self, kind: str, record: str) -> None: ...
 
 
 class Database(abc.ABC):
@@ -201,6 +266,7 @@ class Database(abc.ABC):
     keys: IdempotencyKeys
     events: Events
     webhooks: Webhooks
+    outputs: Outputs
     owner: str
     where: str  # what to name it in messages
     # Whether other servers change it too: then what this server wrote may
@@ -213,6 +279,21 @@ class Database(abc.ABC):
     async def open(self) -> None:  # noqa: B027 - most open at once
         """Connect, and create or migrate the schema (before any other use)."""
 
+    def listen(  # noqa: B027 - alone on a database, there is nothing to hear
+        self, kept: EventsKept, cancel: CancelAsked, caught_up: Callable[[], None]
+    ) -> None:
+        """From ``open()`` on, be told what other servers sharing the
+        database do: the events they keep (``kept``, as they are), and the
+        records of this server they are asked to cancel (``cancel``).
+        ``caught_up`` is told after a break in the telling (a lost
+        connection), once it is heard again: what was missed is kept."""
+
+    async def ask_to_cancel(  # noqa: B027 - alone, every record runs here
+        self, owner: str, kind: str, record: str
+    ) -> None:
+        """Tell the server ``owner`` (sharing the database) to cancel a
+        record it runs."""
+
     @abc.abstractmethod
     def owner_is_gone(self, owner: str | None) -> bool:
         """Whether the process that ran a record no longer runs."""
@@ -222,11 +303,16 @@ class Database(abc.ABC):
 
 
 __all__ = [
+    "ALL",
+    "OF_USER",
+    "CancelAsked",
     "Database",
     "Delivery",
+    "EventsKept",
     "Event",
     "Events",
     "IdempotencyKeys",
+    "Outputs",
     "Records",
     "StoredHook",
     "Webhooks",

@@ -16,6 +16,7 @@ from deepaas.state.records import (
     date_text,
     parse_date,
 )
+from deepaas.state.repositories import ALL, OF_USER
 
 # The columns of a record, in the order every backend keeps them
 record_names = (
@@ -32,6 +33,7 @@ shared_tables = {
     "events": ("kind", "record", "seq", "name", "data", "final"),
     "webhooks": ("kind", "record", "model", "url", "events"),
     "deliveries": ("id", "url", "type", "body", "attempts", "due", "kind", "record"),
+    "outputs": ("kind", "record", "at", "data"),
 }
 
 
@@ -88,3 +90,15 @@ def record_values(record: Record) -> dict[str, Any]:
         "progress": record.progress,
         "progress_message": record.progress_message,
     }
+
+
+def limit_reached(
+    running: int, of_user: int, max_running: int, max_of_user: int
+) -> str | None:
+    """Which limit (``ALL``, ``OF_USER``) ``running`` records, ``of_user``
+    of them the user's, have reached; None when one more may start."""
+    if max_running and running >= max_running:
+        return ALL
+    if max_of_user and of_user >= max_of_user:
+        return OF_USER
+    return None

@@ -32,11 +32,18 @@ from deepaas.state.repositories import (
     Event,
     Events,
     IdempotencyKeys,
+    Outputs,
     Records,
     StoredHook,
     Webhooks,
 )
-from deepaas.state.rows import OWNER, record_from_row, record_names, record_values
+from deepaas.state.rows import (
+    OWNER,
+    limit_reached,
+    record_from_row,
+    record_names,
+    record_values,
+)
 
 FILENAME = "trainings.sqlite3"
 # Events written by one INSERT: 6 values each, within SQLite's oldest limit
@@ -72,6 +79,7 @@ class SQLiteDatabase(Database):
         self.keys = SQLiteIdempotencyKeys(self)
         self.events = SQLiteEvents(self)
         self.webhooks = SQLiteWebhooks(self)
+        self.outputs = SQLiteOutputs(self)
 
     def _open(self) -> sqlite3.Connection:
         private.private_directory(os.path.dirname(os.path.abspath(self.path)))
@@ -146,6 +154,39 @@ class SQLiteRecords(Records):
             self.db.execute,
             f"INSERT INTO records VALUES ({names})",
             record_values(record),
+        )
+
+    def _add_if_room(
+        self, record: Record, max_running: int, max_of_user: int
+    ) -> str | None:
+        self.db.execute("BEGIN IMMEDIATE")  # no other process writes meanwhile
+        try:
+            running, of_user = self.db.execute(
+                "SELECT COUNT(*), COUNT(CASE WHEN started_by = ? THEN 1 END) "
+                "FROM records WHERE kind = ? AND status = ?",
+                (record.started_by, record.kind, RUNNING),
+            ).fetchone()
+            refused = limit_reached(running, of_user, max_running, max_of_user)
+            if refused is None:
+                names = ", ".join(f":{c}" for c in record_names)
+                self.db.execute(
+                    f"INSERT INTO records VALUES ({names})", record_values(record)
+                )
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return refused
+
+    async def add_if_room(
+        self, record: Record, max_running: int, max_of_user: int
+    ) -> str | None:
+        return await self.db.run(
+            f"save {record.kind} {record.id}",
+            self._add_if_room,
+            record,
+            max_running,
+            max_of_user,
         )
 
     async def update(self, record: Record) -> bool:
@@ -455,6 +496,26 @@ class SQLiteWebhooks(Webhooks):
             "DELETE FROM webhooks WHERE kind = ? AND record = ?", (kind, record)
         )
 
+    def _fire(self, kind: str, record: str, delivery: Delivery | None) -> bool:
+        self.db.execute("BEGIN")
+        try:
+            gone = self.db.execute(
+                "DELETE FROM webhooks WHERE kind = ? AND record = ?", (kind, record)
+            ).rowcount
+            if gone and delivery is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    dataclasses.astuple(delivery),
+                )
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return bool(gone)
+
+    async def fire(self, kind: str, record: str, delivery: Delivery | None) -> bool:
+        return await self.db.run("save a webhook", self._fire, kind, record, delivery)
+
     async def add_delivery(self, delivery: Delivery) -> None:
         await self._write(
             "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -487,6 +548,19 @@ class SQLiteWebhooks(Webhooks):
     async def due(self, now: float, limit: int) -> list[Delivery]:
         return await self.db.run("read the webhooks", self._due, now, limit)
 
+    def _claim(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        due = self._due(now, limit)
+        if hold and due:
+            self.db.execute(
+                f"UPDATE deliveries SET due = ? WHERE id IN "
+                f"({', '.join('?' * len(due))})",
+                (now + hold, *(delivery.id for delivery in due)),
+            )
+        return due
+
+    async def claim(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        return await self.db.run("read the webhooks", self._claim, now, limit, hold)
+
     def _next_due(self) -> float | None:
         return self.db.execute("SELECT MIN(due) FROM deliveries").fetchone()[0]
 
@@ -501,3 +575,64 @@ class SQLiteWebhooks(Webhooks):
 
     async def count(self) -> int:
         return await self.db.run("read the webhooks", self._count)
+
+
+class SQLiteOutputs(Outputs):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    async def add(self, kind: str, record: str, at: int, data: bytes) -> None:
+        await self.db.run(
+            "save output",
+            self.db.execute,
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+            (kind, record, at, data),
+        )
+
+    def _read(self, sql: str, params: Any) -> list[tuple[int, bytes]]:
+        return [(at, bytes(data)) for at, data in self.db.execute(sql, params)]
+
+    async def read(
+        self, kind: str, record: str, start: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        return await self.db.run(
+            "read output",
+            self._read,
+            "SELECT at, data FROM outputs WHERE kind = ? AND record = ? AND at >= ? "
+            "ORDER BY at LIMIT ?",
+            (kind, record, start, count),
+        )
+
+    async def last(self, kind: str, record: str, size: int) -> list[tuple[int, bytes]]:
+        # The chunks after the newest that begins ``size`` bytes or more from
+        # the end, and that one.
+        chunks = await self.db.run(
+            "read output",
+            self._read,
+            "SELECT at, data FROM outputs WHERE kind = ? AND record = ? AND at >= "
+            "COALESCE((SELECT at FROM (SELECT at, SUM(length(data)) OVER "
+            "(ORDER BY at DESC) AS held FROM outputs WHERE kind = ? AND record = ?) "
+            "WHERE held >= ? ORDER BY at DESC LIMIT 1), 0) ORDER BY at",
+            (kind, record, kind, record, size),
+        )
+        return chunks
+
+    async def trim(self, kind: str, record: str, keep: int) -> None:
+        await self.db.run(
+            "trim output",
+            self.db.execute,
+            "DELETE FROM outputs WHERE kind = ? AND record = ? AND at <= ("
+            "SELECT at FROM (SELECT at, SUM(length(data)) OVER (ORDER BY at DESC) "
+            "AS held, ROW_NUMBER() OVER (ORDER BY at DESC) AS n FROM outputs "
+            "WHERE kind = ? AND record = ?) WHERE held > ? AND n > 1 "
+            "ORDER BY at DESC LIMIT 1)",
+            (kind, record, kind, record, keep),
+        )
+
+    async def remove(self, kind: str, record: str) -> None:
+        await self.db.run(
+            "remove output",
+            self.db.execute,
+            "DELETE FROM outputs WHERE kind = ? AND record = ?",
+            (kind, record),
+        )

@@ -164,6 +164,13 @@ MIGRATIONS: list[Migration] = [
     """,
     # 7: one table of records
     _records_of_both_kinds,
+    # 8: the bytes of results and logs, for servers sharing a database
+    """
+    CREATE TABLE outputs (
+        kind TEXT NOT NULL, record TEXT NOT NULL, at INTEGER NOT NULL,
+        data BLOB NOT NULL, PRIMARY KEY (kind, record, at)
+    )
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

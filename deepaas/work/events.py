@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from deepaas import exceptions
 from deepaas.state.repositories import Event, Events
 from deepaas.work.ordered import InOrder
 
@@ -43,6 +44,9 @@ TAIL_EVENTS = 256
 TAIL_BYTES = 256 << 10
 TAILS_BYTES = 8 << 20
 TAILS = 1024
+# Events of another server's record read at a time for subscribers here
+EVENTS_READ = 500
+LAST = 1 << 62  # more than any record's events
 
 
 class Lagging(Exception):
@@ -132,6 +136,10 @@ class EventJournal:
             collections.OrderedDict()
         )
         self._tails_size = 0
+        # the records of other servers whose events are read for subscribers
+        # here: [number of the last handed out, of the last kept]
+        self._feeds: dict[tuple[str, str], list[int]] = {}
+        self._feeding: dict[tuple[str, str], asyncio.Task[None]] = {}
         # told of every event as it is published (webhooks)
         self.listeners: list[Callable[[str, str, Event], None]] = []
 
@@ -171,11 +179,66 @@ class EventJournal:
                 listener(kind, record, event)
             except Exception:  # noqa: BLE001 - a listener must not stop the rest
                 LOG.exception("An event listener failed")
+        self._hand_out(key, event)
+        return event
+
+    async def number_after_kept(self, kind: str, record: str) -> None:
+        """Number the next events of a record another server ran (and
+        ended, or stopped) after those it kept."""
+        await self._writes.flushed()
+        kept = await self.store.last_seq(kind, record)
+        self._last[(kind, record)] = max(self._last.get((kind, record), 0), kept)
+
+    def _hand_out(self, key: tuple[str, str], event: Event) -> None:
+        """Give ``event`` to the live subscribers of its record."""
         for subscription in list(self._subscribers.get(key, ())):
             if not subscription.put(event):
                 subscription.cut()
                 self._subscribers[key].discard(subscription)
-        return event
+
+    def heard(self, kind: str, record: str, first: int, last: int) -> None:
+        """Another server sharing the database kept events ``first`` to
+        ``last`` of a record it runs: they are read and handed to this
+        server's subscribers of the record, if it has any."""
+        key = (kind, record)
+        if key not in self._subscribers:
+            return
+        feed = self._feeds.setdefault(key, [first - 1, last])
+        feed[1] = max(feed[1], last)
+        if key not in self._feeding:
+            self._feeding[key] = asyncio.get_running_loop().create_task(
+                self._feed(key), name=f"events-of-{record}"
+            )
+
+    def caught_up(self) -> None:
+        """Told again of the other servers' events after a break: what each
+        subscriber's record kept meanwhile is read."""
+        for kind, record in list(self._subscribers):
+            self._feeds.setdefault((kind, record), [-1, 0])
+            self.heard(kind, record, 0, LAST)
+
+    async def _feed(self, key: tuple[str, str]) -> None:
+        """Read the events of a record of another server, up to the last
+        one told of, and hand them out."""
+        try:
+            while key in self._subscribers:
+                feed = self._feeds[key]
+                if feed[0] < 0:  # from the last kept (a gap is read by its reader)
+                    feed[0] = max(0, await self.store.last_seq(*key) - 1)
+                if feed[0] >= feed[1]:
+                    break
+                events = await self.store.after(*key, feed[0], EVENTS_READ)
+                if not events:
+                    break
+                for event in events:
+                    self._hand_out(key, event)
+                feed[0] = events[-1].seq
+        except exceptions.StoreError as exc:
+            LOG.error("Events of %s %s cannot be read: %s", key[0], key[1], exc.message)
+        finally:
+            del self._feeding[key]
+            if key not in self._subscribers:
+                self._feeds.pop(key, None)
 
     def _hold(self, key: tuple[str, str], event: Event) -> None:
         """Keep ``event`` in memory too, when its record's events are: those
@@ -225,6 +288,8 @@ class EventJournal:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscribers[key]
+                    if key not in self._feeding:
+                        self._feeds.pop(key, None)
 
     async def after(
         self, kind: str, record: str, seq: int, limit: int | None = None

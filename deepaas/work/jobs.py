@@ -11,6 +11,7 @@ client, or after ``--job-retention``). A job cut by a stop ends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 from deepaas import exceptions, private
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.state.records import DONE, INTERRUPTED, JOB, Record
+from deepaas.state.repositories import Outputs
 from deepaas.work.runner import Kind, Work
+
+CHUNK = 1 << 20  # bytes of a result kept in the database per row
 
 # What keeps a finished prediction's result in a file: (media type, size).
 Keeper = Callable[[Any, str], tuple[str, int]]
@@ -46,8 +50,12 @@ class Jobs(Kind):
     too_many_of_user = exceptions.TooManyJobsOfUser
     retention_option = "--job-retention"
 
-    def __init__(self, result_dir: str) -> None:
+    def __init__(self, result_dir: str, outputs: Outputs | None = None) -> None:
+        """Results are kept in ``result_dir``; with ``outputs`` (a database
+        other servers share), there once the job is done instead, so that
+        every server answers them."""
         self.result_dir = result_dir
+        self.outputs = outputs
 
     def result_path(self, job_id: str) -> str:
         return os.path.join(self.result_dir, f"{job_id}.result")
@@ -72,15 +80,33 @@ class Jobs(Kind):
             result = await run(on_progress)
             private.private_directory(self.result_dir)
             path = self.result_path(record.id)
+            loop = asyncio.get_running_loop()
             if small(result):
                 media_type, size = keep(result, path)
             else:
-                media_type, size = await asyncio.get_running_loop().run_in_executor(
-                    None, keep, result, path
-                )
+                media_type, size = await loop.run_in_executor(None, keep, result, path)
+            if self.outputs is not None:
+                await self.share(record.id, path)
             return {"type": media_type, "size": size}
 
         return work
+
+    async def share(self, job_id: str, path: str) -> None:
+        """Move a job's result file into the database, a chunk at a time."""
+        assert self.outputs is not None
+        loop = asyncio.get_running_loop()
+        try:
+            with open(path, "rb") as f:
+                at = 0
+                while chunk := await loop.run_in_executor(None, f.read, CHUNK):
+                    await self.outputs.add(JOB, job_id, at, chunk)
+                    at += len(chunk)
+        except BaseException:
+            with contextlib.suppress(exceptions.StoreError):
+                await self.outputs.remove(JOB, job_id)
+            raise
+        finally:
+            self.remove_files(job_id)
 
     @staticmethod
     def url(record: Record, base: str) -> str:

@@ -20,7 +20,13 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from typing import Any, Generic, TypeVar
 
 from deepaas import exceptions
@@ -35,7 +41,7 @@ from deepaas.state.records import (
     new_id,
     now,
 )
-from deepaas.state.repositories import Database
+from deepaas.state.repositories import ALL, OF_USER, Database
 from deepaas.work.events import EventJournal
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +50,13 @@ SAVE_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)  # then every 30 s
 # The records that ended last here, answered from memory (an ended record
 # changes no more; it is only removed, which goes through its runner).
 ENDED_KEPT = 128
+# Seconds a server sharing the database waits for another to cancel a
+# record it runs, before recording it as cancelled itself
+CANCEL_WAIT = 10.0
+OUTPUT_READ = 4  # chunks of output read from the database at a time
+# Seconds a key's holder may take to be written before the key is taken
+# as left over (by a record never written, or removed)
+KEY_HOLDER_WAIT = 2.0
 
 # What runs a record: given the record and where its progress goes, its
 # result as the record keeps it.
@@ -63,7 +76,7 @@ def once(function: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
-async def written(adding: asyncio.Task[None]) -> bool:
+async def written(adding: asyncio.Future[None]) -> bool:
     """Whether a record's first write (``adding``) succeeded, once it is
     over: a record that was never written is not ended."""
     await asyncio.gather(adding, return_exceptions=True)
@@ -182,6 +195,9 @@ class Runner(Generic[K]):
         )
         for record in stale:
             self.kind.interrupted(record)
+            if self.database.shared:
+                # Another server may follow it: its stream ends.
+                await self._publish_end_elsewhere(record)
         if stale:
             LOG.warning(
                 "%d %s(s) were running on a server that stopped; recorded "
@@ -241,7 +257,26 @@ class Runner(Generic[K]):
         is ended, and saved, only once the record is. Raises why the record
         could not be written (the work is then stopped, and nothing kept)."""
         loop = asyncio.get_running_loop()
-        adding = loop.create_task(self.records.add(record))
+        adding: asyncio.Future[None]
+        if self.database.shared and (
+            self.max_running or (self.max_per_user and record.started_by)
+        ):
+            # The limits hold for every server together: checked where the
+            # record is written, before its work begins.
+            refused = await self.records.add_if_room(
+                record,
+                self.max_running,
+                self.max_per_user if record.started_by is not None else 0,
+            )
+            if refused is not None:
+                raise self.kind.too_many(
+                    self.max_running if refused == ALL else self.max_per_user,
+                    of_user=refused == OF_USER,
+                )
+            adding = loop.create_future()
+            adding.set_result(None)
+        else:
+            adding = loop.create_task(self.records.add(record))
         self._live[record.id] = record
         self._publish(record, "status", {"status": RUNNING})
         task = loop.create_task(
@@ -267,15 +302,29 @@ class Runner(Generic[K]):
             holder = await keys.claim(record.model, record.started_by, key, record.id)
             if holder is None:
                 return None
-            existing = self._live.get(holder) or await self.records.get(
-                self.kind.name, record.model, holder
-            )
+            existing = await self._holding(record.model, holder)
             if existing is not None:
                 if existing.args != record.args:
                     raise exceptions.IdempotencyKeyReused(key)
                 return existing
             await keys.release(holder)  # its record is gone: the key is free
         raise exceptions.IdempotencyKeyReused(key)
+
+    async def _holding(self, model: str, holder: str) -> Record | None:
+        """The record ``holder`` that holds a key; None once it is clear
+        there is none (a record claims its key before it is written: one
+        being written, here or by another server, is waited for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEY_HOLDER_WAIT
+        delay = 0.005
+        while True:
+            existing = self._live.get(holder) or await self.records.get(
+                self.kind.name, model, holder
+            )
+            if existing is not None or loop.time() >= deadline:
+                return existing
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def check_room(self, started_by: str | None = None) -> None:
         """Raise the kind's ``too_many`` when no other record (of
@@ -307,7 +356,7 @@ class Runner(Generic[K]):
         record: Record,
         work: Work,
         cleanup: Callable[[], None],
-        adding: asyncio.Task[None],
+        adding: asyncio.Future[None],
     ) -> None:
         try:
             try:
@@ -393,6 +442,12 @@ class Runner(Generic[K]):
             if not saved:
                 await self._ended_elsewhere(record)
         if self.database.shared:
+            self._publish_end(record)
+
+    async def _publish_end_elsewhere(self, record: Record) -> None:
+        """Publish the end of a record another server ran."""
+        if self.events is not None:
+            await self.events.number_after_kept(self.kind.name, record.id)
             self._publish_end(record)
 
     def _publish_end(self, record: Record) -> None:
@@ -507,18 +562,90 @@ class Runner(Generic[K]):
             await asyncio.gather(task, return_exceptions=True)
             if not self.kind.forget_cancelled:
                 return record
+        elif record.running and self.database.shared:
+            record = await self._cancel_elsewhere(record)
+            if record.status == CANCELLED and not self.kind.forget_cancelled:
+                return record
         await self.remove(model, record_id)
         return record
 
+    def cancel_here(self, record_id: str) -> None:
+        """Another server was asked to cancel a record running here."""
+        task = self._tasks.get(record_id)
+        if task is not None:
+            LOG.info(
+                "%s %s cancelled through another server", self.kind.noun, record_id
+            )
+            task.cancel()
+
+    async def _cancel_elsewhere(self, record: Record) -> Record:
+        """Have the server running ``record`` cancel it (sharing the
+        database); the record once it has ended. A server that does not end
+        it within ``CANCEL_WAIT`` (gone, its lease not lapsed yet) has it
+        ended as cancelled here."""
+        loop = asyncio.get_running_loop()
+        if not self.database.owner_is_gone(record.owner):
+            await self.database.ask_to_cancel(
+                record.owner or "", self.kind.name, record.id
+            )
+            deadline = loop.time() + CANCEL_WAIT
+            delay = 0.005
+            while loop.time() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                kept = await self.records.get(self.kind.name, record.model, record.id)
+                if kept is None or not kept.running:
+                    return kept or record
+            LOG.warning(
+                "%s %s of %r was not cancelled by the server running it (%s) "
+                "within %gs; recorded as cancelled",
+                self.kind.noun,
+                record.id,
+                record.model,
+                record.owner,
+                CANCEL_WAIT,
+            )
+        record.status, record.finish_date = CANCELLED, now()
+        if await self.records.update(record):
+            await self._publish_end_elsewhere(record)
+            return record
+        kept = await self.records.get(self.kind.name, record.model, record.id)
+        return kept or record
+
     async def remove(self, model: str, record_id: str) -> None:
-        """Forget an ended record, its events, key and files."""
+        """Forget an ended record, its events, key, output and files."""
         self._unsaved.pop(record_id, None)
         self._ended.pop(record_id, None)
         await self.records.remove(self.kind.name, model, record_id)
         await self.database.keys.release(record_id)
         if self.events is not None:
             await self.events.forget(self.kind.name, record_id)
+        if self.database.shared:
+            await self.database.outputs.remove(self.kind.name, record_id)
         self.kind.remove_files(record_id)
+
+    async def output(
+        self, record_id: str, start: int = 0
+    ) -> AsyncGenerator[tuple[int, bytes]]:
+        """The output a record left in the database (shared with other
+        servers), from offset ``start`` on: (offset, bytes) of each chunk,
+        in order, a few read at a time."""
+        while True:
+            chunks = await self.database.outputs.read(
+                self.kind.name, record_id, start, OUTPUT_READ
+            )
+            for chunk in chunks:
+                yield chunk
+            if len(chunks) < OUTPUT_READ:
+                return
+            start = chunks[-1][0] + 1
+
+    async def output_tail(
+        self, record_id: str, size: int
+    ) -> Sequence[tuple[int, bytes]]:
+        """The last chunks of a record's output in the database, holding
+        ``size`` bytes (fewer: all there is)."""
+        return await self.database.outputs.last(self.kind.name, record_id, size)
 
     async def purge(self, retention: float) -> int:
         """Forget the records that ended more than ``retention`` seconds

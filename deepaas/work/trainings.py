@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from deepaas import exceptions, private
 from deepaas.state.records import DONE, ERROR, TRAINING, Record
+from deepaas.state.repositories import Outputs
 from deepaas.work.runner import Kind
 from deepaas.work.training_logs import LogCap
 
@@ -25,6 +26,8 @@ LOG = logging.getLogger(__name__)
 LOG_CAP_INTERVAL = 1.0  # seconds between checks of a running training's log size
 LOG_EVENT_INTERVAL = 0.1  # seconds between reads of a log for its event stream
 LOG_EVENT_MAX = 256 * 1024  # most bytes of log in one event
+LOG_COPY_INTERVAL = 0.5  # seconds between copies of a log into a shared database
+LOG_COPY_MAX = 1 << 20  # most bytes of log in one row
 
 
 class Trainings(Kind):
@@ -44,11 +47,16 @@ class Trainings(Kind):
     too_many_of_user = exceptions.TooManyTrainingsOfUser
     retention_option = "--training-retention"
 
-    def __init__(self, log_dir: str, log_max_bytes: int = 0) -> None:
+    def __init__(
+        self, log_dir: str, log_max_bytes: int = 0, outputs: Outputs | None = None
+    ) -> None:
         """Each training's output goes to ``<log_dir>/<id>.log``, of at most
-        ``log_max_bytes`` (0: no limit)."""
+        ``log_max_bytes`` (0: no limit); with ``outputs`` (a database other
+        servers share), it is copied there as it is written, so that every
+        server answers it, and the file is removed when the training ends."""
         self.log_dir = log_dir
         self.log_max_bytes = log_max_bytes
+        self.outputs = outputs
 
     def log_path(self, training_id: str) -> str:
         """Where the output of a training is written."""
@@ -89,6 +97,10 @@ class Trainings(Kind):
         if self.log_max_bytes:
             cap = LogCap(self.log_path(record.id), self.log_max_bytes)
             capping = loop.create_task(_keep_capped(cap))
+        copy = copying = None
+        if self.outputs is not None:
+            copy = LogCopy(self.log_path(record.id), record.id, self.outputs, cap)
+            copying = loop.create_task(copy.keep_copying())
         try:
             yield
         finally:
@@ -98,6 +110,10 @@ class Trainings(Kind):
             if capping is not None and cap is not None:
                 capping.cancel()
                 _enforce(cap)  # what was written last
+            if copying is not None and copy is not None:
+                copying.cancel()
+                await asyncio.gather(copying, return_exceptions=True)
+                await copy.finish()
 
 
 class LogFollower:
@@ -137,6 +153,62 @@ class LogFollower:
         text = text.removesuffix("\n").removesuffix("\r")
         if text and self.runner.events is not None:
             self.runner.events.publish(TRAINING, self.record.id, "log", text)
+
+
+class LogCopy:
+    """Copies what a running training adds to its log into the database
+    (shared with other servers), held to the log's cap there too."""
+
+    def __init__(
+        self, path: str, training_id: str, outputs: Outputs, cap: LogCap | None
+    ) -> None:
+        self.path = path
+        self.training_id = training_id
+        self.outputs = outputs
+        self.cap = cap
+        self.copied = 0  # offset in the log up to which it is in the database
+
+    async def keep_copying(self) -> None:
+        """Copy what is new a few times a second, until cancelled."""
+        while True:
+            await asyncio.sleep(LOG_COPY_INTERVAL)
+            try:
+                await self.copy()
+            except exceptions.StoreError as exc:
+                LOG.warning("Log of %s not copied yet: %s", self.training_id, exc)
+
+    async def copy(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.cap is not None:  # what was cut is not read (a hole)
+                self.copied = max(self.copied, self.cap.kept_from)
+            data = await loop.run_in_executor(None, self._read)
+            if not data:
+                return
+            await self.outputs.add(TRAINING, self.training_id, self.copied, data)
+            self.copied += len(data)
+            if self.cap is not None:
+                await self.outputs.trim(TRAINING, self.training_id, self.cap.max_bytes)
+
+    def _read(self) -> bytes:
+        # Rows of a quarter of the cap at most: whole rows are trimmed, and
+        # the three quarters left are the log's end.
+        size = LOG_COPY_MAX if self.cap is None else self.cap.max_bytes // 4
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.copied)
+                return f.read(max(1, min(size, LOG_COPY_MAX)))
+        except FileNotFoundError:
+            return b""
+
+    async def finish(self) -> None:
+        """Copy the rest of the log, then remove its file."""
+        try:
+            await self.copy()
+        except exceptions.StoreError as exc:
+            LOG.error("The end of the log of %s is lost: %s", self.training_id, exc)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 async def _keep_capped(cap: LogCap) -> None:

@@ -45,6 +45,9 @@ SEND_TIMEOUT = 10.0  # seconds a receiver has to answer
 MAX_WAIT = 600.0  # the longest wait between two attempts
 AT_ONCE = 16  # deliveries made concurrently
 MAX_URL = 2048
+# How long a server sharing the database holds a delivery it is making:
+# one it never finished (it stopped) is made by another after this.
+CLAIM_SECONDS = 3 * SEND_TIMEOUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,9 +240,13 @@ class WebhookSender:
         secret: str = "",
         attempts: int = 8,
         policy: WebhookPolicy | None = None,
+        shared: bool = False,
     ) -> None:
+        """``shared``: other servers make the deliveries of ``store`` too
+        (each is claimed for ``CLAIM_SECONDS`` by the server making it)."""
         self.store = store
         self.attempts = attempts
+        self.hold = CLAIM_SECONDS if shared else 0.0
         self.policy = policy if policy is not None else WebhookPolicy(())
         try:
             self._signer = Webhook(secret) if secret else None
@@ -275,11 +282,13 @@ class WebhookSender:
         if "start" in hook.events:
             self._enqueue(kind, record, hook, "start", snapshot)
 
-    async def resume(self, lookup: Lookup) -> int:
-        """At start: the webhooks kept by an earlier run. A record that has
-        ended meanwhile (cut by a crash: interrupted) gets its completed
-        delivery now; one still running is watched again; one gone is
-        forgotten. How many completed deliveries were made due."""
+    async def resume(self, lookup: Lookup, *, watch: bool = True) -> int:
+        """The webhooks kept in the database: at start, those of an earlier
+        run; with other servers, those of a server that is gone too. A
+        record that has ended (cut by a crash: interrupted) gets its
+        completed delivery now, unless another server gave it already; one
+        still running is watched again (with ``watch``: it runs here); one
+        gone is forgotten. How many completed deliveries were made due."""
         due = 0
         for stored in await self.store.hooks():
             kind, record = stored.kind, stored.record
@@ -291,13 +300,17 @@ class WebhookSender:
             hook = Hook(stored.url, stored.events)
             found = await lookup(kind, stored.model, record)
             if found is not None and not found[0]:
-                self._hooks[(kind, record)] = hook
+                if watch:
+                    self._hooks[(kind, record)] = hook
                 continue
+            delivery = None
             if found is not None and "completed" in hook.events:
-                self._enqueue(kind, record, hook, "completed", found[1])
-                due += 1
+                delivery = self._delivery(kind, record, hook, "completed", found[1])
             await self._writes.flushed()
-            await self.store.remove_hook(kind, record)
+            if await self.store.fire(kind, record, delivery) and delivery is not None:
+                due += 1
+        if due:
+            self._wake.set()
         return due
 
     def on_event(self, kind: str, record: str, event: Event) -> None:
@@ -311,15 +324,19 @@ class WebhookSender:
             )
         elif event.final:
             del self._hooks[(kind, record)]
+            delivery = None
             if "completed" in hook.events:
-                self._enqueue(kind, record, hook, "completed", json.loads(event.data))
+                data = json.loads(event.data)
+                delivery = self._delivery(kind, record, hook, "completed", data)
             self._writes.add(
-                self.store.remove_hook(kind, record), f"End of webhook of {record}"
+                self._keep(self.store.fire(kind, record, delivery)),
+                f"End of webhook of {record}",
             )
 
-    def _enqueue(
+    def _delivery(
         self, kind: str, record: str, hook: Hook, what: str, data: dict[str, Any]
-    ) -> None:
+    ) -> Delivery:
+        """A new delivery telling ``what`` happened to a record, due now."""
         now = time.time()
         type_ = f"{TYPE_PREFIX.get(kind, kind)}.{what}"
         body = json.dumps(
@@ -331,16 +348,24 @@ class WebhookSender:
                 "data": data,
             }
         )
-        delivery_id = f"msg_{uuid.uuid4().hex}"
-        delivery = Delivery(delivery_id, hook.url, type_, body, 0, now, kind, record)
+        return Delivery(
+            f"msg_{uuid.uuid4().hex}", hook.url, type_, body, 0, now, kind, record
+        )
+
+    def _enqueue(
+        self, kind: str, record: str, hook: Hook, what: str, data: dict[str, Any]
+    ) -> None:
+        delivery = self._delivery(kind, record, hook, what, data)
         # Progress not sent yet is replaced by newer progress, not queued
         # behind it: a receiver gets the news, not the whole history.
         keep = (
             self.store.add_progress if what == "progress" else self.store.add_delivery
         )
-        self._writes.add(self._keep(keep(delivery)), f"Webhook {type_} to {hook.url}")
+        self._writes.add(
+            self._keep(keep(delivery)), f"Webhook {delivery.type} to {hook.url}"
+        )
 
-    async def _keep(self, write: Awaitable[None]) -> None:
+    async def _keep(self, write: Awaitable[object]) -> None:
         await write
         self._wake.set()
 
@@ -353,7 +378,7 @@ class WebhookSender:
         try:
             while True:
                 try:
-                    due = await self.store.due(time.time(), AT_ONCE)
+                    due = await self.store.claim(time.time(), AT_ONCE, self.hold)
                     next_due = None if due else await self.store.next_due()
                 except exceptions.StoreError as exc:
                     LOG.error("Webhooks cannot be read: %s", exc.message)

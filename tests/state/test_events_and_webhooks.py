@@ -87,3 +87,60 @@ async def test_progress_not_sent_yet_is_replaced_by_newer_progress(database):
     await webhooks.add_delivery(tried)
     await webhooks.add_progress(delivery("p3", 4.0, "prediction.progress", body="3"))
     assert [d.id for d in await webhooks.due(10.0, 10)] == ["p1", "p3"]
+
+
+async def test_a_webhook_is_fired_once_whoever_fires_it(database):
+    """Firing forgets the hook and keeps its delivery in one step: a second
+    firing (another server ending the same record) changes nothing."""
+    webhooks = database.webhooks
+    hook = StoredHook("job", "j1", "m", "http://hooks.example.org/", ("completed",))
+    await webhooks.add_hook(hook)
+    assert await webhooks.fire("job", "j1", delivery("d1", 1.0))
+    assert not await webhooks.fire("job", "j1", delivery("d2", 1.0))
+    assert await webhooks.hooks() == []
+    assert [d.id for d in await webhooks.due(10.0, 10)] == ["d1"]
+    await webhooks.add_hook(StoredHook("job", "j2", "m", hook.url, ("start",)))
+    assert await webhooks.fire("job", "j2", None)  # nothing to tell at the end
+    assert await webhooks.hooks() == [] and await webhooks.count() == 1
+
+
+async def test_a_claimed_delivery_is_not_due_again_until_its_hold_ends(database):
+    webhooks = database.webhooks
+    for n, due in enumerate((3.0, 1.0, 2.0, 50.0)):
+        await webhooks.add_delivery(delivery(f"d{n}", due))
+    claimed = await webhooks.claim(10.0, 2, 30.0)
+    assert [(d.id, d.due) for d in claimed] == [("d1", 1.0), ("d2", 2.0)]
+    assert [d.id for d in await webhooks.claim(10.0, 10, 30.0)] == ["d0"]
+    assert await webhooks.claim(10.0, 10, 30.0) == []
+    # held until 40: then due again (the server that claimed them stopped)
+    again = await webhooks.claim(45.0, 10, 30.0)
+    assert sorted(d.id for d in again) == ["d0", "d1", "d2"]
+    # without a hold (a server alone on its database), due as before
+    assert len(await webhooks.claim(100.0, 10, 0.0)) == 4
+    assert len(await webhooks.claim(100.0, 10, 0.0)) == 4
+
+
+async def test_outputs_are_kept_in_chunks_read_in_order_and_trimmed(database):
+    outputs = database.outputs
+    for at in (0, 10, 20, 30):
+        await outputs.add("training", "t1", at, bytes([65 + at // 10]) * 10)
+    await outputs.add("job", "j1", 0, b"result")
+    chunks = await outputs.read("training", "t1", 0, 10)
+    assert [at for at, _ in chunks] == [0, 10, 20, 30]
+    assert (
+        b"".join(data for _, data in chunks)
+        == b"A" * 10 + b"B" * 10 + b"C" * 10 + b"D" * 10
+    )
+    assert [at for at, _ in await outputs.read("training", "t1", 15, 1)] == [20]
+    # the last chunks holding 15 bytes: the one they begin in, and after
+    assert [at for at, _ in await outputs.last("training", "t1", 15)] == [20, 30]
+    assert [at for at, _ in await outputs.last("training", "t1", 20)] == [20, 30]
+    assert len(await outputs.last("training", "t1", 1000)) == 4  # all there is
+    await outputs.trim("training", "t1", 25)  # 20 bytes left: whole chunks
+    assert [at for at, _ in await outputs.read("training", "t1", 0, 10)] == [20, 30]
+    await outputs.trim("training", "t1", 5)  # the newest stays, however large
+    assert [at for at, _ in await outputs.read("training", "t1", 0, 10)] == [30]
+    await outputs.remove("training", "t1")
+    assert await outputs.read("training", "t1", 0, 10) == []
+    assert await outputs.last("training", "t1", 10) == []
+    assert await outputs.read("job", "j1", 0, 10) == [(0, b"result")]

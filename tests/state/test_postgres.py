@@ -183,3 +183,34 @@ async def test_a_server_whose_lease_lapses_is_gone_and_cannot_undo_it(
     finally:
         await stalled.close()
         await survivor.close()
+
+
+@postgres
+async def test_limits_hold_for_servers_starting_records_together(postgres_cluster):
+    url = await postgres_cluster.new_database()
+    first, second = await opened(url), await opened(url)
+    try:
+        records = [
+            Record(kind=JOB, model="m", args={}, started_by=f"u{n % 2}")
+            for n in range(40)
+        ]
+        refused = await asyncio.gather(
+            *(
+                (first, second)[n % 3 == 0].records.add_if_room(record, 10, 0)
+                for n, record in enumerate(records)
+            )
+        )
+        assert refused.count(None) == 10 and set(refused) == {None, "all"}
+        counts = await second.records.counts(JOB)
+        assert counts == {("m", RUNNING): 10}
+        more = [Record(kind=JOB, model="m", args={}, started_by="u9") for _ in range(9)]
+        refused = await asyncio.gather(
+            *(
+                (first, second)[n % 2].records.add_if_room(record, 100, 4)
+                for n, record in enumerate(more)
+            )
+        )
+        assert refused.count(None) == 4 and set(refused) == {None, "of user"}
+    finally:
+        await first.close()
+        await second.close()

@@ -133,3 +133,19 @@ async def test_an_ended_record_is_not_changed_by_a_later_save(database):
     await database.records.add(running)
     running.status = DONE
     assert await database.records.update(running)
+
+
+async def test_a_record_is_added_only_within_the_limits(database):
+    records = database.records
+    alice = [record(JOB, started_by="alice") for _ in range(3)]
+    assert await records.add_if_room(alice[0], 3, 2) is None
+    assert await records.add_if_room(alice[1], 3, 2) is None
+    assert await records.add_if_room(alice[2], 3, 2) == "of user"
+    assert await records.add_if_room(record(JOB, started_by="bob"), 3, 2) is None
+    assert await records.add_if_room(record(JOB, started_by="carol"), 3, 2) == "all"
+    assert await records.add_if_room(record(TRAINING), 3, 2) is None  # other kind
+    assert await records.get(JOB, "m", alice[2].id) is None  # refused: not kept
+    alice[0].status = DONE
+    await records.update(alice[0])  # ended: counts no more
+    assert await records.add_if_room(alice[2], 3, 2) is None
+    assert await records.add_if_room(record(JOB), 0, 0) is None  # no limits

@@ -21,16 +21,22 @@ from deepaas.state.sqlite import FILENAME, SQLiteDatabase
 GONE = f"{socket.gethostname()}:{os.getpid()}:0"
 
 
+def run_migrations(db: sqlite3.Connection, migrations) -> None:
+    for migration in migrations:
+        if callable(migration):
+            migration(db)
+        else:
+            for statement in migration.split(";"):
+                db.execute(statement)
+
+
 def written_by_version(path, version: int) -> None:
     """A database file as a server of schema ``version`` left it, with a
     record of each kind it knew (one of them written with the other date
     form of earlier versions), events and webhooks."""
     db = sqlite3.connect(path, isolation_level=None)
-    for migration in sqlite_schema.MIGRATIONS[:version]:
-        assert isinstance(migration, str)
-        for statement in migration.split(";"):
-            db.execute(statement)
-    db.execute(f"PRAGMA user_version = {version}")
+    # the rows are written in the tables of version 6 at most, then migrated
+    run_migrations(db, sqlite_schema.MIGRATIONS[: min(version, 6)])
     if version >= 1:
         starter = ", 'key:alice'" if version >= 2 else ""
         db.execute(
@@ -71,6 +77,8 @@ def written_by_version(path, version: int) -> None:
             "INSERT INTO deliveries VALUES ('msg_1', 'http://h.example/', "
             "'prediction.completed', '{}', 2, 5.0, 'job', 'j9')"
         )
+    run_migrations(db, sqlite_schema.MIGRATIONS[6:version])
+    db.execute(f"PRAGMA user_version = {version}")
     db.close()
 
 
@@ -159,10 +167,7 @@ def test_a_database_of_a_newer_version_is_refused(tmp_path):
 
 def test_a_database_with_another_schema_is_a_clear_error(tmp_path):
     db = sqlite3.connect(tmp_path / FILENAME)
-    for migration in sqlite_schema.MIGRATIONS[:-1]:
-        assert isinstance(migration, str)
-        for statement in migration.split(";"):
-            db.execute(statement)
+    run_migrations(db, sqlite_schema.MIGRATIONS[:-1])
     db.execute("DROP TABLE events")
     db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)")
     db.execute(f"PRAGMA user_version = {sqlite_schema.VERSION - 1}")

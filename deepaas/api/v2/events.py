@@ -100,6 +100,15 @@ async def stream(
             try:
                 while True:
                     event = await live.next()
+                    if event.seq > last + 1:
+                        # Some were kept before this server was told of them
+                        # (another server's record, after a break): read.
+                        missed = event.seq - last - 1
+                        for kept in await journal.after(kind, record, last, missed):
+                            await send(response, kept, first=last == after)
+                            last = kept.seq
+                            if kept.final:
+                                return response
                     if event.seq <= last:
                         continue
                     await send(response, event, first=last == after)

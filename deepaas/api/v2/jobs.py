@@ -12,6 +12,7 @@ Without the header, predictions are answered as they always were.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -221,6 +222,18 @@ def read_inline(path: str) -> bytes | None:
         return None
 
 
+async def read_shared_inline(runner: Runner[Any], job_id: str) -> bytes | None:
+    """The JSON result of a job kept in a shared database, to show inside
+    its object."""
+    data = b""
+    async with contextlib.aclosing(runner.output(job_id)) as chunks:
+        async for _, chunk in chunks:
+            data += chunk
+            if len(data) > INLINE_MAX:
+                break
+    return data or None
+
+
 def make_handlers(model: ModelWrapper) -> dict[str, Any]:
     routes = RecordRoutes(keys.JOBS, model.name, "id", True, NOT_FOUND)
 
@@ -268,7 +281,9 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         # here, before a thread reads the file, as the job may end meanwhile.
         body = json.dumps(runner.kind.view(job, request.app[keys.BASE_PATH])).encode()
         inline = None
-        if shows_inline(job):
+        if shows_inline(job) and runner.database.shared:
+            inline = await read_shared_inline(runner, job.id)
+        elif shows_inline(job):
             inline = await asyncio.get_running_loop().run_in_executor(
                 None, read_inline, runner.kind.result_path(job.id)
             )
@@ -300,6 +315,16 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             raise exceptions.JobHasNoResult(job.status, job.message)
         result = job.result if isinstance(job.result, dict) else {}
         media_type = result.get("type") or "application/octet-stream"
+        if runner.database.shared:
+            # From the database, a few chunks at a time.
+            response = web.StreamResponse(headers=raw_answer_headers(media_type))
+            if isinstance(result.get("size"), int):
+                response.content_length = result["size"]
+            await response.prepare(request)
+            async for _, chunk in runner.output(job.id):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
         return web.FileResponse(
             runner.kind.result_path(job.id), headers=raw_answer_headers(media_type)
         )

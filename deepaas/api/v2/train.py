@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 from typing import Any, BinaryIO
 
@@ -22,7 +23,7 @@ from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.state.records import TRAINING, Record
 from deepaas.work import webhooks
 from deepaas.work.runner import Runner
-from deepaas.work.training_logs import OpenLog, open_log
+from deepaas.work.training_logs import OpenLog, cut_notice, open_log
 
 NOT_FOUND = {404: {"description": "Unknown training", "schema": responses.Failure}}
 TEXT = "text/plain; charset=utf-8"
@@ -143,6 +144,8 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
         )
         path = runner.kind.log_path(training.id)
         tail = query.get("tail")
+        if runner.database.shared:
+            return await answer_shared_log(request, runner, training.id, tail)
         loop = asyncio.get_running_loop()
         if tail is not None:
             text = await loop.run_in_executor(None, read_log, path, tail)
@@ -189,6 +192,33 @@ async def stream_log(request: web.Request, log: OpenLog) -> web.StreamResponse:
     await response.write(log.notice)
     loop = asyncio.get_running_loop()
     while chunk := await loop.run_in_executor(None, log.file.read, STREAM_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def answer_shared_log(
+    request: web.Request, runner: Runner[Any], training_id: str, tail: int | None
+) -> web.StreamResponse:
+    """Answer a log kept in a database shared with other servers: what is
+    kept of it (after the notice of a cut, when its head was cut), or its
+    last ``tail`` lines."""
+    limit = runner.kind.log_max_bytes or None
+    if tail is not None:
+        chunks = await runner.output_tail(training_id, TAIL_MAX_BYTES)
+        data = b"".join(chunk for _, chunk in chunks)
+        lines, whole = last_lines(io.BytesIO(data), tail)
+        if whole and len(data) < TAIL_MAX_BYTES and chunks and chunks[0][0]:
+            lines = cut_notice(chunks[0][0], limit) + lines
+        text = lines.decode("utf-8", errors="replace")
+        return web.Response(text=text, content_type="text/plain")
+    response = web.StreamResponse(headers={"Content-Type": TEXT})
+    await response.prepare(request)
+    first = True
+    async for at, chunk in runner.output(training_id):
+        if first and at:
+            await response.write(cut_notice(at, limit))
+        first = False
         await response.write(chunk)
     await response.write_eof()
     return response
