@@ -193,3 +193,18 @@ def test_server_cpu_smoke_run_prints_the_cost_per_request():
     )
     assert rate > 0 and server > 0 and workers > 0, row
     assert "options: --noaccess-log" in result.stdout
+
+
+@pytest.mark.postgres
+def test_replicas_smoke_run_compares_both_set_ups():
+    result = run_script(
+        "replicas.py", "--jobs", "60", "--max-seconds", "10", "--lines", "10",
+        "--concurrency", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "1 on SQLite" in lines[0] and "2 on PostgreSQL" in lines[0]
+    for figure in ("completed/s", "event p50 (ms)"):
+        row = next(line for line in lines if line.startswith(figure))
+        sqlite, postgres = (float(cell) for cell in row.split()[-2:])
+        assert sqlite > 0 and postgres > 0, row
