@@ -62,6 +62,8 @@ EVENTS_CHANNEL = "deepaas_events"
 CANCEL_CHANNEL = "deepaas_cancel"
 LISTEN_CHECK = 5.0  # seconds between checks that the listening connection lives
 LISTEN_RETRY = 1.0  # seconds before connecting again to listen
+LISTEN_START = 10.0  # seconds open() waits to be listening
+LISTENER_NAME = "deepaas listening"  # its application_name, in pg_stat_activity
 
 # Connections a server keeps open at most
 POOL_SIZE = 10
@@ -136,11 +138,10 @@ class PostgresDatabase(Database):
         if self._kept is not None or self._cancel is not None:
             heard = asyncio.Event()
             self._listening = loop.create_task(self._keep_listening(heard))
-            # Heard from the start: no event kept after open() is missed.
-            await asyncio.wait(
-                [self._listening, loop.create_task(heard.wait())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            # Heard from the start, so that no event kept after open() is
+            # missed; a listening connection refused goes on being tried.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(heard.wait(), LISTEN_START)
 
     def listen(
         self, kept: EventsKept, cancel: CancelAsked, caught_up: Callable[[], None]
@@ -161,7 +162,9 @@ class PostgresDatabase(Database):
         first = True
         while True:
             try:
-                connection = await asyncpg.connect(self.url)
+                connection = await asyncpg.connect(
+                    self.url, server_settings={"application_name": LISTENER_NAME}
+                )
             except FAILURES as exc:
                 LOG.error(
                     "Cannot listen to the other servers in %s: %s", self.where, exc

@@ -7,6 +7,7 @@ count both servers' records."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 
@@ -135,3 +136,59 @@ async def test_limits_count_the_records_of_both_servers(pair):
     assert (await a.delete(first)).status == 200
     resp, _ = await submit(b, FAILING)
     assert resp.status == 202
+
+
+async def test_a_stream_goes_on_when_the_listening_connection_is_lost(
+    pair, postgres_cluster
+):
+    import asyncpg
+
+    a, b = await pair("a"), await pair("b")
+    resp, _ = await submit(a, FAILING + "?mode=sleep&seconds=3")
+    location = resp.headers["Location"]
+    following = asyncio.ensure_future(b.get(location + "/events"))
+    await until(lambda: _running_on(b, location))
+    admin = await asyncpg.connect(postgres_cluster.url())
+    try:
+        # every server's listening connection is cut (b's among them)
+        cut = await admin.fetchval(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'deepaas listening'"
+        )
+    finally:
+        await admin.close()
+    assert cut == 2
+    text = await (await following).text()
+    ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    assert ids == list(range(1, len(ids) + 1)) and "event: result" in text
+
+
+async def test_each_webhook_is_delivered_once_by_one_of_the_servers(pair):
+    import threading
+
+    from tests.integration.test_webhooks_run import Receiver
+
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    allow = ("--webhook-allow", "127.0.0.1:*")
+    a, b = await pair("a", *allow), await pair("b", *allow)
+    try:
+        for n in range(6):
+            resp, _ = await submit(
+                (a, b)[n % 2], FAILING,
+                headers={"Webhook-URL": hook, "Webhook-Events": "start,completed"},
+            )  # fmt: skip
+            assert resp.status == 202
+        await until(lambda: _received(receiver, 12))
+        await asyncio.sleep(1)  # both senders had time to make any more
+        types = collections.Counter(p["type"] for p in receiver.received)
+        assert types == {"prediction.start": 6, "prediction.completed": 6}
+        ids = {p["data"]["id"] for p in receiver.received}
+        assert len(ids) == 6
+    finally:
+        receiver.shutdown()
+
+
+async def _received(receiver, count: int) -> bool:
+    return len(receiver.received) >= count
