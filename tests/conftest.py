@@ -49,13 +49,17 @@ def pytest_collection_modifyitems(
 ) -> None:
     """A plain run is the fast tier; ``--all-tiers`` or any ``-m`` chooses.
 
-    The Ray tests run last: a Ray driver leaves threads and descriptors in
-    this process after it disconnects, which the tests that count
-    descriptors must not see."""
+    The slow tiers' tests are one ``xdist_group``: with ``--dist loadgroup``
+    (as CI runs) they run one at a time, in order, on one worker, while the
+    other worker takes the fast tier. The Ray tests run last: a Ray driver
+    leaves threads and descriptors in its process after it disconnects,
+    which the tests that count descriptors must not see."""
     items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
-    if config.getoption("--all-tiers") or config.getoption("markexpr"):
-        return
     slow = [i for i in items if any(i.get_closest_marker(t) for t in SLOW_TIERS)]
+    if config.getoption("--all-tiers") or config.getoption("markexpr"):
+        for item in slow:
+            item.add_marker(pytest.mark.xdist_group("slow-tiers"))
+        return
     if slow:
         config.hook.pytest_deselected(items=slow)
         chosen = set(map(id, slow))
