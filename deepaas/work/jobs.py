@@ -20,7 +20,7 @@ from deepaas import exceptions, private
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.state.records import DONE, INTERRUPTED, JOB, Record
 from deepaas.state.repositories import Outputs
-from deepaas.work.runner import Kind, Work
+from deepaas.work.kind import Kind, Work
 
 CHUNK = 1 << 20  # bytes of a result kept in the database per row
 

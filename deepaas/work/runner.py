@@ -11,27 +11,19 @@ forgets a running record or keeps it as cancelled).
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
-import contextlib
 import datetime
 import itertools
 import json
 import logging
-import os
 from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
     Callable,
-    Sequence,
 )
 from typing import Any, Generic, TypeVar
 
 from deepaas import exceptions
 from deepaas.model.v2.encoding import jsonable
-from deepaas.runtime.executor import ProgressCallback
 from deepaas.state.records import (
     CANCELLED,
     DONE,
@@ -43,6 +35,7 @@ from deepaas.state.records import (
 )
 from deepaas.state.repositories import ALL, OF_USER, Database
 from deepaas.work.events import EventJournal
+from deepaas.work.kind import Kind, Work, once, written
 
 LOG = logging.getLogger(__name__)
 
@@ -53,99 +46,9 @@ ENDED_KEPT = 128
 # Seconds a server sharing the database waits for another to cancel a
 # record it runs, before recording it as cancelled itself
 CANCEL_WAIT = 10.0
-OUTPUT_READ = 4  # chunks of output read from the database at a time
 # Seconds a key's holder may take to be written before the key is taken
 # as left over (by a record never written, or removed)
 KEY_HOLDER_WAIT = 2.0
-
-# What runs a record: given the record and where its progress goes, its
-# result as the record keeps it.
-Work = Callable[[Record, ProgressCallback], Awaitable[Any]]
-
-
-def once(function: Callable[[], None]) -> Callable[[], None]:
-    """``function``, called the first time only."""
-    called = False
-
-    def call() -> None:
-        nonlocal called
-        if not called:
-            called = True
-            function()
-
-    return call
-
-
-async def written(adding: asyncio.Future[None]) -> bool:
-    """Whether a record's first write (``adding``) succeeded, once it is
-    over: a record that was never written is not ended."""
-    await asyncio.gather(adding, return_exceptions=True)
-    return not adding.cancelled() and adding.exception() is None
-
-
-class Kind(abc.ABC):
-    """What one kind of background work is, beside what all share."""
-
-    name: str  # the records' kind: state.records.TRAINING or JOB
-    noun: str  # in messages: "training", "asynchronous prediction"
-    # what a record cut by a stop or a crash ends as, and why
-    interrupted_status: str
-    interrupted_by_restart: str
-    interrupted_by_shutdown: str
-    # whether cancelling a running record forgets it (else it is kept,
-    # cancelled, until removed by a second DELETE or retention)
-    forget_cancelled: bool
-    retention_option: str
-
-    # the errors of a record that is not there ("No <what> 'id' for model
-    # 'name'."), and of one too many running, of all users or of one
-    missing: type[exceptions.DeepaasError]
-    missing_what: str
-    too_many_running: Callable[[int], exceptions.DeepaasError]
-    too_many_of_user: Callable[[int], exceptions.DeepaasError]
-
-    @abc.abstractmethod
-    def view(self, record: Record, base: str) -> dict[str, Any]:
-        """The record as the HTTP API shows it (``base``: the server's base
-        path)."""
-
-    @staticmethod
-    def add_progress(record: Record, body: dict[str, Any]) -> None:
-        """A running record's last progress report, in its view."""
-        if record.status == RUNNING:
-            if record.progress is not None:
-                body["progress"] = record.progress
-            if record.progress_message is not None:
-                body["progress_message"] = record.progress_message
-
-    def not_found(self, model: str, record_id: str) -> exceptions.DeepaasError:
-        return self.missing(
-            f"No {self.missing_what} {record_id!r} for model {model!r}."
-        )
-
-    def too_many(self, limit: int, of_user: bool) -> exceptions.DeepaasError:
-        if of_user:
-            return self.too_many_of_user(limit)
-        return self.too_many_running(limit)
-
-    def files(self, record_id: str) -> list[str]:
-        """The files a record has, removed with it."""
-        return []
-
-    def remove_files(self, record_id: str) -> None:
-        for path in self.files(record_id):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-
-    def interrupted(self, record: Record) -> None:  # noqa: B027 - optional
-        """A record a previous server left running was ended as interrupted
-        (its files may be removed)."""
-
-    @contextlib.asynccontextmanager
-    async def running(self, record: Record, runner: Runner[Any]) -> AsyncIterator[None]:
-        """What goes on beside a record's work while it runs."""
-        yield
-
 
 K = TypeVar("K", bound=Kind)
 
@@ -360,7 +263,7 @@ class Runner(Generic[K]):
     ) -> None:
         try:
             try:
-                async with self.kind.running(record, self):
+                async with self.kind.running(record, self.events):
                     result = await work(
                         record,
                         lambda fraction, message: self._progress(
@@ -623,29 +526,6 @@ class Runner(Generic[K]):
         if self.database.shared:
             await self.database.outputs.remove(self.kind.name, record_id)
         self.kind.remove_files(record_id)
-
-    async def output(
-        self, record_id: str, start: int = 0
-    ) -> AsyncGenerator[tuple[int, bytes]]:
-        """The output a record left in the database (shared with other
-        servers), from offset ``start`` on: (offset, bytes) of each chunk,
-        in order, a few read at a time."""
-        while True:
-            chunks = await self.database.outputs.read(
-                self.kind.name, record_id, start, OUTPUT_READ
-            )
-            for chunk in chunks:
-                yield chunk
-            if len(chunks) < OUTPUT_READ:
-                return
-            start = chunks[-1][0] + 1
-
-    async def output_tail(
-        self, record_id: str, size: int
-    ) -> Sequence[tuple[int, bytes]]:
-        """The last chunks of a record's output in the database, holding
-        ``size`` bytes (fewer: all there is)."""
-        return await self.database.outputs.last(self.kind.name, record_id, size)
 
     async def purge(self, retention: float) -> int:
         """Forget the records that ended more than ``retention`` seconds

@@ -10,16 +10,14 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deepaas import exceptions, private
 from deepaas.state.records import DONE, ERROR, TRAINING, Record
 from deepaas.state.repositories import Outputs
-from deepaas.work.runner import Kind
+from deepaas.work.events import EventJournal
+from deepaas.work.kind import Kind
 from deepaas.work.training_logs import LogCap
-
-if TYPE_CHECKING:
-    from deepaas.work.runner import Runner
 
 LOG = logging.getLogger(__name__)
 
@@ -86,13 +84,15 @@ class Trainings(Kind):
         return body
 
     @contextlib.asynccontextmanager
-    async def running(self, record: Record, runner: Runner[Any]) -> AsyncIterator[None]:
+    async def running(
+        self, record: Record, events: EventJournal | None
+    ) -> AsyncIterator[None]:
         """Follow the log for the event stream and hold it to its cap while
         the training runs; publish its last lines when it ends."""
         loop = asyncio.get_running_loop()
         private.private_directory(self.log_dir)
-        log = LogFollower(self.log_path(record.id), record, runner)
-        following = loop.create_task(log.follow()) if runner.events else None
+        log = LogFollower(self.log_path(record.id), record, events)
+        following = loop.create_task(log.follow()) if events else None
         cap = capping = None
         if self.log_max_bytes:
             cap = LogCap(self.log_path(record.id), self.log_max_bytes)
@@ -119,10 +119,10 @@ class Trainings(Kind):
 class LogFollower:
     """Publishes the lines a running training adds to its log, as events."""
 
-    def __init__(self, path: str, record: Record, runner: Runner[Any]) -> None:
+    def __init__(self, path: str, record: Record, events: EventJournal | None) -> None:
         self.path = path
         self.record = record
-        self.runner = runner
+        self.events = events
         self.offset = 0  # bytes of the log published
 
     async def follow(self) -> None:
@@ -151,8 +151,8 @@ class LogFollower:
         text = data.replace(b"\0", b"").decode("utf-8", errors="replace")
         # one event's lines, without the end of the last (SSE data lines)
         text = text.removesuffix("\n").removesuffix("\r")
-        if text and self.runner.events is not None:
-            self.runner.events.publish(TRAINING, self.record.id, "log", text)
+        if text and self.events is not None:
+            self.events.publish(TRAINING, self.record.id, "log", text)
 
 
 class LogCopy:

@@ -24,7 +24,7 @@ from aiohttp import web
 from deepaas import exceptions
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
-from deepaas.api.v2.records import RecordRoutes
+from deepaas.api.v2.records import RecordRoutes, output_of
 from deepaas.model.v2.encoding import raw_answer_headers
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
@@ -226,7 +226,7 @@ async def read_shared_inline(runner: Runner[Any], job_id: str) -> bytes | None:
     """The JSON result of a job kept in a shared database, to show inside
     its object."""
     data = b""
-    async with contextlib.aclosing(runner.output(job_id)) as chunks:
+    async with contextlib.aclosing(output_of(runner, job_id)) as chunks:
         async for _, chunk in chunks:
             data += chunk
             if len(data) > INLINE_MAX:
@@ -321,7 +321,7 @@ def make_handlers(model: ModelWrapper) -> dict[str, Any]:
             if isinstance(result.get("size"), int):
                 response.content_length = result["size"]
             await response.prepare(request)
-            async for _, chunk in runner.output(job.id):
+            async for _, chunk in output_of(runner, job.id):
                 await response.write(chunk)
             await response.write_eof()
             return response

@@ -4,7 +4,7 @@ and following its events."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp_apigami
@@ -15,6 +15,8 @@ from deepaas.api import auth, keys
 from deepaas.api.v2 import events
 from deepaas.state.records import Record
 from deepaas.work.runner import Runner
+
+OUTPUT_READ = 4  # chunks of output read from the database at a time
 
 # What a handler does to a record: (runner, model, id, owner) -> the record
 RecordAction = Callable[[Runner[Any], str, str, str | None], Awaitable[Record]]
@@ -68,3 +70,21 @@ class RecordRoutes:
             )
 
         return record_events
+
+
+async def output_of(
+    runner: Runner[Any], record_id: str
+) -> AsyncGenerator[tuple[int, bytes]]:
+    """The output a record left in the database (shared with other
+    servers): (offset, bytes) of each chunk, in order, a few read at a
+    time."""
+    start = 0
+    while True:
+        chunks = await runner.database.outputs.read(
+            runner.kind.name, record_id, start, OUTPUT_READ
+        )
+        for chunk in chunks:
+            yield chunk
+        if len(chunks) < OUTPUT_READ:
+            return
+        start = chunks[-1][0] + 1

@@ -16,7 +16,7 @@ from marshmallow import Schema, fields, validate
 from deepaas.api import auth, keys, routing
 from deepaas.api.parser import PARSER
 from deepaas.api.v2 import jobs, responses
-from deepaas.api.v2.records import RecordRoutes
+from deepaas.api.v2.records import RecordRoutes, output_of
 from deepaas.model.v2.encoding import jsonable
 from deepaas.runtime.executor import ProgressCallback
 from deepaas.runtime.wrapper import ModelWrapper
@@ -205,7 +205,9 @@ async def answer_shared_log(
     last ``tail`` lines."""
     limit = runner.kind.log_max_bytes or None
     if tail is not None:
-        chunks = await runner.output_tail(training_id, TAIL_MAX_BYTES)
+        chunks = await runner.database.outputs.last(
+            TRAINING, training_id, TAIL_MAX_BYTES
+        )
         data = b"".join(chunk for _, chunk in chunks)
         lines, whole = last_lines(io.BytesIO(data), tail)
         if whole and len(data) < TAIL_MAX_BYTES and chunks and chunks[0][0]:
@@ -215,7 +217,7 @@ async def answer_shared_log(
     response = web.StreamResponse(headers={"Content-Type": TEXT})
     await response.prepare(request)
     first = True
-    async for at, chunk in runner.output(training_id):
+    async for at, chunk in output_of(runner, training_id):
         if first and at:
             await response.write(cut_notice(at, limit))
         first = False
