@@ -54,6 +54,7 @@ class ServerSettings(_Concern):
     base_path: str
     predict_endpoint: bool
     train_endpoint: bool
+    inference_protocol: bool
     doc_endpoint: bool
     metrics_endpoint: bool
     debug_endpoint: bool

@@ -18,6 +18,7 @@ from deepaas.api import (
     crosssite,
     errors,
     hosts,
+    inference,
     keys,
     pipeline,
     probes,
@@ -28,6 +29,7 @@ from deepaas.api import (
 from deepaas.api import v2 as v2_api
 from deepaas.api.capture import DebugCapture
 from deepaas.api.connections import Connections
+from deepaas.api.inference import document as inference_document
 from deepaas.api.metrics import METRICS, Metrics, metrics_handler
 from deepaas.api.parser import PARSER, ArgumentParser, add_ignored_arguments_header
 from deepaas.api.startup import Startup
@@ -231,8 +233,11 @@ async def _debug_capture(app: web.Application) -> AsyncIterator[None]:
     capture.uninstall()
 
 
-def _unknown_model_routes(app: web.Application, base: str) -> None:
-    """Undocumented fallbacks so an unknown model name gets a helpful 404."""
+def _unknown_model_routes(
+    app: web.Application, base: str, *, protocol: bool = False
+) -> None:
+    """Undocumented fallbacks so an unknown model name gets a helpful 404
+    (in the Open Inference Protocol's shape on its paths, with ``protocol``)."""
 
     async def unknown_model(request: web.Request) -> web.Response:
         if request.match_info["model"] in request.app[keys.MODELS]:
@@ -260,6 +265,20 @@ def _unknown_model_routes(app: web.Application, base: str) -> None:
         ("*", "/train/{uuid}"),
     ):
         routing.add_route(app, method, prefix + suffix, unknown_model, access=auth.READ)
+    if not protocol:
+        return
+    for method, suffix in (
+        ("GET", "/ready"),
+        ("POST", "/infer"),
+        ("GET", "/versions/{version}"),
+        ("GET", "/versions/{version}/ready"),
+        ("POST", "/versions/{version}/infer"),
+    ):
+        app[keys.PROTOCOL_ROUTES].update(
+            routing.add_route(
+                app, method, prefix + suffix, unknown_model, access=auth.READ
+            )
+        )
 
 
 # What every answer says in its Server header, aiohttp's own error pages (for
@@ -429,11 +448,28 @@ def get_app(
     if authenticator is not None:
         app.cleanup_ctx.append(_authenticator_ctx)
 
+    app[keys.PROTOCOL_ROUTES] = set()
     probes.setup_routes(app, base)
     versions.setup_routes(app, base, docs=server.doc_endpoint)
-    v2_api.setup_routes(app, base)
-    _unknown_model_routes(app, base)
-    spec.setup(app, base, server.doc_endpoint)
+    if server.inference_protocol:
+        v2_api.setup_routes(
+            app,
+            base,
+            server_keys=inference.server_keys(),
+            model_keys=inference.model_keys,
+        )
+        inference.setup_routes(app, base)
+    else:
+        v2_api.setup_routes(app, base)
+    _unknown_model_routes(app, base, protocol=server.inference_protocol)
+    spec.setup(
+        app,
+        base,
+        server.doc_endpoint,
+        protocol=inference_document.paths(app, base)
+        if server.inference_protocol
+        else None,
+    )
     if settings.security.cors_origin:
         crosssite.setup_cors(app, settings.security.cors_origin)
     auth.classify_routes(app, base)

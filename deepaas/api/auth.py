@@ -367,6 +367,8 @@ def describe_access(settings: Settings) -> list[str]:
     server, security = settings.server, settings.security
     base = server.base
     public = [f"{base}/healthz", f"{base}/readyz"]
+    if server.inference_protocol:
+        public += [f"{base}/v2/health/live", f"{base}/v2/health/ready"]
     if security.public_docs and server.doc_endpoint:
         public += [f"{base}/swagger.json", f"{base}/openapi.json", f"{base}/api"]
     elif security.public_docs:

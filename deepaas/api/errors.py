@@ -80,6 +80,26 @@ def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     return internal_error(request)
 
 
+def protocol_error(response: web.Response) -> web.Response:
+    """An error answer in the Open Inference Protocol's shape: ``{"error":
+    ...}`` (with ``errors`` for arguments, which are a 400 there)."""
+    try:
+        body = json.loads(response.body) if isinstance(response.body, bytes) else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "message" not in body:
+        return response
+    answer = {"error": body["message"]}
+    if "errors" in body:
+        answer["errors"] = body["errors"]
+    status = 400 if response.status == 422 else response.status
+    converted = web.json_response(answer, status=status)
+    for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if header in response.headers:
+            converted.headers[header] = response.headers[header]
+    return converted
+
+
 def internal_error(request: web.Request) -> web.Response:
     """The 500 of a failure of ours: what went wrong is in the log, under the
     request's id; the client gets the id, never the exception (which may

@@ -46,6 +46,8 @@ OPENAPI3: web.AppKey[dict[str, typing.Any]] = web.AppKey("deepaas_openapi3")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("deepaas_connections")
 # The access each route needs (deepaas.api.auth)
 ROUTE_ACCESS: web.AppKey[dict[AbstractRoute, str]] = web.AppKey("deepaas_access")
+# The routes of the Open Inference Protocol, whose errors take its shape
+PROTOCOL_ROUTES: web.AppKey[set[AbstractRoute]] = web.AppKey("deepaas_protocol")
 
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")

@@ -174,6 +174,14 @@ class ArgumentParser(AIOHTTPParser):
         )
         return form, uploads
 
+    async def read_body(self, request: web.Request) -> bytes:
+        """A request's whole body, within the size and time limits of the
+        bodies read into memory."""
+        if uploads_mod.content_length_over(request, self.client_max_size):
+            raise uploads_mod.too_large(self.client_max_size)
+        async with self._body_time_limit(request):
+            return await request.read()
+
     def _process_location_data(
         self,
         location_data: Any,

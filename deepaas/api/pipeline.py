@@ -29,7 +29,12 @@ from deepaas import log
 from deepaas.api import keys
 from deepaas.api.access import CLIENT_CLOSED, InFlight, RequestIds
 from deepaas.api.connections import Connections
-from deepaas.api.errors import MAX_REQUEST_TARGET, error_answer, error_response
+from deepaas.api.errors import (
+    MAX_REQUEST_TARGET,
+    error_answer,
+    error_response,
+    protocol_error,
+)
 from deepaas.api.metrics import METRICS
 
 LOG = logging.getLogger(__name__)
@@ -96,6 +101,10 @@ def request_pipeline(
             except Exception as exc:
                 response = error_answer(request, exc)  # a redirect: raised
             status = response.status
+            if status >= 400 and isinstance(response, web.Response):
+                if request.match_info.route in request.app[keys.PROTOCOL_ROUTES]:
+                    response = protocol_error(response)
+                    status = response.status
             if guard is not None and guard.eof:
                 response.force_close()  # the client shut down writing
             return response

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from deepaas.api import auth, keys
 from deepaas.api.parser import PARSER
@@ -52,21 +53,26 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 def add_route(
     app: web.Application, method: str, path: str, handler: Handler, *, access: str
-) -> None:
+) -> list[AbstractRoute]:
     """Serve ``handler`` at ``path`` and at ``path`` with the slash toggled,
-    to requests with ``access`` (one of ``deepaas.api.auth``'s)."""
-    _add(app, method, path, handler, access)
+    to requests with ``access`` (one of ``deepaas.api.auth``'s); the routes
+    added."""
+    routes = _add(app, method, path, handler, access)
     if path.endswith("/") and len(path) > 1:
-        _add(app, method, path.rstrip("/"), _undocumented(handler), access)
+        routes += _add(app, method, path.rstrip("/"), _undocumented(handler), access)
     elif not path.endswith("/"):
-        _add(app, method, path + "/", _undocumented(handler), access)
+        routes += _add(app, method, path + "/", _undocumented(handler), access)
+    return routes
 
 
 def _add(
     app: web.Application, method: str, path: str, handler: Handler, access: str
-) -> None:
+) -> list[AbstractRoute]:
     table = app[keys.ROUTE_ACCESS]
     route = app.router.add_route(method, path, handler, expect_handler=expect_continue)
     table[route] = access
+    routes = [route]
     if method == "GET":  # HEAD too, out of the spec
-        table[app.router.add_route("HEAD", path, _undocumented(handler))] = access
+        routes.append(app.router.add_route("HEAD", path, _undocumented(handler)))
+        table[routes[-1]] = access
+    return routes

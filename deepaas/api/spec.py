@@ -56,7 +56,10 @@ def _form_body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
     required = []
     for parameter in parameters:
         schema = dict(parameter.get("schema") or {})
-        if schema.get("type") == "file":
+        if schema.get("type") == "file" and "items" in schema:
+            # a list declared ``type="file"``: several files
+            schema = {**schema, "type": "array", "items": dict(_BINARY)}
+        elif schema.get("type") == "file":
             schema = {**_BINARY, **{k: v for k, v in schema.items() if k != "type"}}
         elif schema.get("items", {}).get("type") == "file":  # several files
             schema["items"] = dict(_BINARY)
@@ -123,7 +126,11 @@ def _object_parameter_3(parameter: dict[str, Any]) -> None:
 def _file_list_parameter_2(parameter: dict[str, Any]) -> None:
     """Swagger 2.0 has no array of files: a field taking several files is one
     ``file`` parameter whose part may be repeated."""
-    if parameter.get("in") != "formData" or parameter.get("type") != "array":
+    # (``type`` is ``file`` already for a list declared ``type="file"``)
+    if parameter.get("in") != "formData" or parameter.get("type") not in (
+        "array",
+        "file",
+    ):
         return
     if parameter.get("items", {}).get("type") != "file":
         return
@@ -330,15 +337,32 @@ def declare_security(
     for document, failure in ((swagger2, {"schema": failure2}), (openapi3, failure3)):
         for path in document.get("paths", {}).values():
             for method, operation in path.items():
-                if method == "parameters":
-                    continue
+                if method == "parameters" or operation.get("security") == []:
+                    continue  # (an operation open without credentials)
                 answers = operation.setdefault("responses", {})
                 answers.setdefault("401", {"description": UNAUTHORIZED, **failure})
                 answers.setdefault("403", {"description": FORBIDDEN, **failure})
 
 
-def setup(app: web.Application, base: str, with_ui: bool) -> None:
-    """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI."""
+def add_part(openapi3: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add a part described apart (``paths``, ``schemas`` and its ``tag``)
+    to an OpenAPI 3 document, in place."""
+    openapi3.setdefault("paths", {}).update(part["paths"])
+    openapi3.setdefault("components", {}).setdefault("schemas", {}).update(
+        part["schemas"]
+    )
+    openapi3.setdefault("tags", []).append(part["tag"])
+
+
+def setup(
+    app: web.Application,
+    base: str,
+    with_ui: bool,
+    *,
+    protocol: dict[str, Any] | None = None,
+) -> None:
+    """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI;
+    ``protocol`` is a part of /openapi.json described apart (``add_part``)."""
     owners = {
         type(model.declaration.response_schema): name
         for name, model in app[keys.MODELS].items()
@@ -349,6 +373,8 @@ def setup(app: web.Application, base: str, with_ui: bool) -> None:
     openapi3 = _document(OPENAPI3_VERSION, url="", namer=schema_namer(owners))
     openapi3.register(app, in_place=True)
     app[keys.OPENAPI3] = to_openapi3(openapi3.swagger_dict())
+    if protocol is not None:
+        add_part(app[keys.OPENAPI3], protocol)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(request.app[keys.OPENAPI3])

@@ -43,6 +43,14 @@ OPTS = [
         help="Serve the train endpoints.",
     ),
     cfg.BoolOpt(
+        "inference-protocol",
+        default=True,
+        help="Serve the Open Inference Protocol (REST) beside the DEEPaaS API: "
+        "/v2/health/live and /ready, each model's readiness, its metadata "
+        "with the protocol's keys and, with the predict endpoints, "
+        "/v2/models/<name>/infer.",
+    ),
+    cfg.BoolOpt(
         "doc-endpoint",
         default=True,
         help="Serve the Swagger UI at /api and /ui.",

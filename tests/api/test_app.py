@@ -32,6 +32,9 @@ async def test_v2_version(client):
             "version": "stable",
             "id": "v2",
             "links": [{"rel": "self", "type": "application/json", "href": "/v2/"}],
+            # the Open Inference Protocol's server metadata
+            "name": "deepaas",
+            "extensions": ["binary_tensor_data", "parameters"],
         }
 
 
@@ -44,7 +47,11 @@ async def test_models_list_and_one(client):
     assert model["description"] == "A module entry point with old-style arguments"
     assert model["author"] == "tests"
     one = await (await client.get("/v2/models/module-model")).json()
-    assert one == model
+    # one model's object: the listed one, and the Open Inference Protocol's
+    # keys (which the listing leaves out)
+    protocol = {"versions", "platform", "inputs", "outputs"}
+    assert {k: v for k, v in one.items() if k not in protocol} == model
+    assert protocol <= one.keys() and not protocol & model.keys()
 
 
 async def test_unknown_model_is_404(client):

@@ -172,14 +172,27 @@ def tally(request) -> dict[str, int]:
 # What a 400 or 422 here adds to upstream's (which names the field at the top
 # level).
 OUR_422_ADDITIONS = ("message", "errors")
+# What GET /v2/ and a model's object add to upstream's: the Open Inference
+# Protocol's server and model metadata (upstream's keys keep their values).
+PROTOCOL_ADDITIONS = ("name", "extensions", "versions", "platform", "inputs", "outputs")
 
 
 def agree(probe: Probe, ours: Answer, theirs: Answer) -> bool:
     """Whether two answers are the same, once what is ours alone is set aside:
-    a 422's added ``message`` and ``errors``, and the bodies of pages that are
-    each server's own."""
+    a 422's added ``message`` and ``errors``, the Open Inference Protocol's
+    metadata keys, and the bodies of pages that are each server's own."""
     if not probe.same_body:
         return (ours.status, ours.media_type) == (theirs.status, theirs.media_type)
+    if ours.status == theirs.status == 200 and isinstance(ours.body, dict):
+        theirs_keys = theirs.body if isinstance(theirs.body, dict) else {}
+        ours = dataclasses.replace(
+            ours,
+            body={
+                k: v
+                for k, v in ours.body.items()
+                if k not in PROTOCOL_ADDITIONS or k in theirs_keys
+            },
+        )
     if (
         ours.status == theirs.status
         and ours.status in (400, 422)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp_apigami
@@ -9,17 +10,25 @@ from aiohttp import web
 
 from deepaas.api import auth, keys, routing
 from deepaas.api.v2 import responses
+from deepaas.model.v2.declaration import ModelDeclaration
 from deepaas.runtime.wrapper import ModelWrapper
 
+ModelKeys = Callable[[ModelDeclaration], Mapping[str, Any]]
 
-def describe(base: str, model: ModelWrapper) -> dict[str, Any]:
-    """The model object of the API: id, name and links, updated with metadata."""
+
+def describe(
+    base: str, model: ModelWrapper, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The model object of the API: id, name and links, updated with
+    metadata, then with the keys of ``extra`` the metadata leaves out."""
     body: dict[str, Any] = {
         "id": model.name,
         "name": model.name,
         "links": [{"rel": "self", "href": f"{base}/v2/models/{model.name}"}],
     }
     body.update(model.declaration.metadata)
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
     return body
 
 
@@ -32,7 +41,7 @@ async def list_models(request: web.Request) -> web.Response:
     )
 
 
-def _get_model_handler(model: ModelWrapper) -> Any:
+def _get_model_handler(model: ModelWrapper, extra: Mapping[str, Any]) -> Any:
     @aiohttp_apigami.docs(
         tags=["models"],
         summary=f"Describe model {model.name}",
@@ -40,18 +49,24 @@ def _get_model_handler(model: ModelWrapper) -> Any:
     )
     @aiohttp_apigami.response_schema(responses.ModelMeta(), 200)
     async def get_model(request: web.Request) -> web.Response:
-        return web.json_response(describe(request.app[keys.BASE_PATH], model))
+        return web.json_response(describe(request.app[keys.BASE_PATH], model, extra))
 
     return get_model
 
 
-def setup_routes(app: web.Application, base: str) -> None:
+def setup_routes(
+    app: web.Application, base: str, model_keys: ModelKeys | None = None
+) -> None:
+    """The models' routes; ``model_keys`` gives what one model's object
+    has beside its metadata (the Open Inference Protocol's keys)."""
     routing.add_route(app, "GET", f"{base}/v2/models/", list_models, access=auth.READ)
     for model in app[keys.MODELS].values():
         routing.add_route(
             app,
             "GET",
             f"{base}/v2/models/{model.name}/",
-            _get_model_handler(model),
+            _get_model_handler(
+                model, model_keys(model.declaration) if model_keys else {}
+            ),
             access=auth.READ,
         )
