@@ -93,7 +93,11 @@ def protocol_error(response: web.Response) -> web.Response:
     if "errors" in body:
         answer["errors"] = body["errors"]
     status = 400 if response.status == 422 else response.status
-    converted = web.json_response(answer, status=status)
+    # application/json as it is: JSON is UTF-8, and clients of the protocol
+    # (KServe's) look for that media type with no charset
+    converted = web.Response(
+        body=json.dumps(answer).encode(), status=status, content_type="application/json"
+    )
     for header in ("Allow", "Retry-After", "WWW-Authenticate"):
         if header in response.headers:
             converted.headers[header] = response.headers[header]

@@ -4,6 +4,7 @@ gets its own answer or its own error; other models are untouched."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import aiohttp
@@ -193,3 +194,39 @@ async def test_under_no_load_a_prediction_does_not_wait_for_a_batch(make_client)
     resp = await client.post(f"{PREDICT}?x=1")
     assert resp.status == 200
     assert loop.time() - started < 2.5
+
+
+async def test_inference_requests_are_batched_too(make_client):
+    """Calls through the Open Inference Protocol queue and batch as those of
+    the predict endpoint do."""
+    client, executor = await start(make_client, "--max-batch-size", "4")
+    blocker = asyncio.ensure_future(client.post(f"{PREDICT}?x=1&seconds=0.5"))
+    assert await helpers.eventually(lambda: executor.health().busy == 1)
+    calls = [
+        asyncio.ensure_future(
+            client.post(
+                "/v2/models/batcher/infer",
+                json={
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "datatype": "BYTES",
+                            "shape": [1],
+                            "data": [str(i)],
+                        }
+                    ]
+                },
+            )  # fmt: skip
+        )
+        for i in range(4)
+    ]
+    assert await helpers.eventually(lambda: executor.health().queued == 4)
+    assert (await blocker).status == 200
+    answers = []
+    for response in await asyncio.gather(*calls):
+        assert response.status == 200
+        (output,) = (await response.json())["outputs"]
+        answers.append(json.loads(output["data"][0]))
+    assert [a["y"] for a in answers] == [0.0, 2.0, 4.0, 6.0]
+    assert [a["size"] for a in answers] == [4] * 4
+    assert executor.health().batches == 1

@@ -599,3 +599,43 @@ async def test_the_protocol_in_openapi(client):
     assert "InferenceRequest" in document["components"]["schemas"]
     swagger = await (await client.get("/swagger.json")).json()
     assert "/v2/models/tensors/infer" not in swagger["paths"]
+
+
+async def test_access_is_that_of_predictions(make_client, tmp_path):
+    predictor, trainer = "predict-key-0123456789abc", "train-key-0123456789abcde"
+    keys = tmp_path / "api-keys"
+    keys.write_text(f"{predictor} predict\n{trainer} train\n")
+    client = await make_client("--model-name", "tensors", "--api-keys-file", str(keys))
+    body = {"inputs": [tensor("label", "BYTES", ["x"])]}
+    # the health of the server is open, as probes are
+    assert (await client.get("/v2/health/live")).status == 200
+    assert (await client.get("/v2/health/ready")).status == 200
+    resp = await client.post(INFER, json=body)
+    assert resp.status == 401
+    assert "Bearer" in resp.headers["WWW-Authenticate"]
+    answer = await resp.json()
+    validate("inference_error_response", answer)
+    resp = await client.post(
+        INFER, json=body, headers={"Authorization": f"Bearer {trainer}"}
+    )
+    assert resp.status == 403
+    assert "error" in await resp.json()
+    resp = await client.post(
+        INFER, json=body, headers={"Authorization": f"Bearer {predictor}"}
+    )
+    assert resp.status == 200
+    resp = await client.get(
+        "/v2/models/tensors/ready", headers={"Authorization": f"Bearer {trainer}"}
+    )
+    assert resp.status == 200
+
+
+async def test_calls_are_counted_in_the_metrics(client):
+    await infer(client, {"inputs": [tensor("label", "BYTES", ["x"])]})
+    metrics = await (await client.get("/metrics")).text()
+    lines = [
+        line
+        for line in metrics.splitlines()
+        if 'model="tensors"' in line and 'method="predict"' in line
+    ]
+    assert lines, "no predict call of model tensors in the metrics"
