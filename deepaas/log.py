@@ -22,6 +22,7 @@ import typing
 from pythonjsonlogger.json import JsonFormatter
 
 from deepaas import exceptions
+from deepaas.tracing import TRACE_ID
 
 if typing.TYPE_CHECKING:
     from deepaas.settings import LoggingSettings
@@ -42,11 +43,14 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to records that do not bring their own."""
+    """Adds ``request_id`` (and ``trace_id``) to records that do not bring
+    their own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = REQUEST_ID.get()
+        if not hasattr(record, "trace_id"):
+            record.trace_id = TRACE_ID.get()  # with tracing on
         return True
 
 
@@ -87,23 +91,29 @@ class JSONFormatter(CachedTime, JsonFormatter):
 
 
 def formatter(
-    log_format: str, label: str = "", date_format: str | None = None
+    log_format: str,
+    label: str = "",
+    date_format: str | None = None,
+    *,
+    traced: bool = False,
 ) -> logging.Formatter:
     """The formatter for ``log_format`` (``text`` or ``json``).
 
     ``label`` names the process in text lines (a worker says whose it is); in
     JSON it is the ``worker`` field. ``date_format`` is strftime's, for the
-    time.
+    time. With ``traced`` each line names its trace too.
     """
     if log_format == "json":
         static = {"worker": label} if label else None
         return JSONFormatter(
-            JSON_FIELDS,
+            JSON_FIELDS + " %(trace_id)s" if traced else JSON_FIELDS,
             rename_fields={"levelname": "level", "name": "logger"},
             static_fields=static,
             datefmt=date_format,
         )
     text = TEXT_FORMAT
+    if traced:
+        text = text.replace("[%(request_id)s]", "[%(request_id)s %(trace_id)s]")
     if label:
         escaped = label.replace("%", "%%")  # a literal in a %-style format
         text = text.replace("%(name)s", f"[{escaped}] %(name)s")
@@ -117,9 +127,11 @@ def configure(
     handlers: list[logging.Handler] | None = None,
     label: str = "",
     date_format: str | None = None,
+    traced: bool = False,
 ) -> None:
     """Send every log record at ``level`` or above to ``handlers`` (standard
-    error by default), formatted as ``log_format``."""
+    error by default), formatted as ``log_format`` (naming each line's trace
+    with ``traced``)."""
     # Records skip what no deepaas format shows: the caller's file and line,
     # the thread and the process name (the logging HOWTO's "Optimization").
     logging._srcfile = None
@@ -128,7 +140,7 @@ def configure(
     if handlers is None:
         handlers = [logging.StreamHandler(sys.stderr)]
     for handler in handlers:
-        handler.setFormatter(formatter(log_format, label, date_format))
+        handler.setFormatter(formatter(log_format, label, date_format, traced=traced))
         handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = handlers
@@ -151,6 +163,7 @@ def setup(settings: LoggingSettings) -> None:
             settings.format,
             handlers=handlers_of(settings),
             date_format=settings.log_date_format,
+            traced=settings.traced,
         )
     # Access lines are INFO: shown at the INFO and DEBUG levels, unless
     # --noaccess-log turns them off.

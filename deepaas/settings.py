@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 
 from oslo_config import cfg
 
-from deepaas import config
+from deepaas import config, tracing
 
 
 def normalize_base_path(base_path: str | None) -> str:
@@ -190,6 +190,13 @@ class LoggingSettings(_Concern):
     use_journal: bool
     log_config_append: str | None
     access_log: bool
+    otel: bool
+
+    @property
+    def traced(self) -> bool:
+        """Whether traces are sent (--otel, or an OTLP endpoint in the
+        environment)."""
+        return tracing.wanted(self.otel)
 
     @property
     def format(self) -> str:

@@ -24,6 +24,7 @@ from deepaas.api import (
     probes,
     routing,
     spec,
+    traces,
     versions,
 )
 from deepaas.api import v2 as v2_api
@@ -45,6 +46,7 @@ from deepaas.runtime.wrapper import ModelWrapper
 from deepaas.settings import Settings, WorkerSettings, normalize_base_path
 from deepaas.state import open_database
 from deepaas.state.records import JOB, TRAINING
+from deepaas.tracing import Tracing
 from deepaas.work.events import EventJournal
 from deepaas.work.jobs import Jobs
 from deepaas.work.runner import Runner
@@ -78,6 +80,7 @@ def build_executor(
     spool: MemorySpool | None = None,
     models: int = 1,
     log_format: str = "text",
+    tracing: Tracing | None = None,
 ) -> Executor:
     """The executor (not started) that runs one model's calls. Results of
     moderate size come back through memory each local worker shares with
@@ -97,6 +100,7 @@ def build_executor(
         if "predict_batch" in declaration.implements
         else 1,
         "batch_wait": settings.max_batch_wait_ms / 1000,
+        "tracing": tracing,
     }
     if settings.executor == "ray":
         # A Ray runtime started here gets the CPUs every worker asks for.
@@ -341,8 +345,11 @@ def get_app(
         else None,
         auth_check=authenticator.refusal if authenticator is not None else None,
     )
+    tracing = Tracing.start("server") if settings.logging.traced else None
     app = web.Application(
-        middlewares=[middleware],
+        middlewares=[middleware]
+        if tracing is None
+        else [traces.traced_requests(tracing), middleware],
         # aiohttp's own limit applies to the bodies it reads into memory
         # (JSON, forms), after decompression; files are streamed by the parser.
         client_max_size=smallest_limit(
@@ -355,6 +362,9 @@ def get_app(
     )
     app[keys.SETTINGS] = settings
     app[keys.BASE_PATH] = base
+    app[traces.TRACING] = tracing
+    if tracing is not None:
+        app.on_cleanup.append(lambda _: asyncio.to_thread(tracing.shutdown))
     app[auth.AUTHENTICATOR] = authenticator
     app[keys.ROUTE_ACCESS] = {}
     app[access.INFLIGHT] = inflight
@@ -382,6 +392,7 @@ def get_app(
         attempts=settings.webhooks.webhook_attempts,
         policy=WebhookPolicy(list(settings.webhooks.webhook_allow)),
         shared=database.shared,
+        tracing=tracing,
     )
     events.listeners.append(sender.on_event)
     app[keys.JOBS] = Runner(
@@ -392,6 +403,7 @@ def get_app(
         max_running=jobs.max_jobs,
         max_per_user=jobs.max_jobs_per_user,
         max_args_bytes=jobs.max_job_arguments,
+        tracing=tracing,
     )
     trainings = app[keys.TRAININGS] = Runner(
         Trainings(
@@ -404,6 +416,7 @@ def get_app(
         base,
         max_running=jobs.max_trainings,
         max_per_user=jobs.max_trainings_per_user,
+        tracing=tracing,
     )
     runners: dict[str, Runner[Any]] = {JOB: app[keys.JOBS], TRAINING: trainings}
     database.listen(
@@ -419,6 +432,7 @@ def get_app(
             spool,
             len(declarations),
             log_format=settings.logging.format,
+            tracing=tracing,
         )
         for name, declaration in declarations.items()
     }

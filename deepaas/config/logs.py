@@ -89,4 +89,14 @@ OPTS = [
         help="Log one line per HTTP request: method, path, status, duration "
         "and request id.",
     ),
+    cfg.BoolOpt(
+        "otel",
+        default=False,
+        help="Send OpenTelemetry traces of requests, calls, trainings and jobs "
+        "over OTLP/HTTP (pip install 'deepaas[otel]'). Also on when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is "
+        "set; the standard OTEL_* variables (OTEL_SERVICE_NAME, "
+        "OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG...) apply. Log lines then "
+        "name their trace.",
+    ),
 ]

@@ -130,6 +130,7 @@ class ConnectedWorker(PoolWorker):
                     sys_path=sys_path,
                     scratch=self.scratch,
                     results=self.result_memory(),
+                    tracing=self.pool.tracing_environment,
                 )
             )
         )

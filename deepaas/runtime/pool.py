@@ -63,6 +63,7 @@ from deepaas.runtime.protocol import (
 from deepaas.runtime.queue import CallQueue
 from deepaas.runtime.replacements import Replacements
 from deepaas.runtime.workers import CallState, PendingCall, PoolWorker, WorkerState
+from deepaas.tracing import Tracing, worker_environment
 
 LOG = logging.getLogger(__name__)
 
@@ -88,12 +89,16 @@ class WorkerPool(Executor):
         heartbeat: float | None = None,
         batch_size: int = 1,
         batch_wait: float = 0.0,
+        tracing: Tracing | None = None,
     ) -> None:
         """``heartbeat``: seconds between checks that idle workers answer (a
         worker that misses one is replaced); None for no checks.
         ``batch_size`` above 1 (for a model with ``predict_batch``): up to
         that many waiting predictions go to a worker as one batch; a free
-        worker waits up to ``batch_wait`` seconds for a batch to fill."""
+        worker waits up to ``batch_wait`` seconds for a batch to fill.
+        ``tracing``: the server's, when it traces: each call's wait in the
+        queue is a span, and the call takes its context to the worker,
+        which traces too."""
         self.spec = spec
         self.size = size
         self.warm = warm
@@ -122,6 +127,8 @@ class WorkerPool(Executor):
         self._batched = 0  # predictions they held
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it runs on
+        self.tracing = tracing
+        self.tracing_environment = worker_environment() if tracing is not None else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -180,6 +187,7 @@ class WorkerPool(Executor):
             refusal = self._refusal()
             if refusal is not None:
                 raise refusal
+        tracing = self.tracing
         message = Call(
             method,
             kwargs,
@@ -189,10 +197,15 @@ class WorkerPool(Executor):
             request_id=log.REQUEST_ID.get(),
             stream=items is not None,
             form=form,
+            trace=tracing.traceparent() if tracing is not None else None,
         )
         pending = PendingCall(
             message, self.loop.create_future(), timeout, on_progress, items
         )
+        if tracing is not None:
+            pending.queue_span = tracing.start_span(
+                "queue", attributes={"deepaas.model": self.spec.name}
+            )
         self._dispatch(pending, queue_timeout)
         try:
             return await pending.future
@@ -266,6 +279,8 @@ class WorkerPool(Executor):
         self._busy.add(worker)
         for pending in calls:
             pending.state = CallState.RUNNING
+            if pending.queue_span is not None:
+                pending.end_queue_span(len(calls))
         worker.run(calls)
         self._started(worker, calls)
         if self._queue:
@@ -314,6 +329,8 @@ class WorkerPool(Executor):
         if worker.send_ahead(pending):
             queue.pop()
             pending.state = CallState.RUNNING
+            if pending.queue_span is not None:
+                pending.end_queue_span(1)
 
     def _return_ahead(self, worker: PoolWorker) -> None:
         """The call sent ahead to a worker that is stopped or lost had not

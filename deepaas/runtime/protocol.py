@@ -177,6 +177,8 @@ class Start:
     sys_path: list[str]
     scratch: Scratch | None = None
     results: ResultMemory | None = None
+    # with tracing on, the server's OTEL_* variables (deepaas.tracing)
+    tracing: dict[str, str] | None = None
 
 
 @pickled_by_fields
@@ -234,6 +236,8 @@ class Call:
     # the slot of the worker's ``ResultMemory`` its result may be written to
     slot: int | None = None
     form: RawForm | None = None
+    # with tracing on, the W3C traceparent of the span the call is part of
+    trace: str | None = None
 
     def with_slot(self, slot: int, form: RawForm | None = None) -> Call:
         """This call with a slot for its result (and its form, when given,
@@ -250,6 +254,7 @@ class Call:
             self.stream,
             slot,
             self.form if form is None else form,
+            self.trace,
         )
 
 

@@ -76,6 +76,7 @@ from deepaas.runtime.worker_results import (
     spooled,
 )
 from deepaas.runtime.worker_uploads import InlineFiles, SpareFiles
+from deepaas.tracing import TRACE_ID, Tracing
 
 LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
@@ -426,6 +427,7 @@ def main() -> None:
     die_with_parent()
     sock = socket.socket(fileno=int(sys.argv[1]))
     reader = protocol.SocketReader(sock)
+    tracing: Tracing | None = None
     try:
         start = reader.receive()
         if start is None:  # the server gave up before we started
@@ -437,12 +439,20 @@ def main() -> None:
         if isinstance(sys.stdout, io.TextIOWrapper):
             sys.stdout.reconfigure(line_buffering=True)
         log.configure(
-            start.log_level, start.log_format, label=f"{start.spec.name} worker"
+            start.log_level,
+            start.log_format,
+            label=f"{start.spec.name} worker",
+            traced=start.tracing is not None,
         )
+        if start.tracing is not None:
+            tracing = Tracing.start(f"{start.spec.name} worker", start.tracing)
         shared = SharedSlots(start.results) if start.results is not None else None
-        serve(reader, start.spec, start.warm, start.scratch, shared)
+        serve(reader, start.spec, start.warm, start.scratch, shared, tracing)
     except ConnectionError:
         pass  # the server is gone: nobody is left to answer to
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # what is still buffered goes now
 
 
 class ProgressSender:
@@ -527,8 +537,10 @@ def serve(
     warm: bool,
     scratch: Scratch | None = None,
     shared: SharedSlots | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
-    """Load and warm the model, then answer calls until the socket closes."""
+    """Load and warm the model, then answer calls until the socket closes
+    (with ``tracing``, each call in a span, a child of its request's)."""
     sock = reader.sock
     try:
         model = LoadedModel.load(spec, warm=warm, scratch=scratch, shared=shared)
@@ -546,9 +558,51 @@ def serve(
             continue
         if isinstance(call, Batch):
             log.REQUEST_ID.set(batch_request_id(call))
-            sock.sendall(encode_reply(model.run_batch(call)))
+            if tracing is None:
+                sock.sendall(encode_reply(model.run_batch(call)))
+                continue
+            with batch_spans(tracing, model.name, call):
+                reply = encode_reply(model.run_batch(call))
+            sock.sendall(reply)
             continue
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
         log.REQUEST_ID.set(call.request_id)
-        sock.sendall(run_reporting(model, call, sock))
+        if tracing is None or call.trace is None:
+            sock.sendall(run_reporting(model, call, sock))
+            continue
+        with tracing.span(
+            call.method,
+            parent=call.trace,
+            attributes=call_attributes(model.name, call.method, 1),
+        ) as span:
+            TRACE_ID.set(tracing.trace_id(span))
+            reply = run_reporting(model, call, sock)
+        sock.sendall(reply)
+
+
+def call_attributes(model: str, method: str, batch: int) -> dict[str, Any]:
+    """What a worker's span of a call says of it."""
+    return {
+        "deepaas.model": model,
+        "deepaas.method": method,
+        "deepaas.batch.size": batch,
+        "process.pid": os.getpid(),
+        "host.name": socket.gethostname(),
+    }
+
+
+@contextlib.contextmanager
+def batch_spans(tracing: Tracing, model: str, batch: Batch) -> Iterator[None]:
+    """A span for each call of a batch, each a child of its own request's,
+    for as long as the batch runs."""
+    attributes = call_attributes(model, "predict_batch", len(batch.calls))
+    spans = [
+        tracing.start_span("predict_batch", parent=call.trace, attributes=attributes)
+        for call in batch.calls
+    ]
+    try:
+        yield
+    finally:
+        for span in spans:
+            span.end()

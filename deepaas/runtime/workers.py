@@ -60,6 +60,7 @@ class PendingCall:
         "slot",
         "deadline",
         "queue_timeout",
+        "queue_span",
     )
 
     def __init__(
@@ -83,11 +84,24 @@ class PendingCall:
         # loop time by which a queued call must have a worker (queue_timeout)
         self.deadline: float | None = None
         self.queue_timeout = 0.0
+        # with tracing on: the span of its wait for a worker, until it ends
+        self.queue_span: Any = None
+
+    def end_queue_span(self, batch: int = 0) -> None:
+        """The call has left the queue: for a worker (in a batch of
+        ``batch``), or for good (0)."""
+        span, self.queue_span = self.queue_span, None
+        if span is not None:
+            if batch:
+                span.set_attribute("deepaas.batch.size", batch)
+            span.end()
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the caller its answer (once) and stop the call's timer."""
         self.state = CallState.SETTLED
         self.cancel_timer()
+        if self.queue_span is not None:
+            self.end_queue_span()
         if self.future.done():
             return
         if error is not None:

@@ -34,6 +34,7 @@ from deepaas.state.records import (
     now,
 )
 from deepaas.state.repositories import ALL, OF_USER, Database
+from deepaas.tracing import Tracing, lifetime
 from deepaas.work.events import EventJournal
 from deepaas.work.kind import Kind, Work, once, written
 
@@ -66,9 +67,12 @@ class Runner(Generic[K]):
         max_running: int = 0,
         max_per_user: int = 0,
         max_args_bytes: int = 0,
+        tracing: Tracing | None = None,
     ) -> None:
         """The limits (0 for none): records running at once, all of them
-        and of one user, and bytes of a record's arguments as kept."""
+        and of one user, and bytes of a record's arguments as kept; with
+        ``tracing``, each record's life is a span."""
+        self.tracing = tracing
         self.kind = kind
         self.database = database
         self.records = database.records
@@ -255,6 +259,19 @@ class Runner(Generic[K]):
                 self._ended.popitem(last=False)
 
     async def _run(
+        self,
+        record: Record,
+        work: Work,
+        cleanup: Callable[[], None],
+        adding: asyncio.Future[None],
+    ) -> None:
+        attributes = {"deepaas.model": record.model, "deepaas.record.id": record.id}
+        with lifetime(self.tracing, self.kind.name, attributes) as span:
+            await self._run_work(record, work, cleanup, adding)
+            if span is not None:
+                span.set_attribute("deepaas.status", record.status)
+
+    async def _run_work(
         self,
         record: Record,
         work: Work,

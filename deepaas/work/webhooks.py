@@ -14,6 +14,7 @@ so that a receiver can tell a retry from a new event.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import ipaddress
@@ -27,11 +28,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
 from deepaas import exceptions, hostnames
 from deepaas.state.repositories import Delivery, Event, StoredHook, Webhooks
+from deepaas.tracing import TRACEPARENT, Tracing, span
 from deepaas.work.ordered import InOrder
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ MAX_URL = 2048
 # How long a server sharing the database holds a delivery it is making:
 # one it never finished (it stopped) is made by another after this.
 CLAIM_SECONDS = 3 * SEND_TIMEOUT
+MAX_TRACES = 10_000  # deliveries whose trace is remembered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,9 +245,16 @@ class WebhookSender:
         attempts: int = 8,
         policy: WebhookPolicy | None = None,
         shared: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         """``shared``: other servers make the deliveries of ``store`` too
-        (each is claimed for ``CLAIM_SECONDS`` by the server making it)."""
+        (each is claimed for ``CLAIM_SECONDS`` by the server making it).
+        ``tracing``: the server's, when it traces deliveries."""
+        self.tracing = tracing
+        # the traceparent of each delivery made here, by id
+        self._traces: collections.OrderedDict[str, str | None] = (
+            collections.OrderedDict()
+        )
         self.store = store
         self.attempts = attempts
         self.hold = CLAIM_SECONDS if shared else 0.0
@@ -348,9 +359,14 @@ class WebhookSender:
                 "data": data,
             }
         )
-        return Delivery(
+        delivery = Delivery(
             f"msg_{uuid.uuid4().hex}", hook.url, type_, body, 0, now, kind, record
         )
+        if self.tracing is not None:  # made in the record's task: its span's
+            self._traces[delivery.id] = self.tracing.traceparent()
+            while len(self._traces) > MAX_TRACES:
+                self._traces.popitem(last=False)
+        return delivery
 
     def _enqueue(
         self, kind: str, record: str, hook: Hook, what: str, data: dict[str, Any]
@@ -427,22 +443,11 @@ class WebhookSender:
                     resolver=CheckedResolver(self.policy), use_dns_cache=False
                 ),
             )
-        why = ""
-        try:
-            async with self._session.post(
-                delivery.url,
-                data=delivery.body.encode(),
-                headers=self.headers(delivery),
-                allow_redirects=False,  # no way round --webhook-allow
-            ) as response:
-                await response.read()
-                if 200 <= response.status < 300:
-                    await self._forget(delivery)
-                    self.delivered += 1
-                    return
-                why = f"answered {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            why = f"{type(exc).__name__}: {exc}"
+        why = await self._attempt(delivery, self._session)
+        if not why:
+            await self._forget(delivery)
+            self.delivered += 1
+            return
         delivery.attempts += 1
         if delivery.attempts >= self.attempts:
             LOG.error(
@@ -472,7 +477,45 @@ class WebhookSender:
         except exceptions.StoreError as exc:
             LOG.error("Webhook %s %s not kept: %s", delivery.type, delivery.id, exc)
 
+    async def _attempt(self, delivery: Delivery, session: aiohttp.ClientSession) -> str:
+        """Send ``delivery`` once: why it was not taken, or ``""``. With
+        tracing on, the attempt is a span of the trace of the record's
+        life (when this server ran it), and its ``traceparent`` goes along."""
+        headers = self.headers(delivery)
+        tracing = self.tracing
+        with span(
+            tracing,
+            f"webhook {delivery.type}",
+            parent=self._traces.get(delivery.id),
+            kind="client",
+            attributes={
+                "http.request.method": "POST",
+                "server.address": yarl.URL(delivery.url).host or "",
+                "deepaas.webhook.id": delivery.id,
+            },
+        ) as current:
+            if tracing is not None:
+                headers[TRACEPARENT] = tracing.traceparent(current) or ""
+            try:
+                async with session.post(
+                    delivery.url,
+                    data=delivery.body.encode(),
+                    headers=headers,
+                    allow_redirects=False,  # no way round --webhook-allow
+                ) as response:
+                    await response.read()
+                    if current is not None:
+                        current.set_attribute(
+                            "http.response.status_code", response.status
+                        )
+                    if 200 <= response.status < 300:
+                        return ""
+                    return f"answered {response.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+
     async def _forget(self, delivery: Delivery) -> None:
+        self._traces.pop(delivery.id, None)
         try:
             await self.store.remove_delivery(delivery.id)
         except exceptions.StoreError as exc:

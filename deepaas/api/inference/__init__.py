@@ -21,6 +21,7 @@ from deepaas import exceptions
 from deepaas.api import auth, keys, probes, routing
 from deepaas.api.inference import outputs, tensors
 from deepaas.api.parser import PARSER
+from deepaas.api.traces import TRACING
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import models
 from deepaas.api.v2.predict import open_returned_file, result_media_type
@@ -34,6 +35,7 @@ from deepaas.model.v2.types import (
     UploadedFile,
 )
 from deepaas.runtime.wrapper import ModelWrapper
+from deepaas.tracing import Tracing, span
 
 SERVER_NAME = "deepaas"
 EXTENSIONS = ["binary_tensor_data", "parameters"]
@@ -176,6 +178,7 @@ def _infer_handler(
     timeout: float | None,
     queue_timeout: float | None,
     max_queued: int,
+    tracing: Tracing | None = None,
 ) -> Any:
     declaration = model.declaration
     arguments = declaration.predict_arguments
@@ -195,11 +198,12 @@ def _infer_handler(
             raise exceptions.TooManyQueued(max_queued)
         declaration.require("predict")
         parser = request.app[PARSER]
-        body = await parser.read_body(request)
-        inference = tensors.read_request(
-            body, request.headers.get(tensors.HEADER_LENGTH)
-        )
-        values, files = tensors.to_arguments(inference, arguments, model.name)
+        with span(tracing, "read arguments"):
+            body = await parser.read_body(request)
+            inference = tensors.read_request(
+                body, request.headers.get(tensors.HEADER_LENGTH)
+            )
+            values, files = tensors.to_arguments(inference, arguments, model.name)
         uploads = request[keys.UPLOADS] = Uploads(parser.spool, len(body))
         with uploads:
             kwargs = {
@@ -214,11 +218,19 @@ def _infer_handler(
             produced = await output_tensors(
                 result, declaration, accept if isinstance(accept, str) else None
             )
+        with span(tracing, "send answer"):
+            return answer_with(produced, inference, request[keys.REQUEST_ID])
+
+    def answer_with(
+        produced: list[tensors.Tensor],
+        inference: tensors.InferenceRequest,
+        request_id: str,
+    ) -> web.Response:
         selected = outputs.select_outputs(produced, inference, known_outputs)
         answer, header_length = outputs.encode_response(
             model.name,
             version,
-            inference.id if inference.id is not None else request[keys.REQUEST_ID],
+            inference.id if inference.id is not None else request_id,
             selected,
         )
         if header_length is None:
@@ -260,6 +272,7 @@ def setup_routes(app: web.Application, base: str) -> None:
             workers.predict_timeout or None,
             workers.queue_timeout or None,
             workers.max_queued_predictions,
+            app[TRACING],
         )
         add("POST", f"{prefix}/infer", infer, auth.PREDICT)
         add("POST", f"{prefix}/versions/{{version}}/infer", infer, auth.PREDICT)

@@ -15,6 +15,7 @@ from aiohttp import web
 from deepaas import exceptions, private
 from deepaas.api import auth, keys, routing
 from deepaas.api.parser import PARSER
+from deepaas.api.traces import TRACING
 from deepaas.api.uploads import Uploads
 from deepaas.api.v2 import jobs, responses, streams
 from deepaas.model.v2.encoding import JSON_MEDIA_TYPES, raw_answer_headers
@@ -26,6 +27,7 @@ from deepaas.model.v2.types import (
 )
 from deepaas.runtime.protocol import RawForm
 from deepaas.runtime.wrapper import ModelWrapper
+from deepaas.tracing import Tracing, span
 from deepaas.work import webhooks
 
 COPY_CHUNK = 1 << 20
@@ -221,6 +223,7 @@ def make_handler(
     queue_timeout: float | None,
     max_queued: int = 0,
     webhook_policy: webhooks.WebhookPolicy | None = None,
+    tracing: Tracing | None = None,
 ) -> Any:
     declaration = model.declaration
     arguments = declaration.predict_arguments
@@ -249,9 +252,10 @@ def make_handler(
             if key is None:  # (a retry is answered its job, room or not)
                 request.app[keys.JOBS].check_room(auth.owner_of(request))
             hook = webhooks.hook_from(request.headers, policy)
-            kwargs, uploads, validated = await parser.parse_arguments(
-                request, arguments, short_lived=False
-            )
+            with span(tracing, "read arguments"):
+                kwargs, uploads, validated = await parser.parse_arguments(
+                    request, arguments, short_lived=False
+                )
             accept = kwargs.get("accept", None if validated else default_accept)
             return await jobs.submit(
                 request,
@@ -276,10 +280,14 @@ def make_handler(
             )
         stream_type = streams.requested(request)
         if reads_forms and stream_type is None:
-            forwarded = await parser.read_form(request)
+            with span(tracing, "read arguments"):
+                forwarded = await parser.read_form(request)
             if forwarded is not None:
                 return await predict_form(request, *forwarded)
-        kwargs, uploads, validated = await parser.parse_arguments(request, arguments)
+        with span(tracing, "read arguments"):
+            kwargs, uploads, validated = await parser.parse_arguments(
+                request, arguments
+            )
         with uploads:
             declaration.require("predict")
             if stream_type is not None:
@@ -306,7 +314,8 @@ def make_handler(
             accept = kwargs.get("accept", None if validated else default_accept)
             # A returned file is opened here, before the uploads go: the
             # model may answer with one of them.
-            return await prediction_response(request, result, accept)
+            with span(tracing, "send answer"):
+                return await prediction_response(request, result, accept)
 
     async def predict_form(
         request: web.Request, form: RawForm, uploads: Uploads
@@ -324,7 +333,8 @@ def make_handler(
             if answer.error is not None:
                 raise answer.error
             uploads.done_with()
-            return await prediction_response(request, answer.value, read.accept)
+            with span(tracing, "send answer"):
+                return await prediction_response(request, answer.value, read.accept)
 
     handler: Any = predict
     handler = aiohttp_apigami.response_schema(
@@ -361,6 +371,7 @@ def setup_routes(app: web.Application, base: str, model: ModelWrapper) -> None:
         workers.queue_timeout or None,
         workers.max_queued_predictions,
         app[keys.WEBHOOKS].policy,
+        app[TRACING],
     )
     routing.add_route(
         app,
