@@ -116,6 +116,15 @@ def test_auth_cost_smoke_run_compares_the_three_sides():
     assert "oidc, first use of a token" in result.stdout
 
 
+def test_tracing_smoke_run_compares_off_and_on():
+    result = run_script("tracing.py", "--quick", "--client", "aiohttp")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for side in ("off", "always", "10%", "always/off", "10%/off"):
+        assert side in result.stdout
+    exported = re.search(r"([\d.]+) MB of spans exported", result.stdout)
+    assert exported is not None and float(exported.group(1)) > 0
+
+
 def test_jobs_smoke_run_completes_every_job():
     result = run_script("jobs.py", "--jobs", "200", "--max-seconds", "20")
     assert result.returncode == 0, result.stdout + result.stderr
