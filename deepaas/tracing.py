@@ -54,6 +54,17 @@ def wanted(flag: bool, environ: Mapping[str, str] = os.environ) -> bool:
     return flag or any(environ.get(name) for name in ENDPOINT_VARIABLES)
 
 
+def sampled(traceparent: str | None) -> bool:
+    """Whether a ``traceparent`` says its trace is sampled (the lowest bit
+    of its flags, its last two hex digits)."""
+    if not traceparent:
+        return False
+    try:
+        return bool(int(traceparent[-2:], 16) & 1)
+    except ValueError:
+        return False
+
+
 def worker_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The ``OTEL_*`` variables a worker needs to trace as the server does."""
     return {k: v for k, v in environ.items() if k.startswith("OTEL_")}
@@ -200,6 +211,11 @@ class Tracing:
     def current_span(self) -> Span:
         return self._trace.get_current_span()
 
+    def recording(self) -> bool:
+        """Whether the current span is sampled: the steps of a request the
+        sampler left out are not traced at all."""
+        return bool(self._trace.get_current_span().is_recording())
+
     def failed(self, span: Span, description: str) -> None:
         """Mark ``span`` as failed."""
         trace = self._trace
@@ -213,8 +229,9 @@ class Tracing:
 def span(
     tracing: Tracing | None, name: str, **options: Any
 ) -> contextlib.AbstractContextManager[Any]:
-    """``tracing.span(name, ...)``, or nothing when tracing is off."""
-    if tracing is None:
+    """``tracing.span(name, ...)`` within a sampled span; nothing when
+    tracing is off or the current span was not sampled."""
+    if tracing is None or not tracing.recording():
         return NO_SPAN
     return tracing.span(name, **options)
 

@@ -156,6 +156,10 @@ class AccessLogger(AbstractAccessLogger):
         path = request.path_qs
         remote = request.remote
         extra: dict[str, object] = {"request_id": request_id}
+        trace_id = request.get(keys.TRACE_ID)  # with tracing on
+        if trace_id is not None:
+            extra["trace_id"] = trace_id
+            request_id = f"{request_id} {trace_id}"  # as log.formatter shows it
         if self.with_fields:
             duration = round(time * 1000, 3)
             extra.update(

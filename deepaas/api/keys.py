@@ -52,4 +52,6 @@ PROTOCOL_ROUTES: web.AppKey[set[AbstractRoute]] = web.AppKey("deepaas_protocol")
 # A request's
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("deepaas_request_id")
 UPLOADS: web.RequestKey[Uploads] = web.RequestKey("deepaas_uploads")
+# with tracing on, the id of the request's trace (for its access line)
+TRACE_ID: web.RequestKey[str] = web.RequestKey("deepaas_trace_id")
 IGNORED_ARGUMENTS: web.RequestKey[Sequence[str]] = web.RequestKey("deepaas_ignored")

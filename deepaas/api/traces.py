@@ -60,7 +60,8 @@ def traced_requests(tracing: Tracing) -> Middleware:
             kind="server",
             attributes=attributes,
         ) as span:
-            token = TRACE_ID.set(tracing.trace_id(span))
+            trace_id = request[keys.TRACE_ID] = tracing.trace_id(span)
+            token = TRACE_ID.set(trace_id)
             try:
                 try:
                     response = await handler(request)

@@ -188,6 +188,8 @@ class WorkerPool(Executor):
             if refusal is not None:
                 raise refusal
         tracing = self.tracing
+        if tracing is not None and not tracing.recording():
+            tracing = None  # a request the sampler left out
         message = Call(
             method,
             kwargs,

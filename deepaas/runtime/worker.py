@@ -76,7 +76,7 @@ from deepaas.runtime.worker_results import (
     spooled,
 )
 from deepaas.runtime.worker_uploads import InlineFiles, SpareFiles
-from deepaas.tracing import TRACE_ID, Tracing
+from deepaas.tracing import TRACE_ID, Tracing, sampled
 
 LOG = logging.getLogger(__name__)
 PONG_FRAME = protocol.encode(Pong())
@@ -568,7 +568,7 @@ def serve(
         assert isinstance(call, Call), f"a worker receives calls, not {call!r}"
         # The model's log lines during this call name the request it serves.
         log.REQUEST_ID.set(call.request_id)
-        if tracing is None or call.trace is None:
+        if tracing is None or not sampled(call.trace):
             sock.sendall(run_reporting(model, call, sock))
             continue
         with tracing.span(
@@ -600,6 +600,7 @@ def batch_spans(tracing: Tracing, model: str, batch: Batch) -> Iterator[None]:
     spans = [
         tracing.start_span("predict_batch", parent=call.trace, attributes=attributes)
         for call in batch.calls
+        if sampled(call.trace)
     ]
     try:
         yield

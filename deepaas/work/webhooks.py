@@ -34,7 +34,7 @@ from standardwebhooks.webhooks import Webhook
 
 from deepaas import exceptions, hostnames
 from deepaas.state.repositories import Delivery, Event, StoredHook, Webhooks
-from deepaas.tracing import TRACEPARENT, Tracing, span
+from deepaas.tracing import NO_SPAN, TRACEPARENT, Tracing, sampled
 from deepaas.work.ordered import InOrder
 
 LOG = logging.getLogger(__name__)
@@ -483,17 +483,24 @@ class WebhookSender:
         life (when this server ran it), and its ``traceparent`` goes along."""
         headers = self.headers(delivery)
         tracing = self.tracing
-        with span(
-            tracing,
-            f"webhook {delivery.type}",
-            parent=self._traces.get(delivery.id),
-            kind="client",
-            attributes={
-                "http.request.method": "POST",
-                "server.address": yarl.URL(delivery.url).host or "",
-                "deepaas.webhook.id": delivery.id,
-            },
-        ) as current:
+        parent = self._traces.get(delivery.id)
+        if parent is not None and not sampled(parent):
+            tracing = None  # the record's trace was left out by the sampler
+        traced = (
+            NO_SPAN
+            if tracing is None
+            else tracing.span(
+                f"webhook {delivery.type}",
+                parent=parent,
+                kind="client",
+                attributes={
+                    "http.request.method": "POST",
+                    "server.address": yarl.URL(delivery.url).host or "",
+                    "deepaas.webhook.id": delivery.id,
+                },
+            )
+        )
+        with traced as current:
             if tracing is not None:
                 headers[TRACEPARENT] = tracing.traceparent(current) or ""
             try:
