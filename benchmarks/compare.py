@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import shlex
 import shutil
@@ -52,14 +53,21 @@ DEFAULT_UPSTREAM_VENV = HERE / ".venvs" / f"deepaas-{UPSTREAM_VERSION}"
 def ensure_upstream(venv: Path) -> str:
     """deepaas-run of a virtualenv holding upstream DEEPaaS (made if missing)."""
     run = venv / "bin" / "deepaas-run"
-    if not run.exists():
-        print(f"creating {venv} with deepaas=={UPSTREAM_VERSION} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet",
-             f"deepaas=={UPSTREAM_VERSION}"],
-            check=True,
-        )  # fmt: skip
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # The differential test makes the same one (tests/compat/conftest.py):
+    # whoever comes second waits for the first to finish it.
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not run.exists():
+            print(f"creating {venv} with deepaas=={UPSTREAM_VERSION} ...", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--clear", str(venv)], check=True
+            )
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                 f"deepaas=={UPSTREAM_VERSION}"],
+                check=True,
+            )  # fmt: skip
     return str(run)
 
 

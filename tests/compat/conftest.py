@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,21 @@ UPSTREAM_VENV = (
 def upstream_bin() -> Path:
     """The bin directory of a virtualenv with upstream DEEPaaS (made once)."""
     bin_dir = UPSTREAM_VENV / "bin"
-    if not (bin_dir / "deepaas-run").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(UPSTREAM_VENV)], check=True)
-        subprocess.run(
-            [str(bin_dir / "pip"), "install", "--quiet",
-             f"deepaas=={UPSTREAM_VERSION}"],
-            check=True, timeout=900,
-        )  # fmt: skip
+    UPSTREAM_VENV.parent.mkdir(parents=True, exist_ok=True)
+    # The benchmarks make the same one (benchmarks/compare.py): whoever comes
+    # second waits for the first to finish it.
+    with open(UPSTREAM_VENV.parent / f"{UPSTREAM_VENV.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (bin_dir / "deepaas-run").exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--clear", str(UPSTREAM_VENV)],
+                check=True,
+            )
+            subprocess.run(
+                [str(bin_dir / "python"), "-m", "pip", "install", "--quiet",
+                 f"deepaas=={UPSTREAM_VERSION}"],
+                check=True, timeout=900,
+            )  # fmt: skip
     return bin_dir
 
 

@@ -72,5 +72,6 @@ def test_the_banner_says_when_auth_is_off_and_what_is_open(tmp_path):
         assert server.stop() == 0
     assert (
         "Open without credentials: /models/healthz, /models/readyz, "
+        "/models/v2/health/live, /models/v2/health/ready, "
         "/models/swagger.json, /models/openapi.json, /models/api, /models/metrics"
     ) in server.stdout
