@@ -102,7 +102,8 @@ def request_pipeline(
                 response = error_answer(request, exc)  # a redirect: raised
             status = response.status
             if status >= 400 and isinstance(response, web.Response):
-                if request.match_info.route in request.app[keys.PROTOCOL_ROUTES]:
+                protocol = request.app.get(keys.PROTOCOL_ROUTES, ())
+                if request.match_info.route in protocol:
                     response = protocol_error(response)
                     status = response.status
             if guard is not None and guard.eof:
