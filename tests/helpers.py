@@ -59,6 +59,54 @@ def install_model_packages(names: list[str], root: Path) -> dict[str, Path]:
     return {name: root / name for name in names}
 
 
+def install_release(
+    site: Path,
+    release: int,
+    *,
+    broken: bool = False,
+    warm_fails: bool = False,
+    entry_class: str = "ReloadableModel",
+) -> None:
+    """Install (again) the ``reloadable`` test model into ``site`` as
+    ``release`` (which answers with its number), as an upgrade does: the
+    previous release's files replaced. A ``broken`` release fails to import;
+    one that ``warm_fails`` imports, but its workers fail to warm up. Its
+    entry point names ``entry_class``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "reloadable"
+        shutil.copytree(MODELS_DIR / "reloadable", source)
+        setup = source / "setup.cfg"
+        declared = setup.read_text().replace("version = 1", f"version = {release}")
+        setup.write_text(declared.replace("ReloadableModel", entry_class))
+        lines = [f'RELEASE = "{release}"', f"WARM_FAILS = {warm_fails}"]
+        if broken:
+            lines.append(f'raise ImportError("release {release} is broken")')
+        (source / "deepaas_reloadable" / "release.py").write_text(
+            "\n".join(lines) + "\n"
+        )
+        for old in site.glob("deepaas_reloadable-*.dist-info") if site.exists() else ():
+            shutil.rmtree(old)  # (pip --target keeps another version's)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--upgrade",
+                "--target",
+                str(site),
+                str(source),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,6 +22,7 @@ from deepaas.api import (
     keys,
     pipeline,
     probes,
+    reloading,
     routing,
     spec,
     traces,
@@ -222,12 +223,30 @@ def state_of(app: web.Application) -> Lookup:
 
 
 async def stop_work(app: web.Application) -> None:
-    """Stop starting workers, record running trainings as interrupted, then
-    stop every executor: calls still running end with a 503 (PoolClosed)."""
+    """Stop a reload and starting workers, record running trainings as
+    interrupted, then stop every executor: calls still running end with a
+    503 (PoolClosed)."""
+    await app[reloading.RELOADER].cancel()
     await app[keys.STARTUP].cancel()
     await app[keys.TRAININGS].stop()
     await app[keys.JOBS].stop()
     await asyncio.gather(*(m.executor.stop() for m in app[keys.MODELS].values()))
+
+
+def model_routes(app: web.Application) -> None:
+    """Add the routes built from the models' declarations (or, once they
+    are there, build their handlers anew from the current declarations)."""
+    base = app[keys.BASE_PATH]
+    if app[keys.SETTINGS].server.inference_protocol:
+        v2_api.setup_routes(
+            app,
+            base,
+            server_keys=inference.server_keys(),
+            model_keys=inference.model_keys,
+        )
+        inference.setup_routes(app, base)
+    else:
+        v2_api.setup_routes(app, base)
 
 
 async def _debug_capture(app: web.Application) -> AsyncIterator[None]:
@@ -465,25 +484,15 @@ def get_app(
     app[keys.PROTOCOL_ROUTES] = set()
     probes.setup_routes(app, base)
     versions.setup_routes(app, base, docs=server.doc_endpoint)
-    if server.inference_protocol:
-        v2_api.setup_routes(
-            app,
-            base,
-            server_keys=inference.server_keys(),
-            model_keys=inference.model_keys,
-        )
-        inference.setup_routes(app, base)
-    else:
-        v2_api.setup_routes(app, base)
+    model_routes(app)
     _unknown_model_routes(app, base, protocol=server.inference_protocol)
     spec.setup(
         app,
         base,
         server.doc_endpoint,
-        protocol=inference_document.paths(app, base)
-        if server.inference_protocol
-        else None,
+        part=inference_document.paths if server.inference_protocol else None,
     )
+    app[reloading.RELOADER] = reloading.Reloader(app, model_routes)
     if settings.security.cors_origin:
         crosssite.setup_cors(app, settings.security.cors_origin)
     auth.classify_routes(app, base)

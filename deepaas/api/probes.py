@@ -2,8 +2,9 @@
 
 ``/healthz`` answers 200 whenever the process serves HTTP. ``/readyz`` answers
 200 once every model's workers have loaded and warmed the model and while each
-model has a live worker (``"degraded"`` when some are missing); otherwise 503
-with the reason.
+model has a live worker (``"degraded"`` when some are missing, or a model
+could not be reloaded); otherwise 503 with the reason. It shows each worker's
+generation (one more for each reload) and how the last reload went.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from deepaas import exceptions
-from deepaas.api import auth, keys
+from deepaas.api import auth, keys, reloading
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,7 +34,8 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "status": "starting",
             "reason": f"Loading and warming the model in the workers ({names}).",
         }
-    workers = {}
+    reloader = app[reloading.RELOADER]
+    workers: dict[str, dict[str, Any]] = {}
     dead = []
     for name, model in sorted(models.items()):
         health = model.executor.health()
@@ -43,17 +45,22 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "missing": health.missing,
             "busy": health.busy,
             "restarts": health.restarts,
+            "generation": health.generation,
             "processes": [
                 {
                     "slot": info.slot,
                     "pid": info.pid,
                     "state": info.state,
+                    "generation": info.generation,
                     "devices": info.devices,
                     "node": info.node,
                 }
                 for info in health.workers
             ],
         }
+        reload = reloader.models.get(name)
+        if reload is not None:
+            workers[name]["reload"] = reload.view()
         if health.alive == 0:
             dead.append(name)
     if dead:
@@ -75,6 +82,18 @@ def readiness(app: web.Application) -> tuple[bool, dict[str, Any]]:
             "status": "degraded",
             "reason": "The API keys file could not be reloaded; the previous "
             f"keys are still in use: {keys_error}",
+            "models": workers,
+        }
+    failures = reloader.failures
+    if failures:
+        # Serving the previous version of these models.
+        return True, {
+            "status": "degraded",
+            "reason": "; ".join(
+                f"Model {name!r} could not be reloaded and serves its previous "
+                f"version: {why}"
+                for name, why in sorted(failures.items())
+            ),
             "models": workers,
         }
     for runner in (app[keys.TRAININGS], app[keys.JOBS]):

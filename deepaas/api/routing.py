@@ -4,16 +4,60 @@ Every path answers with and without its trailing slash, and HEAD wherever GET;
 only the canonical form (the one given) carries the handler's spec, so the spec
 lists each path once. Each route is recorded with the access it needs
 (``deepaas.api.auth``).
+
+A route's handler can be replaced while the server runs: a reload builds the
+handlers of a model's routes again from its new declarations, and adding a
+route that is there already replaces its handler (``Replaceable``). Requests
+under way finish with the handler they started with.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import AbstractRoute
+from aiohttp_apigami.constants import API_SPEC_ATTR, SCHEMAS_ATTR
 
 from deepaas.api import auth, keys
 from deepaas.api.parser import PARSER
+
+# What a handler's decorators describe it with, for the spec.
+SPEC_ATTRIBUTES = (API_SPEC_ATTR, SCHEMAS_ATTR)
+
+
+class Replaceable:
+    """The handler of a route, which can be replaced (``handler`` is what
+    the route serves: it runs the current one)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.current = handler
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.current(request)
+
+        self.handler: Any = handle
+        self.routes: list[AbstractRoute] = []
+        self.describe(handler)
+
+    def replace(self, handler: Handler) -> None:
+        self.current = handler
+        self.describe(handler)
+
+    def describe(self, handler: Handler) -> None:
+        """Give the route's handler ``handler``'s description."""
+        for name in SPEC_ATTRIBUTES:
+            if hasattr(handler, name):
+                setattr(self.handler, name, getattr(handler, name))
+            elif hasattr(self.handler, name):
+                delattr(self.handler, name)
+
+
+# The handlers of the routes added here, by method and path.
+HANDLERS: web.AppKey[dict[tuple[str, str], Replaceable]] = web.AppKey(
+    "deepaas_handlers"
+)
 
 
 def _undocumented(handler: Handler) -> Handler:
@@ -56,12 +100,20 @@ def add_route(
 ) -> list[AbstractRoute]:
     """Serve ``handler`` at ``path`` and at ``path`` with the slash toggled,
     to requests with ``access`` (one of ``deepaas.api.auth``'s); the routes
-    added."""
+    added. If they are there already, ``handler`` replaces their handler."""
+    replaceables = app.setdefault(HANDLERS, {})
+    replaceable = replaceables.get((method, path))
+    if replaceable is not None:
+        replaceable.replace(handler)
+        return replaceable.routes
+    replaceable = replaceables[method, path] = Replaceable(handler)
+    handler = replaceable.handler
     routes = _add(app, method, path, handler, access)
     if path.endswith("/") and len(path) > 1:
         routes += _add(app, method, path.rstrip("/"), _undocumented(handler), access)
     elif not path.endswith("/"):
         routes += _add(app, method, path + "/", _undocumented(handler), access)
+    replaceable.routes = routes
     return routes
 
 

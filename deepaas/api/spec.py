@@ -20,6 +20,7 @@ import aiohttp_apigami
 from aiohttp import web
 from aiohttp_apigami import core as aiohttp_apigami_core
 from aiohttp_apigami.constants import SWAGGER_DICT
+from aiohttp_apigami.route_processor import RouteProcessor
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow import common as marshmallow_common
 from marshmallow import fields
@@ -354,45 +355,77 @@ def add_part(openapi3: dict[str, Any], part: dict[str, Any]) -> None:
     openapi3.setdefault("tags", []).append(part["tag"])
 
 
-def setup(
-    app: web.Application,
-    base: str,
-    with_ui: bool,
-    *,
-    protocol: dict[str, Any] | None = None,
-) -> None:
-    """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI;
-    ``protocol`` is a part of /openapi.json described apart (``add_part``)."""
+# How the part of /openapi.json described apart is made, from the app and
+# its base path (``add_part``).
+Part = Callable[[web.Application, str], dict[str, Any]]
+
+
+def documents(
+    app: web.Application, base: str, part: Part | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Swagger 2.0 and OpenAPI 3 documents of the app's routes as they
+    are now: what /swagger.json and /openapi.json answer."""
     owners = {
         type(model.declaration.response_schema): name
         for name, model in app[keys.MODELS].items()
         if model.declaration.response_schema is not None
     }
-    # Registered first: aiohttp-apigami keeps the document of the last
-    # registration as the app's, and that one must be Swagger 2.0.
-    openapi3 = _document(OPENAPI3_VERSION, url="", namer=schema_namer(owners))
-    openapi3.register(app, in_place=True)
-    app[keys.OPENAPI3] = to_openapi3(openapi3.swagger_dict())
-    if protocol is not None:
-        add_part(app[keys.OPENAPI3], protocol)
+    made = []
+    for version in ("2.0", OPENAPI3_VERSION):
+        document = _document(version, url="", namer=schema_namer(owners))
+        RouteProcessor(document.spec).register_routes(app)
+        made.append(document.swagger_dict())
+    swagger2, openapi3 = made[0], to_openapi3(made[1])
+    fix_swagger2(swagger2)
+    if part is not None:
+        add_part(openapi3, part(app, base))
+    authenticator = app[auth.AUTHENTICATOR]
+    if authenticator is not None:
+        declare_security(swagger2, openapi3, authenticator)
+    return swagger2, openapi3
+
+
+def refresh(app: web.Application) -> None:
+    """Describe the routes anew (after a reload changed their handlers):
+    the documents are replaced in place."""
+    base = app[keys.BASE_PATH]
+    swagger2, openapi3 = documents(app, base, app[PART])
+    for served, made in ((app[SWAGGER_DICT], swagger2), (app[keys.OPENAPI3], openapi3)):
+        served.clear()
+        served.update(made)
+
+
+PART: web.AppKey[Part | None] = web.AppKey("deepaas_spec_part")
+
+
+def setup(
+    app: web.Application,
+    base: str,
+    with_ui: bool,
+    *,
+    part: Part | None = None,
+) -> None:
+    """Serve /swagger.json, /openapi.json and (``with_ui``) Swagger UI;
+    ``part`` makes a part of /openapi.json described apart (``add_part``)."""
+    swagger2, openapi3 = documents(app, base, part)
+    app[PART] = part
+    app[keys.OPENAPI3] = openapi3
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(request.app[keys.OPENAPI3])
 
     app.router.add_get(f"{base}/openapi.json", openapi_json)
-
-    swagger2 = _document(
+    # aiohttp-apigami serves /swagger.json and the UI; it describes the
+    # routes too, a document replaced by the one made above.
+    served = _document(
         "2.0",
         url=f"{base}/swagger.json",
-        namer=schema_namer(owners),
+        namer=schema_namer({}),
         swagger_path=f"{base}/api" if with_ui else None,
         static_path=f"{base}/static/swagger",
     )
-    swagger2.register(app, in_place=True)
-    fix_swagger2(app[SWAGGER_DICT])
-    authenticator = app[auth.AUTHENTICATOR]
-    if authenticator is not None:
-        declare_security(app[SWAGGER_DICT], app[keys.OPENAPI3], authenticator)
+    served.register(app, in_place=True)
+    app[SWAGGER_DICT] = swagger2
     if with_ui:
         ui = next(r.handler for r in app.router["swagger.docs"] if r.method == "GET")
         for path in (f"{base}/api/", f"{base}/ui", f"{base}/ui/"):

@@ -21,6 +21,7 @@ from deepaas.api import (
     get_app,
     keys,
     load_declarations,
+    reloading,
     stop_work,
 )
 from deepaas.api.connections import Connections
@@ -58,7 +59,8 @@ def _access_lines(app: web.Application, settings: Settings) -> list[str]:
 
 async def serve(app: web.Application, banner: str) -> None:
     """Listen at once, start the workers in the background, serve until SIGINT
-    or SIGTERM; raise why the workers could not start, if they could not."""
+    or SIGTERM (SIGHUP reloads); raise why the workers could not start, if
+    they could not."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -92,9 +94,7 @@ async def serve(app: web.Application, banner: str) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        authenticator = app[auth.AUTHENTICATOR]
-        if authenticator is not None and authenticator.api_keys is not None:
-            loop.add_signal_handler(signal.SIGHUP, authenticator.api_keys.reload)
+        loop.add_signal_handler(signal.SIGHUP, hang_up, app)
         stopping = loop.create_task(stop.wait())
         starting = loop.create_task(app[keys.STARTUP].wait())
         try:
@@ -114,6 +114,15 @@ async def serve(app: web.Application, banner: str) -> None:
         watching.cancel()
         await shut_down(app, listener, settings.server.shutdown_timeout)
         await runner.cleanup()
+
+
+def hang_up(app: web.Application) -> None:
+    """SIGHUP: read the API keys file again, and reload the models."""
+    LOG.info("SIGHUP: reloading")
+    authenticator = app[auth.AUTHENTICATOR]
+    if authenticator is not None and authenticator.api_keys is not None:
+        authenticator.api_keys.reload()
+    app[reloading.RELOADER].request()
 
 
 # Seconds a thread that wants the GIL waits for the event loop to let go of

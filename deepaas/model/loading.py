@@ -83,8 +83,21 @@ def _raise_missing(names: Any) -> None:
     )
 
 
-def load_models(model_name: str | None = None) -> dict[str, tuple[ModelSpec, Any]]:
-    """Load the model called ``model_name``, or every installed model.
+class FreshNamedExtensionManager(stevedore.NamedExtensionManager):  # type: ignore[type-arg]
+    """A ``NamedExtensionManager`` that reads the entry points installed now:
+    stevedore lists a group once per process, and a reload is to see the
+    package installed since."""
+
+    def list_entry_points(self) -> list[metadata.EntryPoint]:
+        return list(metadata.entry_points(group=self.namespace))
+
+
+def load_models(
+    model_name: str | None = None, *, fresh: bool = False
+) -> dict[str, tuple[ModelSpec, Any]]:
+    """Load the model called ``model_name``, or every installed model (with
+    ``fresh``, the one called ``model_name`` from the entry points installed
+    now, as a reload does).
 
     Returns ``{name: (spec, model object)}``. Raises ``ModelLoadError`` for an
     unknown name (listing the installed ones) or an entry point that fails.
@@ -99,7 +112,8 @@ def load_models(model_name: str | None = None) -> dict[str, tuple[ModelSpec, Any
                 f"No model named {model_name!r} is installed in the "
                 f"{NAMESPACE!r} entry point group. Installed models: {choices}."
             )
-        manager: stevedore.ExtensionManager[Any] = stevedore.NamedExtensionManager(
+        named = FreshNamedExtensionManager if fresh else stevedore.NamedExtensionManager
+        manager: stevedore.ExtensionManager[Any] = named(
             NAMESPACE,
             names=[model_name],
             on_load_failure_callback=_raise_load_failure,

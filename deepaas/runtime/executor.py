@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from deepaas.model.loading import ModelSpec
     from deepaas.runtime.protocol import RawForm
 
 
@@ -66,9 +67,10 @@ class WorkerInfo:
 
     slot: int  # its place in the pool (a replacement takes the same)
     pid: int | None
-    state: str  # starting, idle, busy
+    state: str  # starting, idle, busy, leaving (replaced by a reload)
     devices: str | None = None  # the GPUs it sees (CUDA_VISIBLE_DEVICES)
     node: str | None = None  # the address of the machine it runs on
+    generation: int = 1  # the reload that started it (1: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Health:
     batches: int = 0  # batches of more than one prediction run
     batched: int = 0  # predictions those batches held
     workers: tuple[WorkerInfo, ...] = ()  # each worker, by slot
+    generation: int = 1  # the reload the pool's workers come from (1: none)
 
     @property
     def missing(self) -> int:
@@ -141,6 +144,24 @@ class Executor(abc.ABC):
 
         Raises ``ModelCallError`` (the model raised), ``WorkerDied``,
         ``PoolClosed``. Cancelling the awaiting task stops the call.
+        """
+
+    @abc.abstractmethod
+    async def reload(
+        self,
+        spec: ModelSpec,
+        *,
+        batch_size: int = 1,
+        serving: Callable[[], None] | None = None,
+    ) -> None:
+        """Replace every worker, one at a time, with a fresh one that loads
+        the model from ``spec`` anew (the next generation); ``serving`` is
+        called once the first of them takes calls. A worker is retired only
+        once its replacement has loaded and warmed the model, and once its
+        own calls (a training too) are answered.
+
+        Raises ``ModelLoadError`` when a new worker cannot load the model:
+        the workers not yet replaced go on serving.
         """
 
     @abc.abstractmethod

@@ -34,6 +34,7 @@ import abc
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from deepaas import exceptions, log
@@ -111,10 +112,12 @@ class WorkerPool(Executor):
         self._replacements = Replacements(
             spec.name,
             self._workers,
-            self._new_worker,
+            self._make_worker,
             self._worker_free,
+            self._leave,
             lambda: self._closed,
         )
+        self.generation = 1  # of the workers, one more for each reload
         self._unresponsive = 0  # workers replaced for missing a heartbeat
         self._closed = False
         self.heartbeat = heartbeat
@@ -142,8 +145,14 @@ class WorkerPool(Executor):
     def _new_worker(self, slot: int) -> PoolWorker:
         """A worker (not started) for ``slot``."""
 
+    def _make_worker(self, slot: int) -> PoolWorker:
+        """A worker (not started) for ``slot``, of the current generation."""
+        worker = self._new_worker(slot)
+        worker.generation = self.generation
+        return worker
+
     async def start(self) -> None:
-        workers = [self._new_worker(slot) for slot in range(self.size)]
+        workers = [self._make_worker(slot) for slot in range(self.size)]
         self._workers.update(workers)
         results = await asyncio.gather(
             *(w.start() for w in workers), return_exceptions=True
@@ -316,6 +325,7 @@ class WorkerPool(Executor):
             or self.batch_size > 1
             or self._closed
             or worker.retired
+            or worker.leaving
         ):
             return
         queue = self._queue
@@ -421,7 +431,9 @@ class WorkerPool(Executor):
         """A worker is ready for a call: it runs the one sent ahead to it, or
         the next queued one (or batch), or idles."""
         pending = worker.ahead
-        if pending is not None and not (self._closed or worker.retired):
+        if pending is not None and not (
+            self._closed or worker.retired or worker.leaving
+        ):
             worker.ahead = None
             worker.calls = [pending]
             self._started(worker, worker.calls)
@@ -431,6 +443,9 @@ class WorkerPool(Executor):
         self._busy.discard(worker)
         self._return_ahead(worker)
         if self._closed or worker.retired:
+            return
+        if worker.leaving:  # replaced by a reload, and now free to go
+            self._replacements.dismiss(worker)
             return
         calls = self._take_next()
         if calls:
@@ -548,6 +563,44 @@ class WorkerPool(Executor):
         for pending in calls:
             pending.settle(error=exceptions.WorkerDied(None, pending.method))
 
+    # -- reloading -----------------------------------------------------------
+
+    async def reload(
+        self,
+        spec: ModelSpec,
+        *,
+        batch_size: int = 1,
+        serving: Callable[[], None] | None = None,
+    ) -> None:
+        if self._closed:
+            raise exceptions.PoolClosed("The server is shutting down.")
+        before = self.spec, self.generation, self.batch_size
+        self.spec = spec
+        self.generation += 1
+        # Batches only once every worker can take them.
+        self.batch_size = min(self.batch_size, batch_size)
+        try:
+            await self._replacements.roll(self.size, self.generation, serving)
+        except Exception:
+            if not any(w.generation == self.generation for w in self._workers):
+                self.spec, self.generation, self.batch_size = before
+            raise
+        self.batch_size = batch_size
+        LOG.info(
+            "Model %r: every worker replaced by one of generation %d",
+            self.spec.name,
+            self.generation,
+        )
+
+    def _leave(self, worker: PoolWorker) -> None:
+        """A worker of an older generation leaves: at once when idle, else
+        once its calls are answered (a running training keeps it until the
+        training ends)."""
+        worker.leaving = True
+        if worker in self._idle:
+            self._idle.remove(worker)
+            self._replacements.dismiss(worker)
+
     # -- the pool as a whole -------------------------------------------------
 
     def queued(self) -> int:
@@ -566,7 +619,9 @@ class WorkerPool(Executor):
             alive=sum(
                 1
                 for w in self._workers
-                if w.state is not WorkerState.STARTING and w.is_alive()
+                if w.state is not WorkerState.STARTING
+                and not w.leaving
+                and w.is_alive()
             ),
             busy=len(self._busy),
             restarts=self._replacements.restarts,
@@ -574,11 +629,19 @@ class WorkerPool(Executor):
             unresponsive=self._unresponsive,
             queued=self.queued(),
             workers=tuple(
-                WorkerInfo(w.slot, w.pid, w.state.value, w.devices, w.node)
-                for w in sorted(self._workers, key=lambda w: w.slot)
+                WorkerInfo(
+                    w.slot,
+                    w.pid,
+                    "leaving" if w.leaving else w.state.value,
+                    w.devices,
+                    w.node,
+                    w.generation,
+                )
+                for w in sorted(self._workers, key=lambda w: (w.slot, w.generation))
             ),
             batches=self._batches,
             batched=self._batched,
+            generation=self.generation,
         )
 
     def pids(self) -> list[int]:

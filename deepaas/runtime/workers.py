@@ -169,6 +169,11 @@ class PoolWorker(abc.ABC):
         self.started = 0.0
         self.pinged_at: float | None = None  # an unanswered ping was sent then
         self.exitcode: int | None = None  # once it has ended, if known
+        # The reload it was started by (1: the first workers), and whether
+        # a newer one replaces it: it then takes no more calls, and ends
+        # once those it has are answered.
+        self.generation = 1
+        self.leaving = False
 
     @property
     def retired(self) -> bool:
