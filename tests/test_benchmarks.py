@@ -125,6 +125,14 @@ def test_tracing_smoke_run_compares_off_and_on():
     assert exported is not None and float(exported.group(1)) > 0
 
 
+def test_reload_smoke_run_loses_no_request():
+    result = run_script("reload.py", "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"failed in all rounds\s+0$", result.stdout, re.MULTILINE)
+    reload_seconds = re.search(r"reload s\s+([\d.]+)", result.stdout)
+    assert reload_seconds is not None and float(reload_seconds.group(1)) > 0
+
+
 def test_jobs_smoke_run_completes_every_job():
     result = run_script("jobs.py", "--jobs", "200", "--max-seconds", "20")
     assert result.returncode == 0, result.stdout + result.stderr

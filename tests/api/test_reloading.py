@@ -17,6 +17,7 @@ from deepaas.api import get_app, keys
 from deepaas.api.reloading import RELOADER
 from deepaas.runtime.wrapper import ModelWrapper
 from tests import helpers
+from tests.conftest import EXECUTORS
 
 PREDICT = "/v2/models/reloadable/predict/"
 TRAIN = "/v2/models/reloadable/train/"
@@ -39,10 +40,17 @@ def site(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def serve(aiohttp_client, site, state_dir):
+def serve(aiohttp_client, site, state_dir, executor):
     async def serve(*argv: str):
         conf = config.build_config(
-            ["--model-name", "reloadable", "--state-dir", str(state_dir), *argv]
+            [
+                *executor,
+                "--model-name",
+                "reloadable",
+                "--state-dir",
+                str(state_dir),
+                *argv,
+            ]
         )
         client = await aiohttp_client(get_app(conf))
         await client.app[keys.STARTUP].wait()
@@ -74,6 +82,7 @@ def model(client) -> ModelWrapper:
     return client.app[keys.MODELS]["reloadable"]
 
 
+@EXECUTORS
 async def test_a_new_release_is_served_with_its_metadata_arguments_and_spec(
     serve, site
 ):
@@ -163,6 +172,7 @@ async def test_a_release_that_cannot_be_imported_leaves_the_old_one_serving(
     assert body["models"]["reloadable"]["generation"] == 2
 
 
+@EXECUTORS
 async def test_a_release_whose_workers_fail_leaves_the_old_one_serving(serve, site):
     client = await serve("--workers", "2")
     helpers.install_release(site, 2, warm_fails=True)
