@@ -221,8 +221,15 @@ class _StateCollector(Collector):
             "mean batch size).",
             labels=["model"],
         )
+        generation = GaugeMetricFamily(
+            "deepaas_worker_generation",
+            "The generation of a model's workers: 1, and one more for each "
+            "reload (SIGHUP) that replaced them.",
+            labels=["model"],
+        )
         for name, executor in sorted(self.executors.items()):
             health = executor.health()
+            generation.add_metric([name], health.generation)
             queued.add_metric([name], health.queued)
             for info in health.workers:
                 if info.devices is not None:
@@ -248,6 +255,7 @@ class _StateCollector(Collector):
             batches,
             batched,
             devices,
+            generation,
         )
         trainings = GaugeMetricFamily(
             "deepaas_trainings",

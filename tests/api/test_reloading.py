@@ -126,6 +126,8 @@ async def test_a_new_release_is_served_with_its_metadata_arguments_and_spec(
     assert workers["generation"] == 2
     assert workers["reload"]["status"] == "reloaded"
     assert [p["generation"] for p in workers["processes"]] == [2, 2]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'deepaas_worker_generation{model="reloadable"} 2.0' in metrics
     # The old workers left, and nothing else runs.
     assert await helpers.eventually(
         lambda: not any(helpers.pid_alive(pid) for pid in old_pids)
