@@ -113,7 +113,14 @@ class Reloader:
             return
         while True:
             self.again = False
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a fault of ours: said, and the next one tried
+                LOG.exception("The reload could not be carried out")
+                for state in self.models.values():
+                    if state.status == RELOADING:
+                        state.status, state.ended = FAILED, time.time()
+                        state.reason = "The reload could not be carried out."
             if not self.again:
                 return
 
@@ -191,15 +198,14 @@ class Reloader:
                 else 1,
                 serving=serving,
             )
-        except exceptions.DeepaasError as exc:
+        except Exception as exc:  # noqa: BLE001 - said in /readyz and the log
             state.generation = model.executor.health().generation
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             if switched:
-                reason = (
-                    f"{exc.message} Some workers still run the previous version; "
-                    "the next reload replaces them."
+                reason += (
+                    " Some workers still run the previous version; the next "
+                    "reload replaces them."
                 )
-            else:
-                reason = exc.message
             self._failed(model, state, reason)
             return
         state.status, state.ended = RELOADED, time.time()
@@ -222,16 +228,29 @@ class Reloader:
 
     def switch(self, model: ModelWrapper, declaration: ModelDeclaration) -> None:
         """Serve ``declaration`` for ``model``: its routes' handlers and the
-        spec are built anew from it."""
-        model.declaration = declaration
-        self.rebuild_routes(self.app)
-        spec.refresh(self.app)
+        spec are built anew from it. If they cannot be, the previous ones
+        stay, and ``ModelLoadError`` says why."""
+        previous = model.declaration
+        try:
+            self.describe(model, declaration)
+        except Exception as exc:
+            self.describe(model, previous)
+            raise exceptions.ModelLoadError(
+                f"Model {model.name!r}: its new declarations cannot be served: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         version = declaration.metadata.get("version")
         LOG.info(
             "Model %r: serving its new version%s",
             model.name,
             f" {version}" if version is not None else "",
         )
+
+    def describe(self, model: ModelWrapper, declaration: ModelDeclaration) -> None:
+        """Build the routes' handlers and the spec from ``declaration``."""
+        model.declaration = declaration
+        self.rebuild_routes(self.app)
+        spec.refresh(self.app)
 
 
 RELOADER = web.AppKey("deepaas_reloader", Reloader)

@@ -117,7 +117,12 @@ class Replacements:
                 )
                 self.started(worker)
             if slot == 0 and serving is not None:
-                serving()
+                try:
+                    serving()
+                except Exception:  # the new version cannot be served: it goes
+                    for new in [w for w in self.workers if w.generation == generation]:
+                        self.leave(new)
+                    raise
             for old in [
                 w for w in self.workers if w.slot == slot and w.generation < generation
             ]:

@@ -193,6 +193,38 @@ async def test_a_release_whose_workers_fail_leaves_the_old_one_serving(serve, si
     assert workers["alive"] == 2
 
 
+async def test_declarations_that_cannot_be_served_leave_the_old_ones(
+    serve, site, monkeypatch
+):
+    """If the routes cannot be built from the new declarations, the previous
+    ones stay, and so do the previous workers."""
+    client = await serve("--workers", "2")
+    reloader = client.app[RELOADER]
+    rebuild = reloader.rebuild_routes
+
+    def rebuild_but_not_release_2(app) -> None:
+        if app[keys.MODELS]["reloadable"].declaration.metadata["version"] == "2":
+            raise ValueError("a field of release 2 cannot be described")
+        rebuild(app)
+
+    monkeypatch.setattr(reloader, "rebuild_routes", rebuild_but_not_release_2)
+    helpers.install_release(site, 2)
+    await reload(client)
+    assert (await predict(client))["release"] == "1"
+    meta = await (await client.get("/v2/models/reloadable/")).json()
+    assert meta["version"] == "1"
+    status, body = await readiness(client)
+    assert (status, body["status"]) == (200, "degraded")
+    assert "its new declarations cannot be served" in body["reason"]
+    assert "a field of release 2 cannot be described" in body["reason"]
+    workers = body["models"]["reloadable"]
+    assert workers["generation"] == 1
+    assert await helpers.eventually(lambda: len(model(client).executor.pids()) == 2)
+    _, body = await readiness(client)
+    processes = body["models"]["reloadable"]["processes"]
+    assert [p["generation"] for p in processes] == [1, 1]
+
+
 async def test_a_single_worker_serves_throughout(serve, site):
     """With one worker, the new one warms up before the old one goes: every
     prediction sent during the reload is answered."""
