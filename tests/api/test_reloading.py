@@ -281,6 +281,35 @@ async def test_a_running_training_keeps_its_worker_until_it_ends(serve, site, tm
     assert model(client).executor.pids() == [answer["pid"]]
 
 
+async def test_an_old_worker_that_dies_while_leaving_is_not_replaced(
+    serve, site, tmp_path
+):
+    """Its slot has a worker of the new release already."""
+    client = await serve("--workers", "1")
+    flag = tmp_path / "finish"
+    started = await (await client.post(TRAIN, params={"until": str(flag)})).json()
+    training = TRAIN + started["uuid"]
+    trainer = model(client).executor.pids()[0]
+    helpers.install_release(site, 2)
+    await reload(client)
+    successor = (await predict(client))["pid"]
+
+    flag.write_text("crash")
+
+    async def failed() -> bool:
+        return (await (await client.get(training)).json())["status"] == "error"
+
+    assert await helpers.eventually(failed)
+    assert await helpers.eventually(lambda: not helpers.pid_alive(trainer))
+    _, body = await readiness(client)
+    workers = body["models"]["reloadable"]
+    assert workers["restarts"] == 1  # (it died)
+    assert [(p["pid"], p["generation"]) for p in workers["processes"]] == [
+        (successor, 2)
+    ]
+    assert (await predict(client))["pid"] == successor
+
+
 async def test_a_reload_asked_for_during_one_follows_it(serve, site):
     client = await serve()
     helpers.install_release(site, 2)
