@@ -207,7 +207,10 @@ def test_a_killed_replica_has_its_work_interrupted_and_told_once(replicas):
 
 
 def test_idempotency_and_quotas_hold_across_replicas(replicas):
-    _, nginx = replicas(3, "--max-jobs", "4")
+    # A lease long enough that no replica stalled by a loaded machine is
+    # taken for gone (its job "one" then ended as interrupted by another,
+    # which frees a place).
+    _, nginx = replicas(3, "--max-jobs", "4", "--replica-lease", "15")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         same_key = list(
             pool.map(
