@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 PREDICT = "/v2/models/failing/predict/"
 TRAIN = "/v2/models/failing/train/"
-LEASE = 2.0
+# Short, so that a dead replica's work is ended soon; long enough that a live
+# one starved of CPU on a loaded 2-core machine still renews it in time.
+LEASE = 6.0
 
 
 class Replicas:
