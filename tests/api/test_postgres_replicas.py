@@ -110,12 +110,19 @@ async def test_a_delete_sent_to_the_other_server_stops_the_record(pair):
     assert (await cancelled.json())["status"] == "cancelled"
     assert time.monotonic() - began < 10  # told, not waited out
     assert (await (await a.get(location)).json())["status"] == "cancelled"
-    assert not a.app[keys.JOBS]._tasks  # stopped where it ran
+    assert await until(_idle(a))  # stopped where it ran (its task ends just after)
     training = await (await a.post(TRAIN + "?mode=sleep&seconds=60")).json()
     path = TRAIN + training["uuid"]
     gone = await b.delete(path)
     assert gone.status == 200 and (await gone.json())["uuid"] == training["uuid"]
     assert (await a.get(path)).status == 404 and (await b.get(path)).status == 404
+
+
+def _idle(client):
+    async def check() -> bool:
+        return not client.app[keys.JOBS]._tasks
+
+    return check
 
 
 async def _running_on(client, location: str) -> bool:
