@@ -72,12 +72,20 @@ def ensure_upstream(venv: Path) -> str:
 
 
 def install_model(target: Path) -> None:
-    """The benchmark model, installed (entry point and all) into ``target``."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--target", str(target), str(HERE / "model")],
-        check=True,
-    )  # fmt: skip
+    """The benchmark model, installed (entry point and all) into ``target``.
+
+    It is built from a copy: setuptools builds in the source directory, and
+    two benchmarks installing it at once would trip over each other there."""
+    with tempfile.TemporaryDirectory(prefix="deepaas-bench-model-") as tmp:
+        source = Path(tmp) / "model"
+        shutil.copytree(
+            HERE / "model", source, ignore=shutil.ignore_patterns("build", "*.egg-info")
+        )
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+             "--no-build-isolation", "--target", str(target), str(source)],
+            check=True,
+        )  # fmt: skip
 
 
 async def load(
