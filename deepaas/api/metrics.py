@@ -330,9 +330,21 @@ class Metrics:
             "Bytes of uploaded files received, by route template.",
             ("route",),
         )
+        self.reloads = Counts(
+            "deepaas_model_reloads",
+            "Reloads of a model (SIGHUP), by model and outcome: reloaded, or "
+            "failed (the previous version kept serving).",
+            ("model", "outcome"),
+        )
         self.registry.register(
             _ObservedCollector(
-                (self.requests, self.latency, self.calls, self.upload_bytes)
+                (
+                    self.requests,
+                    self.latency,
+                    self.calls,
+                    self.upload_bytes,
+                    self.reloads,
+                )
             )
         )
         self._state = _StateCollector(executors, trainings, connections, api_keys)

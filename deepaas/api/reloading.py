@@ -27,6 +27,7 @@ from aiohttp import web
 
 from deepaas import exceptions
 from deepaas.api import keys, spec
+from deepaas.api.metrics import METRICS
 from deepaas.model import loading, reloading
 from deepaas.model.loading import ModelSpec
 from deepaas.model.v2.declaration import ModelDeclaration
@@ -117,10 +118,11 @@ class Reloader:
                 await self.reload()
             except Exception:  # a fault of ours: said, and the next one tried
                 LOG.exception("The reload could not be carried out")
-                for state in self.models.values():
+                for name, state in self.models.items():
                     if state.status == RELOADING:
                         state.status, state.ended = FAILED, time.time()
                         state.reason = "The reload could not be carried out."
+                        self._count(name, FAILED)
             if not self.again:
                 return
 
@@ -210,6 +212,7 @@ class Reloader:
             return
         state.status, state.ended = RELOADED, time.time()
         state.generation = model.executor.health().generation
+        self._count(model.name, RELOADED)
         LOG.info(
             "Model %r reloaded: every worker is of generation %d",
             model.name,
@@ -220,11 +223,18 @@ class Reloader:
         state.status, state.ended, state.reason = FAILED, time.time(), reason
         if state.generation is None:
             state.generation = model.executor.health().generation
+        self._count(model.name, FAILED)
         LOG.error(
             "Model %r could not be reloaded; it serves its previous version: %s",
             model.name,
             reason,
         )
+
+    def _count(self, name: str, outcome: str) -> None:
+        """One more reload of model ``name`` that ended so (on /metrics)."""
+        metrics = self.app.get(METRICS)
+        if metrics is not None:
+            metrics.reloads.add((name, outcome))
 
     def switch(self, model: ModelWrapper, declaration: ModelDeclaration) -> None:
         """Serve ``declaration`` for ``model``: its routes' handlers and the

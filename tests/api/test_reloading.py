@@ -128,6 +128,11 @@ async def test_a_new_release_is_served_with_its_metadata_arguments_and_spec(
     assert [p["generation"] for p in workers["processes"]] == [2, 2]
     metrics = await (await client.get("/metrics")).text()
     assert 'deepaas_worker_generation{model="reloadable"} 2.0' in metrics
+    assert (
+        'deepaas_model_reloads_total{model="reloadable",outcome="reloaded"} 1.0'
+        in metrics
+    )
+    assert 'outcome="failed"' not in metrics
     # The old workers left, and nothing else runs.
     assert await helpers.eventually(
         lambda: not any(helpers.pid_alive(pid) for pid in old_pids)
@@ -172,6 +177,12 @@ async def test_a_release_that_cannot_be_imported_leaves_the_old_one_serving(
     status, body = await readiness(client)
     assert body["status"] == "ready"
     assert body["models"]["reloadable"]["generation"] == 2
+    metrics = await (await client.get("/metrics")).text()
+    for outcome in ("failed", "reloaded"):
+        series = (
+            f'deepaas_model_reloads_total{{model="reloadable",outcome="{outcome}"}}'
+        )
+        assert f"{series} 1.0" in metrics
 
 
 @EXECUTORS
